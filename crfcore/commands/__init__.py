@@ -1,0 +1,1 @@
+"""One module per ``crfcore`` subcommand; each exposes ``add_parser(subparsers)``."""

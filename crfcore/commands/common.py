@@ -1,0 +1,41 @@
+"""Argument helpers shared by subcommands: refiner parameter flags generated from ``crfcore.params``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .. import params as P
+
+__all__ = ["add_method_args", "params_from_args"]
+
+
+def add_method_args(parser: argparse.ArgumentParser, *, default: str = "convcrf") -> None:
+    """``--method``, ``--preset`` and one ``--NAME`` flag per parameter of any refiner (from params.py)."""
+    parser.add_argument("--method", default=default, choices=list(P.PARAMS_BY_METHOD), help="refiner")
+    parser.add_argument("--preset", metavar="P.json", help="preset file (from `crfcore tune` or the app)")
+    group = parser.add_argument_group("refiner parameters (override the preset; see params.py)")
+    seen: set[str] = set()
+    for cls in P.PARAMS_BY_METHOD.values():
+        for spec in P.specs(cls):
+            if spec.name in seen or spec.name == "compat":
+                continue
+            seen.add(spec.name)
+            kind = {"int": int, "float": float}.get(spec.kind, str)
+            unit = f" [{spec.unit}]" if spec.unit else ""
+            group.add_argument(f"--{spec.name.replace('_', '-')}", dest=f"param_{spec.name}", type=kind,
+                               metavar=spec.name.upper(), help=f"{spec.help}{unit} (default {spec.default})")
+
+
+def params_from_args(args: argparse.Namespace) -> tuple[str, Any]:
+    """``(method, params)`` from ``--method``, ``--preset`` and the parameter flags; flags override the preset."""
+    from ..api import resolve_params
+
+    overrides = {k.removeprefix("param_"): v for k, v in vars(args).items()
+                 if k.startswith("param_") and v is not None}
+    valid = {s.name for s in P.specs(P.params_for(args.method))}
+    foreign = sorted(set(overrides) - valid)
+    if foreign:
+        raise ValueError(f"--{foreign[0].replace('_', '-')} is not a parameter of {args.method}; its parameters "
+                         f"are {', '.join(sorted(valid))}.")
+    return args.method, resolve_params(args.method, args.preset, **overrides)

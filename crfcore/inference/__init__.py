@@ -1,0 +1,5 @@
+"""Inference over a built affinity operator: mean field (iterative) and the Gaussian CRF solve (exact)."""
+
+from .meanfield import Cancelled, ProgressCallback, compatibility_transform, mean_field, unary_energy
+
+__all__ = ["Cancelled", "ProgressCallback", "compatibility_transform", "mean_field", "unary_energy"]

@@ -1,0 +1,71 @@
+"""Mean-field inference for a fully connected CRF (Krähenbühl & Koltun 2011, Algorithm 1).
+
+With unary energy ψu = −log P and a weighted kernel operator K (no self term):
+
+    Q ← softmax(−ψu);   repeat T times:   M = K Q;   Q ← softmax(−ψu − μ M)
+
+where μ is the label compatibility: Potts ``μ(l, l') = [l ≠ l']``, for which ``−μM = M − ΣM`` and the per-pixel
+constant ΣM drops out of the softmax, or a C×C matrix (a learnable 1×1 convolution, ConvCRF "+C").
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..affinity import AffinityOp
+
+__all__ = ["Cancelled", "ProgressCallback", "unary_energy", "compatibility_transform", "mean_field"]
+
+UNARY_CLIP = 1e-5  # probabilities are clipped to [1e-5, 1] before the log, as pydensecrf's unary_from_softmax
+
+ProgressCallback = Callable[[int, int, Tensor], None]
+"""Called as ``callback(done, total, q)`` after each iteration; raise :class:`Cancelled` to stop."""
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a computation; the caller keeps its previous result."""
+
+
+def unary_energy(probs: Tensor) -> Tensor:
+    """ψu = −log(clip(P, 1e-5, 1)), ``(B, C, H, W)``."""
+    return -torch.log(probs.clamp(UNARY_CLIP, 1.0))
+
+
+def compatibility_transform(message: Tensor, compat: Tensor | None) -> Tensor:
+    """The pairwise energy ``μ M`` up to a per-pixel constant, ``(B, C, H, W)``.
+
+    ``compat=None`` is Potts (returns −M, equal to μM − ΣM); otherwise ``compat`` is ``(C, C)`` and
+    ``(μM)_l = Σ_l' μ(l, l') M_l'``.
+    """
+    if compat is None:
+        return -message
+    if compat.shape != (message.shape[1], message.shape[1]):
+        raise ValueError(f"unary has {message.shape[1]} classes, compat is "
+                         f"{'×'.join(map(str, compat.shape))}.")
+    return torch.einsum("lk,bkhw->blhw", compat.to(message.dtype), message)
+
+
+def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tensor | None = None,
+               callback: ProgressCallback | None = None, self_term: Tensor | None = None) -> Tensor:
+    """Run mean field; returns the marginals Q, ``(B, C, H, W)``, summing to 1 over C.
+
+    Args:
+        energy: unary energy ψu ``(B, C, H, W)`` (see :func:`unary_energy`).
+        op: weighted kernel operator (``op.apply(Q)`` excludes the self term).
+        iterations: T ≥ 0; 0 returns softmax(−ψu).
+        compat: ``(C, C)`` compatibility, or None for Potts.
+        callback: ``callback(t, T, Q)`` after every iteration; may raise :class:`Cancelled`.
+        self_term: optional ``(B, 1, H, W)`` weight of each pixel's own label in its message (DenseCRF's k_ii).
+    """
+    q = torch.softmax(-energy, dim=1)
+    for t in range(iterations):
+        message = op.apply(q)
+        if self_term is not None:
+            message = message + self_term * q
+        q = torch.softmax(-energy - compatibility_transform(message, compat), dim=1)
+        if callback is not None:
+            callback(t + 1, iterations, q)
+    return q

@@ -1,0 +1,99 @@
+"""Unaries: class probabilities ``(C, H, W)`` (or batched ``(B, C, H, W)``) from logits, label masks and scribbles.
+
+Every function returns float32 probabilities summing to 1 over C, in the kind (NumPy or torch) it was given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checks import check_finite
+
+__all__ = ["DEFAULT_CONFIDENCE", "from_logits", "from_labels", "from_scribbles", "resize"]
+
+DEFAULT_CONFIDENCE = 0.7  # probability given to a mask's label (pydensecrf's unary_from_labels gt_prob tradition)
+
+
+def _to_tensor(x: np.ndarray | Tensor) -> tuple[Tensor, bool]:
+    return (torch.from_numpy(np.asarray(x)), True) if isinstance(x, np.ndarray) else (x, False)
+
+
+def _back(x: Tensor, as_numpy: bool) -> np.ndarray | Tensor:
+    return x.numpy() if as_numpy else x
+
+
+def from_logits(logits: np.ndarray | Tensor, *, temperature: float = 1.0) -> np.ndarray | Tensor:
+    """Softmax over the class axis of ``(C, H, W)`` / ``(B, C, H, W)`` logits (scores, any range)."""
+    t, as_numpy = _to_tensor(logits)
+    if t.ndim not in (3, 4):
+        raise ValueError(f"logits have shape {tuple(t.shape)}; expected (C, H, W) or (B, C, H, W).")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    check_finite(t, "logits")
+    return _back(torch.softmax(t.float() / temperature, dim=t.ndim - 3), as_numpy)
+
+
+def from_labels(labels: np.ndarray | Tensor, num_classes: int, *, confidence: float = DEFAULT_CONFIDENCE,
+                ignore_index: int | None = 255) -> np.ndarray | Tensor:
+    """Probabilities from a label mask: the pixel's label gets ``confidence``, the others share the rest.
+
+    Args:
+        labels: ``(H, W)`` or ``(B, H, W)`` integer class indices 0..num_classes-1.
+        num_classes: C ≥ 2.
+        confidence: in (1/C, 1]; 1.0 makes the mask hard (the CRF can only smooth where classes tie).
+        ignore_index: pixels with this value (void, unknown) get the uniform distribution.
+
+    Returns:
+        ``(C, H, W)`` or ``(B, C, H, W)`` float32.
+    """
+    t, as_numpy = _to_tensor(labels)
+    if t.is_floating_point():
+        raise ValueError(f"labels must be integer class indices, got {t.dtype}.")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+    if not 1.0 / num_classes < confidence <= 1.0:
+        raise ValueError(f"confidence must be in (1/{num_classes}, 1], got {confidence}.")
+    t = t.long()
+    unknown = t == ignore_index if ignore_index is not None else torch.zeros_like(t, dtype=torch.bool)
+    bad = (~unknown) & ((t < 0) | (t >= num_classes))
+    if bad.any():
+        values = sorted(set(t[bad].unique().tolist()))[:10]
+        raise ValueError(f"labels hold values {values} outside 0..{num_classes - 1}; pass num_classes="
+                         f"{max(values) + 1} or map them to ignore_index={ignore_index}.")
+    rest = (1.0 - confidence) / (num_classes - 1)
+    one_hot = torch.nn.functional.one_hot(t.clamp(0, num_classes - 1), num_classes).movedim(-1, -3).float()
+    probs = one_hot * (confidence - rest) + rest
+    probs = torch.where(unknown.unsqueeze(-3), torch.full_like(probs, 1.0 / num_classes), probs)
+    return _back(probs, as_numpy)
+
+
+def from_scribbles(scribbles: np.ndarray | Tensor, num_classes: int, *, prior: np.ndarray | Tensor | None = None,
+                   unpainted: int = -1) -> np.ndarray | Tensor:
+    """Probabilities from brush strokes: painted pixels are hard (one-hot), the rest uniform or ``prior``.
+
+    Args:
+        scribbles: ``(H, W)`` integer labels; ``unpainted`` marks pixels with no stroke.
+        num_classes: C ≥ 2.
+        prior: optional ``(C, H, W)`` probabilities for the unpainted pixels (e.g. a network's or a mask's).
+    """
+    t, as_numpy = _to_tensor(scribbles)
+    painted = t != unpainted
+    base = (torch.full((num_classes, *t.shape), 1.0 / num_classes) if prior is None
+            else _to_tensor(prior)[0].float().clone())
+    if base.shape[-2:] != t.shape:
+        raise ValueError(f"prior is {tuple(base.shape[-2:])} (H×W) but scribbles are {tuple(t.shape)}.")
+    hard = from_labels(torch.where(painted, t, torch.zeros_like(t)), num_classes, confidence=1.0,
+                       ignore_index=None)
+    return _back(torch.where(painted.unsqueeze(0), hard, base), as_numpy)
+
+
+def resize(probs: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray | Tensor:
+    """Bilinear resize of ``(C, H, W)`` / ``(B, C, H, W)`` probabilities to ``size = (H, W)``; stays normalised."""
+    t, as_numpy = _to_tensor(probs)
+    batched = t.ndim == 4
+    x = t.float() if batched else t.float().unsqueeze(0)
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    x = x / x.sum(1, keepdim=True)
+    return _back(x if batched else x[0], as_numpy)
