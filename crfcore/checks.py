@@ -27,7 +27,7 @@ def as_image_tensor(image: np.ndarray | Tensor, *, name: str = "image") -> Tenso
         if image.dtype != np.uint8:
             raise ValueError(f"{name} has dtype {image.dtype}; expected uint8 0..255 (crfcore.io.load_image "
                              f"converts 16-bit images).")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float()
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).unsqueeze(0).float()
     if not isinstance(image, Tensor):
         raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(image).__name__}.")
     if image.ndim == 3:
@@ -45,7 +45,7 @@ def as_prob_tensor(probs: np.ndarray | Tensor, *, name: str = "unary") -> tuple[
     Raises:
         ValueError: NaN/inf, negative values, or values not summing to 1 over C.
     """
-    tensor = torch.from_numpy(np.asarray(probs)) if isinstance(probs, np.ndarray) else probs
+    tensor = torch.from_numpy(np.array(probs, copy=True)) if isinstance(probs, np.ndarray) else probs
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(probs).__name__}.")
     batched = tensor.ndim == 4

@@ -46,9 +46,19 @@ def iou_per_class(conf: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, np.nan)
 
 
-def miou(conf: np.ndarray) -> float:
-    """Mean IoU over the classes present in ground truth or prediction, in 0..1."""
+def miou(conf: np.ndarray, *, classes: str = "any") -> float:
+    """Mean IoU in 0..1.
+
+    Args:
+        classes: ``"any"`` averages over classes present in ground truth or prediction (the PASCAL VOC rule: a
+            class predicted but absent from ground truth scores 0); ``"gt"`` over classes present in ground truth
+            only, which suits small sets where most classes never occur.
+    """
     ious = iou_per_class(conf)
+    if classes == "gt":
+        ious = np.where(np.asarray(conf).sum(1) > 0, ious, np.nan)
+    elif classes != "any":
+        raise ValueError(f"{classes!r} is not a valid classes rule. Valid values are 'any', 'gt'.")
     return float(np.nanmean(ious)) if np.isfinite(ious).any() else float("nan")
 
 
@@ -82,9 +92,12 @@ def boundary_fscore(pred: np.ndarray | Tensor, gt: np.ndarray | Tensor, *, toler
     p, g = _np(pred).astype(np.int64), _np(gt).astype(np.int64)
     if p.shape != g.shape or p.ndim != 2:
         raise ValueError(f"pred and gt must be (H, W) of one shape, got {p.shape} and {g.shape}.")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}.")
     care = np.ones_like(g, dtype=bool)
     if ignore_index is not None and (g == ignore_index).any():
-        care = ndimage.distance_transform_edt(g != ignore_index) > tolerance
+        # at least 1 px: a pixel beside void has an edge to it, which is not a boundary at any tolerance
+        care = ndimage.distance_transform_edt(g != ignore_index) > max(tolerance, 1.0)
         g = np.where(g == ignore_index, -1, g)
     bp, bg = _boundary(p) & care, _boundary(g) & care
     if not bp.any() and not bg.any():

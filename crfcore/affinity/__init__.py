@@ -13,8 +13,10 @@ from torch import Tensor
 
 from .exact import ExactBackend, ExactOp
 from .local import LocalBackend, LocalOp
+from .lowrank import LowRankBackend, LowRankOp, PooledBackend, PooledOp
 
-__all__ = ["AffinityOp", "Backend", "ExactBackend", "ExactOp", "LocalBackend", "LocalOp"]
+__all__ = ["AffinityOp", "Backend", "ExactBackend", "ExactOp", "LocalBackend", "LocalOp", "LowRankBackend",
+           "LowRankOp", "PooledBackend", "PooledOp"]
 
 
 class AffinityOp(Protocol):

@@ -88,7 +88,7 @@ class LocalOp:
 
     def __init__(self, features: list[Tensor], filter_size: int, blur: int, size: tuple[int, int], *,
                  cache_bytes: int = 1 << 30, weights: Tensor | None = None,
-                 filters: Tensor | None = None) -> None:
+                 filters: list[Tensor] | None = None) -> None:
         self.features = features
         self.filter_size = filter_size
         self.blur = blur
@@ -99,8 +99,8 @@ class LocalOp:
                                                                       device=ref.device)
         b, _, h, w = ref.shape
         k2 = filter_size * filter_size
-        if filters is None and len(features) * b * k2 * h * w * ref.element_size() <= cache_bytes:
-            filters = self._kernel_filters(0, h)  # (B, M, k², h, w), unweighted
+        if filters is None and (len(features) + 1) * b * k2 * h * w * ref.element_size() <= cache_bytes:
+            filters = self._kernel_filters(0, h)  # per kernel (B, k², h, w), unweighted
         self._filters = filters
         self._combined: Tensor | None = None
 
@@ -147,34 +147,43 @@ class LocalOp:
     def _combined_filters(self, y0: int, y1: int) -> Tensor:
         """Weighted filters ``(B, k², y1-y0, w)`` for a band of rows."""
         if self._filters is None:
-            return torch.einsum("m,bmkhw->bkhw", self.weights, self._kernel_filters(y0, y1))
+            return _weighted_sum(self.weights, self._kernel_filters(y0, y1))
         if self._combined is None or (self.weights.requires_grad and torch.is_grad_enabled()):
-            self._combined = torch.einsum("m,bmkhw->bkhw", self.weights, self._filters)
+            self._combined = _weighted_sum(self.weights, self._filters)
         return self._combined[:, :, y0:y1]
 
-    def _kernel_filters(self, y0: int, y1: int) -> Tensor:
-        """Unweighted per-kernel filters ``(B, M, k², y1-y0, w)``; the centre tap and taps off the image are 0."""
+    def _kernel_filters(self, y0: int, y1: int) -> list[Tensor]:
+        """Unweighted filters ``(B, k², y1-y0, w)`` per kernel; the centre tap and taps off the image are 0.
+
+        Taps off the image see features padded with a value far from every real feature, so their Gaussian
+        underflows to exactly 0 (with a zero gradient), which spares a separate validity mask.
+        """
         k = self.filter_size
         r = k // 2
         h, w = self.grid_size
         centre_idx = (k * k) // 2
         out = []
         for feats in self.features:
-            # Rows y0-r .. y1+r of the features, zero-padded; taps landing in the padding are masked below.
+            far = float(feats.detach().abs().max()) * 2 + 1e3
             padded = F.pad(feats[:, :, max(0, y0 - r):min(h, y1 + r)],
-                           (r, r, r - min(r, y0), r - min(r, h - y1)))
+                           (r, r, r - min(r, y0), r - min(r, h - y1)), value=far)
             centre = feats[:, :, y0:y1]
             taps = []
             for idx in range(k * k):
                 dy, dx = divmod(idx, k)
                 if idx == centre_idx:
-                    taps.append(torch.zeros_like(centre[:, 0]))
+                    taps.append(torch.full_like(centre[:, 0], far * far))
                     continue
-                dist = (padded[:, :, dy:dy + y1 - y0, dx:dx + w] - centre).square().sum(1)
-                taps.append(dist)
-            out.append(torch.exp(-0.5 * torch.stack(taps, dim=1)))
-        ref = self.features[0]
-        valid = F.pad(torch.ones(1, 1, h, w, dtype=ref.dtype, device=ref.device), (r, r, r, r))
-        valid = F.unfold(valid[:, :, y0:y1 + 2 * r], k).view(1, 1, k * k, y1 - y0, w).clone()
-        valid[:, :, centre_idx] = 0.0  # no self term
-        return torch.stack(out, dim=1) * valid
+                taps.append((padded[:, :, dy:dy + y1 - y0, dx:dx + w] - centre).square().sum(1))
+            out.append(torch.exp(torch.stack(taps, dim=1).mul_(-0.5)))
+        return out
+
+
+def _weighted_sum(weights: Tensor, filters: list[Tensor]) -> Tensor:
+    """``Σ_m w_m G_m`` over per-kernel filters; differentiable in both."""
+    if torch.is_grad_enabled() and (weights.requires_grad or any(f.requires_grad for f in filters)):
+        return sum(w * f for w, f in zip(weights, filters))
+    total = filters[0] * weights[0]
+    for w, f in zip(weights[1:], filters[1:]):
+        total.add_(f, alpha=float(w))
+    return total

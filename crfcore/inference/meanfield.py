@@ -60,12 +60,23 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         callback: ``callback(t, T, Q)`` after every iteration; may raise :class:`Cancelled`.
         self_term: optional ``(B, 1, H, W)`` weight of each pixel's own label in its message (DenseCRF's k_ii).
     """
-    q = torch.softmax(-energy, dim=1)
+    neg_energy = -energy
+    q = _softmax(neg_energy)
     for t in range(iterations):
         message = op.apply(q)
         if self_term is not None:
             message = message + self_term * q
-        q = torch.softmax(-energy - compatibility_transform(message, compat), dim=1)
+        q = _softmax(neg_energy - compatibility_transform(message, compat))
         if callback is not None:
             callback(t + 1, iterations, q)
     return q
+
+
+def _softmax(logits: Tensor) -> Tensor:
+    """Softmax over C of ``(B, C, H, W)``. Without autograd it runs in place on ``logits`` (a fresh temporary),
+    which is over twice as fast on CPU as ``torch.softmax`` over a strided class axis."""
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return torch.softmax(logits, dim=1)
+    logits = logits - logits.amax(dim=1, keepdim=True)
+    logits.exp_()
+    return logits.div_(logits.sum(dim=1, keepdim=True))

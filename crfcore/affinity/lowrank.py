@@ -1,0 +1,190 @@
+"""Affinities of reduced rank, for the Gaussian CRF's conjugate-gradient solve.
+
+Two operators whose matrix ``W`` is symmetric (conjugate gradient and the closed-form gradient of
+:mod:`crfcore.inference.gaussian` need that), non-negative and without self term:
+
+- **Learned embeddings** (Chandra, Usunier & Kokkinos 2017, "Dense and Low-Rank Gaussian CRFs Using Deep
+  Embeddings", ICCV, §3): non-negative embeddings ``E_m`` of D_m dimensions per pixel give
+  ``W = Σ_m w_m (E_m E_mᵀ − diag(E_m E_mᵀ))``, a fully connected affinity applied in O(N·D·C) as ``E (Eᵀ Q)``
+  without ever forming the N×N matrix.
+- **A pooled grid**: the Gaussian kernels ``K`` of an inner backend evaluated on a grid downsampled b times, brought
+  back by bilinear interpolation ``U`` (N × n) and its adjoint, ``W = U K Uᵀ / c − diag(U K Uᵀ / c)`` with
+  ``c = N / n``, so rows sum as ``K·1`` does. Its rank is at most n = N/b². :class:`~crfcore.affinity.LocalOp` with
+  ``blur > 1`` computes ``U K P`` with P a box average, which is not symmetric; this is its symmetric counterpart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from .local import downsample, upsample
+
+__all__ = ["LowRankBackend", "LowRankOp", "PooledBackend", "PooledOp"]
+
+
+def _as_weights(weights: Tensor, like: Tensor, count: int) -> Tensor:
+    weights = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
+    if weights.shape != (count,):
+        raise ValueError(f"weights must have shape ({count},) (one per kernel), got {tuple(weights.shape)}.")
+    return weights
+
+
+@dataclass(frozen=True)
+class LowRankBackend:
+    """Builds :class:`LowRankOp` from non-negative embeddings, one ``(B, D_m, H, W)`` tensor per kernel.
+
+    Embeddings must be non-negative so that every ``W_ij ≥ 0`` and the Laplacian ``D − W`` is positive
+    semi-definite (pass a network's output through ``relu`` or ``softplus``).
+    """
+
+    def build(self, features: Sequence[Tensor]) -> "LowRankOp":
+        """``features``: ``[(B, D_m, H, W)]`` non-negative embeddings sharing B, H, W; weights start at 1.
+
+        Raises:
+            ValueError: an empty list, mismatched shapes, or negative entries.
+        """
+        features = list(features)
+        shapes = {(f.shape[0], *f.shape[2:]) for f in features}
+        if not features or len(shapes) != 1 or any(f.ndim != 4 for f in features):
+            raise ValueError(f"features must be a non-empty list of (B, D, H, W) embeddings sharing B, H, W; "
+                             f"got shapes {[tuple(f.shape) for f in features]}.")
+        for m, emb in enumerate(features):
+            if bool((emb < 0).any()):
+                raise ValueError(f"embedding {m} has negative entries (min {float(emb.min()):.3g}); the low-rank "
+                                 f"affinity needs E ≥ 0 so that W = EEᵀ ≥ 0. Apply relu or softplus first.")
+        return LowRankOp(features)
+
+
+class LowRankOp:
+    """``W Q = Σ_m w_m (E_m (E_mᵀ Q) − diag(E_m E_mᵀ) Q)``, O(N·D·C) per application."""
+
+    def __init__(self, embeddings: list[Tensor], weights: Tensor | None = None) -> None:
+        self.embeddings = [e.flatten(2) for e in embeddings]  # (B, D_m, N)
+        self.size = tuple(embeddings[0].shape[-2:])
+        self.self_terms = [e.square().sum(1, keepdim=True) for e in self.embeddings]  # (B, 1, N)
+        ref = self.embeddings[0]
+        self.weights = weights if weights is not None else torch.ones(len(embeddings), dtype=ref.dtype,
+                                                                      device=ref.device)
+
+    def weighted(self, weights: Tensor) -> "LowRankOp":
+        op = LowRankOp.__new__(LowRankOp)
+        op.embeddings, op.size, op.self_terms = self.embeddings, self.size, self.self_terms
+        op.weights = _as_weights(weights, self.embeddings[0], len(self.embeddings))
+        return op
+
+    def apply(self, q: Tensor) -> Tensor:
+        """``(B, C, H, W)`` → ``(B, C, H, W)``."""
+        b, c, h, w = q.shape
+        if (h, w) != self.size or b != self.embeddings[0].shape[0]:
+            raise ValueError(f"q has shape {tuple(q.shape)}, but the operator was built for batch "
+                             f"{self.embeddings[0].shape[0]} and size {self.size}.")
+        flat = q.reshape(b, c, h * w)
+        out = None
+        for weight, emb, diag in zip(self.weights, self.embeddings, self.self_terms):
+            term = torch.bmm(torch.bmm(flat, emb.transpose(1, 2)), emb) - diag * flat  # (B, C, N)
+            out = weight * term if out is None else out + weight * term
+        return out.reshape(b, c, h, w)
+
+
+@dataclass(frozen=True)
+class PooledBackend:
+    """Runs an inner backend on a grid pooled ``blur`` times, symmetrically (see the module docstring).
+
+    Args:
+        inner: a backend of Gaussian kernels ``exp(−|f_I − f_J|²/2)`` over the features it is given, e.g.
+            ``LocalBackend(filter_size, blur=1)`` (window k ≥ 3) or ``ExactBackend()``; the self term of
+            ``U K Uᵀ`` is computed from that formula and removed.
+        blur: downsampling factor b ≥ 1 (features are averaged over b×b blocks, as LocalBackend does).
+    """
+
+    inner: Any
+    blur: int
+
+    def __post_init__(self) -> None:
+        if int(self.blur) != self.blur or self.blur < 1:
+            raise ValueError(f"blur must be an integer >= 1, got {self.blur!r}.")
+
+    def build(self, features: Sequence[Tensor]) -> "PooledOp":
+        """One ``(B, D_m, H, W)`` feature tensor per kernel (divided by θ); all share B, H, W."""
+        features = list(features)
+        shapes = {(f.shape[0], *f.shape[2:]) for f in features}
+        if not features or len(shapes) != 1:
+            raise ValueError(f"features must be a non-empty list of (B, D, H, W) tensors sharing B, H, W; "
+                             f"got shapes {[tuple(f.shape) for f in features]}.")
+        size = tuple(features[0].shape[-2:])
+        pooled = [downsample(f, self.blur) for f in features]
+        self_terms = [_bilinear_self_term(f, size) for f in pooled]
+        return PooledOp(self.inner.build(pooled), self_terms, size, tuple(pooled[0].shape[-2:]))
+
+
+class PooledOp:
+    """``W Q = U K Uᵀ Q / c − s ⊙ Q`` with ``s = diag(U K Uᵀ) / c``; ``K`` is the inner operator on the grid."""
+
+    def __init__(self, inner: Any, self_terms: list[Tensor], size: tuple[int, int], grid: tuple[int, int],
+                 weights: Tensor | None = None) -> None:
+        self.inner = inner
+        self.self_terms = self_terms  # per kernel (B, 1, H, W), unweighted, already divided by c
+        self.size = size
+        self.grid = grid
+        ref = self_terms[0]
+        self.weights = weights if weights is not None else torch.ones(len(self_terms), dtype=ref.dtype,
+                                                                      device=ref.device)
+
+    def weighted(self, weights: Tensor) -> "PooledOp":
+        weights = _as_weights(weights, self.self_terms[0], len(self.self_terms))
+        return PooledOp(self.inner.weighted(weights), self.self_terms, self.size, self.grid, weights)
+
+    def apply(self, q: Tensor) -> Tensor:
+        """``(B, C, H, W)`` → ``(B, C, H, W)``."""
+        if tuple(q.shape[-2:]) != self.size:
+            raise ValueError(f"q has shape {tuple(q.shape)}, but the operator was built for size {self.size}.")
+        c = (self.size[0] * self.size[1]) / (self.grid[0] * self.grid[1])
+        small = _upsample_adjoint(q, self.grid) / c
+        message = upsample(self.inner.apply(small), self.size)
+        self_term = self.weights[0] * self.self_terms[0]
+        for w, s in zip(self.weights[1:], self.self_terms[1:]):
+            self_term = self_term + w * s
+        return message - self_term * q
+
+
+def _upsample_adjoint(q: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``Uᵀ q``: the exact adjoint of :func:`~crfcore.affinity.local.upsample` to ``q``'s size, ``(B, C, h, w)``."""
+    b, c, h, w = q.shape
+    return torch.ops.aten.upsample_bilinear2d_backward(q, [h, w], [b, c, *grid], False, None, None)
+
+
+def _axis(small: int, big: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear taps of ``upsample`` along one axis (align_corners=False): first and second source index
+    ``(big,)`` int64 and the second one's weight ``(big,)``."""
+    src = ((torch.arange(big, dtype=torch.float64, device=like.device) + 0.5) * (small / big) - 0.5).clamp_min(0)
+    first = src.floor().long()
+    second = (first + 1).clamp_max(small - 1)
+    return first, second, (src - first).to(like.dtype)
+
+
+def _bilinear_self_term(features: Tensor, size: tuple[int, int]) -> Tensor:
+    """``diag(U K Uᵀ) / c`` for ``K_IJ = exp(−|f_I − f_J|²/2)`` (K_II = 0), ``(B, 1, H, W)``.
+
+    Each output pixel has at most 2×2 grid parents with separable bilinear weights ``u``; its diagonal entry is
+    ``Σ_{P≠Q} u_P u_Q K_PQ`` over ordered pairs of distinct parents.
+    """
+    h, w = features.shape[-2:]
+    ys, xs = _axis(h, size[0], features), _axis(w, size[1], features)
+    y_idx, x_idx = ys[:2], xs[:2]
+    y_wt = (1 - ys[2], ys[2])
+    x_wt = (1 - xs[2], xs[2])
+    same_y, same_x = (ys[0] == ys[1])[:, None], (xs[0] == xs[1])[None, :]
+    parents = {(py, px): features[:, :, y_idx[py]][:, :, :, x_idx[px]] for py in (0, 1) for px in (0, 1)}
+    total = torch.zeros(features.shape[0], 1, *size, dtype=features.dtype, device=features.device)
+    pairs = (((0, 0), (0, 1)), ((1, 0), (1, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((0, 0), (1, 1)),
+             ((0, 1), (1, 0)))
+    for p, r in pairs:
+        distinct = ~((same_y | (p[0] == r[0])) & (same_x | (p[1] == r[1])))
+        weight = y_wt[p[0]][:, None] * x_wt[p[1]][None, :] * y_wt[r[0]][:, None] * x_wt[r[1]][None, :]
+        kernel = torch.exp(-0.5 * (parents[p] - parents[r]).square().sum(1, keepdim=True))
+        total = total + 2 * weight * distinct * kernel
+    return total * (h * w) / (size[0] * size[1])

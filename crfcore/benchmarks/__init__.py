@@ -1,0 +1,1 @@
+"""Benchmarks behind ``crfcore bench NAME``: one module per component, each with ``add_arguments`` and ``run``."""

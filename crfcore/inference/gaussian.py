@@ -1,0 +1,323 @@
+"""Gaussian CRF inference: an exact solve by conjugate gradient, with closed-form gradients.
+
+Chandra & Kokkinos 2016, "Fast, Exact and Multi-Scale Inference for Semantic Image Segmentation with Deep Gaussian
+CRFs", ECCV (arXiv:1603.08358): the G-CRF energy and its linear system (§3), conjugate-gradient inference and
+back-propagation through the solution (§3.1–3.2), multi-resolution coupling (§4). In DESIGN.md §3 notation, with
+continuous scores X (N×C) for N pixels and C classes,
+
+    E(X) = λ/2 Σ_i |x_i − b_i|² + 1/2 Σ_ij W_ij |x_i − x_j|²,
+
+where b are the unary scores (here log-probabilities, :func:`unary_scores`) and W a symmetric non-negative affinity
+with no self term, applied by an affinity op. The minimiser solves
+
+    A X = λB,   A = λI + 2L,   L = D − W,   D = diag(W·1),
+
+A is symmetric positive definite (λ > 0, L ⪰ 0), so X is unique; every class is an independent right-hand side of
+the same A, and all are solved together by Jacobi-preconditioned conjugate gradient (``diag A = λ + 2D``).
+
+**Multi-scale** (§4): levels s = 0..S−1, level s+1 at half the resolution of level s (``⌈H/2⌉``), each with its own
+scores B_s (B average-pooled) and affinity W_s, coupled by ``μ/2 |X_s − U X_{s+1}|²`` with U pixel replication (so
+``Uᵀ`` is 2×2 sum pooling and ``UᵀU`` the diagonal of replica counts). The block system is, for each level,
+
+    (λI + 2L_s + μ[s<S−1] I + μ[s>0] UᵀU) X_s − μ U X_{s+1} − μ Uᵀ X_{s−1} = λ B_s,
+
+symmetric positive definite, applied matrix-free and solved jointly; the output is the finest level X_0.
+
+**Gradients** (§3.2): X = A⁻¹λB, so for a loss ℓ with g = ∂ℓ/∂X, y = A⁻¹g (A is symmetric), ∂ℓ/∂B = λy, and for any
+parameter θ of A or of λ, ∂ℓ/∂θ = ∂/∂θ [yᵀ(λB − A(θ)X)] with X held fixed. No iterate of the forward solve is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..affinity import AffinityOp
+from ..affinity.local import downsample
+from .meanfield import ProgressCallback, unary_energy
+
+__all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "conjugate_gradient", "gaussian_crf",
+           "level_sizes", "unary_scores"]
+
+MatVec = Callable[[Tensor], Tensor]
+
+
+class ConvergenceWarning(UserWarning):
+    """Conjugate gradient stopped at ``max_iter`` before reaching ``tol``; the result is approximate."""
+
+
+def unary_scores(probs: Tensor) -> Tensor:
+    """Unary scores b = log(clip(P, 1e-5, 1)) = −ψu, ``(B, C, H, W)``, in [−11.5, 0].
+
+    Softmax of the G-CRF solution is unchanged by adding a per-pixel constant to b (A acts the same on every
+    class), so log-probabilities and logits of the same probabilities give the same refined probabilities.
+    """
+    return -unary_energy(probs)
+
+
+@dataclass(frozen=True)
+class CGResult:
+    """Output of :func:`conjugate_gradient`.
+
+    Attributes:
+        x: the solution, same shape as the right-hand side.
+        iterations: iterations run (0 when the start already met ``tol``).
+        residual: the largest relative residual ``|r|/|rhs|`` over the columns when it stopped.
+        converged: ``residual <= tol``.
+    """
+
+    x: Tensor
+    iterations: int
+    residual: float
+    converged: bool
+
+
+def conjugate_gradient(matvec: MatVec, rhs: Tensor, diag: Tensor, *, tol: float, max_iter: int,
+                       x0: Tensor | None = None,
+                       callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
+    """Jacobi-preconditioned conjugate gradient on many right-hand sides of one SPD operator.
+
+    Args:
+        matvec: ``x ↦ A x`` for ``x`` shaped like ``rhs``; A symmetric positive definite.
+        rhs: ``(B, C, N)``; each ``(b, c)`` column is its own system (its own step sizes).
+        diag: ``(B, 1, N)`` or ``(B, C, N)``, positive: the preconditioner ``diag A``.
+        tol: stop when every column has ``|r| ≤ tol·|rhs|`` (a zero column is solved by zero).
+        max_iter: iteration limit ≥ 0; the result says whether ``tol`` was met (no warning here).
+        x0: start, shaped like ``rhs`` (zeros if None): a previous solution makes a warm start.
+        callback: ``callback(k, max_iter, x)`` after iteration k; ``x`` is the live iterate (copy it to keep it).
+            Raising (e.g. :class:`~crfcore.inference.Cancelled`) stops the solve.
+    """
+    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
+    r = rhs - matvec(x) if x0 is not None else rhs.clone()
+    rhs_norm = torch.linalg.vector_norm(rhs, dim=-1, keepdim=True)
+    scale = torch.where(rhs_norm > 0, rhs_norm, torch.ones_like(rhs_norm)).reciprocal()
+    z = r / diag
+    p = z.clone()
+    rz = (r * z).sum(-1, keepdim=True)
+    residual = float((torch.linalg.vector_norm(r, dim=-1, keepdim=True) * scale).max())
+    done = 0
+    while residual > tol and done < max_iter:
+        ap = matvec(p)
+        alpha = _safe_div(rz, (p * ap).sum(-1, keepdim=True))
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1.0)
+        torch.div(r, diag, out=z)
+        rz_next = (r * z).sum(-1, keepdim=True)
+        p.mul_(_safe_div(rz_next, rz)).add_(z)
+        rz = rz_next
+        done += 1
+        residual = float((torch.linalg.vector_norm(r, dim=-1, keepdim=True) * scale).max())
+        if callback is not None:
+            callback(done, max_iter, x)
+    return CGResult(x, done, residual, residual <= tol)
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` with 0 where ``den`` is 0 (a column already solved exactly)."""
+    return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    """``(H, W)`` of each pyramid level: level s+1 is ``(⌈H_s/2⌉, ⌈W_s/2⌉)``."""
+    sizes = [tuple(size)]
+    for _ in range(levels - 1):
+        h, w = sizes[-1]
+        sizes.append((-(-h // 2), -(-w // 2)))
+    return sizes
+
+
+def _replicate(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """U: each pixel of the coarser level copied to its 2×2 block, cropped to ``size``."""
+    return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., :size[0], :size[1]]
+
+
+def _replicate_adjoint(x: Tensor) -> Tensor:
+    """Uᵀ: sum over each 2×2 block (blocks cut by the edge sum what they have)."""
+    h, w = x.shape[-2:]
+    return F.avg_pool2d(F.pad(x, (0, w % 2, 0, h % 2)), 2) * 4
+
+
+class GaussianSystem:
+    """The matrix-free operator A of the (multi-scale) G-CRF system; see the module docstring.
+
+    Args:
+        ops: one weighted affinity op per level, finest first, each built for that level's size.
+        size: ``(H, W)`` of the finest level.
+        batch: B of the ops.
+        lam: unary weight λ > 0 (a float or a 0-d tensor, differentiable).
+        mu: inter-level coupling μ ≥ 0 (ignored with one level).
+        like: a tensor giving dtype and device.
+
+    The degrees ``D_s = W_s·1`` are computed here, in the caller's grad mode, so a differentiable ``apply``
+    of the ops gives a differentiable :meth:`matvec`.
+    """
+
+    def __init__(self, ops: Sequence[AffinityOp], size: tuple[int, int], batch: int, *, lam: float | Tensor,
+                 mu: float | Tensor, like: Tensor) -> None:
+        self.ops = list(ops)
+        self.sizes = level_sizes(size, len(self.ops))
+        self.lam, self.mu = lam, mu
+        self.numels = [h * w for h, w in self.sizes]
+        self.degrees = [op.apply(like.new_ones(batch, 1, h, w)) for op, (h, w) in zip(self.ops, self.sizes)]
+        self.counts = [None] + [_replicate_adjoint(like.new_ones(1, 1, *fine)) for fine in self.sizes[:-1]]
+
+    def split(self, x: Tensor) -> list[Tensor]:
+        """``(B, C, ΣN_s)`` → per level ``(B, C, H_s, W_s)`` (views)."""
+        parts = torch.split(x, self.numels, dim=-1)
+        return [p.unflatten(-1, hw) for p, hw in zip(parts, self.sizes)]
+
+    def merge(self, levels: Sequence[Tensor]) -> Tensor:
+        """Per level ``(B, C, H_s, W_s)`` → ``(B, C, ΣN_s)``."""
+        flat = [t.flatten(-2) for t in levels]
+        return flat[0] if len(flat) == 1 else torch.cat(flat, dim=-1)
+
+    def pyramid(self, x: Tensor) -> Tensor:
+        """A finest-level ``(B, C, H, W)`` tensor and its 2×2 average-pooled levels, merged: ``(B, C, ΣN_s)``."""
+        levels = [x]
+        for _ in self.sizes[1:]:
+            levels.append(downsample(levels[-1], 2))
+        return self.merge(levels)
+
+    def diagonal(self) -> Tensor:
+        """``diag A`` ``(B, 1, ΣN_s)``, positive: the Jacobi preconditioner."""
+        last = len(self.ops) - 1
+        diags = []
+        for s, degree in enumerate(self.degrees):
+            d = self.lam + 2 * degree
+            if s < last:
+                d = d + self.mu
+            if s > 0:
+                d = d + self.mu * self.counts[s]
+            diags.append(d)
+        return self.merge(diags)
+
+    def matvec(self, x: Tensor) -> Tensor:
+        """``A x`` for ``x`` ``(B, C, ΣN_s)``."""
+        xs = self.split(x)
+        last = len(xs) - 1
+        out = []
+        for s, (op, degree, xl) in enumerate(zip(self.ops, self.degrees, xs)):
+            y = self.lam * xl + 2 * (degree * xl - op.apply(xl))
+            if s < last:
+                y = y + self.mu * (xl - _replicate(xs[s + 1], self.sizes[s]))
+            if s > 0:
+                y = y + self.mu * (self.counts[s] * xl - _replicate_adjoint(xs[s - 1]))
+            out.append(y)
+        return self.merge(out)
+
+
+class _AdjointSolve(torch.autograd.Function):
+    """Zero in the forward pass; in the backward pass maps the incoming gradient g to y = A⁻¹g.
+
+    Added to the detached solution as ``X + _AdjointSolve(λB − A(θ)X)``: the value stays X, and autograd carries y
+    through the differentiable residual ``λB − A(θ)X`` to B, λ and whatever the ops were built from.
+    """
+
+    @staticmethod
+    def forward(ctx, residual: Tensor, solve: Callable[[Tensor], Tensor]) -> Tensor:  # noqa: D102
+        ctx.solve = solve
+        return torch.zeros_like(residual)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        return ctx.solve(grad), None
+
+
+def _adjoint_solver(system: GaussianSystem, diag: Tensor, tol: float, max_iter: int) -> Callable[[Tensor], Tensor]:
+    def solve(grad: Tensor) -> Tensor:
+        with torch.no_grad():
+            result = conjugate_gradient(system.matvec, grad, diag, tol=tol, max_iter=max_iter)
+        if not result.converged:
+            warnings.warn(_stop_message("backward", result, tol, max_iter), ConvergenceWarning, stacklevel=2)
+        return result.x
+
+    return solve
+
+
+def _stop_message(which: str, result: CGResult, tol: float, max_iter: int) -> str:
+    return (f"G-CRF {which} conjugate gradient stopped at max_iter={max_iter} with relative residual "
+            f"{result.residual:.2e} > tol={tol:g}; raise max_iter, loosen tol, or raise lam (a larger λ "
+            f"makes the system better conditioned).")
+
+
+def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam: float | Tensor, tol: float,
+                 max_iter: int, mu: float | Tensor | None = None, x0: Tensor | None = None,
+                 callback: ProgressCallback | None = None) -> Tensor:
+    """Solve the (multi-scale) G-CRF for scores X; differentiable by the closed-form gradient.
+
+    Args:
+        ops: a weighted affinity op with symmetric, non-negative W and no self term (``op.apply``), or one per
+            pyramid level, finest first, each built for that level (``level_sizes``).
+        scores: unary scores B ``(B, C, H, W)`` (e.g. :func:`unary_scores`), differentiable.
+        lam: unary weight λ > 0, differentiable if a tensor.
+        tol: relative-residual tolerance ≥ 0 of conjugate gradient (also used for the backward solve).
+        max_iter: conjugate-gradient iteration limit ≥ 1; stopping short of ``tol`` warns
+            (:class:`ConvergenceWarning`).
+        mu: coupling μ ≥ 0 between levels (λ if None); unused with one op.
+        x0: warm start ``(B, C, H, W)``, e.g. a previous solution for nearby parameters (coarser levels start
+            from it average-pooled); treated as a constant.
+        callback: ``callback(k, max_iter, X_0)`` after conjugate-gradient iteration k, with the live finest-level
+            iterate; raise :class:`~crfcore.inference.Cancelled` to stop.
+
+    Returns:
+        X ``(B, C, H, W)``, the finest level's solution; ``softmax(X, dim=1)`` are the refined probabilities.
+
+    Raises:
+        ValueError: bad shapes or out-of-range ``lam``, ``mu``, ``tol``, ``max_iter``.
+    """
+    ops = [ops] if hasattr(ops, "apply") else list(ops)
+    _check_args(ops, scores, lam, mu, tol, max_iter, x0)
+    if isinstance(lam, Tensor):
+        lam = lam.to(scores.dtype)
+    mu = lam if mu is None else mu
+    system = GaussianSystem(ops, tuple(scores.shape[-2:]), scores.shape[0], lam=lam, mu=mu, like=scores)
+    rhs = lam * system.pyramid(scores)
+    diag = system.diagonal().detach()
+    start = system.pyramid(x0.detach()) if x0 is not None else None
+    n0 = system.numels[0]
+    hook = None
+    if callback is not None:
+        def hook(k: int, total: int, x: Tensor) -> None:
+            callback(k, total, x[..., :n0].unflatten(-1, system.sizes[0]))
+    with torch.no_grad():
+        result = conjugate_gradient(system.matvec, rhs.detach(), diag, tol=tol, max_iter=max_iter, x0=start,
+                                    callback=hook)
+    if not result.converged:
+        warnings.warn(_stop_message("forward", result, tol, max_iter), ConvergenceWarning, stacklevel=2)
+    x = result.x
+    if torch.is_grad_enabled():
+        residual = rhs - system.matvec(x)
+        if residual.requires_grad:
+            x = x + _AdjointSolve.apply(residual, _adjoint_solver(system, diag, tol, max_iter))
+    return x[..., :n0].unflatten(-1, system.sizes[0])
+
+
+def _value(number: float | Tensor) -> float:
+    return float(number.detach()) if isinstance(number, Tensor) else float(number)
+
+
+def _check_args(ops: list, scores: Tensor, lam: float | Tensor, mu: float | Tensor | None, tol: float,
+                max_iter: int, x0: Tensor | None) -> None:
+    if not ops:
+        raise ValueError("ops is empty; pass one affinity op, or one per pyramid level (finest first).")
+    if scores.ndim != 4:
+        raise ValueError(f"scores has shape {tuple(scores.shape)}; expected (B, C, H, W).")
+    if not _value(lam) > 0 or not math.isfinite(_value(lam)):
+        raise ValueError(f"lam must be a finite number > 0 (the unary weight λ), got {_value(lam)!r}.")
+    if mu is not None and not _value(mu) >= 0:
+        raise ValueError(f"mu must be >= 0 (the coupling between pyramid levels), got {_value(mu)!r}.")
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0 (a relative residual), got {tol!r}.")
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}.")
+    if x0 is not None and x0.shape != scores.shape:
+        raise ValueError(f"x0 has shape {tuple(x0.shape)}, but scores are {tuple(scores.shape)}; pass a previous "
+                         f"solution for the same image and classes, or None.")

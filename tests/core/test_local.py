@@ -1,0 +1,82 @@
+"""The local (ConvCRF) backend against the brute-force dense affinity of crfcore.affinity.exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crfcore.affinity import ExactBackend, LocalBackend
+from crfcore.affinity.local import downsample, upsample
+
+
+def _features(b: int, h: int, w: int, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    # Random appearance-like (5-D) and smoothness-like (2-D) features with kernel values spread over (0, 1].
+    return [torch.randn(b, 5, h, w, dtype=dtype), torch.randn(b, 2, h, w, dtype=dtype)]
+
+
+@pytest.mark.parametrize("k", [3, 5, 7, 11])
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_local_matches_exact_truncated_affinity(k: int, cache: bool, dtype: torch.dtype, tol: float) -> None:
+    feats = _features(2, 13, 17, dtype)
+    q = torch.rand(2, 4, 13, 17, dtype=dtype)
+    weights = torch.tensor([1.0, 0.5], dtype=dtype)
+    local = LocalBackend(k, 1, cache_bytes=(1 << 30) if cache else 0).build(feats).weighted(weights)
+    exact = ExactBackend(window=k).build(feats).weighted(weights)
+    assert (local.apply(q) - exact.apply(q)).abs().max().item() <= tol
+
+
+def test_local_with_window_covering_image_equals_full_dense_affinity() -> None:
+    feats = _features(1, 6, 7)
+    q = torch.rand(1, 3, 6, 7)
+    local = LocalBackend(13, 1).build(feats)
+    dense = ExactBackend(window=None).build(feats)
+    assert (local.apply(q) - dense.apply(q)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("blur,shape", [(2, (12, 16)), (3, (13, 17)), (4, (10, 9))])
+def test_blurred_local_equals_pool_pass_upsample(blur: int, shape: tuple[int, int]) -> None:
+    feats = _features(1, *shape)
+    q = torch.rand(1, 3, *shape)
+    local = LocalBackend(5, blur).build(feats)
+    # Independent composition: pool features and q, exact truncated pass on the coarse grid, bilinear upsample.
+    coarse = ExactBackend(window=5).build([downsample(f, blur) for f in feats])
+    expected = upsample(coarse.apply(downsample(q, blur)), shape)
+    assert (local.apply(q) - expected).abs().max().item() <= 1e-5
+
+
+def test_downsample_averages_only_pixels_inside_image() -> None:
+    x = torch.arange(15.0).view(1, 1, 3, 5)
+    pooled = downsample(x, 2)
+    assert pooled.shape == (1, 1, 2, 3)
+    assert pooled[0, 0, 1, 2].item() == 14.0  # the lone corner pixel
+    assert pooled[0, 0, 0, 0].item() == pytest.approx((0 + 1 + 5 + 6) / 4)
+
+
+def test_local_has_no_self_term() -> None:
+    feats = [torch.zeros(1, 2, 1, 1)]
+    assert LocalBackend(3, 1).build(feats).apply(torch.ones(1, 2, 1, 1)).abs().max().item() == 0.0
+
+
+def test_local_apply_gradcheck_float64() -> None:
+    feats = [f.requires_grad_() for f in _features(1, 4, 5, torch.float64)]
+    q = torch.rand(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.5, 0.5], dtype=torch.float64, requires_grad=True)
+
+    def fn(q, w, f0, f1):
+        return LocalBackend(3, 1).build([f0, f1]).weighted(w).apply(q)
+
+    assert torch.autograd.gradcheck(fn, (q, w, *feats))
+
+
+def test_local_rejects_even_window_and_bad_blur() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        LocalBackend(4, 1)
+    with pytest.raises(ValueError, match="blur"):
+        LocalBackend(5, 0)
+
+
+def test_local_rejects_q_of_another_size() -> None:
+    op = LocalBackend(3, 1).build(_features(1, 5, 5))
+    with pytest.raises(ValueError, match="built for"):
+        op.apply(torch.rand(1, 2, 6, 5))
