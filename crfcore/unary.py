@@ -5,13 +5,16 @@ Every function returns float32 probabilities summing to 1 over C, in the kind (N
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from .checks import check_finite
 
-__all__ = ["DEFAULT_CONFIDENCE", "from_logits", "from_labels", "from_scribbles", "resize"]
+__all__ = ["DEFAULT_CONFIDENCE", "from_logits", "from_labels", "from_scribbles", "from_polygons", "rasterize_polygons",
+           "paint_polygon", "resize"]
 
 DEFAULT_CONFIDENCE = 0.7  # probability given to a mask's label (pydensecrf's unary_from_labels gt_prob tradition)
 
@@ -87,6 +90,54 @@ def from_scribbles(scribbles: np.ndarray | Tensor, num_classes: int, *, prior: n
     hard = from_labels(torch.where(painted, t, torch.zeros_like(t)), num_classes, confidence=1.0,
                        ignore_index=None)
     return _back(torch.where(painted.unsqueeze(0), hard, base), as_numpy)
+
+
+def rasterize_polygons(polygons: Sequence[tuple[int, np.ndarray]], shape: tuple[int, int], *,
+                       background: int = 0) -> np.ndarray:
+    """``(H, W)`` int64 labels: each pixel inside polygon ``(label, xy)`` gets ``label``, later polygons painted over
+    earlier ones; the others get ``background``.
+
+    Args:
+        polygons: ``(label, (N, 2) float xy vertices)`` in pixels, pixel centres at integer coordinates (labelme's
+            convention; COCO's corner-based coordinates are shifted by −0.5 in ``crfcore.unary_io``). N ≥ 3.
+        shape: ``(H, W)`` of the image.
+    """
+    labels = np.full(shape, background, dtype=np.int64)
+    for label, xy in polygons:
+        paint_polygon(labels, label, xy)
+    return labels
+
+
+def paint_polygon(labels: np.ndarray, label: int, xy: np.ndarray) -> None:
+    """Set the pixels of ``(H, W)`` ``labels`` inside the polygon ``xy`` ((N, 2) x, y, N ≥ 3) to ``label``, in place.
+
+    Pixel centres are at integer coordinates; vertices outside the image are clipped (skimage.draw.polygon).
+    """
+    from skimage.draw import polygon as fill_polygon
+
+    xy = np.asarray(xy, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] < 3:
+        raise ValueError(f"polygon vertices have shape {xy.shape}; expected (N, 2) x, y pairs with N >= 3.")
+    rows, cols = fill_polygon(xy[:, 1], xy[:, 0], shape=labels.shape)
+    labels[rows, cols] = label
+
+
+def from_polygons(polygons: Sequence[tuple[int, np.ndarray]], shape: tuple[int, int], num_classes: int, *,
+                  confidence: float = DEFAULT_CONFIDENCE, background: int | None = 0) -> np.ndarray:
+    """Probabilities from labelled polygons (annotation tools' outlines), via :func:`rasterize_polygons` and
+    :func:`from_labels`.
+
+    Args:
+        polygons, shape: as :func:`rasterize_polygons`.
+        num_classes: C ≥ 2; every polygon's label must be in 0..C-1.
+        confidence: probability of a covered pixel's label, in (1/C, 1].
+        background: class of pixels no polygon covers; None leaves them uniform (unknown).
+
+    Returns:
+        ``(C, H, W)`` float32 NumPy array.
+    """
+    labels = rasterize_polygons(polygons, shape, background=-1 if background is None else background)
+    return from_labels(labels, num_classes, confidence=confidence, ignore_index=-1)
 
 
 def resize(probs: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray | Tensor:
