@@ -99,7 +99,7 @@ def refine(image: np.ndarray | Tensor, unary: np.ndarray | Tensor, method: str =
             raise ValueError(f"image batch is {img.shape[0]} but unary batch is {probs.shape[0]}.")
         img = img.expand(probs.shape[0], -1, -1, -1)
     num_classes = probs.shape[1]
-    if config.compat != "potts" and len(config.compat) != num_classes:
+    if getattr(config, "compat", "potts") != "potts" and len(config.compat) != num_classes:
         raise ValueError(f"unary has {num_classes} classes, compat is {len(config.compat)}×{len(config.compat)}.")
     model = REGISTRY[method](config).to(dev)
     img, probs = img.to(dev, torch.float32), probs.to(dev, torch.float32)

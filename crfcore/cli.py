@@ -18,6 +18,7 @@ SUBCOMMANDS = (
     "crfcore.commands.evaluate",
     "crfcore.commands.bench",
     "crfcore.commands.unary",
+    "crfcore.commands.tune",
 )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "ConvCRFParams",
     "DenseCRFParams",
     "GaussianCRFParams",
+    "PiecewiseParams",
     "PARAMS_BY_METHOD",
     "specs",
     "params_for",
@@ -42,7 +43,8 @@ class ParamSpec:
 
     ``low``/``high`` bound numeric values (inclusive); ``choices`` lists the valid values of a categorical one.
     ``rebuilds`` is True when a change invalidates the affinity operator (features or window change), False when
-    only weights, compatibility or iteration counts change and a built operator can be reused.
+    only weights, compatibility or iteration counts change and a built operator can be reused. ``matrices`` lets a
+    ``choice`` also hold a tuple of square matrices (learned values written by ``crfcore tune``).
     """
 
     name: str
@@ -57,12 +59,15 @@ class ParamSpec:
     rebuilds: bool = False
     choices: tuple[Any, ...] = ()
     odd: bool = False
+    matrices: bool = False
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` coerced to this parameter's type, or raise ``ValueError`` naming the valid range."""
         if self.kind == "choice":
             if self.name == "compat" and not isinstance(value, str):
                 return _validate_matrix(value)
+            if self.matrices and not isinstance(value, str):
+                return _validate_matrices(self.name, value)
             if value not in self.choices:
                 valid = ", ".join(repr(c) for c in self.choices)
                 raise ValueError(f"{value!r} is not a valid {self.name}. Valid values are {valid}.")
@@ -101,6 +106,18 @@ def _validate_matrix(value: Any) -> tuple[tuple[float, ...], ...]:
     return rows
 
 
+def _validate_matrices(name: str, value: Any) -> tuple[tuple[tuple[float, ...], ...], ...]:
+    try:
+        mats = tuple(tuple(tuple(float(v) for v in row) for row in m) for m in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a name or a list of square matrices of numbers, "
+                         f"got {value!r:.80}.") from None
+    if not mats or any(not m or any(len(r) != len(m) for r in m) for m in mats):
+        raise ValueError(f"{name} must be a non-empty list of square matrices, got matrices of shapes "
+                         f"{[(len(m), sorted({len(r) for r in m})) for m in mats]} (rows, row lengths).")
+    return mats
+
+
 def _p(spec: ParamSpec) -> Any:
     """A dataclass field carrying its spec; the default comes from the spec, never from a second literal."""
     return field(default=spec.default, metadata={"spec": spec})
@@ -120,6 +137,10 @@ THETA_GAMMA = ParamSpec("theta_gamma", 3.0, "Spatial range θγ of the smoothnes
                         scale="log", step=0.5, unit="px", rebuilds=True)
 COMPAT = ParamSpec("compat", "potts", "Label compatibility μ: 'potts' (μ = [l ≠ l']) or a C×C matrix.",
                    kind="choice", choices=("potts",))
+FEATURE_TRANSFORMS = ParamSpec("feature_transforms", "identity", "Learned feature transforms A ('+T', "
+                               "k = exp(−|A(f_i − f_j)|²/2)): 'identity', or the 5×5 appearance and 2×2 "
+                               "smoothness matrices written by `crfcore tune --learn-features`.", kind="choice",
+                               choices=("identity",), rebuilds=True, matrices=True)
 
 
 @dataclass(frozen=True)
@@ -133,6 +154,7 @@ class ConvCRFParams:
     w_smoothness: float = _p(W_SMOOTHNESS)
     theta_gamma: float = _p(THETA_GAMMA)
     compat: Any = _p(COMPAT)
+    feature_transforms: Any = _p(FEATURE_TRANSFORMS)
     filter_size: int = _p(ParamSpec("filter_size", 11, "Window k of the message passing, in pixels of the "
                                     "blurred grid (odd).", kind="int", low=3, high=31, step=2, unit="px",
                                     rebuilds=True, odd=True))
@@ -181,10 +203,37 @@ class GaussianCRFParams:
                              step=1, rebuilds=True))
 
 
+@dataclass(frozen=True)
+class PiecewiseParams:
+    """Piecewise-trained CRF (Lin et al. 2016): range-box potentials learned without inference, run in mean field.
+
+    ``potentials`` holds the learned K×K energies, three per potential (appearance, smoothness and box kernel), for
+    the surrounding then the above/below potential; see :mod:`crfcore.learn.piecewise`. Untrained ('potts') it is
+    ConvCRF with a k×k window.
+    """
+
+    iterations: int = _p(ITERATIONS)
+    w_appearance: float = _p(W_APPEARANCE)
+    theta_alpha: float = _p(THETA_ALPHA)
+    theta_beta: float = _p(THETA_BETA)
+    w_smoothness: float = _p(W_SMOOTHNESS)
+    theta_gamma: float = _p(THETA_GAMMA)
+    filter_size: int = _p(ParamSpec("filter_size", 7, "Side k of each range box, in pixels of the blurred grid "
+                                    "(odd); the above/below boxes sit k rows above and below.", kind="int", low=3,
+                                    high=15, step=2, unit="px", rebuilds=True, odd=True))
+    blur: int = _p(ParamSpec("blur", 4, "Blur factor b: the potentials act on a grid downsampled b times.",
+                             kind="int", low=1, high=8, step=1, rebuilds=True))
+    potentials: Any = _p(ParamSpec("potentials", "potts", "Pairwise energies: 'potts' (untrained: Potts on the "
+                                   "surrounding box, i.e. ConvCRF) or the six learned K×K matrices written by "
+                                   "`crfcore tune --method piecewise`.", kind="choice",
+                                   choices=("potts",), matrices=True))
+
+
 PARAMS_BY_METHOD: dict[str, type] = {
     "convcrf": ConvCRFParams,
     "densecrf": DenseCRFParams,
     "gaussian": GaussianCRFParams,
+    "piecewise": PiecewiseParams,
 }
 
 

@@ -19,8 +19,13 @@ from . import params as P
 from .affinity import AffinityOp, LocalBackend
 from .features import FeatureTransform, appearance_features, smoothness_features
 from .inference import ProgressCallback, mean_field, unary_energy
+from .affinity import PooledBackend
+from .affinity.lattice import LatticeBackend, LatticeOp
+from .affinity.local import downsample
+from .inference.gaussian import gaussian_crf, unary_scores
 
-__all__ = ["GaussianKernels", "MeanFieldCRF", "ConvCRF", "register", "get", "names", "REGISTRY"]
+__all__ = ["GaussianKernels", "MeanFieldCRF", "ConvCRF", "DenseCRF", "GaussianCRF", "register", "get", "names",
+           "REGISTRY"]
 
 REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -62,7 +67,8 @@ class GaussianKernels(nn.Module):
     """The appearance and smoothness kernels' learnable parameters (Krähenbühl & Koltun 2011, eq. 3).
 
     ``k(i,j) = w1·exp(−|p_i−p_j|²/2θα² − |I_i−I_j|²/2θβ²) + w2·exp(−|p_i−p_j|²/2θγ²)``; with ``learn_features`` each
-    kernel's features pass through a learnable linear map (identity at start).
+    kernel's features pass through a learnable linear map (identity at start, or ``params.feature_transforms`` when a
+    tuned preset sets them; they then apply even without ``learn_features``).
     """
 
     def __init__(self, params: Any, *, learn_features: bool = False) -> None:
@@ -72,7 +78,18 @@ class GaussianKernels(nn.Module):
         self.log_theta_alpha = nn.Parameter(torch.tensor(math.log(params.theta_alpha)))
         self.log_theta_beta = nn.Parameter(torch.tensor(math.log(params.theta_beta)))
         self.log_theta_gamma = nn.Parameter(torch.tensor(math.log(params.theta_gamma)))
-        self.transforms = nn.ModuleList([FeatureTransform(5), FeatureTransform(2)]) if learn_features else None
+        preset = getattr(params, "feature_transforms", "identity")
+        self.transforms = None
+        if learn_features or preset != "identity":  # a tuned preset's "+T" matrices run with or without learning
+            self.transforms = nn.ModuleList([FeatureTransform(5), FeatureTransform(2)])
+            if preset != "identity":
+                shapes = [(len(m), len(m[0])) for m in preset]
+                if shapes != [(5, 5), (2, 2)]:
+                    raise ValueError(f"feature_transforms must be a 5×5 appearance and a 2×2 smoothness matrix, "
+                                     f"got shapes {shapes}; use 'identity' or a preset written by crfcore tune.")
+                for transform, matrix in zip(self.transforms, preset):
+                    transform.matrix.data.copy_(torch.tensor(matrix))
+            self.transforms.requires_grad_(learn_features)
 
     def features(self, image: Tensor) -> list[Tensor]:
         """``[(B, 5, H, W) appearance, (B, 2, H, W) smoothness]`` for an image ``(B, 3, H, W)`` in 0..255."""
@@ -150,6 +167,9 @@ class MeanFieldCRF(nn.Module):
         values = self.kernels.values()
         if self.compat is not None:
             values["compat"] = tuple(tuple(float(v) for v in row) for row in self.compat.detach().cpu().tolist())
+        if self.kernels.transforms is not None:
+            values["feature_transforms"] = tuple(tuple(tuple(float(v) for v in row) for row in t.matrix.tolist())
+                                                 for t in self.kernels.transforms)
         known = {f.name for f in dataclasses.fields(self.config)}
         return dataclasses.replace(self.config, **{k: v for k, v in values.items() if k in known})
 
@@ -166,3 +186,155 @@ class ConvCRF(MeanFieldCRF):
 
     def backend(self) -> LocalBackend:
         return LocalBackend(self.config.filter_size, self.config.blur)
+
+
+@register("gaussian")
+class GaussianCRF(nn.Module):
+    """Gaussian CRF (Chandra & Kokkinos 2016, "Fast, Exact and Multi-Scale Inference for Semantic Image
+    Segmentation with Deep Gaussian CRFs", ECCV, arXiv:1603.08358).
+
+    The quadratic energy of DESIGN.md §3, ``λ/2 Σ|x_i − b_i|² + 1/2 Σ W_ij |x_i − x_j|²``, minimised exactly by
+    conjugate gradient (:func:`crfcore.inference.gaussian_crf`) to ``tol``; unary scores ``b = log clip(P, 1e-5, 1)``;
+    the output is ``softmax(X)`` over classes. W is the two Gaussian kernels (w1, θα, θβ; w2, θγ) on a k×k window
+    (``filter_size``) of a grid pooled ``blur`` times, made symmetric (:class:`~crfcore.affinity.PooledBackend`
+    around ``LocalBackend(k, 1)``), or any backend passed in. With ``scales`` > 1, one solution per pyramid level
+    (features and scores 2×2 average-pooled per level), coupled with weight μ = λ and solved jointly.
+    Learnable: w1, w2, the θ's and λ (log-parametrised), and feature transforms with ``learn_features``.
+    Gradients come in closed form from one more solve, so memory does not grow with the iteration count.
+
+    Args:
+        params: :class:`~crfcore.params.GaussianCRFParams` (defaults if None).
+        backend: a backend of symmetric affinities (``LocalBackend(k, 1)``, ``ExactBackend()``, the lattice) to
+            use instead of the pooled local window; ``filter_size`` and ``blur`` then do not apply.
+        learn_features: learnable feature transforms ("+T").
+        num_classes: accepted for a constructor uniform with :class:`MeanFieldCRF`; the G-CRF's pairwise term is
+            the same for every class, so it needs no class count.
+        learn_compat: must be False: the G-CRF has no label compatibility matrix.
+
+    Shape:
+        - image: ``(B, 3, H, W)`` float, 0..255
+        - probs: ``(B, C, H, W)`` unary probabilities, sum 1 over C
+        - output: ``(B, C, H, W)`` refined probabilities, sum 1 over C
+    """
+
+    params_cls = P.GaussianCRFParams
+    method: str = ""
+
+    def __init__(self, params: Any = None, *, backend: Any = None, learn_features: bool = False,
+                 num_classes: int | None = None, learn_compat: bool = False) -> None:
+        super().__init__()
+        params = params if params is not None else self.params_cls()
+        if not isinstance(params, self.params_cls):
+            raise TypeError(f"{type(self).__name__} takes {self.params_cls.__name__}, got {type(params).__name__}.")
+        if learn_compat:
+            raise ValueError("learn_compat=True, but the Gaussian CRF has no label compatibility (its pairwise "
+                             "term is the same for every class); use method 'convcrf' or 'densecrf' for one.")
+        self.config = params
+        self.num_classes = num_classes
+        self.kernels = GaussianKernels(params, learn_features=learn_features)
+        self.log_lam = nn.Parameter(torch.tensor(math.log(params.lam)))
+        self._backend = backend
+
+    def backend(self) -> Any:
+        """The backend each pyramid level is built with."""
+        if self._backend is not None:
+            return self._backend
+        local = LocalBackend(self.config.filter_size, 1)
+        return local if self.config.blur == 1 else PooledBackend(local, self.config.blur)
+
+    def build(self, image: Tensor) -> AffinityOp | tuple[AffinityOp, ...]:
+        """The unweighted operator for ``image`` ``(B, 3, H, W)``, or one per level (a tuple) when ``scales`` > 1;
+        reuse it while the θ's are unchanged."""
+        features = self.kernels.features(image)
+        backend = self.backend()
+        ops = [backend.build(features)]
+        for _ in range(self.config.scales - 1):
+            features = [downsample(f, 2) for f in features]
+            ops.append(backend.build(features))
+        return ops[0] if len(ops) == 1 else tuple(ops)
+
+    def scores(self, image: Tensor, probs: Tensor, *, op: Any = None, iterations: int | None = None,
+               callback: ProgressCallback | None = None, x0: Tensor | None = None) -> Tensor:
+        """The solution X ``(B, C, H, W)`` before the softmax; pass it back as ``x0`` to warm-start a solve for
+        nearby parameters (a slider move). ``iterations`` overrides ``max_iter``."""
+        op = op if op is not None else self.build(image)
+        ops = list(op) if isinstance(op, (tuple, list)) else [op]
+        if len(ops) != self.config.scales:
+            raise ValueError(f"op has {len(ops)} pyramid level(s) but scales={self.config.scales}; pass "
+                             f"op=model.build(image) from a model with the same scales.")
+        weights = self.kernels.weights()
+        if bool((weights.detach() < 0).any()):
+            raise ValueError(f"w_appearance and w_smoothness must be >= 0 for the Gaussian CRF (a negative weight "
+                             f"makes the system indefinite), got {weights.detach().tolist()}.")
+        hook = None
+        if callback is not None:
+            def hook(k: int, total: int, x: Tensor) -> None:
+                callback(k, total, torch.softmax(x, dim=1))
+        return gaussian_crf([o.weighted(weights) for o in ops], unary_scores(probs), lam=self.log_lam.exp(),
+                            tol=self.config.tol, max_iter=self.config.max_iter if iterations is None else iterations,
+                            x0=x0, callback=hook)
+
+    def forward(self, image: Tensor, probs: Tensor, *, op: Any = None, iterations: int | None = None,
+                callback: ProgressCallback | None = None, x0: Tensor | None = None) -> Tensor:
+        return torch.softmax(self.scores(image, probs, op=op, iterations=iterations, callback=callback, x0=x0),
+                             dim=1)
+
+    def current_params(self) -> Any:
+        """The params dataclass with the current (possibly learned) values, ready for ``params.save_preset``."""
+        values = dict(self.kernels.values(), lam=self.log_lam.exp().item())
+        return dataclasses.replace(self.config, **values)
+
+
+@register("densecrf")
+class DenseCRF(MeanFieldCRF):
+    """DenseCRF (Krähenbühl & Koltun 2011, "Efficient Inference in Fully Connected CRFs with Gaussian Edge
+    Potentials", NIPS, arXiv:1210.5644).
+
+    Both Gaussian kernels over all pixel pairs, applied on the permutohedral lattice
+    (:mod:`crfcore.affinity.lattice`) with ``normalization`` (symmetric by default), and mean field with the self
+    term ``k_ii = 1`` in each pixel's message, as the classic model and pydensecrf have it:
+    ``Q ← softmax(−ψu + Σ_m w_m K̃_m Q)`` for Potts, ``K̃ = D^-1/2 K D^-1/2``, ``D = K·1``.
+    Learnable: w1, w2 and the compatibility ("+C"). The lattice is built without gradients, so the θ's are frozen
+    (``requires_grad`` False) and feature transforms cannot be learned here.
+
+    Args:
+        params: :class:`~crfcore.params.DenseCRFParams` (defaults if None).
+        num_classes, learn_compat: as :class:`MeanFieldCRF`.
+        learn_features: must be False (see above; ConvCRF learns "+T").
+        self_term: add the self term (default); False leaves it out, as the backend interface does.
+
+    Shape:
+        - image: ``(B, 3, H, W)`` float, 0..255
+        - probs: ``(B, C, H, W)`` unary probabilities, sum 1 over C
+        - output: ``(B, C, H, W)`` marginals Q, sum 1 over C
+    """
+
+    params_cls = P.DenseCRFParams
+
+    def __init__(self, params: Any = None, *, num_classes: int | None = None, learn_compat: bool = False,
+                 learn_features: bool = False, self_term: bool = True) -> None:
+        if learn_features:
+            raise ValueError("DenseCRF cannot learn feature transforms: its lattice is built without gradients. "
+                             "Pass learn_features=False, or learn them with method 'convcrf'.")
+        super().__init__(params, num_classes=num_classes, learn_compat=learn_compat)
+        for theta in (self.kernels.log_theta_alpha, self.kernels.log_theta_beta, self.kernels.log_theta_gamma):
+            theta.requires_grad_(False)
+        self.self_term = self_term
+
+    def backend(self) -> LatticeBackend:
+        return LatticeBackend(self.config.normalization)
+
+    def forward(self, image: Tensor, probs: Tensor, *, op: LatticeOp | None = None, iterations: int | None = None,
+                callback: ProgressCallback | None = None) -> Tensor:
+        op = op if op is not None else self.build(image)
+        if self.self_term and not isinstance(op, LatticeOp):
+            raise TypeError(f"op is a {type(op).__name__}; DenseCRF with self_term=True needs the LatticeOp from "
+                            f"DenseCRF.build(image) (or construct it with self_term=False).")
+        steps = self.config.iterations if iterations is None else iterations
+        weighted = op.weighted(self.kernels.weights())
+        if self.self_term:  # the lattice's own output: cheaper than adding self_weight() back every iteration
+            weighted = weighted.with_self_term()
+        # channels-last keeps each pixel's classes together: the lattice then gathers rows with no transposes
+        energy = unary_energy(probs).contiguous(memory_format=torch.channels_last)
+        q = mean_field(energy, weighted, iterations=steps, compat=self.compat, callback=callback)
+        return q.contiguous()

@@ -12,11 +12,12 @@ from typing import Protocol, Sequence
 from torch import Tensor
 
 from .exact import ExactBackend, ExactOp
+from .lattice import LatticeBackend, LatticeOp
 from .local import LocalBackend, LocalOp
 from .lowrank import LowRankBackend, LowRankOp, PooledBackend, PooledOp
 
-__all__ = ["AffinityOp", "Backend", "ExactBackend", "ExactOp", "LocalBackend", "LocalOp", "LowRankBackend",
-           "LowRankOp", "PooledBackend", "PooledOp"]
+__all__ = ["AffinityOp", "Backend", "ExactBackend", "ExactOp", "LatticeBackend", "LatticeOp", "LocalBackend",
+           "LocalOp", "LowRankBackend", "LowRankOp", "PooledBackend", "PooledOp"]
 
 
 class AffinityOp(Protocol):

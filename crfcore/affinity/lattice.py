@@ -8,22 +8,22 @@ For features f (already divided by θ) the kernel ``k(i, j) = exp(-|f_i - f_j|²
 ``L = α · Sᵀ B S``: each pixel's feature vector, scaled and lifted onto the hyperplane ``Σ x = 0`` of R^{d+1}, falls
 in one simplex of the permutohedral lattice; **splat** S spreads its value to the d+1 vertices with barycentric
 weights; **blur** B = B_d ⋯ B_0 convolves the occupied vertices with [½, 1, ½] along each of the d+1 lattice
-directions; **slice** Sᵀ reads the result back at the pixel with the same weights. ``α = 1 / (1 + 2^-d)`` makes the
-peak 1. The lattice includes the self term (``k_ii ≈ 1``), as pydensecrf's does.
+directions; **slice** Sᵀ reads the result back with the same weights; ``α = 1 / (1 + 2^-d)``. This is pydensecrf's
+lattice, so the self term is included (``L_ii ≈ 1``).
 
-Normalisation (per kernel, ``D = L·1``, self term included): ``"symmetric"`` ``D^-1/2 L D^-1/2`` (pydensecrf's
-NORMALIZE_SYMMETRIC), ``"per_pixel"`` ``D^-1 L``, ``"none"`` ``L``. Per the backend interface, :meth:`LatticeOp.apply`
-excludes the self term, taken as the exact ``K̃_ii`` (1/D, 1/D or 1); :meth:`LatticeOp.self_weight` returns it so a
-DenseCRF can add it back.
+Normalisation (per kernel, ``D = K·1``, self term included): ``"symmetric"`` ``D^-1/2 K D^-1/2`` (pydensecrf's
+NORMALIZE_SYMMETRIC), ``"per_pixel"`` ``D^-1 K``, ``"none"`` ``K``. Per the backend interface, :meth:`LatticeOp.apply`
+leaves out the self term, taken as the exact ``K̃_ii`` (``k_ii = 1``: 1/D, 1/D or 1); :meth:`LatticeOp.self_weight`
+returns it so that DenseCRF can add it back. That share, and ``"none"``'s scale, need the lattice's amplitude
+relative to the exact kernel, measured once per build from exact row sums at a few pixels.
 
-How it is computed: ``build`` does everything that depends on the features only once — elevation, enclosing simplex
-and barycentric weights by tensor ops over all pixels; a hash of the vertices by one sort of integer keys packed into
-int64; neighbour tables for the blur by binary search in the sorted keys. ``apply`` is then three kinds of weighted
-gather-sum (``embedding_bag``) on rows of ``q`` laid out as ``(B·H·W, C)``; normalisation and kernel weights are
-folded into the splat and slice weights. A channels-last ``q`` needs no transposes. Gradients with respect to ``q``
-(and the kernel weights) flow through a custom autograd function whose backward is the transposed filter: the same
-splat/slice with the roles of their weights exchanged, and the blur directions in reverse order. The features are
-constants: ``build`` is not differentiable.
+How it is computed: ``build`` does everything that depends on the features once — elevation, enclosing simplex and
+barycentric weights as tensor ops over all pixels; the hash of the vertices as one sort of integer keys; the blur's
+neighbour tables by binary search in the sorted keys. ``apply`` is then weighted gather-sums (``embedding_bag``) over
+rows of ``q`` laid out ``(B·H·W, C)``: a splat and d+1 blurs per kernel, and one slice for all kernels together,
+with the normalisation and kernel weights folded into the splat and slice weights. A channels-last ``q`` needs no
+transposes. Gradients with respect to ``q`` and the weights flow through an autograd function whose backward is the
+transposed filter (splat and slice weights exchanged, blur directions reversed); the features are constants.
 """
 
 from __future__ import annotations
@@ -35,25 +35,33 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["LatticeBackend", "LatticeOp", "Lattice", "build_lattice"]
 
 Normalization = Literal["symmetric", "per_pixel", "none"]
 NORMALIZATIONS = ("symmetric", "per_pixel", "none")
 _KEY_BITS = 62  # packed vertex keys must stay below 2**_KEY_BITS to be exact in int64
+_GAIN_SAMPLES = 16  # pixels per image, on a square grid, whose exact kernel row sums calibrate "none"
+_GAIN_CHUNK = 1 << 18  # pixels per block when summing those rows
+
+
+def _index_dtype(count: int) -> torch.dtype:
+    """int32 indices (half the memory traffic in ``apply``) when ``count`` fits."""
+    return torch.int32 if count < 2 ** 31 else torch.int64
 
 
 @dataclass(frozen=True)
 class Lattice:
-    """The index tables of one feature set, ``P = B·H·W`` pixels, ``d`` dimensions, ``M`` occupied vertices.
+    """The tables of one feature set: ``P = B·H·W`` pixels, ``d`` dimensions, ``M`` occupied vertices.
 
     Attributes:
-        bary: ``(P·(d+1),)`` barycentric weights, pixel-major (pixel p's weights at ``p·(d+1) … p·(d+1)+d``).
-        vertex: ``(P·(d+1),)`` vertex index 0..M-1 of each weight (the slice's gather indices).
-        order: ``(P·(d+1),)`` permutation grouping the entries by vertex (the splat's order).
-        splat_pixel: ``(P·(d+1),)`` pixel of each entry in ``order``; ``splat_offsets``: ``(M,)`` first entry per vertex.
-        blur_index: ``(d+1, M, 3)`` self, previous and next vertex along each direction (self where absent).
-        blur_weight: ``(d+1, M, 3)`` ``(1, ½, ½)``, 0 where the neighbour is absent.
+        bary: ``(P, d+1)`` barycentric weights of each pixel's simplex vertices.
+        vertex: ``(P·(d+1),)`` their vertex indices 0..M-1, pixel-major (the slice's gather indices).
+        order: ``(P·(d+1),)`` int64, the pixel-major entries grouped by vertex (the splat's order);
+            ``splat_pixel = order // (d+1)``; ``splat_offsets`` ``(M,)``: each vertex's first entry in ``order``.
+        blur_index, blur_weight: ``(d+1, M, 3)`` self, previous and next vertex along each direction with weights
+            ``(1, ½, ½)``; an absent neighbour points at the vertex itself with weight 0.
     """
 
     dims: int
@@ -69,47 +77,47 @@ class Lattice:
 
     @property
     def alpha(self) -> float:
-        """The constant that makes the blurred kernel's peak 1 (Adams et al. 2010; Krähenbühl's code)."""
+        """``1 / (1 + 2^-d)``: the blur's weight at its own vertex, made 1 (Krähenbühl's code)."""
         return 1.0 / (1.0 + 2.0 ** -self.dims)
 
-    def filter(self, x: Tensor, splat_weight: Tensor, slice_weight: Tensor, *, reverse: bool = False) -> Tensor:
-        """``(P, C)`` → ``(P, C)``: slice(blur(splat(x))), with per-entry weights in pixel-major order.
+    def splat(self, x: Tensor, weight: Tensor) -> Tensor:
+        """``(P, C)`` → ``(M, C)``; ``weight`` ``(P·(d+1),)`` in :attr:`order`."""
+        return F.embedding_bag(self.splat_pixel, x, self.splat_offsets, mode="sum", per_sample_weights=weight)
 
-        ``splat_weight`` is indexed like :attr:`order` (vertex-major), ``slice_weight`` like :attr:`bary`.
-        """
-        values = F.embedding_bag(self.splat_pixel, x, self.splat_offsets, mode="sum",
-                                 per_sample_weights=splat_weight)
-        directions = range(self.dims, -1, -1) if reverse else range(self.dims + 1)
-        for j in directions:
+    def blur(self, values: Tensor, *, reverse: bool = False) -> Tensor:
+        """``(M, C)`` → ``(M, C)``, directions 0..d (``reverse``: d..0, the transpose)."""
+        for j in (range(self.dims, -1, -1) if reverse else range(self.dims + 1)):
             values = F.embedding_bag(self.blur_index[j], values, mode="sum", per_sample_weights=self.blur_weight[j])
-        return F.embedding_bag(self.vertex, values, self.slice_offsets, mode="sum", per_sample_weights=slice_weight)
+        return values
+
+    def slice(self, values: Tensor, weight: Tensor) -> Tensor:
+        """``(M, C)`` → ``(P, C)``; ``weight`` ``(P·(d+1),)`` pixel-major."""
+        return F.embedding_bag(self.vertex, values, self.slice_offsets, mode="sum", per_sample_weights=weight)
 
 
 def build_lattice(features: Tensor) -> Lattice:
-    """Index tables for features ``(B, d, H, W)`` (divided by θ); pixels are taken in ``(b, y, x)`` order."""
+    """The tables for features ``(B, d, H, W)`` (divided by θ); pixels are numbered in ``(b, y, x)`` order."""
     b, d, h, w = features.shape
-    points = h * w
-    f = features.detach().permute(1, 0, 2, 3).reshape(d, b * points)
+    total = b * h * w
+    f = features.detach().permute(1, 0, 2, 3).reshape(d, total)
     elevated = _elevate(f)
     base, rank = _enclosing_simplex(elevated)
-    bary = _barycentric(elevated, base, rank)
-    batch = torch.arange(b, device=f.device).repeat_interleave(points)
+    bary = _barycentric(elevated, base, rank).t().contiguous()
+    batch = torch.arange(b, device=f.device).repeat_interleave(h * w)
     keys, radix = _vertex_keys(base, rank, batch)
-    total = keys.numel() // (d + 1)
-    sorted_keys, order = torch.sort(keys)
+    index = _index_dtype(keys.numel())
+    if int(keys.max()) < 2 ** 31:
+        keys = keys.int()  # a narrower radix sort
+    sorted_keys, order = torch.sort(keys, stable=True)
     new = torch.ones_like(sorted_keys, dtype=torch.bool)
     new[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    starts = new.nonzero().squeeze(1)
-    unique = sorted_keys[starts]
-    vertex = torch.empty_like(order)
-    vertex[order] = new.cumsum(0) - 1
-    # keys/order are remainder-major (r·P + p); the slice wants pixel-major (p·(d+1) + r)
-    vertex = vertex.view(d + 1, total).t().reshape(-1)
-    pixel = order % total
-    order = pixel * (d + 1) + order // total
-    blur_index, blur_weight = _blur_tables(unique, radix, d, f.dtype)
-    slice_offsets = torch.arange(0, total * (d + 1), d + 1, device=f.device)
-    return Lattice(d, unique.numel(), bary.t().reshape(-1), vertex, order, pixel, starts, slice_offsets,
+    starts = new.nonzero().squeeze(1).to(index)
+    unique = sorted_keys[starts.long()].long()
+    vertex = torch.empty(keys.numel(), dtype=index, device=f.device)
+    vertex[order] = new.cumsum(0, dtype=index) - 1
+    blur_index, blur_weight = _blur_tables(unique, radix, d, f.dtype, index)
+    slice_offsets = torch.arange(0, keys.numel(), d + 1, dtype=index, device=f.device)
+    return Lattice(d, unique.numel(), bary, vertex, order, (order // (d + 1)).to(index), starts, slice_offsets,
                    blur_index, blur_weight)
 
 
@@ -129,36 +137,36 @@ def _elevate(f: Tensor) -> Tensor:
 
 def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
     """The simplex holding each point: ``base`` (d+1, P) int64 (the nearest remainder-0 vertex, in units of d+1)
-    and ``rank`` (d+1, P) int64 (the order of each coordinate's offset from it, 0 = largest)."""
+    and ``rank`` (d+1, P) int64 (the order of each coordinate's offset from it, 0 = largest; ties by index)."""
     d1 = elevated.shape[0]
-    base = torch.round(elevated / d1)
-    offset = elevated - base * d1
-    rank = torch.zeros(elevated.shape, dtype=torch.long, device=elevated.device)
+    base = torch.round(elevated * (1.0 / d1))
+    offset = torch.add(elevated, base, alpha=-d1)
+    rank = torch.zeros(elevated.shape, dtype=torch.int16, device=elevated.device)
     for i in range(d1):
         for j in range(i + 1, d1):
-            smaller = (offset[i] < offset[j]).long()
+            smaller = offset[i] < offset[j]
             rank[i] += smaller
-            rank[j] += 1 - smaller
-    rank += base.sum(0).long()  # the rounded point is off the hyperplane by this many steps: move it back
-    under, over = rank < 0, rank >= d1
-    rank += d1 * under.long() - d1 * over.long()
-    base = base.long() + under.long() - over.long()
-    return base, rank
+            rank[j] += ~smaller
+    rank += base.sum(0).to(torch.int16)  # the rounded point is off the hyperplane by this many steps: move it back
+    wrap = (rank < 0).to(torch.int16) - (rank >= d1).to(torch.int16)
+    rank += wrap * d1
+    return base.long() + wrap, rank.long()
 
 
 def _barycentric(elevated: Tensor, base: Tensor, rank: Tensor) -> Tensor:
-    """``(d+1, P)`` barycentric weights of the simplex vertices, remainder 0..d (Adams et al. 2010, §3.1)."""
+    """``(d+1, P)`` barycentric weights of the simplex vertices, remainder 0..d (Adams et al. 2010, §3.1):
+    with ``v_(k)`` the offset ranked k, vertex m ≥ 1 gets ``v_(d-m) - v_(d-m+1)`` and vertex 0 the rest."""
     d1 = elevated.shape[0]
-    v = (elevated - base.to(elevated.dtype) * d1) / d1
-    bary = torch.zeros(d1 + 1, elevated.shape[1], dtype=elevated.dtype, device=elevated.device)
-    bary.scatter_add_(0, d1 - 1 - rank, v)
-    bary.scatter_add_(0, d1 - rank, -v)
-    bary[0] += 1.0 + bary[d1]
-    return bary[:d1]
+    v = torch.add(elevated, base.to(elevated.dtype), alpha=-d1).div_(d1)
+    by_rank = torch.empty_like(v).scatter_(0, rank, v)
+    bary = torch.empty_like(v)
+    bary[1:] = (by_rank[:-1] - by_rank[1:]).flip(0)
+    bary[0] = 1.0 + by_rank[-1] - by_rank[0]
+    return bary
 
 
 def _vertex_keys(base: Tensor, rank: Tensor, batch: Tensor) -> tuple[Tensor, list[int]]:
-    """Packed int64 keys ``(d+1)·P`` (remainder-major) of the d+1 vertices of each pixel's simplex.
+    """Packed int64 keys ``(P·(d+1),)``, pixel-major, of the d+1 vertices of each pixel's simplex.
 
     Vertex r has coordinates ``(d+1)·a + r`` with ``a_i = base_i - [rank_i > d - r]``; the first d coordinates
     determine it (they sum to zero). The key is ``r + (d+1)·(b·R_d + Σ_i (a_i - lo_i)·R_i)`` with mixed radices R
@@ -181,10 +189,11 @@ def _vertex_keys(base: Tensor, rank: Tensor, batch: Tensor) -> tuple[Tensor, lis
     for r in range(1, d + 1):
         anchor = anchor - by_rank[d + 1 - r]
         keys.append(anchor * (d + 1) + r)
-    return torch.cat(keys), radix
+    return torch.stack(keys, 1).reshape(-1), radix
 
 
-def _blur_tables(unique: Tensor, radix: list[int], d: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _blur_tables(unique: Tensor, radix: list[int], d: int, dtype: torch.dtype,
+                 index: torch.dtype) -> tuple[Tensor, Tensor]:
     """Neighbour tables ``(d+1, M, 3)`` of the blur along each lattice direction (Adams et al. 2010, §3.2).
 
     Along direction j the neighbours of vertex x are ``x ∓ 1`` in every coordinate except j, where they are
@@ -193,75 +202,114 @@ def _blur_tables(unique: Tensor, radix: list[int], d: int, dtype: torch.dtype) -
     """
     m = unique.numel()
     d1 = d + 1
-    rem = unique % d1
-    spine = unique // d1
+    rem, spine = unique % d1, unique // d1
+    step = torch.tensor(radix[:d] + [0], device=unique.device)[:, None]  # (d+1, 1): R_j, 0 for j = d
     total = sum(radix[:d])
-    self_index = torch.arange(m, device=unique.device)
-    index, weight = [], []
-    for j in range(d1):
-        step = radix[j] if j < d else 0
-        prev = torch.where(rem == 0, (spine + step - total) * d1 + d, (spine + step) * d1 + rem - 1)
-        nxt = torch.where(rem == d, (spine - step + total) * d1, (spine - step) * d1 + rem + 1)
-        cols, wts = [self_index], [torch.ones(m, dtype=dtype, device=unique.device)]
-        for target in (prev, nxt):
-            pos = torch.searchsorted(unique, target).clamp_(max=m - 1)
-            found = unique[pos] == target
-            cols.append(torch.where(found, pos, self_index))
-            wts.append(found.to(dtype) * 0.5)
-        index.append(torch.stack(cols, 1))
-        weight.append(torch.stack(wts, 1))
-    return torch.stack(index), torch.stack(weight)
+    prev = torch.where(rem == 0, (spine + step - total) * d1 + d, (spine + step) * d1 + rem - 1)
+    nxt = torch.where(rem == d, (spine - step + total) * d1, (spine - step) * d1 + rem + 1)
+    targets = torch.stack([prev, nxt], -1)  # (d+1, M, 2)
+    pos = torch.searchsorted(unique, targets.reshape(-1)).clamp_(max=m - 1).view_as(targets)
+    found = unique[pos] == targets
+    own = torch.arange(m, device=unique.device)[:, None]
+    cols = torch.cat([own.expand(d1, m, 1), torch.where(found, pos, own)], -1)
+    weights = torch.cat([torch.ones(d1, m, 1, dtype=dtype, device=unique.device), found.to(dtype) * 0.5], -1)
+    return cols.to(index), weights
 
 
-class _LatticeFilter(torch.autograd.Function):
-    """``y = L x`` with ``L = slice·blur·splat``; the backward applies ``Lᵀ`` (weights exchanged, blur reversed)."""
+def _gain(features: Tensor, degree: Tensor) -> Tensor:
+    """``(P,)``: per image, the exact kernel's row sums over the lattice's, at a grid of ``_GAIN_SAMPLES`` pixels.
 
-    @staticmethod
-    def forward(ctx, x: Tensor, lattice: Lattice, splat_weight: Tensor, slice_weight: Tensor) -> Tensor:
-        ctx.lattice = lattice
-        ctx.save_for_backward(splat_weight, slice_weight)
-        return lattice.filter(x, splat_weight, slice_weight)
+    The lattice's amplitude is not the kernel's: ≈1.13 times too small for position features (which fill their
+    plane), 1.6–1.8 for colour and position (a 2-D sheet in R^5: the blur loses the mass it would carry to unoccupied
+    vertices). Normalisation cancels it from the message but not from the self term's share ``k_ii / D``.
+    """
+    b, d, h, w = features.shape
+    flat = features.reshape(b, d, h * w).transpose(1, 2)
+    side = math.isqrt(_GAIN_SAMPLES)
+    ys = ((torch.arange(side, device=features.device) + 0.5) * (h / side)).long()
+    xs = ((torch.arange(side, device=features.device) + 0.5) * (w / side)).long()
+    picks = (ys[:, None] * w + xs[None, :]).reshape(-1)
+    ratios = []
+    for i in range(b):
+        rows = flat[i, picks]
+        # −|f_i − f_j|²/2 as one product: [f_i, −|f_i|²/2, 1]·[f_j, 1, −|f_j|²/2]
+        left = torch.cat([rows, -0.5 * rows.square().sum(1, keepdim=True), torch.ones_like(rows[:, :1])], 1)
+        exact = sum((left @ torch.cat([cols, torch.ones_like(cols[:, :1]), -0.5 * cols.square().sum(1, keepdim=True)],
+                                      1).t()).clamp_(max=0.0).exp_().sum()
+                    for cols in flat[i].split(_GAIN_CHUNK))
+        ratios.append(exact / degree.view(b, h * w)[i, picks].sum())
+    return torch.stack(ratios).repeat_interleave(h * w)
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
-        splat_weight, slice_weight = ctx.saved_tensors
-        lattice: Lattice = ctx.lattice
-        inverse = torch.empty_like(lattice.order)
-        inverse[lattice.order] = torch.arange(lattice.order.numel(), device=grad.device)
-        out = lattice.filter(grad.contiguous(), slice_weight[lattice.order], splat_weight[inverse], reverse=True)
-        return out, None, None, None
 
-
-@dataclass(frozen=True)
 class _Kernel:
-    """One lattice with its normalisation: ``K̃ = diag(n_out) L diag(n_in)``, self weight ``K̃_ii``, all ``(P,)``."""
+    """One lattice L with its normalisation ``K̃ = diag(n_out)·L·diag(n_in)`` as splat weights (vertex-major, with
+    ``n_in``) and slice weights (``(P, d+1)``, with ``α·n_out``): ``D^-1/2, D^-1/2`` (symmetric, pydensecrf's),
+    ``1, D^-1`` (per pixel), ``1, g`` (none, g = :func:`_gain`), with ``D = L·1``."""
 
-    lattice: Lattice
-    n_in: Tensor
-    n_out: Tensor
-    self_weight: Tensor
-
-    @classmethod
-    def build(cls, features: Tensor, normalization: Normalization) -> "_Kernel":
-        lattice = build_lattice(features)
-        rows = lattice.bary.numel() // (lattice.dims + 1)
-        ones = torch.ones(rows, dtype=features.dtype, device=features.device)
+    def __init__(self, features: Tensor, normalization: Normalization) -> None:
+        self.features = features.detach()
+        self.normalization = normalization
+        self.lattice = lat = build_lattice(self.features)
+        ones = torch.ones(lat.bary.shape[0], 1, dtype=features.dtype, device=features.device)
+        unit = lat.bary.reshape(-1)
+        self.degree = lat.slice(lat.blur(lat.splat(ones, unit[lat.order])), unit * lat.alpha)[:, 0]
+        n_in = n_out = ones[:, 0]
         if normalization == "none":
-            return cls(lattice, ones, ones, ones)
-        weights = lattice.bary * lattice.alpha
-        degree = lattice.filter(ones[:, None], lattice.bary[lattice.order], weights)[:, 0]
-        inv_degree = 1.0 / degree.clamp_min(torch.finfo(degree.dtype).tiny)
-        if normalization == "symmetric":
-            root = inv_degree.sqrt()
-            return cls(lattice, root, root, inv_degree)
-        return cls(lattice, ones, inv_degree, inv_degree)
+            n_out = _gain(self.features, self.degree)
+        elif normalization == "symmetric":
+            n_in = n_out = self.degree.clamp_min(torch.finfo(self.degree.dtype).tiny).rsqrt()
+        else:
+            n_out = 1.0 / self.degree.clamp_min(torch.finfo(self.degree.dtype).tiny)
+        self.splat_weight = (lat.bary * n_in[:, None]).reshape(-1)[lat.order]
+        self.slice_weight = lat.bary * (n_out * lat.alpha)[:, None]
+        self._self_weight: Tensor | None = None
 
-    def weights(self, scale: float = 1.0) -> tuple[Tensor, Tensor]:
-        """Splat weights (vertex-major) and slice weights (pixel-major, times α and ``scale``)."""
-        d1 = self.lattice.dims + 1
-        splat = (self.lattice.bary * self.n_in.repeat_interleave(d1))[self.lattice.order]
-        slice_ = self.lattice.bary * (self.n_out * (self.lattice.alpha * scale)).repeat_interleave(d1)
-        return splat, slice_
+    @property
+    def self_weight(self) -> Tensor:
+        """``(P,)``: ``K̃_ii`` for the exact ``k_ii = 1``: 1 (none), else ``1 / (g·D)`` (computed on first use)."""
+        if self._self_weight is None:
+            if self.normalization == "none":
+                self._self_weight = torch.ones_like(self.degree)
+            else:
+                self._self_weight = 1.0 / (_gain(self.features, self.degree) * self.degree)
+        return self._self_weight
+
+    def filter(self, x: Tensor) -> Tensor:
+        """``K̃ x`` (self term included), ``(P, C)``."""
+        lat = self.lattice
+        return lat.slice(lat.blur(lat.splat(x, self.splat_weight)), self.slice_weight.reshape(-1))
+
+    def filter_transposed(self, x: Tensor) -> Tensor:
+        """``K̃ᵀ x``: splat with the slice weights, blur in reverse, slice with the splat weights."""
+        lat = self.lattice
+        order = lat.order
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        blurred = lat.blur(lat.splat(x, self.slice_weight.reshape(-1)[order]), reverse=True)
+        return lat.slice(blurred, self.splat_weight[inverse])
+
+
+class _Message(torch.autograd.Function):
+    """``Σ_m w_m K̃_m x`` for ``x`` ``(P, C)``; backward ``Σ_m w_m K̃_mᵀ g`` and ``∂/∂w_m = ⟨g, K̃_m x⟩``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weights: Tensor, op: "LatticeOp") -> Tensor:
+        ctx.op = op
+        ctx.save_for_backward(x, weights)
+        return op._merged_message(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, weights = ctx.saved_tensors
+        kernels = ctx.op.kernels
+        grad = grad.contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = sum(wm * k.filter_transposed(grad) for wm, k in zip(weights, kernels))
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.stack([(grad * k.filter(x)).sum() for k in kernels])
+        return grad_x, grad_w, None
 
 
 @dataclass(frozen=True)
@@ -281,8 +329,8 @@ class LatticeBackend:
             raise ValueError(f"{self.normalization!r} is not a valid normalization. Valid values are {valid}.")
 
     def build(self, features: Sequence[Tensor]) -> "LatticeOp":
-        """One ``(B, D_m, H, W)`` feature tensor per kernel m (divided by θ, any D_m ≥ 1); all share B, H, W,
-        dtype and device. Features are treated as constants (no gradient flows to them).
+        """One ``(B, D_m, H, W)`` feature tensor per kernel m (divided by θ, any D_m ≥ 1), sharing B, H, W, dtype
+        and device. The features are constants: no gradient flows to them.
 
         Raises:
             ValueError: an empty list, mismatched shapes, non-float or non-finite features.
@@ -293,34 +341,47 @@ class LatticeBackend:
                              f"{[tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__ for f in features]}.")
         shapes = {(f.shape[0], *f.shape[2:]) for f in features}
         if len(shapes) != 1 or 0 in next(iter(shapes)) or any(f.shape[1] == 0 for f in features):
-            raise ValueError(f"features must share a non-empty batch and size (B, H, W) and have D ≥ 1; got shapes "
+            raise ValueError(f"features must share one non-empty (B, H, W) and have D ≥ 1 channels; got shapes "
                              f"{[tuple(f.shape) for f in features]}.")
         kinds = {(f.dtype, f.device) for f in features}
         if len(kinds) != 1 or not features[0].is_floating_point():
-            raise ValueError(f"features must all be floating point with one dtype and device, got "
-                             f"{sorted(str(k) for k in kinds)}.")
+            raise ValueError(f"features must be floating point, all of one dtype and device; got "
+                             f"{sorted(f'{k[0]} on {k[1]}' for k in kinds)}.")
         for m, f in enumerate(features):
             if not torch.isfinite(f).all():
-                raise ValueError(f"features[{m}] has NaN or infinite values; check the image and the θ's (> 0).")
+                raise ValueError(f"features[{m}] has NaN or infinite values; check the image and that every θ > 0.")
         b, _, h, w = features[0].shape
-        return LatticeOp([_Kernel.build(f, self.normalization) for f in features], (b, h, w))
+        return LatticeOp([_Kernel(f, self.normalization) for f in features], (b, h, w))
 
 
 class LatticeOp:
-    """The built operator of :class:`LatticeBackend`; ``apply`` reuses every table that ``build`` made."""
+    """The built operator of :class:`LatticeBackend`; ``apply`` reuses every table that ``build`` made.
 
-    def __init__(self, kernels: list[_Kernel], shape: tuple[int, int, int], weights: Tensor | None = None) -> None:
+    ``include_self`` (see :meth:`with_self_term`) puts the self term into ``apply``, which then needs no subtraction.
+    """
+
+    def __init__(self, kernels: list[_Kernel], shape: tuple[int, int, int], weights: Tensor | None = None, *,
+                 include_self: bool = False, slice_tables: tuple[Tensor, Tensor] | None = None) -> None:
         self.kernels = kernels
         self.shape = shape
-        ref = kernels[0].n_in
+        self.include_self = include_self
+        ref = kernels[0].degree
         self.weights = weights if weights is not None else torch.ones(len(kernels), dtype=ref.dtype,
                                                                       device=ref.device)
-        self._folded: list[tuple[Tensor, Tensor]] | None = None
-        self._unit: list[tuple[Tensor, Tensor]] | None = None
+        if slice_tables is None:  # every kernel's vertices in one table: one slice gives the weighted sum
+            shifts = [0]
+            for k in kernels[:-1]:
+                shifts.append(shifts[-1] + k.lattice.num_points)
+            rows = ref.numel()
+            index = torch.cat([k.lattice.vertex.view(rows, -1) + s for k, s in zip(kernels, shifts)], 1).reshape(-1)
+            slice_tables = index, torch.arange(0, index.numel(), index.numel() // rows, dtype=index.dtype,
+                                               device=index.device)
+        self._slice_tables = slice_tables
+        self._slice_weight: Tensor | None = None
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.kernels[0].n_in.dtype
+        return self.weights.dtype
 
     def weighted(self, weights: Tensor) -> "LatticeOp":
         """The same lattices with per-kernel weights ``(M,)`` (differentiable)."""
@@ -328,16 +389,24 @@ class LatticeOp:
         if weights.shape != self.weights.shape:
             raise ValueError(f"weights must have shape {tuple(self.weights.shape)} (one per kernel), "
                              f"got {tuple(weights.shape)}.")
-        return LatticeOp(self.kernels, self.shape, weights)
+        return LatticeOp(self.kernels, self.shape, weights, include_self=self.include_self,
+                         slice_tables=self._slice_tables)
+
+    def with_self_term(self) -> "LatticeOp":
+        """The same operator with ``apply`` returning ``Σ_m w_m K̃_m q`` self term included: the classic DenseCRF
+        message, and the lattice's own output, so one subtraction and one addition per iteration fewer than
+        :meth:`apply` + :meth:`self_weight`."""
+        return LatticeOp(self.kernels, self.shape, self.weights, include_self=True, slice_tables=self._slice_tables)
 
     def self_weight(self) -> Tensor:
-        """``(B, 1, H, W)``: ``Σ_m w_m K̃_m,ii``, the self term that :meth:`apply` leaves out."""
+        """``(B, 1, H, W)``: the self term that :meth:`apply` leaves out, ``Σ_m w_m K̃_m,ii`` (0 with
+        ``include_self``)."""
         b, h, w = self.shape
-        total = sum(wm * k.self_weight for wm, k in zip(self.weights, self.kernels))
-        return total.view(b, h, w, 1).permute(0, 3, 1, 2)
+        rows = torch.zeros_like(self.kernels[0].degree) if self.include_self else self._self_rows()
+        return rows.view(b, h, w, 1).permute(0, 3, 1, 2)
 
     def apply(self, q: Tensor) -> Tensor:
-        """``(B, C, H, W)`` → ``(B, C, H, W)``: ``Σ_m w_m K̃_m q`` minus the self term.
+        """``(B, C, H, W)`` → ``(B, C, H, W)``: ``Σ_m w_m K̃_m q`` without the self term (unless ``include_self``).
 
         Fastest with ``q`` in channels-last memory; the result is channels-last.
         """
@@ -345,31 +414,28 @@ class LatticeOp:
         if q.ndim != 4 or (q.shape[0], *q.shape[2:]) != (b, h, w):
             raise ValueError(f"q has shape {tuple(q.shape)}, but the operator was built for batch {b} and size "
                              f"{h}×{w}; expected (B, C, H, W) = ({b}, C, {h}, {w}).")
-        if q.dtype != self.dtype:
-            raise ValueError(f"q is {q.dtype} but the operator was built from {self.dtype} features; build it "
-                             f"from features of the same dtype.")
+        if q.dtype != self.dtype or q.device != self.weights.device:
+            raise ValueError(f"q is {q.dtype} on {q.device} but the operator was built from {self.dtype} features "
+                             f"on {self.weights.device}; build it from features of the same dtype and device.")
         c = q.shape[1]
         x = q.permute(0, 2, 3, 1).reshape(b * h * w, c)
-        if torch.is_grad_enabled() and self.weights.requires_grad:
-            parts = [wm * _LatticeFilter.apply(x, k.lattice, *unit) for wm, k, unit in
-                     zip(self.weights, self.kernels, self._unit_weights())]
-            self_weight = sum(wm * k.self_weight for wm, k in zip(self.weights, self.kernels))
-        else:
-            parts = [_LatticeFilter.apply(x, k.lattice, *folded) for k, folded in
-                     zip(self.kernels, self._folded_weights())]
-            self_weight = sum(float(wm) * k.self_weight for wm, k in zip(self.weights, self.kernels))
-        out = parts[0]
-        for part in parts[1:]:
-            out = out + part
-        out = torch.addcmul(out, self_weight[:, None], x, value=-1.0)
+        out = _Message.apply(x, self.weights, self)
+        if not self.include_self:
+            out = torch.addcmul(out, self._self_rows()[:, None], x, value=-1.0)
         return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
-    def _unit_weights(self) -> list[tuple[Tensor, Tensor]]:
-        if self._unit is None:
-            self._unit = [k.weights() for k in self.kernels]
-        return self._unit
+    def _self_rows(self) -> Tensor:
+        return sum(wm * k.self_weight for wm, k in zip(self.weights, self.kernels))
 
-    def _folded_weights(self) -> list[tuple[Tensor, Tensor]]:
-        if self._folded is None:
-            self._folded = [k.weights(float(wm)) for wm, k in zip(self.weights, self.kernels)]
-        return self._folded
+    def _merged_message(self, x: Tensor) -> Tensor:
+        """``Σ_m w_m K̃_m x`` (self term included) for ``x`` ``(P, C)``, with the weights' current values."""
+        values = [k.lattice.blur(k.lattice.splat(x, k.splat_weight)) for k in self.kernels]
+        weight = self._slice_weight
+        if weight is None:
+            w = self.weights.detach()
+            weight = torch.cat([k.slice_weight * w[m] for m, k in enumerate(self.kernels)], 1).reshape(-1)
+            if not self.weights.requires_grad:  # trainable weights change in place: recompute them each time
+                self._slice_weight = weight
+        index, offsets = self._slice_tables
+        table = values[0] if len(values) == 1 else torch.cat(values)
+        return F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=weight)

@@ -4,7 +4,7 @@ Two operators whose matrix ``W`` is symmetric (conjugate gradient and the closed
 :mod:`crfcore.inference.gaussian` need that), non-negative and without self term:
 
 - **Learned embeddings** (Chandra, Usunier & Kokkinos 2017, "Dense and Low-Rank Gaussian CRFs Using Deep
-  Embeddings", ICCV, §3): non-negative embeddings ``E_m`` of D_m dimensions per pixel give
+  Embeddings", ICCV): non-negative embeddings ``E_m`` of D_m dimensions per pixel give
   ``W = Σ_m w_m (E_m E_mᵀ − diag(E_m E_mᵀ))``, a fully connected affinity applied in O(N·D·C) as ``E (Eᵀ Q)``
   without ever forming the N×N matrix.
 - **A pooled grid**: the Gaussian kernels ``K`` of an inner backend evaluated on a grid downsampled b times, brought

@@ -1,9 +1,9 @@
 """Gaussian CRF inference: an exact solve by conjugate gradient, with closed-form gradients.
 
 Chandra & Kokkinos 2016, "Fast, Exact and Multi-Scale Inference for Semantic Image Segmentation with Deep Gaussian
-CRFs", ECCV (arXiv:1603.08358): the G-CRF energy and its linear system (§3), conjugate-gradient inference and
-back-propagation through the solution (§3.1–3.2), multi-resolution coupling (§4). In DESIGN.md §3 notation, with
-continuous scores X (N×C) for N pixels and C classes,
+CRFs", ECCV (arXiv:1603.08358): the G-CRF energy and its linear system, inference by conjugate gradient,
+back-propagation through the solution in closed form, and the multi-resolution model. In DESIGN.md §3 notation,
+with continuous scores X (N×C) for N pixels and C classes,
 
     E(X) = λ/2 Σ_i |x_i − b_i|² + 1/2 Σ_ij W_ij |x_i − x_j|²,
 
@@ -15,7 +15,7 @@ with no self term, applied by an affinity op. The minimiser solves
 A is symmetric positive definite (λ > 0, L ⪰ 0), so X is unique; every class is an independent right-hand side of
 the same A, and all are solved together by Jacobi-preconditioned conjugate gradient (``diag A = λ + 2D``).
 
-**Multi-scale** (§4): levels s = 0..S−1, level s+1 at half the resolution of level s (``⌈H/2⌉``), each with its own
+**Multi-scale**: levels s = 0..S−1, level s+1 at half the resolution of level s (``⌈H/2⌉``), each with its own
 scores B_s (B average-pooled) and affinity W_s, coupled by ``μ/2 |X_s − U X_{s+1}|²`` with U pixel replication (so
 ``Uᵀ`` is 2×2 sum pooling and ``UᵀU`` the diagonal of replica counts). The block system is, for each level,
 
@@ -23,7 +23,7 @@ scores B_s (B average-pooled) and affinity W_s, coupled by ``μ/2 |X_s − U X_{
 
 symmetric positive definite, applied matrix-free and solved jointly; the output is the finest level X_0.
 
-**Gradients** (§3.2): X = A⁻¹λB, so for a loss ℓ with g = ∂ℓ/∂X, y = A⁻¹g (A is symmetric), ∂ℓ/∂B = λy, and for any
+**Gradients**: X = A⁻¹λB, so for a loss ℓ with g = ∂ℓ/∂X, y = A⁻¹g (A is symmetric), ∂ℓ/∂B = λy, and for any
 parameter θ of A or of λ, ∂ℓ/∂θ = ∂/∂θ [yᵀ(λB − A(θ)X)] with X held fixed. No iterate of the forward solve is kept.
 """
 
@@ -47,6 +47,7 @@ __all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "conjugate_gradie
            "level_sizes", "unary_scores"]
 
 MatVec = Callable[[Tensor], Tensor]
+_SYMMETRY_TOL = 1e-3  # relative asymmetry above which an op is rejected (see _check_symmetric)
 
 
 class ConvergenceWarning(UserWarning):
@@ -96,27 +97,34 @@ def conjugate_gradient(matvec: MatVec, rhs: Tensor, diag: Tensor, *, tol: float,
     """
     x = torch.zeros_like(rhs) if x0 is None else x0.clone()
     r = rhs - matvec(x) if x0 is not None else rhs.clone()
-    rhs_norm = torch.linalg.vector_norm(rhs, dim=-1, keepdim=True)
-    scale = torch.where(rhs_norm > 0, rhs_norm, torch.ones_like(rhs_norm)).reciprocal()
-    z = r / diag
+    rhs_sq = _dot(rhs, rhs)
+    scale = torch.where(rhs_sq > 0, rhs_sq, torch.ones_like(rhs_sq)).rsqrt()
+    inv_diag = diag.reciprocal()
+    z = r * inv_diag
     p = z.clone()
-    rz = (r * z).sum(-1, keepdim=True)
-    residual = float((torch.linalg.vector_norm(r, dim=-1, keepdim=True) * scale).max())
+    rz = _dot(r, z)
+    residual = float((_dot(r, r).sqrt() * scale).max())
     done = 0
     while residual > tol and done < max_iter:
         ap = matvec(p)
-        alpha = _safe_div(rz, (p * ap).sum(-1, keepdim=True))
+        alpha = _safe_div(rz, _dot(p, ap))
         x.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1.0)
-        torch.div(r, diag, out=z)
-        rz_next = (r * z).sum(-1, keepdim=True)
+        torch.mul(r, inv_diag, out=z)
+        rz_next = _dot(r, z)
         p.mul_(_safe_div(rz_next, rz)).add_(z)
         rz = rz_next
         done += 1
-        residual = float((torch.linalg.vector_norm(r, dim=-1, keepdim=True) * scale).max())
+        residual = float((_dot(r, r).sqrt() * scale).max())
         if callback is not None:
             callback(done, max_iter, x)
     return CGResult(x, done, residual, residual <= tol)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-column inner products of ``(B, C, N)`` tensors, ``(B, C, 1)`` (a batched matrix product, without the
+    temporary of ``(a * b).sum(-1)``)."""
+    return torch.einsum("bcn,bcn->bc", a, b).unsqueeze(-1)
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
@@ -165,8 +173,17 @@ class GaussianSystem:
         self.sizes = level_sizes(size, len(self.ops))
         self.lam, self.mu = lam, mu
         self.numels = [h * w for h, w in self.sizes]
-        self.degrees = [op.apply(like.new_ones(batch, 1, h, w)) for op, (h, w) in zip(self.ops, self.sizes)]
+        degrees = [op.apply(like.new_ones(batch, 1, h, w)) for op, (h, w) in zip(self.ops, self.sizes)]
         self.counts = [None] + [_replicate_adjoint(like.new_ones(1, 1, *fine)) for fine in self.sizes[:-1]]
+        last = len(self.ops) - 1
+        self.diagonals = []  # diag A per level (B, 1, H_s, W_s): λ + 2 D_s + μ[s<S−1] + μ[s>0] UᵀU
+        for s, degree in enumerate(degrees):
+            d = lam + 2 * degree
+            if s < last:
+                d = d + mu
+            if s > 0:
+                d = d + mu * self.counts[s]
+            self.diagonals.append(d)
 
     def split(self, x: Tensor) -> list[Tensor]:
         """``(B, C, ΣN_s)`` → per level ``(B, C, H_s, W_s)`` (views)."""
@@ -187,28 +204,19 @@ class GaussianSystem:
 
     def diagonal(self) -> Tensor:
         """``diag A`` ``(B, 1, ΣN_s)``, positive: the Jacobi preconditioner."""
-        last = len(self.ops) - 1
-        diags = []
-        for s, degree in enumerate(self.degrees):
-            d = self.lam + 2 * degree
-            if s < last:
-                d = d + self.mu
-            if s > 0:
-                d = d + self.mu * self.counts[s]
-            diags.append(d)
-        return self.merge(diags)
+        return self.merge(self.diagonals)
 
     def matvec(self, x: Tensor) -> Tensor:
-        """``A x`` for ``x`` ``(B, C, ΣN_s)``."""
+        """``A x`` for ``x`` ``(B, C, ΣN_s)``; differentiable when grad mode is on."""
         xs = self.split(x)
         last = len(xs) - 1
         out = []
-        for s, (op, degree, xl) in enumerate(zip(self.ops, self.degrees, xs)):
-            y = self.lam * xl + 2 * (degree * xl - op.apply(xl))
+        for s, (op, diag, xl) in enumerate(zip(self.ops, self.diagonals, xs)):
+            y = torch.addcmul(op.apply(xl), diag, xl, value=-0.5).mul_(-2)  # diag·x − 2Wx
             if s < last:
-                y = y + self.mu * (xl - _replicate(xs[s + 1], self.sizes[s]))
+                y = y - self.mu * _replicate(xs[s + 1], self.sizes[s])
             if s > 0:
-                y = y + self.mu * (self.counts[s] * xl - _replicate_adjoint(xs[s - 1]))
+                y = y - self.mu * _replicate_adjoint(xs[s - 1])
             out.append(y)
         return self.merge(out)
 
@@ -221,13 +229,13 @@ class _AdjointSolve(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, residual: Tensor, solve: Callable[[Tensor], Tensor]) -> Tensor:  # noqa: D102
+    def forward(ctx, residual: Tensor, solve: Callable[[Tensor], Tensor]) -> Tensor:
         ctx.solve = solve
         return torch.zeros_like(residual)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         return ctx.solve(grad), None
 
 
@@ -271,13 +279,16 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
         X ``(B, C, H, W)``, the finest level's solution; ``softmax(X, dim=1)`` are the refined probabilities.
 
     Raises:
-        ValueError: bad shapes or out-of-range ``lam``, ``mu``, ``tol``, ``max_iter``.
+        ValueError: bad shapes, out-of-range ``lam``, ``mu``, ``tol``, ``max_iter``, or an op whose W is not
+            symmetric (checked with a random probe: LocalBackend with blur > 1, the lattice).
     """
     ops = [ops] if hasattr(ops, "apply") else list(ops)
     _check_args(ops, scores, lam, mu, tol, max_iter, x0)
     if isinstance(lam, Tensor):
         lam = lam.to(scores.dtype)
     mu = lam if mu is None else mu
+    for level, (op, size) in enumerate(zip(ops, level_sizes(tuple(scores.shape[-2:]), len(ops)))):
+        _check_symmetric(op, level, scores.shape[0], size, scores)
     system = GaussianSystem(ops, tuple(scores.shape[-2:]), scores.shape[0], lam=lam, mu=mu, like=scores)
     rhs = lam * system.pyramid(scores)
     diag = system.diagonal().detach()
@@ -298,6 +309,28 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
         if residual.requires_grad:
             x = x + _AdjointSolve.apply(residual, _adjoint_solver(system, diag, tol, max_iter))
     return x[..., :n0].unflatten(-1, system.sizes[0])
+
+
+def _check_symmetric(op: AffinityOp, level: int, batch: int, size: tuple[int, int], like: Tensor) -> None:
+    """Raise ``ValueError`` if ``op``'s W is visibly not symmetric.
+
+    With Rademacher probes u, v (4 columns), ``uᵀWv − vᵀWu`` has mean square ``‖W − Wᵀ‖_F²`` and ``|Wv|²`` has mean
+    ``‖W‖_F²``, so their ratio estimates the relative asymmetry at the cost of two applications with 4 columns;
+    rounding keeps it near 1e-6 in float32 for a symmetric W, while the asymmetric backends give 1e-2 or more.
+    """
+    gen = torch.Generator(device=like.device).manual_seed(0)
+    u, v = (torch.randint(0, 2, (batch, 4, *size), generator=gen, device=like.device).to(like.dtype) * 2 - 1
+            for _ in range(2))
+    with torch.no_grad():
+        wu, wv = op.apply(u), op.apply(v)
+        gap = ((u * wv).flatten(2).sum(-1) - (v * wu).flatten(2).sum(-1)).square().sum()
+        norm = wv.square().sum()
+    if norm > 0 and float((gap / norm).sqrt()) > _SYMMETRY_TOL:
+        raise ValueError(f"the affinity op of level {level} is not symmetric (‖W − Wᵀ‖/‖W‖ ≈ "
+                         f"{float((gap / norm).sqrt()):.2g} by a random probe); the Gaussian CRF needs a symmetric W "
+                         f"for conjugate gradient and its closed-form gradient. LocalBackend with blur > 1 and the "
+                         f"permutohedral lattice are not symmetric: use PooledBackend(LocalBackend(k, 1), blur), the "
+                         f"GaussianCRF default, or LocalBackend(k, 1).")
 
 
 def _value(number: float | Tensor) -> float:

@@ -66,7 +66,8 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         message = op.apply(q)
         if self_term is not None:
             message = message + self_term * q
-        q = _softmax(neg_energy - compatibility_transform(message, compat))
+        logits = neg_energy + message if compat is None else neg_energy - compatibility_transform(message, compat)
+        q = _softmax(logits)
         if callback is not None:
             callback(t + 1, iterations, q)
     return q
@@ -74,7 +75,10 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
 
 def _softmax(logits: Tensor) -> Tensor:
     """Softmax over C of ``(B, C, H, W)``. Without autograd it runs in place on ``logits`` (a fresh temporary),
-    which is over twice as fast on CPU as ``torch.softmax`` over a strided class axis."""
+    which is over twice as fast on CPU as ``torch.softmax`` over a strided class axis. In channels-last memory the
+    class axis is innermost, so torch's fused softmax over the last axis of the ``(B, H, W, C)`` view wins."""
+    if logits.is_contiguous(memory_format=torch.channels_last) and not logits.is_contiguous():
+        return torch.softmax(logits.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
     if torch.is_grad_enabled() and logits.requires_grad:
         return torch.softmax(logits, dim=1)
     logits = logits - logits.amax(dim=1, keepdim=True)
