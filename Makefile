@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench eval clean
+.PHONY: run demo test bench eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
+	$(PY) -m app.main resources/samples
+
+demo: $(STAMP)
 	$(PY) -m crfcore.demo --out out/demo
 
 test: $(STAMP)

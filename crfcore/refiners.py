@@ -256,7 +256,8 @@ class GaussianCRF(nn.Module):
     def scores(self, image: Tensor, probs: Tensor, *, op: Any = None, iterations: int | None = None,
                callback: ProgressCallback | None = None, x0: Tensor | None = None) -> Tensor:
         """The solution X ``(B, C, H, W)`` before the softmax; pass it back as ``x0`` to warm-start a solve for
-        nearby parameters (a slider move). ``iterations`` overrides ``max_iter``."""
+        nearby parameters (a slider move). ``iterations`` overrides ``max_iter``. ``callback(k, max_iter, q)`` gets
+        the softmax of iterate k; ``max_iter`` is an upper bound, the solve usually stops earlier at ``tol``."""
         op = op if op is not None else self.build(image)
         ops = list(op) if isinstance(op, (tuple, list)) else [op]
         if len(ops) != self.config.scales:

@@ -1,0 +1,150 @@
+"""Slider-to-overlay latency of the real window (DESIGN.md §7, "against the user's patience").
+
+``python -m app.bench_latency`` opens a synthetic 0.5 MP image (512×1024, three classes, a noisy unary from
+``crfcore.synthetic``) in the main window and, for every registered refiner, moves a weight slider and a θ slider
+``--changes`` times each the way a user does: press, move, release. The latency of one change runs from the press
+to the end of the first repaint after the full-resolution overlay was replaced. It prints the median and p95 per
+refiner and slider, the refiner's own median time from its timing breakdown, and the longest gap of a 10 ms GUI
+timer over the whole run (how long the event loop was ever blocked).
+
+Runs headless (``QT_QPA_PLATFORM=offscreen``) unless a display is set. Timings on a shared machine are noisy; run
+it once and report the load it ran under.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["make_scene", "percentile", "main"]
+
+HEIGHT, WIDTH = 512, 1024  # 524,288 pixels = 0.5 MP
+SLIDERS = ("w_smoothness", "theta_gamma")  # a weight (operator reused) and a θ (operator rebuilt)
+TIMEOUT_S = 120.0
+
+
+def make_scene(folder: Path, *, height: int = HEIGHT, width: int = WIDTH, seed: int = 0) -> Path:
+    """Write ``scene.png``, ``scene_probs.npy`` (a noisy 3-class unary) and ``classes.json`` into ``folder``."""
+    from crfcore.io import save_image
+    from crfcore.synthetic import noisy_unary
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    labels = np.zeros((height, width), dtype=np.int64)
+    labels[(yy - 0.5 * height) ** 2 + (xx - 0.3 * width) ** 2 < (0.3 * height) ** 2] = 1
+    labels[(np.abs(yy - 0.55 * height) < 0.25 * height) & (np.abs(xx - 0.72 * width) < 0.12 * width)] = 2
+    colours = np.array([[70, 110, 170], [220, 150, 60], [90, 170, 90]], dtype=np.float64)
+    shading = (0.8 + 0.4 * xx / width)[..., None]
+    image = np.clip(colours[labels] * shading + rng.normal(0, 14, (height, width, 3)), 0, 255).astype(np.uint8)
+    save_image(folder / "scene.png", image)
+    np.save(folder / "scene_probs.npy", noisy_unary(labels, 3, image_id="scene"))
+    (folder / "classes.json").write_text('{"names": ["background", "disc", "box"]}')
+    return folder
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by linear interpolation, as ``numpy.percentile``."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def _wait_for_full_result(window, previous: object) -> None:
+    """Spin the event loop until the document holds a new full-resolution result, then paint once."""
+    from PySide6.QtWidgets import QApplication
+
+    deadline = time.perf_counter() + TIMEOUT_S
+    while True:
+        result = window.document.result
+        if result is not None and result is not previous and not result.preview and not window.scheduler.busy:
+            break
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"no refinement arrived within {TIMEOUT_S:.0f} s; status: {window.message.text()}")
+        QApplication.processEvents()
+        time.sleep(0.001)
+    window.canvas.viewport().repaint()
+
+
+def _move(window, method: str, name: str, changes: int) -> tuple[list[float], list[float]]:
+    """``changes`` press-move-release cycles of one slider; (latencies ms, refiner total_ms)."""
+    control = window.panel.forms[method].controls[name]
+    spec = control.spec
+    low, high = control.scale.to_position(spec.default * 0.5), control.scale.to_position(spec.default * 2.0)
+    positions = np.linspace(low, high, 7).round().astype(int).tolist()
+    latencies, totals = [], []
+    for i in range(changes):
+        position = positions[i % len(positions)]
+        if position == control.slider.value():
+            position = positions[(i + 1) % len(positions)]
+        previous = window.document.result
+        start = time.perf_counter()
+        control.slider.setSliderDown(True)
+        control.slider.setValue(position)
+        control.slider.setSliderDown(False)  # the release runs the full refinement at once
+        _wait_for_full_result(window, previous)
+        latencies.append((time.perf_counter() - start) * 1e3)
+        totals.append(window.document.result.timing["total_ms"])
+    return latencies, totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.bench_latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--changes", type=int, default=50, help="slider changes per refiner and slider (50)")
+    parser.add_argument("--methods", nargs="*", help="refiners to time (default: every registered one)")
+    parser.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: CUDA when available)")
+    args = parser.parse_args(argv)
+    if args.changes < 1:
+        parser.error(f"--changes must be >= 1, got {args.changes}")
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from .document import available_methods
+    from .window import MainWindow
+
+    methods = args.methods or available_methods()
+    unknown = sorted(set(methods) - set(available_methods()))
+    if unknown:
+        parser.error(f"unknown refiner(s) {', '.join(unknown)}; registered ones are {', '.join(available_methods())}")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    gaps, clock, ticker = [0], QElapsedTimer(), QTimer()
+    ticker.setInterval(10)
+    ticker.timeout.connect(lambda: gaps.append(clock.restart()))
+    with tempfile.TemporaryDirectory(prefix="crf-latency-") as tmp:
+        window = MainWindow(device=args.device)
+        window.show()
+        window.open_folder(make_scene(Path(tmp)))
+        _wait_for_full_result(window, None)
+        print(f"image {HEIGHT}×{WIDTH} ({HEIGHT * WIDTH / 2 ** 20:.2f} MP), 3 classes, device "
+              f"{window.document.result.timing['device']}, {args.changes} changes per row, load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(f"{'refiner':<10} {'slider':<14} {'median ms':>10} {'p95 ms':>8} {'refiner ms':>11}")
+        clock.start()
+        ticker.start()
+        for method in methods:
+            previous = window.document.result
+            window.document.set_method(method)
+            if method != previous.method:
+                _wait_for_full_result(window, previous)
+            for name in SLIDERS:
+                if name not in window.panel.forms[method].controls:
+                    continue
+                latencies, totals = _move(window, method, name, args.changes)
+                print(f"{method:<10} {name:<14} {statistics.median(latencies):>10.0f} "
+                      f"{percentile(latencies, 95):>8.0f} {statistics.median(totals):>11.0f}", flush=True)
+            window.document.reset_params(method)
+        ticker.stop()
+        window.close()
+    app.processEvents()
+    print(f"longest event-loop gap (10 ms timer): {max(gaps)} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""One image's state, without widgets: image, unary source, probabilities, labels, refiner and its parameters.
+
+Widgets observe an :class:`ImageDocument` through its signals and write to it through its setters, which validate
+first (napari's model habit, STYLE.md): a setter either stores a valid value and emits, or raises ``ValueError``
+naming the argument, what was expected and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+import crfcore
+from crfcore import params as P
+from crfcore.io import load_image, load_mask
+from crfcore.unary_io import load_unary
+
+from .compute import RefineJob, RefineResult
+from .folder import ImageEntry
+
+__all__ = ["UnaryKind", "VOID", "available_methods", "default_params", "ImageDocument"]
+
+UnaryKind = Literal["mask", "probs"]
+VOID = 255  # mask value of pixels with no label (VOC's void); their unary is uniform
+
+
+def available_methods() -> list[str]:
+    """Refiners registered at run time that have a params dataclass, in registry order."""
+    return [m for m in crfcore.refiners.names() if m in P.PARAMS_BY_METHOD]
+
+
+def default_params() -> dict[str, Any]:
+    """``{method: params dataclass with defaults}`` for every available method."""
+    return {m: P.params_for(m)() for m in available_methods()}
+
+
+class ImageDocument(QObject):
+    """State of one image. Build with :meth:`open`; widgets connect to the signals.
+
+    Signals:
+        unary_changed: the unary probabilities and "before" labels changed (source, file or mask confidence).
+        method_changed(str): the active refiner.
+        param_changed(str, str): ``(method, name)`` of one parameter set through :meth:`set_param`.
+        params_replaced(str): a method's whole parameter set was replaced (preset, reset).
+        result_changed: a refinement result arrived, or was cleared because its inputs changed.
+    """
+
+    unary_changed = Signal()
+    method_changed = Signal(str)
+    param_changed = Signal(str, str)
+    params_replaced = Signal(str)
+    result_changed = Signal()
+
+    def __init__(self, entry: ImageEntry, image: np.ndarray, *, method: str | None = None,
+                 params: Mapping[str, Any] | None = None, mask_confidence: float = crfcore.unary.DEFAULT_CONFIDENCE,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}; load it with "
+                             f"crfcore.io.load_image.")
+        methods = available_methods()
+        if not methods:
+            raise ValueError("no refiner is registered; crfcore.refiners.names() is empty.")
+        self.entry = entry
+        self.image = image
+        self._params = default_params()
+        for name, given in (params or {}).items():
+            if name in self._params:
+                if not isinstance(given, P.params_for(name)):
+                    raise ValueError(f"params[{name!r}] must be {P.params_for(name).__name__}, got "
+                                     f"{type(given).__name__}.")
+                self._params[name] = given
+        self._method = methods[0]
+        if method is not None:
+            self.set_method(method)
+        self._check_confidence(mask_confidence)
+        self._confidence = float(mask_confidence)
+        self._kind: UnaryKind | None = None
+        self._path: Path | None = None
+        self._source: np.ndarray | None = None
+        self._unary: np.ndarray | None = None
+        self._before: np.ndarray | None = None
+        self._names: tuple[str, ...] = entry.class_names or ()
+        self._result: RefineResult | None = None
+
+    @classmethod
+    def open(cls, entry: ImageEntry, **kwargs: Any) -> "ImageDocument":
+        """Load ``entry``'s image and its default unary source: the probability map if there is one, else the mask.
+
+        Keyword arguments are those of the constructor (``method``, ``params``, ``mask_confidence``).
+        """
+        doc = cls(entry, load_image(entry.image), **kwargs)
+        if entry.probs is not None:
+            doc.set_unary_source("probs", entry.probs)
+        elif entry.mask is not None:
+            doc.set_unary_source("mask", entry.mask)
+        return doc
+
+    # --- unary -------------------------------------------------------------------------------------------------
+    @property
+    def unary_kind(self) -> UnaryKind | None:
+        """``"mask"`` or ``"probs"``, None while no unary file is loaded."""
+        return self._kind
+
+    @property
+    def unary_path(self) -> Path | None:
+        return self._path
+
+    @property
+    def unary(self) -> np.ndarray | None:
+        """``(C, H, W)`` float32 class probabilities, sum 1 over C; None while no unary is loaded."""
+        return self._unary
+
+    @property
+    def before_labels(self) -> np.ndarray | None:
+        """``(H, W)`` int64 labels of the unary: the mask itself (255 = void) or the argmax of the probabilities."""
+        return self._before
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self._unary is None else self._unary.shape[0]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of classes 0..C-1: ``classes.json``'s, else ``"class i"``."""
+        return self._names or tuple(f"class {i}" for i in range(self.num_classes))
+
+    @property
+    def mask_confidence(self) -> float:
+        """Probability a mask gives its own label, in (0.5, 1] (see ``crfcore.unary.from_labels``)."""
+        return self._confidence
+
+    def set_unary_source(self, kind: UnaryKind, path: str | Path) -> None:
+        """Load the unary from a mask (``kind="mask"``, an index image read by ``crfcore.io.load_mask``) or a
+        probability map (``kind="probs"``: ``.npy`` / ``.npz`` probabilities or logits, or any other source
+        ``crfcore.unary_io.load_unary`` reads).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: unknown kind, a size different from the image's, class counts that disagree with
+                ``classes.json``, or probabilities that do not sum to 1; the document is left unchanged.
+        """
+        if kind not in ("mask", "probs"):
+            raise ValueError(f"{kind!r} is not a valid unary source. Valid sources are 'mask' and 'probs'.")
+        path = Path(path)
+        if kind == "mask":
+            source = load_mask(path)
+            if source.shape != self.image.shape[:2]:
+                raise ValueError(f"{path.name} is {source.shape[0]}×{source.shape[1]} but the image is "
+                                 f"{self.image.shape[0]}×{self.image.shape[1]} (H×W); use a mask made for this "
+                                 f"image.")
+            unary, before = self._from_mask(source, path, self._confidence)
+        else:
+            source = load_unary(path, num_classes=len(self._names) or None, image_shape=self.image.shape[:2],
+                                confidence=self._confidence)
+            unary, before = source, source.argmax(0).astype(np.int64)
+        self._kind, self._path, self._source, self._unary, self._before = kind, path, source, unary, before
+        self._set_result(None)
+        self.unary_changed.emit()
+
+    def set_mask_confidence(self, confidence: float) -> None:
+        """Change the probability a mask gives its own label; re-derives the unary when the source is a mask."""
+        self._check_confidence(confidence)
+        if confidence == self._confidence:
+            return
+        if self._kind == "mask":
+            self._unary, self._before = self._from_mask(self._source, self._path, confidence)
+        self._confidence = float(confidence)
+        if self._kind == "mask":
+            self._set_result(None)
+            self.unary_changed.emit()
+
+    @staticmethod
+    def _check_confidence(confidence: float) -> None:
+        if not 0.5 < confidence <= 1.0:
+            raise ValueError(f"mask_confidence must be in (0.5, 1], got {confidence}; 1 makes the mask hard.")
+
+    def _from_mask(self, mask: np.ndarray, path: Path, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+        labels = mask.astype(np.int64)
+        valid = labels[labels != VOID]
+        found = int(valid.max()) + 1 if valid.size else 0
+        count = len(self._names) if self._names else max(2, found)
+        if found > count:
+            raise ValueError(f"{path.name} holds class {found - 1} but classes.json names {count} classes; add the "
+                             f"missing names or fix the mask.")
+        unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=VOID)
+        return unary.astype(np.float32), labels
+
+    # --- refiner -----------------------------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self._method
+
+    def set_method(self, method: str) -> None:
+        """Make ``method`` the active refiner; raises ``ValueError`` listing the available ones."""
+        if method not in self._params:
+            valid = ", ".join(repr(m) for m in self._params)
+            raise ValueError(f"{method!r} is not an available method. Available methods are {valid}.")
+        if method != self._method:
+            self._method = method
+            self.method_changed.emit(method)
+
+    def params(self, method: str | None = None) -> Any:
+        """The params dataclass of ``method`` (the active one by default)."""
+        return self._params[method or self._method]
+
+    def all_params(self) -> dict[str, Any]:
+        """``{method: params}`` for every available method (carried over to the next image)."""
+        return dict(self._params)
+
+    def set_param(self, name: str, value: Any, *, method: str | None = None) -> None:
+        """Set one parameter of ``method`` (the active one by default), validated against its spec."""
+        method = method or self._method
+        new = P.with_overrides(self._params[method], **{name: value})
+        if new != self._params[method]:
+            self._params[method] = new
+            self.param_changed.emit(method, name)
+
+    def set_params(self, method: str, params: Any) -> None:
+        """Replace the whole parameter set of ``method`` (a preset); ``params`` must be its dataclass."""
+        expected = P.params_for(method)
+        if not isinstance(params, expected):
+            raise ValueError(f"params for {method!r} must be {expected.__name__}, got {type(params).__name__}.")
+        if method not in self._params:
+            raise ValueError(f"{method!r} is not an available method here.")
+        self._params[method] = params
+        self.params_replaced.emit(method)
+
+    def reset_params(self, method: str | None = None) -> None:
+        """Back to the defaults of params.py for ``method`` (the active one by default)."""
+        method = method or self._method
+        self.set_params(method, P.params_for(method)())
+
+    # --- result ------------------------------------------------------------------------------------------------
+    @property
+    def result(self) -> RefineResult | None:
+        """The last refinement accepted for the current inputs, or None."""
+        return self._result
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """What the overlay shows: the refined labels when there is a result, else :attr:`before_labels`."""
+        return self._result.labels if self._result is not None else self._before
+
+    def set_result(self, result: RefineResult) -> None:
+        """Store a refinement result; it must match the image size and class count."""
+        if result.probs.shape != (self.num_classes, *self.image.shape[:2]):
+            raise ValueError(f"result probabilities are {result.probs.shape}, expected "
+                             f"{(self.num_classes, *self.image.shape[:2])}; the result is for another input.")
+        self._set_result(result)
+
+    def _set_result(self, result: RefineResult | None) -> None:
+        if result is None and self._result is None:
+            return
+        self._result = result
+        self.result_changed.emit()
+
+    def job(self, *, preview: bool = False) -> RefineJob | None:
+        """A snapshot of the inputs for a refinement, or None while no unary is loaded."""
+        if self._unary is None:
+            return None
+        return RefineJob(image=self.image, unary=self._unary, method=self._method, params=self.params(),
+                         image_key=str(self.entry.image), preview=preview)

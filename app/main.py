@@ -1,0 +1,103 @@
+"""Entry point ``crf-studio [FOLDER]``: open a folder of images with masks or probability maps and refine them live.
+
+Without FOLDER the bundled samples (``resources/samples``) are opened when present. The folder conventions are in
+:mod:`app.folder`; keyboard shortcuts in :data:`app.window.SHORTCUTS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QWidget
+
+    from .window import MainWindow
+
+__all__ = ["SAMPLES", "build_parser", "main", "save_screenshot"]
+
+SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crf-studio", description="Refine rough segmentation masks with CRFs, "
+                                     "live: sliders generated from crfcore's parameter specs.")
+    parser.add_argument("folder", nargs="?", type=Path, help="images with <stem>_mask.png and/or <stem>_probs.npy "
+                        "beside them, or images/ + masks/ subfolders; optional classes.json "
+                        f"(default: the bundled samples, {SAMPLES})")
+    parser.add_argument("--method", help="refiner to start with (default: the first registered, convcrf)")
+    parser.add_argument("--device", help="'cpu' or 'cuda' (default: CUDA when available)")
+    parser.add_argument("--screenshot", type=Path, metavar="PNG", help="save a picture of the window once the "
+                        "first image is refined, then quit (documentation, smoke tests)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app; returns the Qt event loop's exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from PySide6.QtWidgets import QApplication
+
+    from .document import available_methods
+    from .window import MainWindow
+
+    if args.method is not None and args.method not in available_methods():
+        valid = ", ".join(available_methods())
+        print(f"crf-studio: --method {args.method!r} is not a registered refiner; valid ones are {valid}.",
+              file=sys.stderr)
+        return 2
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("CRF Studio")
+    window = MainWindow(device=args.device)
+    window.show()
+    folder = args.folder if args.folder is not None else (SAMPLES if SAMPLES.is_dir() else None)
+    if folder is not None and window.open_folder(folder) and args.method is not None:
+        window.document.set_method(args.method)
+    if args.screenshot is not None:
+        _screenshot_when_idle(window, args.screenshot)
+        return 0
+    return app.exec()
+
+
+def save_screenshot(widget: "QWidget", path: Path) -> None:
+    """Save ``widget`` as an indexed-colour PNG (256 colours keep a 1280×800 window near 150 KB)."""
+    import numpy as np
+    from PIL import Image
+    from PySide6.QtGui import QImage
+
+    image = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    rows = np.frombuffer(image.constBits(), dtype=np.uint8).reshape(image.height(), image.bytesPerLine())
+    rgb = rows[:, : image.width() * 3].reshape(image.height(), image.width(), 3)
+    Image.fromarray(rgb).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+def _screenshot_when_idle(window: "MainWindow", path: Path) -> None:
+    """Run the event loop until the first refinement has arrived and nothing runs, then save ``path`` and close.
+
+    A local event loop, not the application's: quitting the application would end every later loop at once.
+    """
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+
+    def check() -> None:
+        doc = window.document
+        if doc is None or doc.result is not None and not window.scheduler.busy and not window.scheduler.pending:
+            timer.stop()
+            save_screenshot(window, path)
+            window.close()
+            loop.quit()
+
+    timer = QTimer(window)
+    timer.timeout.connect(check)
+    timer.start(200)
+    loop.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

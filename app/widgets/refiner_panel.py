@@ -1,0 +1,189 @@
+"""The refiner panel: one tab per registered refiner, its controls generated from ``crfcore.params`` specs, and
+preset load / save / reset.
+
+The panel writes to the :class:`~app.document.ImageDocument` and follows it: a control's edit calls
+``document.set_param``; a document change (preset, reset, another image) updates the controls without re-emitting.
+After writing, it emits ``param_edited(dragging)`` / ``param_released()`` so the window can schedule a refinement
+(a preview while dragging, a full run on release).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QTabWidget, QVBoxLayout,
+                               QWidget)
+
+from crfcore import params as P
+
+from ..dialogs import files
+from ..document import ImageDocument
+from .controls import ParamControl, make_control
+
+__all__ = ["ParamForm", "RefinerPanel"]
+
+TITLES = {"convcrf": "ConvCRF", "densecrf": "DenseCRF", "gaussian": "Gaussian CRF"}  # others: capitalised name
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ")
+
+
+class ParamForm(QWidget):
+    """The controls of one refiner's parameters, in params.py declaration order."""
+
+    def __init__(self, method: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.method = method
+        layout = QFormLayout(self)
+        layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.controls: dict[str, ParamControl] = {}
+        for spec in P.specs(P.params_for(method)):
+            control = make_control(spec)
+            label = QLabel(_label(spec.name))
+            label.setToolTip(control.toolTip())
+            layout.addRow(label, control)
+            self.controls[spec.name] = control
+
+    def set_params(self, params: Any) -> None:
+        """Show ``params`` (the method's dataclass) without emitting edits."""
+        for name, control in self.controls.items():
+            control.set_value(getattr(params, name))
+
+
+class RefinerPanel(QWidget):
+    """Method tabs + parameter forms + preset buttons, bound to one document at a time.
+
+    Signals:
+        param_edited(bool): a parameter was written to the document; True while a slider is being dragged.
+        param_released(): a slider was let go (run the full refinement now).
+        error(str): a readable message (a bad preset file, a value the spec refused).
+    """
+
+    param_edited = Signal(bool)
+    param_released = Signal()
+    error = Signal(str)
+
+    def __init__(self, methods: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        if not methods:
+            raise ValueError("RefinerPanel needs at least one method; crfcore.refiners.names() is empty.")
+        self.document: ImageDocument | None = None
+        self.tabs = QTabWidget()
+        self.forms: dict[str, ParamForm] = {}
+        for method in methods:
+            form = ParamForm(method)
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(form)
+            self.tabs.addTab(scroll, TITLES.get(method, method.capitalize()))
+            self.forms[method] = form
+            for control in form.controls.values():
+                control.edited.connect(lambda name, value, dragging, m=method: self._on_edited(m, name, value,
+                                                                                                dragging))
+                control.released.connect(lambda _name: self.param_released.emit())
+        self.tabs.currentChanged.connect(self._on_tab)
+        self.load_button = QPushButton("Load preset…")
+        self.save_button = QPushButton("Save preset…")
+        self.reset_button = QPushButton("Reset")
+        self.reset_button.setToolTip("Back to the defaults of crfcore/params.py for this refiner.")
+        self.load_button.clicked.connect(self.load_preset)
+        self.save_button.clicked.connect(self.save_preset)
+        self.reset_button.clicked.connect(self.reset)
+        buttons = QHBoxLayout()
+        for button in (self.load_button, self.save_button, self.reset_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tabs, 1)
+        layout.addLayout(buttons)
+        self.setEnabled(False)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.forms)
+
+    def current_method(self) -> str:
+        return self.methods[self.tabs.currentIndex()]
+
+    def set_document(self, document: ImageDocument | None) -> None:
+        """Bind to ``document`` (None: disable); the previous one's signals are disconnected."""
+        if self.document is not None:
+            self.document.method_changed.disconnect(self._show_method)
+            self.document.param_changed.disconnect(self._show_param)
+            self.document.params_replaced.disconnect(self._show_params)
+        self.document = document
+        self.setEnabled(document is not None)
+        if document is None:
+            return
+        document.method_changed.connect(self._show_method)
+        document.param_changed.connect(self._show_param)
+        document.params_replaced.connect(self._show_params)
+        for method, form in self.forms.items():
+            form.set_params(document.params(method))
+        self._show_method(document.method)
+
+    # --- document → widgets ------------------------------------------------------------------------------------
+    def _show_method(self, method: str) -> None:
+        with QSignalBlocker(self.tabs):
+            self.tabs.setCurrentIndex(self.methods.index(method))
+
+    def _show_param(self, method: str, name: str) -> None:
+        self.forms[method].controls[name].set_value(getattr(self.document.params(method), name))
+
+    def _show_params(self, method: str) -> None:
+        self.forms[method].set_params(self.document.params(method))
+
+    # --- widgets → document ------------------------------------------------------------------------------------
+    def _on_tab(self, index: int) -> None:
+        if self.document is not None:
+            self.document.set_method(self.methods[index])
+
+    def _on_edited(self, method: str, name: str, value: Any, dragging: bool) -> None:
+        if self.document is None:
+            return
+        try:
+            self.document.set_param(name, value, method=method)
+        except ValueError as exc:
+            self._show_param(method, name)
+            self.error.emit(str(exc))
+            return
+        self.param_edited.emit(dragging)
+
+    def load_preset(self, path: str | Path | None = None) -> None:
+        """Load a preset file (asks for one when ``path`` is None) into the document and switch to its method."""
+        if self.document is None:
+            return
+        path = path or files.ask_preset_to_load(self)
+        if not path:
+            return
+        try:
+            method, params = P.load_preset(path)
+            if method not in self.forms:
+                raise ValueError(f"preset {Path(path).name} is for {method!r}, which is not registered here; "
+                                 f"available refiners are {', '.join(self.forms)}.")
+        except (OSError, ValueError) as exc:
+            self.error.emit(str(exc))
+            return
+        self.document.set_method(method)
+        self.document.set_params(method, params)
+
+    def save_preset(self, path: str | Path | None = None) -> None:
+        """Save the current refiner's parameters as a preset (asks for a path when ``path`` is None)."""
+        if self.document is None:
+            return
+        method = self.document.method
+        path = path or files.ask_preset_to_save(self, f"{method}.json")
+        if not path:
+            return
+        try:
+            P.save_preset(path, method, self.document.params(method))
+        except (OSError, ValueError) as exc:
+            self.error.emit(f"Could not save the preset: {exc}")
+
+    def reset(self) -> None:
+        """Back to the params.py defaults for the current refiner."""
+        if self.document is not None:
+            self.document.reset_params()

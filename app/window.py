@@ -1,0 +1,310 @@
+"""The main window: image list, canvas, unary picker, refiner panel, legend, status bar, shortcuts.
+
+It owns the :class:`~app.workers.RefineScheduler` and turns document and panel events into requests: a slider drag
+schedules a reduced-resolution preview (debounced), its release and the Refine action run in full at once, a method
+or unary change runs in full. Results of an earlier image are never applied to the current one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox,
+                               QProgressBar, QPushButton, QSlider, QVBoxLayout, QWidget)
+
+import crfcore
+
+from .compute import RefineResult
+from .dialogs import files
+from .document import ImageDocument, available_methods
+from .folder import ImageFolder, scan_folder
+from .widgets.canvas import DEFAULT_OPACITY, Canvas
+from .widgets.legend import Legend
+from .widgets.refiner_panel import RefinerPanel
+from .widgets.unary_picker import UnaryPicker
+from .workers import RefineScheduler
+
+__all__ = ["MainWindow", "format_timing"]
+
+SHORTCUTS = {
+    "open": ["Ctrl+O"], "next": ["PgDown", "N"], "previous": ["PgUp", "P"], "refine": ["R", "Ctrl+Return"],
+    "cancel": ["Esc"], "overlay": ["O"], "boundary": ["E"], "before": ["B"], "background": ["G"], "fit": ["F"],
+}
+
+
+def format_timing(result: RefineResult) -> str:
+    """``"convcrf · build 140 ms · iterations 65 ms · total 250 ms"`` (+ cached / preview notes)."""
+    t = result.timing
+    build = "build cached" if t.get("cached") else f"build {t['build_ms']:.0f} ms"
+    preview = f" · preview at 1/{t['scale']} size" if t.get("scale", 1) > 1 else ""
+    return (f"{result.method} · {build} · iterations {t['iterations_ms']:.0f} ms · total {t['total_ms']:.0f} ms"
+            f"{preview}")
+
+
+class MainWindow(QMainWindow):
+    """CRF Studio's window. ``open_folder(path)`` loads a folder; the actions are in :attr:`qactions` by name."""
+
+    def __init__(self, *, scheduler: RefineScheduler | None = None, device: str | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("CRF Studio")
+        self.folder: ImageFolder | None = None
+        self.index = -1
+        self.document: ImageDocument | None = None
+        self.scheduler = scheduler or RefineScheduler(self, device=device)
+        self._first_request = 1  # requests with smaller ids were made for a previous document
+        self.error_box: QMessageBox | None = None  # the last error shown, kept open until the user closes it
+        self.canvas = Canvas()
+        self.setCentralWidget(self.canvas)
+        self.image_list = QListWidget()
+        self.unary_picker = UnaryPicker()
+        self.panel = RefinerPanel(available_methods())
+        self.legend = Legend()
+        self._build_docks()
+        self.qactions = self._build_actions()
+        self._build_toolbar()
+        self._build_status_bar(device)
+        self.image_list.currentRowChanged.connect(self.open_index)
+        self.canvas.overlay_updated.connect(lambda: self.legend.set_labels(self.canvas.shown_labels()))
+        self.panel.param_edited.connect(lambda dragging: self.schedule_refine(preview=dragging))
+        self.panel.param_released.connect(self.refine_now)
+        self.panel.error.connect(lambda message: self.show_error("Refiner", message))
+        self.unary_picker.error.connect(lambda message: self.show_error("Unary source", message))
+        self.scheduler.started.connect(self._on_started)
+        self.scheduler.progress.connect(self._on_progress)
+        self.scheduler.finished.connect(self._on_finished)
+        self.scheduler.failed.connect(self._on_failed)
+        self.scheduler.cancelled.connect(self._on_cancelled)
+        self.scheduler.busy_changed.connect(self._on_busy)
+        self.resize(1280, 800)
+
+    # --- layout ------------------------------------------------------------------------------------------------
+    def _build_docks(self) -> None:
+        images = QDockWidget("Images")
+        images.setObjectName("images")
+        images.setWidget(self.image_list)
+        self.image_list.setMinimumWidth(120)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, images)
+        self.refine_button = QPushButton("Refine")
+        self.refine_button.setToolTip("Run the refiner at full resolution (R, Ctrl+Return).")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running refinement; the previous mask stays (Esc).")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(10)
+        self.refine_button.clicked.connect(self.refine_now)
+        self.cancel_button.clicked.connect(self.cancel_refine)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.refine_button, 1)
+        run_row.addWidget(self.cancel_button)
+        side = QWidget()
+        column = QVBoxLayout(side)
+        for title, widget, stretch in (("Unary", self.unary_picker, 0), ("Refiner", self.panel, 1),
+                                       ("Classes", self.legend, 0)):
+            box = QGroupBox(title)
+            QVBoxLayout(box).addWidget(widget)
+            column.addWidget(box, stretch)
+            if title == "Refiner":
+                column.addLayout(run_row)
+                column.addWidget(self.progress)
+        refiner = QDockWidget("Refinement")
+        refiner.setObjectName("refinement")
+        refiner.setWidget(side)
+        side.setMinimumWidth(380)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, refiner)
+        self.resizeDocks([images, refiner], [160, 400], Qt.Orientation.Horizontal)
+
+    def _build_actions(self) -> dict[str, QAction]:
+        specs = {
+            "open": ("Open folder…", self.ask_folder, False), "previous": ("Previous", self.previous_image, False),
+            "next": ("Next", self.next_image, False), "refine": ("Refine", self.refine_now, False),
+            "cancel": ("Cancel", self.cancel_refine, False), "overlay": ("Overlay", self.canvas.set_overlay_visible,
+                                                                         True),
+            "boundary": ("Boundary only", self.canvas.set_boundary_only, True),
+            "before": ("Before", self.canvas.set_show_before, True),
+            "background": ("Background", self.canvas.set_show_background, True),
+            "fit": ("Fit", self.canvas.fit, False),
+        }
+        actions = {}
+        for name, (text, slot, checkable) in specs.items():
+            action = QAction(text, self)
+            keys = [QKeySequence(k) for k in SHORTCUTS[name]]
+            action.setShortcuts(keys)
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            action.setToolTip(f"{text} ({', '.join(k.toString() for k in keys)})")
+            action.setCheckable(checkable)
+            (action.toggled if checkable else action.triggered).connect(slot)
+            self.addAction(action)
+            actions[name] = action
+        actions["overlay"].setChecked(True)
+        actions["cancel"].setEnabled(False)
+        actions["before"].setToolTip("Show the unary's labels, before refinement (B).")
+        actions["background"].setToolTip("Draw class 0 as well (G); hidden by default as the usual background.")
+        return actions
+
+    def _build_toolbar(self) -> None:
+        bar = self.addToolBar("Main")
+        bar.setObjectName("main")
+        for name in ("open", None, "previous", "next", None, "refine", "cancel", None, "overlay", "boundary",
+                     "before", "background", "fit"):
+            bar.addAction(self.qactions[name]) if name else bar.addSeparator()
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(round(DEFAULT_OPACITY * 100))
+        self.opacity.setMaximumWidth(140)
+        self.opacity.setToolTip("Overlay opacity")
+        self.opacity.valueChanged.connect(lambda v: self.canvas.set_opacity(v / 100))
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Opacity "))
+        bar.addWidget(self.opacity)
+
+    def _build_status_bar(self, device: str | None) -> None:
+        self.message = QLabel("Open a folder of images with masks or probability maps (Ctrl+O).")
+        self.timing = QLabel("")
+        self.device_label = QLabel(f"device: {device or crfcore.best_device()}")
+        bar = self.statusBar()
+        bar.addWidget(self.message, 1)
+        bar.addPermanentWidget(self.timing)
+        bar.addPermanentWidget(self.device_label)
+
+    def show_status(self, text: str, *, error: bool = False) -> None:
+        """Show ``text`` in the status bar, in red for an error."""
+        self.message.setText(text)
+        self.message.setStyleSheet("color: #d93025;" if error else "")
+
+    def show_error(self, title: str, message: str) -> None:
+        """An error the user caused by an action (a file, a preset): status bar and a non-blocking message box."""
+        self.show_status(message, error=True)
+        self.error_box = files.show_error(self, title, message)
+
+    # --- images ------------------------------------------------------------------------------------------------
+    def ask_folder(self) -> None:
+        path = files.ask_folder(self, self.folder.root if self.folder else "")
+        if path is not None:
+            self.open_folder(path)
+
+    def open_folder(self, path: str | Path) -> bool:
+        """Scan ``path`` and open its first image; False (with a message) if it cannot be used."""
+        try:
+            folder = scan_folder(path)
+        except (OSError, ValueError) as exc:
+            self.show_error("Open folder", str(exc))
+            return False
+        self.folder, self.index = folder, -1
+        self.image_list.blockSignals(True)
+        self.image_list.clear()
+        self.image_list.addItems([entry.stem for entry in folder.entries])
+        self.image_list.blockSignals(False)
+        self.setWindowTitle(f"CRF Studio — {folder.root}")
+        self.open_index(0)
+        return True
+
+    def open_index(self, index: int) -> bool:
+        """Open image ``index`` of the folder, keeping the refiner, its parameters and the mask confidence."""
+        if self.folder is None or not 0 <= index < len(self.folder) or index == self.index:
+            return False
+        entry = self.folder.entries[index]
+        previous = self.document
+        carried = {} if previous is None else {"method": previous.method, "params": previous.all_params(),
+                                                "mask_confidence": previous.mask_confidence}
+        try:
+            document = ImageDocument.open(entry, parent=self, **carried)
+        except (OSError, ValueError) as exc:
+            self.show_error("Open image", f"Cannot open {entry.stem}: {exc}")
+            return False
+        self.index = index
+        self.image_list.blockSignals(True)
+        self.image_list.setCurrentRow(index)
+        self.image_list.blockSignals(False)
+        self._set_document(document)
+        if previous is not None:
+            previous.deleteLater()
+        return True
+
+    def next_image(self) -> None:
+        if self.folder is not None:
+            self.open_index(min(self.index + 1, len(self.folder) - 1))
+
+    def previous_image(self) -> None:
+        self.open_index(max(self.index - 1, 0))
+
+    def _set_document(self, document: ImageDocument) -> None:
+        self.scheduler.cancel()
+        self._first_request = self.scheduler.latest_id + 1
+        self.document = document
+        document.method_changed.connect(lambda _m: self.refine_now())
+        document.params_replaced.connect(lambda _m: self.schedule_refine(preview=False))
+        document.unary_changed.connect(self._on_unary_changed)
+        self.canvas.set_document(document)
+        self.unary_picker.set_document(document)
+        self.panel.set_document(document)
+        self.legend.set_classes(document.class_names)
+        self.legend.set_labels(self.canvas.shown_labels())
+        if document.unary is None:
+            self.show_status(f"No mask or probability map found for {document.entry.stem}; choose one with "
+                             f"the … button under Unary.", error=True)
+        else:
+            self.show_status(f"{document.entry.stem}: {document.image.shape[1]}×{document.image.shape[0]}, "
+                             f"{document.num_classes} classes")
+            self.refine_now()
+
+    def _on_unary_changed(self) -> None:
+        self.legend.set_classes(self.document.class_names)
+        self.legend.set_labels(self.canvas.shown_labels())
+        self.schedule_refine(preview=False)
+
+    # --- refinement --------------------------------------------------------------------------------------------
+    def refine_now(self) -> None:
+        """Run the current refiner at full resolution now."""
+        job = self.document.job() if self.document is not None else None
+        if job is not None:
+            self.scheduler.submit(job)
+
+    def schedule_refine(self, *, preview: bool) -> None:
+        """Run after the debounce interval (a preview while a slider is dragged)."""
+        job = self.document.job(preview=preview) if self.document is not None else None
+        if job is not None:
+            self.scheduler.schedule(job)
+
+    def cancel_refine(self) -> None:
+        self.scheduler.cancel()
+
+    def _on_started(self, request_id: int, preview: bool) -> None:
+        self.progress.setValue(0)
+        self.show_status("Previewing…" if preview else "Refining…")
+
+    def _on_progress(self, request_id: int, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _on_finished(self, request_id: int, result: RefineResult) -> None:
+        if self.document is None or request_id < self._first_request:
+            return
+        try:
+            self.document.set_result(result)
+        except ValueError as exc:
+            self.show_status(str(exc), error=True)
+            return
+        self.progress.setValue(self.progress.maximum())
+        self.timing.setText(format_timing(result))
+        self.device_label.setText(f"device: {result.timing['device']}")
+        self.show_status(f"{self.document.entry.stem}: {'preview' if result.preview else 'refined'} with "
+                         f"{result.method}")
+
+    def _on_failed(self, request_id: int, message: str) -> None:
+        if request_id >= self._first_request:
+            self.show_status(f"Refinement failed: {message}", error=True)
+
+    def _on_cancelled(self, request_id: int) -> None:
+        if request_id >= self._first_request:
+            self.show_status("Refinement cancelled; the previous mask is kept.")
+
+    def _on_busy(self, busy: bool) -> None:
+        self.cancel_button.setEnabled(busy)
+        self.qactions["cancel"].setEnabled(busy)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
+        self.scheduler.shutdown()
+        super().closeEvent(event)

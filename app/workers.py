@@ -1,0 +1,215 @@
+"""Refinements off the GUI thread: request ids, cancel tokens, debouncing and stale-result dropping (DESIGN.md §5).
+
+Every request gets an increasing id. Submitting a new one cancels the running one (its token is checked before the
+build, after it and between iterations) and only the latest id's result, error or cancellation reaches the GUI; the
+others are dropped. :meth:`RefineScheduler.schedule` debounces (slider moves), :meth:`RefineScheduler.submit` runs
+at once (a slider release, the Refine button). One worker thread runs at a time, so builds never compete for the CPU
+and the operator cache needs no more than its own lock. Errors arrive as readable one-line messages, never
+tracebacks (those go to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal, Slot
+
+import crfcore
+
+from .compute import OperatorCache, RefineJob, RefineResult, compute
+
+__all__ = ["DEBOUNCE_MS", "CancelToken", "describe_error", "RefineScheduler"]
+
+_log = logging.getLogger(__name__)
+
+DEBOUNCE_MS = 100  # a scheduled request waits this long for the next slider step before it runs
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line message for the status bar or a message box: what went wrong and, where known, the fix."""
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        return ("Out of memory while refining; try a larger blur, a smaller filter size, fewer classes or a smaller "
+                "image.")
+    if isinstance(exc, (ValueError, TypeError, FileNotFoundError, KeyError)):
+        return text.splitlines()[0]
+    return f"{type(exc).__name__}: {text.splitlines()[0]}"
+
+
+class CancelToken:
+    """A flag shared by the GUI thread (sets it) and a worker (polls it); thread-safe."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class _Relay(QObject):
+    """Signals emitted from the worker thread, delivered queued to the scheduler in the GUI thread."""
+
+    progress = Signal(int, int, int)
+    done = Signal(int, object)
+    failed = Signal(int, str)
+    stopped = Signal(int)
+
+
+class _RefineTask(QRunnable):
+    def __init__(self, request_id: int, job: RefineJob, token: CancelToken, cache: OperatorCache, relay: _Relay,
+                 device: str | None) -> None:
+        super().__init__()
+        self.request_id, self.job, self.token, self.cache, self.relay, self.device = (
+            request_id, job, token, cache, relay, device)
+
+    def run(self) -> None:
+        rid = self.request_id
+        try:
+            result = compute(self.job, cache=self.cache, device=self.device,
+                             progress=lambda done, total: self.relay.progress.emit(rid, done, total),
+                             should_stop=lambda: self.token.cancelled)
+        except crfcore.Cancelled:
+            self.relay.stopped.emit(rid)
+        except Exception as exc:  # every failure must reach the GUI as a message, whatever its type
+            _log.exception("refinement %d failed", rid)
+            self.relay.failed.emit(rid, describe_error(exc))
+        else:
+            self.relay.done.emit(rid, result)
+
+
+class RefineScheduler(QObject):
+    """Runs :class:`~app.compute.RefineJob` s on a worker thread; only the latest request's outcome is emitted.
+
+    Signals (all in the GUI thread):
+        started(int, bool): ``(request id, preview)`` when a request is submitted.
+        progress(int, int, int): ``(request id, done, total)`` iterations.
+        finished(int, object): ``(request id, RefineResult)``.
+        failed(int, str): ``(request id, readable message)``.
+        cancelled(int): the latest request stopped because of :meth:`cancel`.
+        busy_changed(bool): whether any request is still running (a superseded one may still be finishing).
+    """
+
+    started = Signal(int, bool)
+    progress = Signal(int, int, int)
+    finished = Signal(int, object)
+    failed = Signal(int, str)
+    cancelled = Signal(int)
+    busy_changed = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None, *, debounce_ms: int = DEBOUNCE_MS,
+                 device: str | None = None) -> None:
+        super().__init__(parent)
+        if debounce_ms < 0:
+            raise ValueError(f"debounce_ms must be >= 0, got {debounce_ms}.")
+        self.device = device
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._cache = OperatorCache()
+        self._relay = _Relay(self)
+        self._relay.progress.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
+        self._relay.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+        self._relay.failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
+        self._relay.stopped.connect(self._on_stopped, Qt.ConnectionType.QueuedConnection)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(debounce_ms)
+        self._timer.timeout.connect(self._submit_pending)
+        self._pending: RefineJob | None = None
+        self._latest = 0
+        self._token: CancelToken | None = None
+        self._running: set[int] = set()
+
+    @property
+    def latest_id(self) -> int:
+        """Id of the most recent request (0 before the first)."""
+        return self._latest
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    @property
+    def pending(self) -> bool:
+        """True while a scheduled request waits out the debounce interval."""
+        return self._pending is not None
+
+    def schedule(self, job: RefineJob) -> None:
+        """Run ``job`` after the debounce interval unless another request replaces it first."""
+        self._pending = job
+        self._timer.start()
+
+    def submit(self, job: RefineJob) -> int:
+        """Run ``job`` now, cancelling the running request and any scheduled one; returns its id."""
+        self._timer.stop()
+        self._pending = None
+        if self._token is not None:
+            self._token.cancel()
+        self._latest += 1
+        self._token = CancelToken()
+        was_busy = self.busy
+        self._running.add(self._latest)
+        self._pool.start(_RefineTask(self._latest, job, self._token, self._cache, self._relay, self.device))
+        self.started.emit(self._latest, job.preview)
+        if not was_busy:
+            self.busy_changed.emit(True)
+        return self._latest
+
+    def cancel(self) -> None:
+        """Drop a scheduled request and stop the running one at its next check; the last result stays."""
+        self._timer.stop()
+        self._pending = None
+        if self._token is not None:
+            self._token.cancel()
+
+    def clear_cache(self) -> None:
+        """Forget built operators (e.g. when the images change on disk)."""
+        self._cache.clear()
+
+    def wait(self, msecs: int = -1) -> bool:
+        """Block until no worker runs (tests, shutdown); True if that happened within ``msecs`` (-1: forever)."""
+        return self._pool.waitForDone(msecs)
+
+    def shutdown(self) -> None:
+        """Cancel everything and wait for the worker to stop."""
+        self.cancel()
+        self.wait()
+
+    @Slot()
+    def _submit_pending(self) -> None:
+        if self._pending is not None:
+            self.submit(self._pending)
+
+    def _finish(self, request_id: int) -> bool:
+        """Mark ``request_id`` done; True if it is the latest (its outcome should be emitted)."""
+        self._running.discard(request_id)
+        if not self._running:
+            self.busy_changed.emit(False)
+        if request_id != self._latest:
+            _log.debug("dropped the outcome of stale request %d (latest is %d)", request_id, self._latest)
+            return False
+        return True
+
+    @Slot(int, int, int)
+    def _on_progress(self, request_id: int, done: int, total: int) -> None:
+        if request_id == self._latest:
+            self.progress.emit(request_id, done, total)
+
+    @Slot(int, object)
+    def _on_done(self, request_id: int, result: RefineResult) -> None:
+        if self._finish(request_id):
+            self.finished.emit(request_id, result)
+
+    @Slot(int, str)
+    def _on_failed(self, request_id: int, message: str) -> None:
+        if self._finish(request_id):
+            self.failed.emit(request_id, message)
+
+    @Slot(int)
+    def _on_stopped(self, request_id: int) -> None:
+        if self._finish(request_id):
+            self.cancelled.emit(request_id)

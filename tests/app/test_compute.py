@@ -1,0 +1,103 @@
+"""app.compute against crfcore.refine (the public API is the reference), the operator cache, previews, stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import crfcore
+from app.compute import OperatorCache, RefineJob, compute, preview_params, preview_scale
+from app.document import available_methods
+from crfcore import params as P
+
+
+def make_job(method: str = "convcrf", *, height: int = 24, width: int = 30, preview: bool = False,
+             **overrides) -> RefineJob:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    unary = crfcore.unary.from_labels(rng.integers(0, 3, (height, width)), 3)
+    params = P.with_overrides(P.params_for(method)(), **overrides)
+    return RefineJob(image=image, unary=unary, method=method, params=params, image_key="test", preview=preview)
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_compute_matches_crfcore_refine(method):
+    job = make_job(method)
+    expected = crfcore.refine(job.image, job.unary, method=method, params=job.params, device="cpu")
+    result = compute(job, device="cpu")
+    np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
+    np.testing.assert_array_equal(result.labels, expected.labels)
+    assert set(result.timing) >= {"build_ms", "iterations_ms", "total_ms", "device"}
+    assert result.timing["device"] == "cpu" and result.method == method
+
+
+def test_weight_changes_reuse_the_operator_and_theta_changes_rebuild_it():
+    cache = OperatorCache()
+    job = make_job()
+    first = compute(job, cache=cache, device="cpu")
+    heavier = dataclasses.replace(job, params=P.with_overrides(job.params, w_appearance=40.0))
+    reused = compute(heavier, cache=cache, device="cpu")
+    assert not first.timing["cached"] and reused.timing["cached"] and len(cache) == 1
+    expected = crfcore.refine(job.image, job.unary, params=heavier.params, device="cpu")
+    np.testing.assert_allclose(reused.probs, expected.probs, atol=1e-5)
+    wider = dataclasses.replace(job, params=P.with_overrides(job.params, theta_alpha=20.0))
+    assert not compute(wider, cache=cache, device="cpu").timing["cached"] and len(cache) == 2
+
+
+def test_cache_keeps_the_most_recently_used_operators():
+    cache = OperatorCache(size=2)
+    for key in "abc":
+        cache.put(key, key.upper())
+    assert cache.get("a") is None and cache.get("b") == "B" and cache.get("c") == "C"
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        OperatorCache(size=0)
+
+
+def test_preview_runs_at_reduced_size_and_returns_full_size():
+    job = make_job(height=300, width=400, preview=True)
+    assert preview_scale(300, 400) == 2 and preview_scale(100, 100) == 1
+    result = compute(job, device="cpu")
+    assert result.preview and result.timing["scale"] == 2
+    assert result.probs.shape == (3, 300, 400) and result.labels.shape == (300, 400)
+    np.testing.assert_allclose(result.probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_preview_params_shrink_pixel_ranges_within_their_specs():
+    params = P.ConvCRFParams(theta_alpha=80.0, theta_gamma=0.8, blur=4)
+    small = preview_params(params, 2)
+    assert (small.theta_alpha, small.theta_gamma, small.blur) == (40.0, 0.5, 2)
+    assert small.theta_beta == params.theta_beta and small.filter_size == params.filter_size
+    assert preview_params(params, 1) is params
+
+
+def test_should_stop_raises_cancelled_between_iterations():
+    calls = []
+
+    def stop_after_two() -> bool:
+        return len(calls) >= 2
+
+    with pytest.raises(crfcore.Cancelled):
+        compute(make_job(iterations=10), device="cpu", progress=lambda d, t: calls.append(d),
+                should_stop=stop_after_two)
+    assert calls == [1, 2]
+
+
+def test_compat_matrix_of_the_wrong_size_is_refused_with_the_fix():
+    job = make_job(compat=((0.0, 1.0), (1.0, 0.0)))
+    with pytest.raises(ValueError, match="unary has 3 classes, compat is 2×2"):
+        compute(job, device="cpu")
+
+
+def test_tolerance_solvers_are_warm_started_from_the_previous_solution():
+    if "gaussian" not in available_methods():
+        pytest.skip("the Gaussian CRF is not registered")
+    cache, job = OperatorCache(), make_job("gaussian", tol=1e-6)
+    compute(job, cache=cache, device="cpu")
+    nearby = dataclasses.replace(job, params=P.with_overrides(job.params, w_smoothness=3.5))
+    cold_steps, warm_steps = [], []
+    cold = compute(nearby, device="cpu", progress=lambda d, t: cold_steps.append(d))
+    warm = compute(nearby, cache=cache, device="cpu", progress=lambda d, t: warm_steps.append(d))
+    assert len(warm_steps) < len(cold_steps)
+    np.testing.assert_allclose(warm.probs, cold.probs, atol=1e-4)

@@ -1,0 +1,108 @@
+"""ImageDocument: unaries from masks and probability maps, validated setters, signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import crfcore
+from app.compute import RefineResult
+from app.document import ImageDocument, available_methods
+from app.folder import scan_folder
+from crfcore import params as P
+from crfcore.io import load_mask, save_mask
+
+
+@pytest.fixture
+def folder(sample_folder):
+    return scan_folder(sample_folder)
+
+
+def test_a_mask_becomes_probabilities_with_the_mask_confidence(folder):
+    doc = ImageDocument.open(folder.entries[0])
+    mask = load_mask(folder.entries[0].mask)
+    expected = crfcore.unary.from_labels(mask, 2, confidence=crfcore.unary.DEFAULT_CONFIDENCE)
+    assert doc.unary_kind == "mask" and doc.num_classes == 2
+    np.testing.assert_allclose(doc.unary, expected)
+    np.testing.assert_array_equal(doc.before_labels, mask)
+    assert doc.labels is doc.before_labels  # no result yet
+
+
+def test_a_probability_map_is_preferred_and_its_argmax_is_the_before_mask(folder):
+    doc = ImageDocument.open(folder.entries[1])
+    probs = np.load(folder.entries[1].probs)
+    assert doc.unary_kind == "probs"
+    np.testing.assert_allclose(doc.unary, probs, atol=1e-6)
+    np.testing.assert_array_equal(doc.before_labels, probs.argmax(0))
+
+
+def test_mask_labels_beyond_the_named_classes_are_refused(folder, tmp_path):
+    doc = ImageDocument.open(folder.entries[0])
+    three = tmp_path / "three.png"
+    save_mask(three, np.full((64, 80), 2, dtype=np.uint8))
+    with pytest.raises(ValueError, match="holds class 2 but classes.json names 2 classes"):
+        doc.set_unary_source("mask", three)
+    assert doc.unary_path == folder.entries[0].mask  # unchanged
+
+
+def test_void_pixels_get_a_uniform_unary(folder, tmp_path):
+    doc = ImageDocument.open(folder.entries[0])
+    void = tmp_path / "void.png"
+    save_mask(void, np.full((64, 80), 255, dtype=np.uint8))
+    doc.set_unary_source("mask", void)
+    np.testing.assert_allclose(doc.unary, 0.5)
+
+
+def test_set_param_validates_and_emits_once(folder, qtbot):
+    doc = ImageDocument.open(folder.entries[0], method="convcrf")
+    seen = []
+    doc.param_changed.connect(lambda method, name: seen.append((method, name)))
+    doc.set_param("iterations", 9)
+    doc.set_param("iterations", 9)
+    assert seen == [("convcrf", "iterations")] and doc.params().iterations == 9
+    with pytest.raises(ValueError, match="out of range"):
+        doc.set_param("iterations", 1000)
+    with pytest.raises(ValueError, match="has no parameter 'nonsense'"):
+        doc.set_param("nonsense", 1)
+    with pytest.raises(ValueError, match="is not an available method"):
+        doc.set_method("nope")
+
+
+def test_mask_confidence_rederives_the_unary_and_clears_the_result(folder, qtbot):
+    doc = ImageDocument.open(folder.entries[0])
+    doc.set_result(RefineResult(doc.unary.copy(), doc.before_labels.copy()))
+    with qtbot.waitSignals([doc.result_changed, doc.unary_changed]):
+        doc.set_mask_confidence(0.9)
+    assert doc.result is None and doc.unary.max() == pytest.approx(0.9)
+    with pytest.raises(ValueError, match=r"mask_confidence must be in \(0.5, 1\]"):
+        doc.set_mask_confidence(0.4)
+
+
+def test_results_for_another_input_are_refused(folder):
+    doc = ImageDocument.open(folder.entries[0])
+    with pytest.raises(ValueError, match="the result is for another input"):
+        doc.set_result(RefineResult(np.zeros((3, 64, 80), np.float32), np.zeros((64, 80), np.int64)))
+
+
+def test_presets_replace_a_whole_parameter_set(folder, qtbot):
+    doc = ImageDocument.open(folder.entries[0])
+    method = available_methods()[0]
+    custom = P.with_overrides(P.params_for(method)(), w_smoothness=7.5)
+    with qtbot.waitSignal(doc.params_replaced):
+        doc.set_params(method, custom)
+    assert doc.params(method) == custom
+    doc.reset_params(method)
+    assert doc.params(method) == P.params_for(method)()
+    with pytest.raises(ValueError, match="must be"):
+        doc.set_params(method, object())
+
+
+def test_job_is_none_until_a_unary_is_loaded(sample_folder, tmp_path):
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "x.png").write_bytes((sample_folder / "img0.png").read_bytes())
+    doc = ImageDocument.open(scan_folder(lonely).entries[0])
+    assert doc.unary is None and doc.job() is None
+    doc.set_unary_source("mask", sample_folder / "img0_mask.png")
+    job = doc.job(preview=True)
+    assert job.preview and job.unary.shape == (2, 64, 80) and job.method == doc.method

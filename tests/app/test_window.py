@@ -1,0 +1,206 @@
+"""The real main window, driven headless: open, switch refiner, drag a slider, cancel, next image, errors, presets."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+
+import app.workers
+from app.compute import compute
+from app.dialogs import files
+from app.document import available_methods
+from app.widgets.canvas import label_boundaries
+from app.window import MainWindow
+from crfcore import params as P
+
+TIMEOUT = 20_000
+
+
+def drag(control, value_position: int) -> None:
+    """Press a slider, move it to ``value_position`` and keep it held."""
+    control.slider.setSliderDown(True)
+    control.slider.setValue(value_position)
+
+
+def test_open_folder_lists_images_and_refines_the_first(window):
+    assert [window.image_list.item(i).text() for i in range(window.image_list.count())] == ["img0", "img1", "img2"]
+    doc = window.document
+    assert doc.entry.stem == "img0" and doc.class_names == ("background", "disc")
+    assert doc.result is not None and doc.result.labels.shape == (64, 80)
+    assert doc.result.method == available_methods()[0]
+    assert "build" in window.timing.text() and window.device_label.text() == "device: cpu"
+    assert window.canvas.overlay_item.image.shape == (64, 80)
+    assert window.legend.shares()[0].endswith("%")
+
+
+def test_switching_the_refiner_tab_runs_that_refiner(window, qtbot):
+    methods = available_methods()
+    if len(methods) < 2:
+        pytest.skip(f"only {methods} registered; switching needs two refiners")
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT) as finished:
+        window.panel.tabs.setCurrentIndex(1)
+    assert window.document.method == methods[1]
+    assert finished.args[1].method == methods[1]
+    assert window.document.result.method == methods[1]
+
+
+def test_releasing_a_dragged_slider_gives_a_new_full_mask(window, qtbot):
+    before = window.document.result
+    control = window.panel.forms[window.document.method].controls["w_smoothness"]
+    drag(control, control.scale.to_position(60.0))
+    assert window.document.params().w_smoothness == pytest.approx(60.0)
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT) as finished:
+        control.slider.setSliderDown(False)  # emits sliderReleased: the full run starts at once
+    result = finished.args[1]
+    assert not result.preview and window.document.result is result
+    assert not np.allclose(result.probs, before.probs)
+
+
+def test_dragging_runs_a_preview_after_the_debounce(window, qtbot):
+    control = window.panel.forms[window.document.method].controls["w_appearance"]
+    with qtbot.waitSignal(window.scheduler.started, timeout=TIMEOUT) as started:
+        drag(control, control.scale.to_position(30.0))
+        assert window.scheduler.pending  # waits out the debounce interval
+    assert started.args[1] is True  # a preview
+    qtbot.waitUntil(lambda: not window.scheduler.busy, timeout=TIMEOUT)
+    control.slider.setSliderDown(False)
+
+
+def test_cancel_stops_a_long_run_and_keeps_the_previous_mask(window, qtbot, monkeypatch):
+    def slow(job, **kwargs):
+        progress = kwargs.pop("progress")
+
+        def crawl(done, total):
+            time.sleep(0.05)
+            progress(done, total)
+
+        return compute(job, progress=crawl, **kwargs)
+
+    monkeypatch.setattr(app.workers, "compute", slow)
+    window.document.set_method("convcrf")
+    qtbot.waitUntil(lambda: not window.scheduler.busy, timeout=TIMEOUT)
+    kept = window.document.result
+    window.document.set_param("iterations", 50)
+    with qtbot.waitSignal(window.scheduler.progress, timeout=TIMEOUT):
+        window.refine_now()
+    assert window.cancel_button.isEnabled()
+    clock = QElapsedTimer()
+    clock.start()
+    with qtbot.waitSignal(window.scheduler.cancelled, timeout=TIMEOUT):
+        window.qactions["cancel"].trigger()
+    assert clock.elapsed() < 2_000  # 50 iterations × 50 ms would take 2.5 s
+    qtbot.waitUntil(lambda: not window.scheduler.busy, timeout=TIMEOUT)
+    assert window.document.result is kept
+    assert "cancelled" in window.message.text()
+    assert not window.cancel_button.isEnabled()
+
+
+def test_next_and_previous_image_keep_the_refiner_settings(window, qtbot):
+    window.document.set_param("iterations", 3)
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["next"].trigger()
+    assert window.document.entry.stem == "img1" and window.image_list.currentRow() == 1
+    assert window.document.params().iterations == 3
+    assert window.document.unary_kind == "probs"  # img1 has a probability map beside it
+    assert window.document.result is not None
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["previous"].trigger()
+    assert window.document.entry.stem == "img0"
+
+
+def test_shortcut_keys_reach_the_actions(window, qtbot):
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=TIMEOUT)
+    qtbot.keyClick(window, Qt.Key.Key_O)
+    assert not window.canvas.overlay_item.isVisible()
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key.Key_PageDown)
+    assert window.document.entry.stem == "img1"
+    with qtbot.waitSignal(window.scheduler.started, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key.Key_R)
+
+
+def test_view_options_change_the_overlay(window):
+    canvas = window.canvas
+    window.qactions["boundary"].setChecked(True)
+    shown = canvas.overlay_item.image
+    labels = window.document.labels
+    assert (shown[~label_boundaries(labels)] == 255).all()
+    window.qactions["boundary"].setChecked(False)
+    window.qactions["before"].setChecked(True)
+    assert np.array_equal(canvas.shown_labels(), window.document.before_labels)
+    window.opacity.setValue(20)
+    assert canvas.overlay_item.opacity() == pytest.approx(0.2)
+
+
+def test_event_loop_keeps_ticking_during_a_refinement(qtbot, tmp_path, record_property, folder_factory):
+    folder = folder_factory(tmp_path / "big", count=1, height=192, width=240)
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        win.open_folder(folder)
+    win.document.set_param("iterations", 30)
+    gaps, clock, ticker = [], QElapsedTimer(), QTimer()
+    ticker.setInterval(10)
+    ticker.timeout.connect(lambda: (gaps.append(clock.restart())))
+    clock.start()
+    ticker.start()
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        win.refine_now()
+    ticker.stop()
+    win.scheduler.shutdown()
+    record_property("max_event_loop_gap_ms", max(gaps))
+    assert len(gaps) >= 3, "the refinement was too short to measure the event loop"
+    assert max(gaps) < 250, f"the GUI froze for {max(gaps)} ms during a refinement"
+
+
+def test_a_failing_refinement_shows_a_message_not_a_traceback(window, qtbot, monkeypatch):
+    def broken(job, **kwargs):
+        raise RuntimeError("the backend gave up\nTraceback (most recent call last): ...")
+
+    monkeypatch.setattr(app.workers, "compute", broken)
+    with qtbot.waitSignal(window.scheduler.failed, timeout=TIMEOUT):
+        window.refine_now()
+    text = window.message.text()
+    assert text == "Refinement failed: RuntimeError: the backend gave up"
+    assert "Traceback" not in text
+
+
+def test_presets_save_reset_and_load(window, qtbot, tmp_path, monkeypatch):
+    path = tmp_path / "mine.json"
+    monkeypatch.setattr(files, "ask_preset_to_save", lambda *a: path)
+    monkeypatch.setattr(files, "ask_preset_to_load", lambda *a: path)
+    method = window.document.method
+    window.document.set_param("iterations", 7)
+    window.panel.save_button.click()
+    assert P.load_preset(path) == (method, window.document.params())
+    window.panel.reset_button.click()
+    assert window.document.params().iterations == P.params_for(method)().iterations
+    control = window.panel.forms[method].controls["iterations"]
+    assert control.value() == P.params_for(method)().iterations
+    window.panel.load_button.click()
+    assert window.document.params().iterations == 7 and control.spin.value() == 7
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        pass  # the loaded preset is refined after the debounce
+
+
+def test_a_bad_preset_and_a_missing_folder_are_reported(window, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"method": "convcrf", "params": {"iterations": 999}}')
+    monkeypatch.setattr(files, "ask_preset_to_load", lambda *a: bad)
+    window.panel.load_button.click()
+    assert "iterations=999 is out of range" in window.error_box.text()
+    assert not window.open_folder(tmp_path / "nowhere")
+    assert "is not a folder" in window.message.text()
+
+
+def test_choosing_a_unary_of_the_wrong_size_is_refused(window, tmp_path, monkeypatch, folder_factory):
+    wrong = folder_factory(tmp_path / "wrong", count=1, height=32, width=40) / "img0_mask.png"
+    monkeypatch.setattr(files, "ask_unary_file", lambda *a: wrong)
+    kept = window.document.unary
+    window.unary_picker.browse_button.click()
+    assert "32×40" in window.error_box.text()
+    assert window.document.unary is kept

@@ -1,0 +1,99 @@
+"""RefineScheduler: debouncing, stale-result dropping, cancellation and readable errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import app.workers
+import crfcore
+from app.compute import RefineJob, compute
+from app.workers import RefineScheduler, describe_error
+from crfcore import params as P
+
+TIMEOUT = 20_000
+
+
+@pytest.fixture
+def job() -> RefineJob:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    unary = crfcore.unary.from_labels(rng.integers(0, 2, (24, 30)), 2)
+    return RefineJob(image=image, unary=unary, method="convcrf", params=P.ConvCRFParams(), image_key="k")
+
+
+@pytest.fixture
+def scheduler(qtbot):
+    sched = RefineScheduler(device="cpu", debounce_ms=50)
+    yield sched
+    sched.shutdown()
+
+
+def test_scheduled_requests_are_debounced_into_one(scheduler, job, qtbot):
+    started = []
+    scheduler.started.connect(lambda rid, preview: started.append(rid))
+    with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT):
+        for _ in range(5):
+            scheduler.schedule(job)
+    assert started == [1]
+
+
+def test_only_the_latest_request_is_delivered(scheduler, job, qtbot, monkeypatch):
+    gate = threading.Event()
+
+    def gated(j, **kwargs):
+        gate.wait(5)
+        return compute(j, **kwargs)
+
+    monkeypatch.setattr(app.workers, "compute", gated)
+    delivered, cancelled = [], []
+    scheduler.finished.connect(lambda rid, result: delivered.append(rid))
+    scheduler.cancelled.connect(cancelled.append)
+    first = scheduler.submit(job)
+    second = scheduler.submit(job)
+    gate.set()
+    qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
+    assert (first, second) == (1, 2)
+    assert delivered == [2] and cancelled == []
+
+
+def test_cancel_stops_the_running_request(scheduler, job, qtbot, monkeypatch):
+    gate = threading.Event()
+
+    def gated(j, **kwargs):
+        gate.wait(5)
+        return compute(j, **kwargs)
+
+    monkeypatch.setattr(app.workers, "compute", gated)
+    delivered = []
+    scheduler.finished.connect(lambda rid, result: delivered.append(rid))
+    with qtbot.waitSignal(scheduler.busy_changed, timeout=TIMEOUT):
+        scheduler.submit(job)
+    with qtbot.waitSignal(scheduler.cancelled, timeout=TIMEOUT) as stopped:
+        scheduler.cancel()
+        gate.set()
+    assert stopped.args == [1] and delivered == []
+
+
+def test_a_failure_arrives_as_a_one_line_message(scheduler, job, qtbot, monkeypatch):
+    def broken(j, **kwargs):
+        raise RuntimeError("lattice exploded\nmore detail")
+
+    monkeypatch.setattr(app.workers, "compute", broken)
+    with qtbot.waitSignal(scheduler.failed, timeout=TIMEOUT) as failed:
+        scheduler.submit(job)
+    assert failed.args == [1, "RuntimeError: lattice exploded"]
+    assert not scheduler.busy
+
+
+def test_describe_error_keeps_validation_messages_and_explains_memory():
+    assert describe_error(ValueError("theta_alpha=0 is out of range\nsecond line")) == "theta_alpha=0 is out of range"
+    assert describe_error(RuntimeError("CUDA out of memory. Tried to allocate")).startswith("Out of memory")
+    assert describe_error(KeyError()) == "KeyError"
+
+
+def test_negative_debounce_is_refused():
+    with pytest.raises(ValueError, match="debounce_ms must be >= 0"):
+        RefineScheduler(debounce_ms=-1)
