@@ -23,7 +23,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet ".[bench]" || echo "pydensecrf2 unavailable: the DenseCRF peer is skipped"
+	$(PY) -m pip install --quiet "pydensecrf2==1.1" || echo "pydensecrf2 unavailable: the DenseCRF peer is skipped"
 	$(PY) -m crfcore.cli bench convcrf
 
 eval: $(STAMP)
