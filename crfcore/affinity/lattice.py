@@ -15,7 +15,7 @@ Normalisation (per kernel, ``D = K·1``, self term included): ``"symmetric"`` ``
 NORMALIZE_SYMMETRIC), ``"per_pixel"`` ``D^-1 K``, ``"none"`` ``K``. Per the backend interface, :meth:`LatticeOp.apply`
 leaves out the self term, taken as the exact ``K̃_ii`` (``k_ii = 1``: 1/D, 1/D or 1); :meth:`LatticeOp.self_weight`
 returns it so that DenseCRF can add it back. That share, and ``"none"``'s scale, need the lattice's amplitude
-relative to the exact kernel, measured once per build from exact row sums at a few pixels.
+relative to the exact kernel: measured from exact row sums at 16 pixels (at build for ``"none"``, else on first use).
 
 How it is computed: ``build`` does everything that depends on the features once — elevation, enclosing simplex and
 barycentric weights as tensor ops over all pixels; the hash of the vertices as one sort of integer keys; the blur's
@@ -60,8 +60,10 @@ class Lattice:
         vertex: ``(P·(d+1),)`` their vertex indices 0..M-1, pixel-major (the slice's gather indices).
         order: ``(P·(d+1),)`` int64, the pixel-major entries grouped by vertex (the splat's order);
             ``splat_pixel = order // (d+1)``; ``splat_offsets`` ``(M,)``: each vertex's first entry in ``order``.
+        slice_offsets: ``(P,)`` ``0, d+1, 2(d+1), …``: each pixel's entries in :attr:`vertex`.
         blur_index, blur_weight: ``(d+1, M, 3)`` self, previous and next vertex along each direction with weights
             ``(1, ½, ½)``; an absent neighbour points at the vertex itself with weight 0.
+        Indices are int32 when ``P·(d+1) < 2³¹`` (less traffic in ``apply``), else int64.
     """
 
     dims: int
@@ -77,7 +79,7 @@ class Lattice:
 
     @property
     def alpha(self) -> float:
-        """``1 / (1 + 2^-d)``: the blur's weight at its own vertex, made 1 (Krähenbühl's code)."""
+        """``1 / (1 + 2^-d)``: the blur returns ``1 + 2^-d`` of a value to its own vertex; this makes it 1."""
         return 1.0 / (1.0 + 2.0 ** -self.dims)
 
     def splat(self, x: Tensor, weight: Tensor) -> Tensor:
@@ -96,15 +98,38 @@ class Lattice:
 
 
 def build_lattice(features: Tensor) -> Lattice:
-    """The tables for features ``(B, d, H, W)`` (divided by θ); pixels are numbered in ``(b, y, x)`` order."""
+    """The tables for features ``(B, d, H, W)`` float (divided by θ); pixels are numbered in ``(b, y, x)`` order.
+
+    Raises:
+        ValueError: not a non-empty 4-D float tensor, NaN or infinite values, or values too large for the lattice.
+    """
+    _check_features(features, "features")
+    return _build_lattice(features)
+
+
+def _check_features(features: Tensor, name: str) -> None:
+    if not isinstance(features, Tensor) or features.ndim != 4 or 0 in features.shape:
+        got = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"{name} must be a (B, D, H, W) tensor with no empty axis (D ≥ 1 feature channels), "
+                         f"got {got}.")
+    if not features.is_floating_point():
+        raise ValueError(f"{name} must be floating point (features divided by θ), got {features.dtype}.")
+    if not torch.isfinite(features).all():
+        raise ValueError(f"{name} has NaN or infinite values; check the image and that every θ > 0.")
+
+
+def _build_lattice(features: Tensor) -> Lattice:
     b, d, h, w = features.shape
     total = b * h * w
     f = features.detach().permute(1, 0, 2, 3).reshape(d, total)
     elevated = _elevate(f)
+    reach = float(elevated.abs().max()) / (d + 1)
+    if reach * torch.finfo(f.dtype).eps >= 1.0 / 16:  # rounding to the lattice needs ~4 bits below the unit
+        raise ValueError(f"features reach {reach:.3g} lattice steps from the origin, more than {f.dtype} resolves; "
+                         f"features are divided by their θ's, so use larger θ's, or float64 features.")
     base, rank = _enclosing_simplex(elevated)
     bary = _barycentric(elevated, base, rank).t().contiguous()
-    batch = torch.arange(b, device=f.device).repeat_interleave(h * w)
-    keys, radix = _vertex_keys(base, rank, batch)
+    keys, radix, layer = _vertex_keys(base, rank, b)
     index = _index_dtype(keys.numel())
     if int(keys.max()) < 2 ** 31:
         keys = keys.int()  # a narrower radix sort
@@ -112,10 +137,9 @@ def build_lattice(features: Tensor) -> Lattice:
     new = torch.ones_like(sorted_keys, dtype=torch.bool)
     new[1:] = sorted_keys[1:] != sorted_keys[:-1]
     starts = new.nonzero().squeeze(1).to(index)
-    unique = sorted_keys[starts.long()].long()
-    vertex = torch.empty(keys.numel(), dtype=index, device=f.device)
-    vertex[order] = new.cumsum(0, dtype=index) - 1
-    blur_index, blur_weight = _blur_tables(unique, radix, d, f.dtype, index)
+    unique = sorted_keys.index_select(0, starts).long()
+    vertex = torch.empty(keys.numel(), dtype=index, device=f.device).scatter_(0, order, new.cumsum(0, dtype=index) - 1)
+    blur_index, blur_weight = _blur_tables(unique, radix, layer, d, f.dtype, index)
     slice_offsets = torch.arange(0, keys.numel(), d + 1, dtype=index, device=f.device)
     return Lattice(d, unique.numel(), bary, vertex, order, (order // (d + 1)).to(index), starts, slice_offsets,
                    blur_index, blur_weight)
@@ -165,12 +189,13 @@ def _barycentric(elevated: Tensor, base: Tensor, rank: Tensor) -> Tensor:
     return bary
 
 
-def _vertex_keys(base: Tensor, rank: Tensor, batch: Tensor) -> tuple[Tensor, list[int]]:
+def _vertex_keys(base: Tensor, rank: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
     """Packed int64 keys ``(P·(d+1),)``, pixel-major, of the d+1 vertices of each pixel's simplex.
 
     Vertex r has coordinates ``(d+1)·a + r`` with ``a_i = base_i - [rank_i > d - r]``; the first d coordinates
-    determine it (they sum to zero). The key is ``r + (d+1)·(b·R_d + Σ_i (a_i - lo_i)·R_i)`` with mixed radices R
-    that leave one step of margin on every side, so a neighbour's key is the key plus a constant.
+    determine it (they sum to zero). The key is ``Σ_i (a_i - lo_i)·R_i + (b + B·r)·R_d`` with mixed radices R that
+    leave one step of margin on every side, so a neighbour's key is the key plus a constant. Returns the keys, R and
+    the remainder's radix ``B·R_d`` (remainder-major: each remainder's keys are one sorted block).
     """
     d = base.shape[0] - 1
     low = base[:d].amin(1) - 2
@@ -178,41 +203,43 @@ def _vertex_keys(base: Tensor, rank: Tensor, batch: Tensor) -> tuple[Tensor, lis
     radix = [1]
     for s in span:
         radix.append(radix[-1] * int(s))
-    if (d + 1) * radix[-1] * (int(batch[-1]) + 1) >= 2 ** _KEY_BITS:
+    layer = radix[d] * batches
+    if (d + 1) * layer >= 2 ** _KEY_BITS:
         raise ValueError(f"the {d}-dimensional features span too wide a range for the lattice's 64-bit vertex "
                          f"keys (per-dimension spans {span} lattice steps); use larger θ's (features divided by "
                          f"larger ranges) or fewer feature dimensions.")
     radix_t = torch.tensor(radix[:d] + [0], dtype=torch.long, device=base.device)
-    anchor = ((base[:d] - low[:, None]) * radix_t[:d, None]).sum(0) + batch * radix[d]
-    by_rank = torch.zeros_like(rank).scatter_(0, rank, radix_t[:, None].expand_as(rank).contiguous())
-    keys = [anchor * (d + 1)]
+    anchor = ((base[:d] - low[:, None]) * radix_t[:d, None]).sum(0)
+    if batches > 1:  # pixels are numbered image by image
+        anchor += torch.arange(batches, device=base.device).repeat_interleave(anchor.numel() // batches) * radix[d]
+    by_rank = torch.zeros_like(rank).scatter_(0, rank, radix_t[:, None].expand_as(rank))
+    keys = [anchor]
     for r in range(1, d + 1):
         anchor = anchor - by_rank[d + 1 - r]
-        keys.append(anchor * (d + 1) + r)
-    return torch.stack(keys, 1).reshape(-1), radix
+        keys.append(anchor + r * layer)
+    return torch.stack(keys, 1).reshape(-1), radix, layer
 
 
-def _blur_tables(unique: Tensor, radix: list[int], d: int, dtype: torch.dtype,
+def _blur_tables(unique: Tensor, radix: list[int], layer: int, d: int, dtype: torch.dtype,
                  index: torch.dtype) -> tuple[Tensor, Tensor]:
     """Neighbour tables ``(d+1, M, 3)`` of the blur along each lattice direction (Adams et al. 2010, §3.2).
 
     Along direction j the neighbours of vertex x are ``x ∓ 1`` in every coordinate except j, where they are
-    ``x ± d``. In packed keys ``r + (d+1)·A``, the previous neighbour has remainder r-1 and ``A + R_j`` (``A`` when
-    j = d); from r = 0 it wraps to remainder d with every other ``a_i`` one lower. The next is the inverse.
+    ``x ± d``. In packed keys the previous neighbour has remainder r-1 and ``a + R_j`` (``a`` when j = d); from
+    r = 0 it wraps to remainder d with every other ``a_i`` one lower. The next is the inverse.
     """
     m = unique.numel()
-    d1 = d + 1
-    rem, spine = unique % d1, unique // d1
+    rem = unique // layer
     step = torch.tensor(radix[:d] + [0], device=unique.device)[:, None]  # (d+1, 1): R_j, 0 for j = d
     total = sum(radix[:d])
-    prev = torch.where(rem == 0, (spine + step - total) * d1 + d, (spine + step) * d1 + rem - 1)
-    nxt = torch.where(rem == d, (spine - step + total) * d1, (spine - step) * d1 + rem + 1)
+    prev = torch.where(rem == 0, unique + step - total + d * layer, unique + step - layer)
+    nxt = torch.where(rem == d, unique - step + total - d * layer, unique - step + layer)
     targets = torch.stack([prev, nxt], -1)  # (d+1, M, 2)
     pos = torch.searchsorted(unique, targets.reshape(-1)).clamp_(max=m - 1).view_as(targets)
-    found = unique[pos] == targets
+    found = unique.index_select(0, pos.reshape(-1)).view_as(pos) == targets
     own = torch.arange(m, device=unique.device)[:, None]
-    cols = torch.cat([own.expand(d1, m, 1), torch.where(found, pos, own)], -1)
-    weights = torch.cat([torch.ones(d1, m, 1, dtype=dtype, device=unique.device), found.to(dtype) * 0.5], -1)
+    cols = torch.cat([own.expand(d + 1, m, 1), torch.where(found, pos, own)], -1)
+    weights = torch.cat([torch.ones(d + 1, m, 1, dtype=dtype, device=unique.device), found.to(dtype) * 0.5], -1)
     return cols.to(index), weights
 
 
@@ -249,10 +276,10 @@ class _Kernel:
     def __init__(self, features: Tensor, normalization: Normalization) -> None:
         self.features = features.detach()
         self.normalization = normalization
-        self.lattice = lat = build_lattice(self.features)
+        self.lattice = lat = _build_lattice(self.features)
         ones = torch.ones(lat.bary.shape[0], 1, dtype=features.dtype, device=features.device)
         unit = lat.bary.reshape(-1)
-        self.degree = lat.slice(lat.blur(lat.splat(ones, unit[lat.order])), unit * lat.alpha)[:, 0]
+        self.degree = lat.slice(lat.blur(lat.splat(ones, unit.index_select(0, lat.order))), unit * lat.alpha)[:, 0]
         n_in = n_out = ones[:, 0]
         if normalization == "none":
             n_out = _gain(self.features, self.degree)
@@ -260,7 +287,7 @@ class _Kernel:
             n_in = n_out = self.degree.clamp_min(torch.finfo(self.degree.dtype).tiny).rsqrt()
         else:
             n_out = 1.0 / self.degree.clamp_min(torch.finfo(self.degree.dtype).tiny)
-        self.splat_weight = (lat.bary * n_in[:, None]).reshape(-1)[lat.order]
+        self.splat_weight = (lat.bary * n_in[:, None]).reshape(-1).index_select(0, lat.order)
         self.slice_weight = lat.bary * (n_out * lat.alpha)[:, None]
         self._self_weight: Tensor | None = None
 
@@ -283,10 +310,9 @@ class _Kernel:
         """``K̃ᵀ x``: splat with the slice weights, blur in reverse, slice with the splat weights."""
         lat = self.lattice
         order = lat.order
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        blurred = lat.blur(lat.splat(x, self.slice_weight.reshape(-1)[order]), reverse=True)
-        return lat.slice(blurred, self.splat_weight[inverse])
+        inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+        blurred = lat.blur(lat.splat(x, self.slice_weight.reshape(-1).index_select(0, order)), reverse=True)
+        return lat.slice(blurred, self.splat_weight.index_select(0, inverse))
 
 
 class _Message(torch.autograd.Function):
@@ -336,20 +362,16 @@ class LatticeBackend:
             ValueError: an empty list, mismatched shapes, non-float or non-finite features.
         """
         features = list(features)
-        if not features or any(not isinstance(f, Tensor) or f.ndim != 4 for f in features):
-            raise ValueError(f"features must be a non-empty list of (B, D, H, W) tensors, got "
-                             f"{[tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__ for f in features]}.")
-        shapes = {(f.shape[0], *f.shape[2:]) for f in features}
-        if len(shapes) != 1 or 0 in next(iter(shapes)) or any(f.shape[1] == 0 for f in features):
-            raise ValueError(f"features must share one non-empty (B, H, W) and have D ≥ 1 channels; got shapes "
-                             f"{[tuple(f.shape) for f in features]}.")
-        kinds = {(f.dtype, f.device) for f in features}
-        if len(kinds) != 1 or not features[0].is_floating_point():
-            raise ValueError(f"features must be floating point, all of one dtype and device; got "
-                             f"{sorted(f'{k[0]} on {k[1]}' for k in kinds)}.")
+        if not features:
+            raise ValueError("features is empty; pass one (B, D, H, W) tensor per kernel.")
         for m, f in enumerate(features):
-            if not torch.isfinite(f).all():
-                raise ValueError(f"features[{m}] has NaN or infinite values; check the image and that every θ > 0.")
+            _check_features(f, f"features[{m}]")
+        if len({(f.shape[0], *f.shape[2:]) for f in features}) != 1:
+            raise ValueError(f"features must share B, H and W; got shapes {[tuple(f.shape) for f in features]}.")
+        kinds = {(f.dtype, f.device) for f in features}
+        if len(kinds) != 1:
+            raise ValueError(f"features must all have one dtype and device; got "
+                             f"{sorted(f'{k[0]} on {k[1]}' for k in kinds)}.")
         b, _, h, w = features[0].shape
         return LatticeOp([_Kernel(f, self.normalization) for f in features], (b, h, w))
 
@@ -381,6 +403,7 @@ class LatticeOp:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the features it was built from; ``apply`` takes ``q`` of this dtype."""
         return self.weights.dtype
 
     def weighted(self, weights: Tensor) -> "LatticeOp":
@@ -425,6 +448,7 @@ class LatticeOp:
         return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
     def _self_rows(self) -> Tensor:
+        """``(P,)``: ``Σ_m w_m K̃_m,ii`` (differentiable in the weights)."""
         return sum(wm * k.self_weight for wm, k in zip(self.weights, self.kernels))
 
     def _merged_message(self, x: Tensor) -> Tensor:
