@@ -12,7 +12,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["median_ms", "sync", "bandwidth_gbs", "in_subprocess", "peak_rss_mb", "sample_case"]
+__all__ = ["median_ms", "sync", "bandwidth_gbs", "in_subprocess", "reset_peak_rss", "peak_rss_growth_mb",
+           "sample_case"]
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def sync(device: torch.device | str) -> None:
@@ -42,16 +46,40 @@ def bandwidth_gbs(numel: int, *, device: str = "cpu", repeat: int = 5) -> float:
     return 2 * 4 * numel / (ms * 1e-3) / 1e9
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, MiB (Linux ru_maxrss is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> float:
+    """Reset this process's peak resident size to the current one (Linux ``clear_refs``); returns it in MiB.
+
+    Where the reset is unavailable, returns the peak so far (``ru_maxrss``), which a child process inherits from its
+    parent's high-water mark, so growth may then read low.
+    """
+    try:
+        _CLEAR_REFS.write_text("5")
+        return _status_mb("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_growth_mb(start: float) -> float:
+    """Peak resident size since :func:`reset_peak_rss` returned ``start``, minus ``start``, MiB."""
+    try:
+        peak = _status_mb("VmHWM")
+    except (OSError, KeyError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak - start
 
 
 def _child(conn: Any, fn: Callable[..., Any], args: tuple) -> None:
     try:
-        before = peak_rss_mb()
+        start = reset_peak_rss()
         result = fn(*args)
-        conn.send(("ok", result, peak_rss_mb() - before))
+        conn.send(("ok", result, peak_rss_growth_mb(start)))
     except BaseException as exc:  # reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}", 0.0))
     finally:

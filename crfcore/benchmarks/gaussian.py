@@ -20,7 +20,6 @@ import argparse
 import gc
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,13 +27,9 @@ import torch
 from ..inference.gaussian import ConvergenceWarning, GaussianSystem, conjugate_gradient, unary_scores
 from ..params import ConvCRFParams, GaussianCRFParams, specs
 from ..refiners import ConvCRF, GaussianCRF
-from ._util import in_subprocess, sample_case, sync
+from ._util import in_subprocess, peak_rss_growth_mb, reset_peak_rss, sample_case, sync
 
 __all__ = ["add_arguments", "run", "colour_embeddings"]
-
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="500x375", help="W×H of the test image (default 500x375)")
@@ -135,13 +130,6 @@ def _meanfield_ms(w: int, h: int, classes: int, device: str, threads: int | None
             "iterations": model.config.iterations}
 
 
-def _status_mb(field: str) -> float:
-    for line in _STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def _memory(method: str, count: int, w: int, h: int, classes: int, device: str, threads: int | None) -> dict:
     """Peak memory growth (MiB) and time of build + forward + backward with ``count`` iterations."""
     img, probs = _inputs(w, h, classes, device, threads)
@@ -154,11 +142,7 @@ def _memory(method: str, count: int, w: int, h: int, classes: int, device: str, 
     model = model.to(device)
     target = torch.rand_like(probs)
     gc.collect()
-    try:
-        _CLEAR_REFS.write_text("5")  # reset the peak (VmHWM) to the current resident size
-        start, source = _status_mb("VmRSS"), "VmHWM"
-    except OSError:
-        start, source = None, "ru_maxrss"
+    start, source = reset_peak_rss(), "VmHWM"
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -168,7 +152,7 @@ def _memory(method: str, count: int, w: int, h: int, classes: int, device: str, 
         (q * target).sum().backward()
     sync(device)
     ms = (time.perf_counter() - t0) * 1e3
-    peak = _status_mb("VmHWM") - start if start is not None else None
+    peak = peak_rss_growth_mb(start)
     if device.startswith("cuda"):
         peak, source = torch.cuda.max_memory_allocated() / 2**20, "cuda allocator"
     grads_ok = all(p.grad is not None for p in model.kernels.parameters() if p.requires_grad)
