@@ -1,0 +1,117 @@
+"""``crfcore tune --data DIR -o P.json``: learn a refiner's parameters on held-out images, write a preset and curves.
+
+Methods with mean-field or G-CRF inference are fine-tuned through inference (ConvCRF §5.2, ``--learn-compat`` "+C",
+``--learn-features`` "+T"); ``--method piecewise`` trains range-box potentials piecewise (Lin et al. 2016). The
+unaries are the synthetic noise of ``crfcore eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import add_method_args, params_from_args
+
+__all__ = ["add_parser", "run"]
+
+_FINETUNE_FLAGS = ("steps", "lr", "batch_size", "crop", "val_every", "patience", "checkpoint_every")
+_PIECEWISE_FLAGS = ("steps", "lr", "edges", "weight_decay", "crop")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..learn import FinetuneConfig, PiecewiseConfig
+
+    p = sub.add_parser("tune", help="learn CRF parameters on held-out images (decoupled or piecewise training)",
+                       description="Split DIR's images into training and validation sets by a seeded hash, train "
+                                   "the refiner's parameters on the training crops with fixed synthetic-noise "
+                                   "unaries, keep the best on validation, and write a preset, a curves CSV and a "
+                                   "PNG plot.")
+    p.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="P.json", help="preset to write")
+    p.add_argument("--learn-compat", action="store_true", help="learn a C×C compatibility ('+C')")
+    p.add_argument("--learn-features", action="store_true", help="learn feature transforms ('+T')")
+    p.add_argument("--val-frac", type=float, default=0.2, help="share of images held out for validation")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split and the sampling")
+    p.add_argument("--num-classes", type=int, help="C (default: largest label + 1)")
+    p.add_argument("--void", type=int, default=255, help="void label, ignored (CamVid: 11)")
+    p.add_argument("--max-side", type=int, help="downscale images so the longer side is at most this (faster)")
+    p.add_argument("--limit", type=int, help="only the first N pairs")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint file; an existing one is resumed")
+    p.add_argument("--curves", type=Path, help="curves CSV (default: the preset's name with .csv)")
+    p.add_argument("--plot", type=Path, help="curves PNG (default: the preset's name with .png)")
+    group = p.add_argument_group("training settings (defaults: FinetuneConfig / PiecewiseConfig)")
+    fields = {f.name: f for cls in (FinetuneConfig, PiecewiseConfig) for f in dataclasses.fields(cls)}
+    for name in dict.fromkeys(_FINETUNE_FLAGS + _PIECEWISE_FLAGS):
+        f = fields[name]
+        defaults = sorted({f"{c.__name__.removesuffix('Config').lower()} {getattr(c(), name)}"
+                           for c in (FinetuneConfig, PiecewiseConfig) if hasattr(c(), name)})
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", type=type(f.default),
+                           help=f"default: {', '.join(defaults)}")
+    add_method_args(p)
+    p.set_defaults(func=run)
+
+
+def _progress(label: str) -> Any:
+    start = time.perf_counter()
+
+    def show(step: int, total: int, values: dict[str, float]) -> None:
+        filled = int(24 * step / max(total, 1))
+        parts = [f"loss {values['train_loss']:.4f}"]
+        parts += [f"{k.split('_')[0]} {values[k]:.1f}" for k in ("train_miou", "val_miou")
+                  if not math.isnan(values.get(k, math.nan))]
+        print(f"\r{label} [{'#' * filled}{'.' * (24 - filled)}] {step}/{total} {' '.join(parts)} "
+              f"{time.perf_counter() - start:.0f}s ", end="" if step < total else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import refiners
+    from ..learn import (FinetuneConfig, LearnData, PiecewiseConfig, fine_tune, plot_png, save_result,
+                         train_piecewise, write_csv)
+
+    method, params = params_from_args(args)
+    piecewise = method == "piecewise"
+    if piecewise and (args.learn_compat or args.learn_features):
+        raise ValueError("--method piecewise learns its potentials (its compatibilities) by itself; drop "
+                         "--learn-compat / --learn-features.")
+    if args.learn_features and "feature_transforms" not in {f.name for f in dataclasses.fields(params)}:
+        raise ValueError(f"--learn-features needs a refiner whose presets hold feature transforms; {method!r} has "
+                         f"none (use --method convcrf).")
+    if piecewise and args.checkpoint is not None:
+        raise ValueError("--checkpoint applies to fine-tuning; piecewise training runs without inference and "
+                         "takes seconds, so it has no checkpoints.")
+    data = LearnData(args.data, num_classes=args.num_classes, val_frac=args.val_frac, seed=args.seed,
+                     void=args.void, max_side=args.max_side, limit=args.limit)
+    names = _PIECEWISE_FLAGS if piecewise else _FINETUNE_FLAGS
+    given = {n: getattr(args, f"cfg_{n}") for n in names if getattr(args, f"cfg_{n}") is not None}
+    foreign = [n for n in set(_FINETUNE_FLAGS + _PIECEWISE_FLAGS) - set(names) if getattr(args, f"cfg_{n}") is not None]
+    if foreign:
+        raise ValueError(f"--{foreign[0].replace('_', '-')} does not apply to method {method!r}; its settings are "
+                         f"{', '.join('--' + n.replace('_', '-') for n in names)}.")
+    print(f"tune {method}: {len(data.train_stems)} training, {len(data.val_stems)} validation images, "
+          f"{data.num_classes} classes ({args.data})", file=sys.stderr)
+    if piecewise:
+        model = refiners.get(method, params, num_classes=data.num_classes)
+        result = train_piecewise(model, data, config=PiecewiseConfig(seed=args.seed, **given),
+                                 callback=_progress(f"tune {method}"))
+    else:
+        extra = {"learn_compat": args.learn_compat, "learn_features": args.learn_features}
+        model = refiners.get(method, params, num_classes=data.num_classes, **{k: v for k, v in extra.items() if v})
+        result = fine_tune(model, data, config=FinetuneConfig(seed=args.seed, **given), checkpoint=args.checkpoint,
+                          callback=_progress(f"tune {method}"))
+    save_result(result, args.output)
+    curves = args.curves or args.output.with_suffix(".csv")
+    plot = args.plot or args.output.with_suffix(".png")
+    write_csv(result.history, curves)
+    plot_png(result.history, plot, title=f"{method} on {args.data.name}: validation mIoU {result.val_miou:.1f}")
+    print(f"validation mIoU   unary {result.val_unary_miou:.2f}   before {result.val_initial_miou:.2f}   "
+          f"tuned {result.val_miou:.2f} (step {result.best_step} of {result.steps}"
+          f"{', stopped early' if result.stopped_early else ''}, {result.wall_s:.0f} s)")
+    print(f"wrote {args.output}, {curves}, {plot}")
+    return 0

@@ -1,0 +1,25 @@
+"""Learning CRF parameters on held-out data (DESIGN.md §3).
+
+* :mod:`~crfcore.learn.data`: (image, fixed unary, ground truth) from a dataset folder, a seeded train/val split,
+  random crops.
+* :mod:`~crfcore.learn.finetune`: decoupled fine-tuning through inference (ConvCRF §5.2; "+C", "+T"), early stopping,
+  resumable checkpoints.
+* :mod:`~crfcore.learn.piecewise`: the range-box potentials and the ``"piecewise"`` refiner (Lin et al. 2016);
+  :mod:`~crfcore.learn.piecewise_train`: their piecewise training.
+* :mod:`~crfcore.learn.curves`: CSV and PNG curves.
+
+    >>> from crfcore import learn, refiners
+    >>> data = learn.LearnData("../shared/data/voc", val_frac=0.3)                      # doctest: +SKIP
+    >>> model = refiners.get("convcrf", learn_compat=True, num_classes=data.num_classes)  # doctest: +SKIP
+    >>> result = learn.fine_tune(model, data)                                             # doctest: +SKIP
+    >>> learn.save_result(result, "tuned.json")                                          # doctest: +SKIP
+"""
+
+from .curves import plot_png, write_csv
+from .data import Batch, LearnData, Sample, split_stems
+from .finetune import FinetuneConfig, TuneResult, fine_tune, save_result, validate
+from .piecewise import PiecewiseCRF
+from .piecewise_train import PiecewiseConfig, train_piecewise
+
+__all__ = ["LearnData", "Sample", "Batch", "split_stems", "FinetuneConfig", "TuneResult", "fine_tune", "save_result",
+           "validate", "PiecewiseCRF", "PiecewiseConfig", "train_piecewise", "write_csv", "plot_png"]
