@@ -18,7 +18,7 @@ def add_method_args(parser: argparse.ArgumentParser, *, default: str = "convcrf"
     seen: set[str] = set()
     for cls in P.PARAMS_BY_METHOD.values():
         for spec in P.specs(cls):
-            if spec.name in seen or spec.name == "compat":
+            if spec.name in seen or spec.name == "compat" or spec.matrices:  # matrices come from presets
                 continue
             seen.add(spec.name)
             kind = {"int": int, "float": float}.get(spec.kind, str)
