@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-peer", action="store_true", help="skip the naive peer (e.g. for 4096×4096)")
+    p.add_argument("--threads", type=int, help="torch threads for both (default: torch's choice)")
 
 
 class _NaiveOp:
@@ -67,8 +68,10 @@ def naive_convcrf(model: ConvCRF, image: torch.Tensor, probs: torch.Tensor) -> t
 
 
 def _measure(impl: str, w: int, h: int, classes: int, k: int, blur: int, iterations: int,
-             device: str) -> dict:
+             device: str, threads: int | None) -> dict:
     torch.set_grad_enabled(False)
+    if threads:
+        torch.set_num_threads(threads)
     image, unary = sample_case(h, w, classes)
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device)
     probs = torch.from_numpy(unary)[None].to(device)
@@ -101,13 +104,14 @@ def run(args: argparse.Namespace) -> int:
     n_q = args.classes * w * h
     bw = bandwidth_gbs(n_q, device=args.device)
     print(f"ConvCRF bench: {w}×{h}, {args.classes} classes, {args.iterations} iterations, device {args.device}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; copy bandwidth on a Q-sized tensor "
+          f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads; copy bandwidth on a Q-sized tensor "
           f"{bw:.1f} GB/s")
     print(f"{'k':>3} {'b':>2} | {'build ms':>9} {'iter ms':>9} {'peak MiB':>9} | {'naive build':>11} "
           f"{'naive iter':>10} {'naive MiB':>9} | {'speed-up':>8} {'max|ΔQ|':>9} | {'× bound':>7}")
     for k in ks:
         for blur in blurs:
-            ours, mem = in_subprocess(_measure, "ours", w, h, args.classes, k, blur, args.iterations, args.device)
+            ours, mem = in_subprocess(_measure, "ours", w, h, args.classes, k, blur, args.iterations, args.device,
+                                      args.threads)
             mem = ours["cuda_peak_mb"] or mem
             gh, gw = -(-h // blur), -(-w // blur)
             bytes_per_iter = 4 * (2 * n_q + k * k * gh * gw)
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 line += f"{'-':>11} {'-':>10} {'-':>9} | {'-':>8} {'-':>9} | "
             else:
                 naive, nmem = in_subprocess(_measure, "naive", w, h, args.classes, k, blur, args.iterations,
-                                            args.device)
+                                            args.device, args.threads)
                 nmem = naive["cuda_peak_mb"] or nmem
                 speed = (naive["build_ms"] + naive["iter_ms"]) / (ours["build_ms"] + ours["iter_ms"])
                 diff = float(abs(ours["q"] - naive["q"]).max())
