@@ -127,14 +127,18 @@ class LocalOp:
         r = self.filter_size // 2
         q_pad = F.pad(q_small, (r, r, r, r))
         rows = max(1, _BAND_ELEMENTS // max(1, q.shape[0] * q.shape[1] * w))
-        bands = [self._band(q_pad, y0, min(h, y0 + rows)) for y0 in range(0, h, rows)]
+        combined = self._full_combined(rows)
+        bands = [self._band(q_pad, y0, min(h, y0 + rows), combined) for y0 in range(0, h, rows)]
         message = bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
         return upsample(message, self.size)
 
-    def _band(self, q_pad: Tensor, y0: int, y1: int) -> Tensor:
+    def _band(self, q_pad: Tensor, y0: int, y1: int, combined: Tensor | None) -> Tensor:
         k = self.filter_size
         w = self.grid_size[1]
-        filters = self._combined_filters(y0, y1)
+        if combined is not None:
+            filters = combined[:, :, y0:y1]
+        else:
+            filters = _weighted_sum(self.weights, self._kernel_filters(y0, y1))
         acc = torch.zeros(q_pad.shape[0], q_pad.shape[1], y1 - y0, w, dtype=q_pad.dtype, device=q_pad.device)
         centre = (k * k) // 2
         for idx in range(k * k):
@@ -144,13 +148,24 @@ class LocalOp:
             acc.addcmul_(filters[:, idx:idx + 1], q_pad[:, :, y0 + dy:y1 + dy, dx:dx + w])
         return acc
 
-    def _combined_filters(self, y0: int, y1: int) -> Tensor:
-        """Weighted filters ``(B, k², y1-y0, w)`` for a band of rows."""
-        if self._filters is None:
-            return _weighted_sum(self.weights, self._kernel_filters(y0, y1))
-        if self._combined is None or (self.weights.requires_grad and torch.is_grad_enabled()):
-            self._combined = _weighted_sum(self.weights, self._filters)
-        return self._combined[:, :, y0:y1]
+    def _full_combined(self, rows: int) -> Tensor | None:
+        """Weighted filters ``(B, k², h, w)`` for the whole grid, kept while weights and features are fixed;
+        None when they exceed ``cache_bytes`` and must be made band by band in every ``apply``."""
+        needs_grad = torch.is_grad_enabled() and (self.weights.requires_grad
+                                                  or any(f.requires_grad for f in self.features))
+        if self._combined is not None and not needs_grad:
+            return self._combined
+        if self._filters is not None:
+            combined = _weighted_sum(self.weights, self._filters)
+        else:
+            b, _, h, w = self.features[0].shape
+            if b * self.filter_size ** 2 * h * w * self.features[0].element_size() > self.cache_bytes:
+                return None
+            combined = torch.cat([_weighted_sum(self.weights, self._kernel_filters(y0, min(h, y0 + rows)))
+                                  for y0 in range(0, h, rows)], dim=2)
+        if not needs_grad:
+            self._combined = combined
+        return combined
 
     def _kernel_filters(self, y0: int, y1: int) -> list[Tensor]:
         """Unweighted filters ``(B, k², y1-y0, w)`` per kernel; the centre tap and taps off the image are 0.

@@ -15,13 +15,14 @@ def _features(b: int, h: int, w: int, dtype: torch.dtype = torch.float32) -> lis
 
 
 @pytest.mark.parametrize("k", [3, 5, 7, 11])
-@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("cache", [10.0, 1.5, 0.0], ids=["all-cached", "combined-cached", "band-by-band"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_local_matches_exact_truncated_affinity(k: int, cache: bool, dtype: torch.dtype, tol: float) -> None:
+def test_local_matches_exact_truncated_affinity(k: int, cache: float, dtype: torch.dtype, tol: float) -> None:
     feats = _features(2, 13, 17, dtype)
     q = torch.rand(2, 4, 13, 17, dtype=dtype)
     weights = torch.tensor([1.0, 0.5], dtype=dtype)
-    local = LocalBackend(k, 1, cache_bytes=(1 << 30) if cache else 0).build(feats).weighted(weights)
+    one_filter = 2 * k * k * 13 * 17 * feats[0].element_size()  # bytes of one (B, k², H, W) filter tensor
+    local = LocalBackend(k, 1, cache_bytes=int(cache * one_filter)).build(feats).weighted(weights)
     exact = ExactBackend(window=k).build(feats).weighted(weights)
     assert (local.apply(q) - exact.apply(q)).abs().max().item() <= tol
 
