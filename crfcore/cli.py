@@ -19,6 +19,8 @@ SUBCOMMANDS = (
     "crfcore.commands.bench",
     "crfcore.commands.unary",
     "crfcore.commands.tune",
+    "crfcore.commands.export",
+    "crfcore.commands.batch",
 )
 
 

@@ -1,0 +1,88 @@
+"""``crfcore batch IN_DIR -o OUT_DIR``: refine every image of a folder, resumably, with a failure summary.
+
+Exit status 0 when every image is refined (or was already), 1 when some failed (each named, with the reason, at the
+end), 2 for a usage error that stops the batch before it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TextIO
+
+from ..batch import Outcome, RefineSpec, find_tasks, quiet_per_image_logs, run_batch
+from .common import add_method_args, params_from_args
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="refine a whole folder (resumable, parallel, failure summary)",
+                       description="Refine every image of IN_DIR (or IN_DIR/images) with its unary: the file of the "
+                                   "same stem in --unary-dir, else IN_DIR/masks/<stem>.*, else <stem>_mask.* beside "
+                                   "it. Writes OUT_DIR/<stem>.png index masks atomically and skips images whose "
+                                   "output exists, so an interrupted batch resumes where it stopped.")
+    p.add_argument("in_dir", type=Path, metavar="IN_DIR")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR", help="output folder (created)")
+    p.add_argument("--unary-dir", type=Path, metavar="D", help="folder of unaries named like the images")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default: one per CPU core; 1 runs in this process)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cuda runs every image on the GPU in this process (--jobs is then ignored)")
+    p.add_argument("--num-classes", type=int, help="C of every unary (default: from each file)")
+    p.add_argument("--confidence", type=float, help="probability given to a mask's label (masks only)")
+    p.add_argument("--resize", action="store_true",
+                   help="scale unaries of the image's aspect ratio but another size (network outputs) to the image")
+    add_method_args(p)
+    p.set_defaults(func=run)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; on anything else a line per tenth of the batch."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream, self.tty = total, stream, stream.isatty()
+        self.counts = {"done": 0, "skipped": 0, "failed": 0}
+        self.start = time.perf_counter()
+        self.last_tenth = -1
+
+    def __call__(self, outcome: Outcome) -> None:
+        self.counts[outcome.status] += 1
+        seen = sum(self.counts.values())
+        rate = self.counts["done"] / max(time.perf_counter() - self.start, 1e-9)
+        width = 30
+        bar = "#" * (width * seen // self.total) + "." * (width - width * seen // self.total)
+        line = (f"{seen}/{self.total} [{bar}] {rate:.2f} img/s, {self.counts['skipped']} skipped, "
+                f"{self.counts['failed']} failed")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if seen == self.total else ""))
+            self.stream.flush()
+        elif 10 * seen // self.total > self.last_tenth:
+            self.last_tenth = 10 * seen // self.total
+            print(line, file=self.stream, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}.")
+    method, params = params_from_args(args)
+    tasks = find_tasks(args.in_dir, args.out, unary_dir=args.unary_dir)
+    spec = RefineSpec(method, params, device=args.device, num_classes=args.num_classes, confidence=args.confidence,
+                      resize=args.resize)
+    progress = _Progress(len(tasks), sys.stderr)
+    with nullcontext() if args.verbose else quiet_per_image_logs():
+        outcomes = run_batch(tasks, spec, jobs=args.jobs, on_outcome=progress)
+    elapsed = time.perf_counter() - progress.start
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = progress.counts
+    print(f"crfcore batch: {counts['done']} refined, {counts['skipped']} skipped (output exists), {len(failed)} "
+          f"failed, in {elapsed:.1f} s → {args.out}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} image(s) failed:", file=sys.stderr)
+        for outcome in failed:
+            print(f"  {outcome.task.image}: {outcome.error}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,164 @@
+"""crfcore.batch: task discovery, resumable runs, failures that do not stop the batch, engines, the CLI.
+
+Expected labels come from calling ``crfcore.refine`` directly on the same files."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import crfcore
+from crfcore import io
+from crfcore.batch import ENGINES, RefineSpec, Task, find_tasks, refine_file, run_batch
+from crfcore.cli import main
+from crfcore.unary_io import load_unary
+
+H, W = 24, 32
+
+
+def _pair(folder, stem: str, *, seed: int = 0, mask_dir=None, mask_suffix: str = "") -> None:
+    """A two-region image and a rough 3-class mask of it, as ``stem.png`` and ``<mask_dir>/<stem><suffix>.png``."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((H, W), np.int64)
+    labels[:, W // 2:] = 1
+    labels[4:10, 4:10] = 2
+    image = np.clip(np.array([[30, 30, 30], [200, 60, 60], [60, 200, 60]])[labels] + rng.normal(0, 8, (H, W, 3)),
+                    0, 255).astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    io.save_image(folder / f"{stem}.png", image)
+    rough = labels.copy()
+    rough[:, W // 2 - 2:W // 2 + 2] = 1
+    target = mask_dir or folder
+    target.mkdir(parents=True, exist_ok=True)
+    io.save_mask(target / f"{stem}{mask_suffix}.png", rough)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "in"
+    for k in range(3):
+        _pair(root / "images", f"im{k}", seed=k, mask_dir=root / "masks")
+    return root
+
+
+def test_find_tasks_pairs_images_with_masks_in_each_layout(tmp_path, dataset):
+    tasks = find_tasks(dataset, tmp_path / "out")
+    assert [(t.image.name, t.unary.name, t.out.name, t.problem) for t in tasks] == [
+        (f"im{k}.png", f"im{k}.png", f"im{k}.png", None) for k in range(3)]
+    _pair(tmp_path / "flat", "a", mask_suffix="_mask")
+    (flat,) = find_tasks(tmp_path / "flat", tmp_path / "out")
+    assert flat.image.name == "a.png" and flat.unary.name == "a_mask.png"
+    np.save(tmp_path / "a.npy", np.full((2, H, W), 0.5, np.float32))
+    (given,) = find_tasks(tmp_path / "flat", tmp_path / "out", unary_dir=tmp_path)
+    assert given.unary.name == "a.npy"
+
+
+def test_find_tasks_marks_missing_ambiguous_and_duplicate_inputs(tmp_path, dataset):
+    io.save_image(dataset / "images" / "lonely.png", np.zeros((H, W, 3), np.uint8))
+    io.save_image(dataset / "images" / "im0.jpg", np.zeros((H, W, 3), np.uint8))
+    np.save(dataset / "masks" / "im1.npy", np.full((2, H, W), 0.5, np.float32))
+    problems = {t.image.name: t.problem for t in find_tasks(dataset, tmp_path / "out")}
+    assert "no unary found" in problems["lonely.png"] and "masks/lonely" in problems["lonely.png"]
+    assert problems["im0.jpg"] == problems["im0.png"] and "another image has the stem 'im0'" in problems["im0.png"]
+    assert problems["im1.png"].startswith("2 unaries match (im1.npy, im1.png)")
+    assert problems["im2.png"] is None
+
+
+def test_find_tasks_refuses_to_write_into_an_input_folder(dataset):
+    with pytest.raises(ValueError, match="is an input folder"):
+        find_tasks(dataset, dataset / "masks")
+
+
+def test_run_batch_writes_what_refine_gives_and_resumes(tmp_path, dataset):
+    spec = RefineSpec("convcrf")
+    outcomes = run_batch(find_tasks(dataset, tmp_path / "out"), spec)
+    assert [o.status for o in outcomes] == ["done"] * 3
+    for k in range(3):
+        image = io.load_image(dataset / "images" / f"im{k}.png")
+        probs = load_unary(dataset / "masks" / f"im{k}.png", image_shape=(H, W))
+        expected = crfcore.refine(image, probs, "convcrf", device="cpu").labels
+        np.testing.assert_array_equal(io.load_mask(tmp_path / "out" / f"im{k}.png"), expected)
+    (tmp_path / "out" / "im1.png").unlink()
+    kept = (tmp_path / "out" / "im0.png").stat().st_mtime_ns
+    again = run_batch(find_tasks(dataset, tmp_path / "out"), spec)
+    assert [o.status for o in again] == ["skipped", "done", "skipped"]
+    assert (tmp_path / "out" / "im0.png").stat().st_mtime_ns == kept
+
+
+def _broken_folder(root) -> None:
+    """Two good pairs and one of each kind of broken input."""
+    for stem in ("good0", "good1", "truncated", "mismatched", "textfile", "rgba_mask"):
+        _pair(root / "images", stem, mask_dir=root / "masks")
+    data = (root / "images" / "truncated.png").read_bytes()
+    (root / "images" / "truncated.png").write_bytes(data[:len(data) // 2])
+    io.save_mask(root / "masks" / "mismatched.png", np.zeros((H + 4, W), np.int64))
+    (root / "images" / "textfile.png").write_text("this is not an image\n")
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    rgba[:5, :5, 1] = 90
+    Image.fromarray(rgba).save(root / "masks" / "rgba_mask.png")
+
+
+def test_failures_are_reported_per_file_and_do_not_stop_the_batch(tmp_path):
+    _broken_folder(tmp_path / "in")
+    outcomes = {o.task.image.stem: o for o in run_batch(find_tasks(tmp_path / "in", tmp_path / "out"),
+                                                         RefineSpec("convcrf"))}
+    assert {s for s, o in outcomes.items() if o.status == "done"} == {"good0", "good1"}
+    assert "truncated or corrupt" in outcomes["truncated"].error
+    assert "is 28×32 (H×W) but the image is 24×32" in outcomes["mismatched"].error
+    assert "not in an image format" in outcomes["textfile"].error
+    assert "RGB colour mask" in outcomes["rgba_mask"].error
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good0.png", "good1.png"]
+
+
+def test_cli_batch_exits_1_and_names_each_failed_file(tmp_path, capsys):
+    _broken_folder(tmp_path / "in")
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "1",
+                 "--iterations", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "2 refined, 0 skipped (output exists), 4 failed" in err
+    assert "truncated.png: ImageError" in err and "textfile.png: ImageError" in err
+    for stem in ("truncated", "mismatched", "textfile", "rgba_mask"):
+        (tmp_path / "in" / "images" / f"{stem}.png").unlink()
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "1"]) == 0
+    assert "0 refined, 2 skipped (output exists), 0 failed" in capsys.readouterr().err
+
+
+def test_a_registered_engine_runs_the_same_per_image_function(tmp_path, dataset, monkeypatch):
+    from crfcore.batch import Refiner
+
+    def backwards(tasks, spec, jobs, emit):
+        refiner = Refiner(pickle.loads(pickle.dumps(spec)))
+        for task in reversed(pickle.loads(pickle.dumps(list(tasks)))):
+            emit(refine_file(task, refiner))
+
+    monkeypatch.setitem(ENGINES, "backwards", backwards)
+    tasks = find_tasks(dataset, tmp_path / "out")
+    outcomes = run_batch(tasks, RefineSpec("densecrf"), engine="backwards")
+    assert [o.task.image.name for o in outcomes] == ["im0.png", "im1.png", "im2.png"]
+    assert all(o.status == "done" for o in outcomes)
+
+
+def test_run_batch_rejects_bad_arguments_with_the_valid_choices(tmp_path, dataset):
+    tasks = find_tasks(dataset, tmp_path / "out")
+    with pytest.raises(ValueError, match="'ray' is not a valid engine. Valid engines are 'local'"):
+        run_batch(tasks, RefineSpec(), engine="ray")
+    with pytest.raises(ValueError, match="jobs must be an integer ≥ 1, got 0"):
+        run_batch(tasks, RefineSpec(), jobs=0)
+    with pytest.raises(ValueError, match="both write"):
+        run_batch([tasks[0], Task(tasks[1].image, tasks[1].unary, tasks[0].out)], RefineSpec())
+    with pytest.raises(ValueError, match="'gpu'"):
+        run_batch(tasks, RefineSpec(device="gpu"))
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_masks_as_one_process(tmp_path, dataset):
+    tasks = find_tasks(dataset, tmp_path / "pool")
+    assert [o.status for o in run_batch(tasks, RefineSpec("convcrf"), jobs=2)] == ["done"] * 3
+    run_batch(find_tasks(dataset, tmp_path / "serial"), RefineSpec("convcrf"), jobs=1)
+    for k in range(3):
+        np.testing.assert_array_equal(io.load_mask(tmp_path / "pool" / f"im{k}.png"),
+                                      io.load_mask(tmp_path / "serial" / f"im{k}.png"))
