@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from . import params as P
 from .affinity import AffinityOp, LocalBackend
 from .features import FeatureTransform, appearance_features, smoothness_features
-from .inference import ProgressCallback, mean_field, unary_energy
+from .inference import ProgressCallback, hard_pixels, mean_field, unary_energy
 from .affinity import PooledBackend
 from .affinity.lattice import LatticeBackend, LatticeOp
 from .affinity.local import downsample
@@ -160,7 +160,7 @@ class MeanFieldCRF(nn.Module):
         op = op if op is not None else self.build(image)
         steps = self.config.iterations if iterations is None else iterations
         return mean_field(unary_energy(probs), op.weighted(self.kernels.weights()), iterations=steps,
-                          compat=self.compat, callback=callback)
+                          compat=self.compat, callback=callback, fixed=hard_pixels(probs))
 
     def current_params(self) -> Any:
         """The params dataclass with the current (possibly learned) values, ready for ``params.save_preset``."""
@@ -339,5 +339,6 @@ class DenseCRF(MeanFieldCRF):
             weighted = weighted.with_self_term()
         # channels-last keeps each pixel's classes together: the lattice then gathers rows with no transposes
         energy = unary_energy(probs).contiguous(memory_format=torch.channels_last)
-        q = mean_field(energy, weighted, iterations=steps, compat=self.compat, callback=callback)
+        q = mean_field(energy, weighted, iterations=steps, compat=self.compat, callback=callback,
+                       fixed=hard_pixels(probs))
         return q.contiguous()

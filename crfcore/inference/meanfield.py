@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..affinity import AffinityOp
 
-__all__ = ["Cancelled", "ProgressCallback", "unary_energy", "compatibility_transform", "mean_field"]
+__all__ = ["Cancelled", "ProgressCallback", "unary_energy", "hard_pixels", "compatibility_transform", "mean_field"]
 
 UNARY_CLIP = 1e-5  # probabilities are clipped to [1e-5, 1] before the log, as pydensecrf's unary_from_softmax
 
@@ -32,6 +32,17 @@ class Cancelled(Exception):
 def unary_energy(probs: Tensor) -> Tensor:
     """ψu = −log(clip(P, 1e-5, 1)), ``(B, C, H, W)``."""
     return -torch.log(probs.clamp(UNARY_CLIP, 1.0))
+
+
+def hard_pixels(probs: Tensor) -> Tensor | None:
+    """``(B, 1, H, W)`` bool: pixels whose unary is one-hot (a brush stroke, a label given with confidence 1).
+
+    A probability of exactly 1 is an infinite energy for every other label; the clip in :func:`unary_energy` keeps
+    it finite (≈ 11.5), which a strong pairwise term can outweigh, so mean field holds these pixels fixed instead.
+    None when there are none.
+    """
+    hard = probs.detach().amax(dim=1, keepdim=True) >= 1.0 - 1e-6
+    return hard if bool(hard.any()) else None
 
 
 def compatibility_transform(message: Tensor, compat: Tensor | None) -> Tensor:
@@ -49,7 +60,8 @@ def compatibility_transform(message: Tensor, compat: Tensor | None) -> Tensor:
 
 
 def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tensor | None = None,
-               callback: ProgressCallback | None = None, self_term: Tensor | None = None) -> Tensor:
+               callback: ProgressCallback | None = None, self_term: Tensor | None = None,
+               fixed: Tensor | None = None) -> Tensor:
     """Run mean field; returns the marginals Q, ``(B, C, H, W)``, summing to 1 over C.
 
     Args:
@@ -59,15 +71,20 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         compat: ``(C, C)`` compatibility, or None for Potts.
         callback: ``callback(t, T, Q)`` after every iteration; may raise :class:`Cancelled`.
         self_term: optional ``(B, 1, H, W)`` weight of each pixel's own label in its message (DenseCRF's k_ii).
+        fixed: optional ``(B, 1, H, W)`` bool; these pixels keep softmax(−ψu) (see :func:`hard_pixels`) and pass
+            it to their neighbours.
     """
     neg_energy = -energy
     q = _softmax(neg_energy)
+    q_fixed = q if fixed is not None else None
     for t in range(iterations):
         message = op.apply(q)
         if self_term is not None:
             message = message + self_term * q
         logits = neg_energy + message if compat is None else neg_energy - compatibility_transform(message, compat)
         q = _softmax(logits)
+        if q_fixed is not None:
+            q = torch.where(fixed, q_fixed, q)
         if callback is not None:
             callback(t + 1, iterations, q)
     return q

@@ -116,3 +116,20 @@ def test_callback_can_cancel() -> None:
     with pytest.raises(crfcore.Cancelled):
         crfcore.refine(image, probs, callback=stop_after_two)
     assert seen == [1, 2]
+
+
+@pytest.mark.parametrize("method", ["convcrf", "densecrf"])
+def test_scribbled_pixels_stay_fixed_and_pull_their_region(method: str) -> None:
+    # A grey square on a dark background; one stroke inside it ("object"), one outside ("background"); no prior.
+    image = np.full((40, 48, 3), 30, np.uint8)
+    image[10:30, 12:36] = 180
+    truth = np.zeros((40, 48), np.int64)
+    truth[10:30, 12:36] = 1
+    scribbles = np.full((40, 48), -1)
+    scribbles[18:22, 20:28] = 1
+    scribbles[2:5, 2:46] = 0
+    probs = crfcore.unary.from_scribbles(scribbles, 2)
+    r = crfcore.refine(image, probs, method=method)
+    painted = scribbles >= 0
+    assert (r.labels[painted] == scribbles[painted]).all()  # one-hot unaries hold, whatever the pairwise weight
+    assert (r.labels == truth).mean() > 0.95  # and the strokes spread over their regions
