@@ -24,6 +24,8 @@ import crfcore
 from crfcore import params as P
 from crfcore.checks import as_image_tensor
 
+from .scribbles import UNPAINTED
+
 __all__ = ["PREVIEW_PIXELS", "RefineJob", "RefineResult", "OperatorCache", "preview_scale", "preview_params",
            "compute"]
 
@@ -38,10 +40,15 @@ class RefineJob:
     Attributes:
         image: ``(H, W, 3)`` uint8, 0..255.
         unary: ``(C, H, W)`` float32 probabilities, sum 1 over C.
+        scribbles: ``(H, W)`` int16 brush strokes (class index, ``UNPAINTED`` = -1 elsewhere) or None; painted
+            pixels get a hard (one-hot) unary, ``crfcore.unary.from_scribbles`` with ``unary`` as the prior, made on
+            the worker.
         method: a registered refiner name.
         params: that refiner's params dataclass.
         image_key: identifies the image for the operator cache (its path); equal keys must mean equal images.
         preview: run at reduced resolution (:func:`preview_scale`) for a quick look while a slider is dragged.
+        version: the document's input version the unary was taken at (see ``ImageDocument.version``); the result
+            carries it back so a result made before the latest edit is recognised.
     """
 
     image: np.ndarray
@@ -50,6 +57,8 @@ class RefineJob:
     params: Any
     image_key: str
     preview: bool = False
+    version: int = 0
+    scribbles: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +72,8 @@ class RefineResult:
             was reused, build_ms ≈ 0) and ``scale`` (1, or the preview's downsampling factor).
         method: the refiner that made it.
         preview: True for a reduced-resolution preview.
+        version: the job's ``version``.
+        params: the params dataclass it ran with (None for a mask restored from a project).
     """
 
     probs: np.ndarray
@@ -70,6 +81,8 @@ class RefineResult:
     timing: dict[str, Any] = field(default_factory=dict)
     method: str = ""
     preview: bool = False
+    version: int = 0
+    params: Any = None
 
 
 class OperatorCache:
@@ -165,7 +178,9 @@ def compute(job: RefineJob, *, cache: OperatorCache | None = None, device: str |
     scale = preview_scale(height, width) if job.preview else 1
     params = preview_params(job.params, scale)
     image = as_image_tensor(job.image).to(dev)
-    probs = torch.from_numpy(job.unary).unsqueeze(0).to(dev, torch.float32)
+    unary = job.unary if job.scribbles is None else crfcore.unary.from_scribbles(
+        job.scribbles.astype(np.int64), num_classes, prior=job.unary, unpainted=UNPAINTED)
+    probs = torch.from_numpy(unary).unsqueeze(0).to(dev, torch.float32)
     if scale > 1:
         size = (math.ceil(height / scale), math.ceil(width / scale))
         image = F.interpolate(image, size=size, mode="area")
@@ -205,4 +220,4 @@ def compute(job: RefineJob, *, cache: OperatorCache | None = None, device: str |
     timing = {"build_ms": (t1 - t0) * 1e3, "iterations_ms": (t2 - t1) * 1e3,
               "total_ms": (time.perf_counter() - start) * 1e3, "device": str(dev), "cached": cached,
               "scale": scale}
-    return RefineResult(q.numpy(), q.argmax(0).numpy(), timing, job.method, job.preview)
+    return RefineResult(q.numpy(), q.argmax(0).numpy(), timing, job.method, job.preview, job.version, job.params)

@@ -3,6 +3,11 @@
 Widgets observe an :class:`ImageDocument` through its signals and write to it through its setters, which validate
 first (napari's model habit, STYLE.md): a setter either stores a valid value and emits, or raises ``ValueError``
 naming the argument, what was expected and the fix.
+
+Brush edits live in a :class:`~app.scribbles.ScribbleLayer` with its undo history: painted pixels are hard unaries
+for the next refinement (``crfcore.unary.from_scribbles`` with the loaded unary as the prior) and override the refined
+labels in :attr:`ImageDocument.labels`, the mask the user sees and saves. :attr:`ImageDocument.version` counts changes
+of the refinement's inputs (unary, scribbles); a result remembers the version it was made from.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from crfcore.unary_io import load_unary
 
 from .compute import RefineJob, RefineResult
 from .folder import ImageEntry
+from .scribbles import UNPAINTED, ScribbleLayer
 
 __all__ = ["UnaryKind", "VOID", "available_methods", "default_params", "ImageDocument"]
 
@@ -46,6 +52,9 @@ class ImageDocument(QObject):
         param_changed(str, str): ``(method, name)`` of one parameter set through :meth:`set_param`.
         params_replaced(str): a method's whole parameter set was replaced (preset, reset).
         result_changed: a refinement result arrived, or was cleared because its inputs changed.
+        scribbles_changed: painted pixels changed (during a stroke too): the shown labels changed.
+        edited(str): an undo item was made, undone or redone (``"edit"``, ``"undo"``, ``"redo"``): the refinement's
+            inputs changed and the history's state (:attr:`can_undo`, :attr:`can_redo`) may have.
     """
 
     unary_changed = Signal()
@@ -53,6 +62,8 @@ class ImageDocument(QObject):
     param_changed = Signal(str, str)
     params_replaced = Signal(str)
     result_changed = Signal()
+    scribbles_changed = Signal()
+    edited = Signal(str)
 
     def __init__(self, entry: ImageEntry, image: np.ndarray, *, method: str | None = None,
                  params: Mapping[str, Any] | None = None, mask_confidence: float = crfcore.unary.DEFAULT_CONFIDENCE,
@@ -85,6 +96,8 @@ class ImageDocument(QObject):
         self._before: np.ndarray | None = None
         self._names: tuple[str, ...] = entry.class_names or ()
         self._result: RefineResult | None = None
+        self._scribbles = ScribbleLayer(image.shape[:2])
+        self._version = 0
 
     @classmethod
     def open(cls, entry: ImageEntry, **kwargs: Any) -> "ImageDocument":
@@ -157,7 +170,9 @@ class ImageDocument(QObject):
             source = load_unary(path, num_classes=len(self._names) or None, image_shape=self.image.shape[:2],
                                 confidence=self._confidence)
             unary, before = source, source.argmax(0).astype(np.int64)
+        self._check_scribbles_fit(unary.shape[0])
         self._kind, self._path, self._source, self._unary, self._before = kind, path, source, unary, before
+        self._version += 1
         self._set_result(None)
         self.unary_changed.emit()
 
@@ -168,6 +183,7 @@ class ImageDocument(QObject):
             return
         if self._kind == "mask":
             self._unary, self._before = self._from_mask(self._source, self._path, confidence)
+            self._version += 1
         self._confidence = float(confidence)
         if self._kind == "mask":
             self._set_result(None)
@@ -236,14 +252,32 @@ class ImageDocument(QObject):
 
     # --- result ------------------------------------------------------------------------------------------------
     @property
+    def version(self) -> int:
+        """Counts changes of the refinement's inputs (unary, scribbles, undo, redo); starts at 0."""
+        return self._version
+
+    @property
     def result(self) -> RefineResult | None:
-        """The last refinement accepted for the current inputs, or None."""
+        """The last refinement received (possibly made before the latest edit: see :attr:`result_is_current`)."""
         return self._result
 
     @property
+    def result_is_current(self) -> bool:
+        """True when there is a full-resolution result made from the current inputs."""
+        return self._result is not None and not self._result.preview and self._result.version == self._version
+
+    @property
     def labels(self) -> np.ndarray | None:
-        """What the overlay shows: the refined labels when there is a result, else :attr:`before_labels`."""
-        return self._result.labels if self._result is not None else self._before
+        """``(H, W)`` int64 mask the overlay shows and a project saves: the refined labels (else
+        :attr:`before_labels`) with the painted pixels clamped to their scribble."""
+        return self.with_scribbles(self._result.labels if self._result is not None else self._before)
+
+    def with_scribbles(self, labels: np.ndarray | None) -> np.ndarray | None:
+        """``labels`` ``(H, W)`` with the painted pixels set to their scribble (a copy); ``labels`` itself when
+        nothing is painted."""
+        if labels is None or not self._scribbles.painted:
+            return labels
+        return self._scribbles.over(labels)
 
     def set_result(self, result: RefineResult) -> None:
         """Store a refinement result; it must match the image size and class count."""
@@ -258,9 +292,117 @@ class ImageDocument(QObject):
         self._result = result
         self.result_changed.emit()
 
+    def restore(self, labels: np.ndarray | None, scribbles: np.ndarray | None = None, *, method: str = "") -> None:
+        """Show a saved mask and its scribbles, e.g. from a reopened project; the undo history starts empty.
+
+        Args:
+            labels: ``(H, W)`` integer mask, classes 0..C-1 or 255 (void), shown as the current result (one-hot
+                probabilities, uniform on void, counted as made from the current inputs); None keeps no result, so
+                the scribbles wait for a refinement.
+            scribbles: ``(H, W)`` integer scribbles (:data:`~app.scribbles.UNPAINTED` = none) or None for none.
+            method: the refiner that made the mask, for display.
+        """
+        if self._unary is None:
+            raise ValueError("restore() needs a unary first (the class count); load a mask or probability map.")
+        shape = self.image.shape[:2]
+        for name, array in (("mask", labels), ("scribbles", scribbles)):
+            if array is not None and (np.shape(array) != shape or np.asarray(array).dtype.kind not in "iu"):
+                raise ValueError(f"the saved {name} is {np.shape(array)} {np.asarray(array).dtype}, expected {shape} "
+                                 f"integers (H×W); it was saved for another image.")
+        layer = ScribbleLayer(shape)
+        if scribbles is not None:
+            layer.replace(scribbles)
+        self._check_scribbles_fit(self.num_classes, layer)
+        result = None
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            probs = crfcore.unary.from_labels(labels, self.num_classes, confidence=1.0, ignore_index=VOID)
+            result = RefineResult(probs.astype(np.float32), labels, {"restored": True}, method, False,
+                                  self._version + 1)
+        self._scribbles = layer
+        self._version += 1
+        self.scribbles_changed.emit()
+        self._set_result(result)
+
     def job(self, *, preview: bool = False) -> RefineJob | None:
-        """A snapshot of the inputs for a refinement, or None while no unary is loaded."""
+        """A snapshot of the inputs for a refinement, or None while no unary is loaded: the loaded unary and a copy
+        of the scribbles, whose painted pixels the worker makes hard (``crfcore.unary.from_scribbles``)."""
         if self._unary is None:
             return None
+        scribbles = self._scribbles.values.copy() if self._scribbles.painted else None
         return RefineJob(image=self.image, unary=self._unary, method=self._method, params=self.params(),
-                         image_key=str(self.entry.image), preview=preview)
+                         image_key=str(self.entry.image), preview=preview, version=self._version,
+                         scribbles=scribbles)
+
+    # --- scribbles and undo --------------------------------------------------------------------------------------
+    @property
+    def scribbles(self) -> np.ndarray:
+        """``(H, W)`` int16 read-only scribbles, :data:`~app.scribbles.UNPAINTED` where nothing is painted."""
+        return self._scribbles.values
+
+    @property
+    def can_undo(self) -> bool:
+        return self._scribbles.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self._scribbles.can_redo
+
+    @property
+    def undo_name(self) -> str:
+        """What :meth:`undo` would revert (``"brush"``, ``"eraser"``, …), "" if nothing."""
+        return self._scribbles.undo_name
+
+    @property
+    def redo_name(self) -> str:
+        return self._scribbles.redo_name
+
+    @property
+    def editing(self) -> bool:
+        """True between :meth:`begin_edit` and :meth:`end_edit` (a brush drag in progress)."""
+        return self._scribbles.in_edit
+
+    def begin_edit(self, name: str) -> None:
+        """Start one undo item (a brush drag): everything painted until :meth:`end_edit` is undone at once."""
+        if self._unary is None:
+            raise ValueError("painting needs a unary (the classes); load a mask or probability map first.")
+        self._scribbles.begin(name)
+
+    def paint(self, rows: np.ndarray, cols: np.ndarray, label: int) -> None:
+        """Paint ``label`` (0..C-1, or :data:`~app.scribbles.UNPAINTED` to erase) at pixels ``(rows, cols)``,
+        inside :meth:`begin_edit` / :meth:`end_edit`; the shown labels update at once."""
+        if label != UNPAINTED and not 0 <= label < self.num_classes:
+            raise ValueError(f"label must be a class index 0..{self.num_classes - 1} (or UNPAINTED to erase), "
+                             f"got {label}.")
+        if self._scribbles.paint(rows, cols, label):
+            self.scribbles_changed.emit()
+
+    def end_edit(self) -> bool:
+        """Close the undo item; True (and ``edited("edit")``) if it changed any pixel."""
+        if self._scribbles.end() is None:
+            return False
+        self._version += 1
+        self.edited.emit("edit")
+        return True
+
+    def undo(self) -> bool:
+        """Revert the latest edit; False when there is none (or a drag is in progress)."""
+        return self._step(self._scribbles.undo, "undo")
+
+    def redo(self) -> bool:
+        """Re-apply the latest undone edit; False when there is none."""
+        return self._step(self._scribbles.redo, "redo")
+
+    def _step(self, action: Any, name: str) -> bool:
+        if action() is None:
+            return False
+        self._version += 1
+        self.scribbles_changed.emit()
+        self.edited.emit(name)
+        return True
+
+    def _check_scribbles_fit(self, num_classes: int, layer: ScribbleLayer | None = None) -> None:
+        top = (layer or self._scribbles).max_label()
+        if top >= num_classes:
+            raise ValueError(f"the scribbles use class {top} but the unary has {num_classes} classes; erase those "
+                             f"strokes before switching to this unary.")

@@ -7,6 +7,9 @@ Two layouts are recognised (README "Opening a folder"):
 - split: images in ``images/``, masks as ``masks/<stem>.png``, probability maps as ``probs/<stem>.npy|npz`` (or
   ``<stem>_probs.npy|npz`` beside the image). Masks may use any image suffix, as in ``crfcore.io.find_pairs``.
 
+Either layout may hold ground-truth masks for fine-tuning (the Fine-tune dialog): ``<stem>_gt.png`` beside the image,
+or ``gt/<stem>.png``. Files named ``*_mask.*`` or ``*_gt.*`` are never taken for images.
+
 ``classes.json`` in the folder is optional: ``{"names": ["background", "cat"]}`` for every image, or
 ``{"<stem>": [...], ...}`` per image. No Qt here.
 """
@@ -25,6 +28,7 @@ __all__ = ["IMAGE_SUFFIXES", "PROBS_SUFFIXES", "ImageEntry", "ImageFolder", "sca
 PROBS_SUFFIXES = (".npy", ".npz")
 MASK_TAG = "_mask"
 PROBS_TAG = "_probs"
+TRUTH_TAG = "_gt"
 CLASSES_FILE = "classes.json"
 
 
@@ -38,6 +42,7 @@ class ImageEntry:
         mask: path of an index mask (one class index per pixel, 255 = void), or None.
         probs: path of a ``(C, H, W)`` probability map (``.npy``, or ``.npz`` with one array), or None.
         class_names: names of classes 0..C-1 from ``classes.json``, or None.
+        truth: path of a ground-truth index mask (255 = void) for fine-tuning, or None.
     """
 
     stem: str
@@ -45,6 +50,7 @@ class ImageEntry:
     mask: Path | None = None
     probs: Path | None = None
     class_names: tuple[str, ...] | None = None
+    truth: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,8 @@ def scan_folder(path: str | os.PathLike) -> ImageFolder:
                                 f"beside them (e.g. resources/samples).")
     split = (root / "images").is_dir()
     image_dir = root / "images" if split else root
-    images = sorted((p for p in image_dir.iterdir()
-                     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith(MASK_TAG)),
-                    key=lambda p: p.stem)
+    images = sorted((p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                     and not p.stem.endswith((MASK_TAG, TRUTH_TAG))), key=lambda p: p.stem)
     if not images:
         raise ValueError(f"{image_dir} holds no image ({', '.join(IMAGE_SUFFIXES)}); see the folder conventions in "
                          f"the README.")
@@ -130,7 +135,8 @@ def scan_folder(path: str | os.PathLike) -> ImageFolder:
         else:
             mask = _first_existing(*_masks(image_dir, f"{stem}{MASK_TAG}"))
             probs = _first_existing(*_probs_beside(image_dir, stem))
+        truth = _first_existing(*_masks(root / "gt", stem), *_masks(image_dir, f"{stem}{TRUTH_TAG}"))
         names = classes.get(stem) if isinstance(classes, dict) else classes
-        entries.append(ImageEntry(stem, image, mask, probs, names))
+        entries.append(ImageEntry(stem, image, mask, probs, names, truth))
     return ImageFolder(root, tuple(entries))
 

@@ -1,8 +1,10 @@
-"""The main window: image list, canvas, unary picker, refiner panel, legend, status bar, shortcuts.
+"""The main window: image list, canvas, unary picker, refiner panel, legend, editing tools, status bar, shortcuts.
 
 It owns the :class:`~app.workers.RefineScheduler` and turns document and panel events into requests: a slider drag
 schedules a reduced-resolution preview (debounced), its release and the Refine action run in full at once, a method
-or unary change runs in full. Results of an earlier image are never applied to the current one.
+or unary change runs in full, and so does the end of a brush stroke, an undo or a redo (debounced). Results of an
+earlier image are never applied to the current one. :class:`~app.autosave.ProjectSync` saves edits into the
+folder's project and restores them when the folder is opened again.
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QLis
 
 import crfcore
 
+from .autosave import ProjectSync
 from .compute import RefineResult
 from .dialogs import files
+from .dialogs.export import ExportDialog
+from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
 from .folder import ImageFolder, scan_folder
+from .tools import ToolState
 from .widgets.canvas import DEFAULT_OPACITY, Canvas
 from .widgets.legend import Legend
 from .widgets.refiner_panel import RefinerPanel
+from .widgets.tools import BrushControls, tool_actions
 from .widgets.unary_picker import UnaryPicker
 from .workers import RefineScheduler
 
@@ -31,7 +38,9 @@ __all__ = ["MainWindow", "format_timing"]
 SHORTCUTS = {
     "open": ["Ctrl+O"], "next": ["PgDown", "N"], "previous": ["PgUp", "P"], "refine": ["R", "Ctrl+Return"],
     "cancel": ["Esc"], "overlay": ["O"], "boundary": ["E"], "before": ["B"], "background": ["G"], "fit": ["F"],
-}
+    "undo": ["Ctrl+Z"], "redo": ["Ctrl+Shift+Z", "Ctrl+Y"], "accept": ["A"], "export": ["Ctrl+E"],
+    "tune": ["Ctrl+T"],
+}  # and app.widgets.tools.TOOL_SHORTCUTS: V navigate, D brush, X eraser, [ and ] brush size
 
 
 def format_timing(result: RefineResult) -> str:
@@ -55,7 +64,11 @@ class MainWindow(QMainWindow):
         self.scheduler = scheduler or RefineScheduler(self, device=device)
         self._first_request = 1  # requests with smaller ids were made for a previous document
         self.error_box: QMessageBox | None = None  # the last error shown, kept open until the user closes it
-        self.canvas = Canvas()
+        self.export_dialog: ExportDialog | None = None
+        self.tune_dialog: TuneDialog | None = None
+        self.tools = ToolState(self)
+        self.canvas = Canvas(tools=self.tools)
+        self.project_sync = ProjectSync(self)
         self.setCentralWidget(self.canvas)
         self.image_list = QListWidget()
         self.unary_picker = UnaryPicker()
@@ -63,7 +76,9 @@ class MainWindow(QMainWindow):
         self.legend = Legend()
         self._build_docks()
         self.qactions = self._build_actions()
+        self.qactions.update(tool_actions(self.tools, self))
         self._build_toolbar()
+        self._build_edit_toolbar()
         self._build_status_bar(device)
         self.image_list.currentRowChanged.connect(self.open_index)
         self.canvas.overlay_updated.connect(lambda: self.legend.set_labels(self.canvas.shown_labels()))
@@ -71,6 +86,12 @@ class MainWindow(QMainWindow):
         self.panel.param_released.connect(self.refine_now)
         self.panel.error.connect(lambda message: self.show_error("Refiner", message))
         self.unary_picker.error.connect(lambda message: self.show_error("Unary source", message))
+        self.canvas.error.connect(lambda message: self.show_status(message, error=True))
+        self.legend.class_clicked.connect(self.pick_class)
+        self.tools.label_changed.connect(self.legend.set_selected)
+        self.legend.set_selected(self.tools.label)
+        self.project_sync.saved.connect(lambda rid, note: self.save_label.setText(f"saved r{rid} ({note})"))
+        self.project_sync.error.connect(lambda message: self.show_error("Autosave", message))
         self.scheduler.started.connect(self._on_started)
         self.scheduler.progress.connect(self._on_progress)
         self.scheduler.finished.connect(self._on_finished)
@@ -125,7 +146,9 @@ class MainWindow(QMainWindow):
             "boundary": ("Boundary only", self.canvas.set_boundary_only, True),
             "before": ("Before", self.canvas.set_show_before, True),
             "background": ("Background", self.canvas.set_show_background, True),
-            "fit": ("Fit", self.canvas.fit, False),
+            "fit": ("Fit", self.canvas.fit, False), "undo": ("Undo", self.undo, False),
+            "redo": ("Redo", self.redo, False), "accept": ("Accept", self.accept_mask, False),
+            "export": ("Export…", self.export_masks, False), "tune": ("Fine-tune…", self.fine_tune, False),
         }
         actions = {}
         for name, (text, slot, checkable) in specs.items():
@@ -142,6 +165,10 @@ class MainWindow(QMainWindow):
         actions["cancel"].setEnabled(False)
         actions["before"].setToolTip("Show the unary's labels, before refinement (B).")
         actions["background"].setToolTip("Draw class 0 as well (G); hidden by default as the usual background.")
+        actions["accept"].setToolTip("Save the mask as shown as a new revision in the folder's project (A); edits "
+                                     "are saved by themselves.")
+        for name in ("undo", "redo", "accept", "export", "tune"):
+            actions[name].setEnabled(False)
         return actions
 
     def _build_toolbar(self) -> None:
@@ -160,12 +187,27 @@ class MainWindow(QMainWindow):
         bar.addWidget(QLabel(" Opacity "))
         bar.addWidget(self.opacity)
 
+    def _build_edit_toolbar(self) -> None:
+        self.addToolBarBreak()
+        bar = self.addToolBar("Edit")
+        bar.setObjectName("edit")
+        for name in ("navigate", "brush", "eraser"):
+            bar.addAction(self.qactions[name])
+        self.brush_controls = BrushControls(self.tools)
+        bar.addWidget(self.brush_controls)
+        bar.addSeparator()
+        for name in ("undo", "redo", "accept", None, "export", "tune"):
+            bar.addAction(self.qactions[name]) if name else bar.addSeparator()
+
     def _build_status_bar(self, device: str | None) -> None:
         self.message = QLabel("Open a folder of images with masks or probability maps (Ctrl+O).")
         self.timing = QLabel("")
         self.device_label = QLabel(f"device: {device or crfcore.best_device()}")
+        self.save_label = QLabel("")
+        self.save_label.setToolTip("The last mask revision saved into the folder's project (.crfstudio).")
         bar = self.statusBar()
         bar.addWidget(self.message, 1)
+        bar.addPermanentWidget(self.save_label)
         bar.addPermanentWidget(self.timing)
         bar.addPermanentWidget(self.device_label)
 
@@ -192,7 +234,12 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError) as exc:
             self.show_error("Open folder", str(exc))
             return False
+        self.project_sync.watch(None)
+        self.project_sync.open_folder(folder.root)
         self.folder, self.index = folder, -1
+        self.save_label.setText("")
+        for name in ("export", "tune"):
+            self.qactions[name].setEnabled(True)
         self.image_list.blockSignals(True)
         self.image_list.clear()
         self.image_list.addItems([entry.stem for entry in folder.entries])
@@ -231,29 +278,85 @@ class MainWindow(QMainWindow):
         self.open_index(max(self.index - 1, 0))
 
     def _set_document(self, document: ImageDocument) -> None:
+        self.canvas.end_stroke()  # a drag still held ends as an edit of the image it began on (and is saved)
         self.scheduler.cancel()
         self._first_request = self.scheduler.latest_id + 1
+        self.project_sync.watch(document)
+        restored = self.project_sync.restore(document)
         self.document = document
         document.method_changed.connect(lambda _m: self.refine_now())
         document.params_replaced.connect(lambda _m: self.schedule_refine(preview=False))
         document.unary_changed.connect(self._on_unary_changed)
+        document.edited.connect(self._on_edited)
         self.canvas.set_document(document)
         self.unary_picker.set_document(document)
         self.panel.set_document(document)
         self.legend.set_classes(document.class_names)
         self.legend.set_labels(self.canvas.shown_labels())
+        self.brush_controls.set_classes(document.class_names)
+        self._show_history()
+        self.qactions["accept"].setEnabled(document.unary is not None)
         if document.unary is None:
             self.show_status(f"No mask or probability map found for {document.entry.stem}; choose one with "
                              f"the … button under Unary.", error=True)
-        else:
-            self.show_status(f"{document.entry.stem}: {document.image.shape[1]}×{document.image.shape[0]}, "
-                             f"{document.num_classes} classes")
+            return
+        self.show_status(f"{document.entry.stem}: {document.image.shape[1]}×{document.image.shape[0]}, "
+                         f"{document.num_classes} classes{'; ' + restored if restored else ''}")
+        if document.result is None:
             self.refine_now()
 
     def _on_unary_changed(self) -> None:
         self.legend.set_classes(self.document.class_names)
         self.legend.set_labels(self.canvas.shown_labels())
+        self.brush_controls.set_classes(self.document.class_names)
+        self.qactions["accept"].setEnabled(True)
         self.schedule_refine(preview=False)
+
+    # --- editing -------------------------------------------------------------------------------------------------
+    def pick_class(self, label: int) -> None:
+        """Make ``label`` the brush's class and, from the navigate tool, switch to the brush."""
+        self.tools.set_label(label)
+        if self.tools.tool == "navigate":
+            self.tools.set_tool("brush")
+
+    def undo(self) -> None:
+        if self.document is not None and not self.document.undo():
+            self.show_status("Nothing to undo.")
+
+    def redo(self) -> None:
+        if self.document is not None and not self.document.redo():
+            self.show_status("Nothing to redo.")
+
+    def accept_mask(self) -> None:
+        """Save the mask as shown as a new revision (A)."""
+        if self.document is not None and (revision := self.project_sync.accept()) is not None:
+            self.show_status(f"{self.document.entry.stem}: saved as revision {revision}.")
+
+    def export_masks(self) -> None:
+        """Open the Export dialog for the folder's project (Ctrl+E); a pending edit is saved first."""
+        if self.folder is not None:
+            self.project_sync.flush()
+            names = self.document.class_names if self.document is not None else ()
+            self.export_dialog = ExportDialog(self.folder.root, names, self)
+            self.export_dialog.open()
+
+    def fine_tune(self) -> None:
+        """Open the Fine-tune dialog for the current refiner (Ctrl+T)."""
+        if self.folder is not None and self.document is not None and self.document.unary is not None:
+            self.tune_dialog = TuneDialog(self.folder, self.document, self)
+            self.tune_dialog.open()
+
+    def _on_edited(self, action: str) -> None:
+        self._show_history()
+        self.schedule_refine(preview=False)
+
+    def _show_history(self) -> None:
+        doc = self.document
+        for name, able, what in (("undo", doc.can_undo, doc.undo_name), ("redo", doc.can_redo, doc.redo_name)):
+            action = self.qactions[name]
+            action.setEnabled(able)
+            keys = ", ".join(k.toString() for k in action.shortcuts())
+            action.setToolTip(f"{name.capitalize()} {what} ({keys})" if what else f"{name.capitalize()} ({keys})")
 
     # --- refinement --------------------------------------------------------------------------------------------
     def refine_now(self) -> None:
@@ -287,6 +390,7 @@ class MainWindow(QMainWindow):
         except ValueError as exc:
             self.show_status(str(exc), error=True)
             return
+        self.project_sync.result_arrived()
         self.progress.setValue(self.progress.maximum())
         self.timing.setText(format_timing(result))
         self.device_label.setText(f"device: {result.timing['device']}")
@@ -307,4 +411,5 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
         self.scheduler.shutdown()
+        self.project_sync.close()
         super().closeEvent(event)

@@ -6,12 +6,17 @@ others are dropped. :meth:`RefineScheduler.schedule` debounces (slider moves), :
 at once (a slider release, the Refine button). One worker thread runs at a time, so builds never compete for the CPU
 and the operator cache needs no more than its own lock. Errors arrive as readable one-line messages, never
 tracebacks (those go to the log).
+
+:class:`TaskRunner` runs other long work the same way (export, fine-tuning): one task at a time on its own thread, a
+``report`` callback that relays progress and raises ``crfcore.Cancelled`` once cancel was asked for, and readable
+errors.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal, Slot
 
@@ -19,7 +24,7 @@ import crfcore
 
 from .compute import OperatorCache, RefineJob, RefineResult, compute
 
-__all__ = ["DEBOUNCE_MS", "CancelToken", "describe_error", "RefineScheduler"]
+__all__ = ["DEBOUNCE_MS", "CancelToken", "describe_error", "RefineScheduler", "Report", "TaskRunner"]
 
 _log = logging.getLogger(__name__)
 
@@ -32,6 +37,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, MemoryError) or "out of memory" in text.lower():
         return ("Out of memory while refining; try a larger blur, a smaller filter size, fewer classes or a smaller "
                 "image.")
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:  # the system's words, without "[Errno 17]"
+        return f"{exc.strerror}: {exc.filename}"
     if isinstance(exc, (ValueError, TypeError, FileNotFoundError, KeyError)):
         return text.splitlines()[0]
     return f"{type(exc).__name__}: {text.splitlines()[0]}"
@@ -213,3 +220,106 @@ class RefineScheduler(QObject):
     def _on_stopped(self, request_id: int) -> None:
         if self._finish(request_id):
             self.cancelled.emit(request_id)
+
+
+Report = Callable[[Any], None]
+"""``report(value)`` from a task: sends ``value`` to :attr:`TaskRunner.progress`; raises ``crfcore.Cancelled``
+when the task was cancelled (call it between steps)."""
+
+
+class _TaskRelay(QObject):
+    progress = Signal(object)
+    done = Signal(object)
+    failed = Signal(str)
+    stopped = Signal()
+
+
+class _Task(QRunnable):
+    def __init__(self, work: Callable[[Report], Any], token: CancelToken, relay: _TaskRelay) -> None:
+        super().__init__()
+        self.work, self.token, self.relay = work, token, relay
+
+    def report(self, value: Any) -> None:
+        if self.token.cancelled:
+            raise crfcore.Cancelled()
+        self.relay.progress.emit(value)
+
+    def run(self) -> None:
+        try:
+            result = self.work(self.report)
+        except crfcore.Cancelled:
+            self.relay.stopped.emit()
+        except Exception as exc:  # every failure must reach the GUI as a message, whatever its type
+            _log.exception("task failed")
+            self.relay.failed.emit(describe_error(exc))
+        else:
+            self.relay.done.emit(result)
+
+
+class TaskRunner(QObject):
+    """Runs one long task at a time on a worker thread (dialogs: export, fine-tuning).
+
+    Signals (all in the GUI thread):
+        progress(object): a value the task reported.
+        finished(object): the task's return value.
+        failed(str): a readable one-line message.
+        cancelled(): the task stopped at a ``report`` call after :meth:`cancel`.
+        busy_changed(bool): a task started (True) or ended, whatever the outcome (False).
+    """
+
+    progress = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+    busy_changed = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._relay = _TaskRelay(self)
+        self._relay.progress.connect(self.progress, Qt.ConnectionType.QueuedConnection)
+        for signal, slot in ((self._relay.done, self._on_done), (self._relay.failed, self._on_failed),
+                             (self._relay.stopped, self._on_stopped)):
+            signal.connect(slot, Qt.ConnectionType.QueuedConnection)
+        self._token: CancelToken | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._token is not None
+
+    def start(self, work: Callable[[Report], Any]) -> None:
+        """Run ``work(report)`` on the worker thread; raises ``ValueError`` if a task is still running."""
+        if self._token is not None:
+            raise ValueError("a task is still running; cancel it or wait for it to finish first.")
+        self._token = CancelToken()
+        self._pool.start(_Task(work, self._token, self._relay))
+        self.busy_changed.emit(True)
+
+    def cancel(self) -> None:
+        """Ask the running task to stop at its next ``report`` call."""
+        if self._token is not None:
+            self._token.cancel()
+
+    def wait(self, msecs: int = -1) -> bool:
+        """Block until no task runs; True if that happened within ``msecs`` (-1: forever)."""
+        return self._pool.waitForDone(msecs)
+
+    def _end(self) -> None:
+        self._token = None
+        self.busy_changed.emit(False)
+
+    @Slot(object)
+    def _on_done(self, result: Any) -> None:
+        self._end()
+        self.finished.emit(result)
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self._end()
+        self.failed.emit(message)
+
+    @Slot()
+    def _on_stopped(self) -> None:
+        self._end()
+        self.cancelled.emit()

@@ -1,4 +1,5 @@
-"""Dialogs of the app: file choosers and error messages (:mod:`app.dialogs.files`)."""
+"""Dialogs of the app: file choosers and error messages (:mod:`app.dialogs.files`), the Export dialog
+(:mod:`app.dialogs.export`) and the Fine-tune dialog (:mod:`app.dialogs.tune`)."""
 
 from . import files
 

@@ -12,7 +12,8 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from ..folder import IMAGE_SUFFIXES, PROBS_SUFFIXES
 
-__all__ = ["ask_folder", "ask_unary_file", "ask_preset_to_load", "ask_preset_to_save", "show_error"]
+__all__ = ["ask_folder", "ask_output_folder", "ask_unary_file", "ask_preset_to_load", "ask_preset_to_save",
+           "show_error"]
 
 PRESET_FILTER = "CRF Studio presets (*.json)"
 
@@ -24,6 +25,11 @@ def _path(selected: str) -> Path | None:
 def ask_folder(parent: QWidget, start: str | Path = "") -> Path | None:
     """A folder of images with masks or probability maps beside them."""
     return _path(QFileDialog.getExistingDirectory(parent, "Open a folder of images", str(start)))
+
+
+def ask_output_folder(parent: QWidget, start: str | Path = "") -> Path | None:
+    """A folder to write exported masks into (created by the export if missing)."""
+    return _path(QFileDialog.getExistingDirectory(parent, "Export into a folder", str(start)))
 
 
 def ask_unary_file(parent: QWidget, start: str | Path = "") -> Path | None:

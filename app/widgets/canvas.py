@@ -2,7 +2,9 @@
 
 The overlay is an index image drawn through a 256-entry RGBA lookup table: entries 0..C-1 are the class colours of
 :func:`class_colors`, everything else (void 255, the hidden background, non-boundary pixels) is transparent.
-Mouse: wheel zooms, drag pans; :meth:`Canvas.fit` shows the whole image.
+Mouse: wheel zooms, drag pans; :meth:`Canvas.fit` shows the whole image. With the brush or the eraser
+(:class:`~app.tools.ToolState`) a left drag paints into the document instead, one drag one undo item; the middle
+button still pans. A circle shows the brush under the pointer.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import colorsys
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QWidget
+from pyqtgraph.GraphicsScene.mouseEvents import HoverEvent, MouseClickEvent, MouseDragEvent
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QPen
+from PySide6.QtWidgets import QGraphicsEllipseItem, QWidget
 
 from ..document import VOID, ImageDocument
+from ..scribbles import UNPAINTED, stroke_pixels
+from ..tools import ToolState
 
 __all__ = ["class_colors", "overlay_lut", "label_boundaries", "Canvas"]
 
@@ -66,56 +72,160 @@ def label_boundaries(labels: np.ndarray) -> np.ndarray:
     return edge
 
 
+class _PaintSurface(pg.ImageItem):
+    """The image item; while a painting tool is active it takes left clicks and drags and hands them to the canvas."""
+
+    def __init__(self, canvas: "Canvas") -> None:
+        super().__init__(axisOrder="row-major")
+        self._canvas = canvas
+
+    def hoverEvent(self, ev: HoverEvent) -> None:  # noqa: N802 (pyqtgraph override)
+        painting = self._canvas.tools.painting
+        if not ev.isExit() and painting:
+            ev.acceptDrags(Qt.MouseButton.LeftButton)
+            ev.acceptClicks(Qt.MouseButton.LeftButton)
+        self._canvas.show_cursor(None if ev.isExit() or not painting else ev.pos())
+
+    def mouseDragEvent(self, ev: MouseDragEvent) -> None:  # noqa: N802 (pyqtgraph override)
+        if ev.button() != Qt.MouseButton.LeftButton or not self._canvas.tools.painting:
+            ev.ignore()
+            return
+        ev.accept()
+        if ev.isStart() and not self._canvas.begin_stroke(ev.buttonDownPos()):
+            return
+        self._canvas.continue_stroke(ev.pos())
+        self._canvas.show_cursor(ev.pos())
+        if ev.isFinish():
+            self._canvas.end_stroke()
+
+    def mouseClickEvent(self, ev: MouseClickEvent) -> None:  # noqa: N802 (pyqtgraph override)
+        if ev.button() == Qt.MouseButton.LeftButton and self._canvas.tools.painting:
+            ev.accept()
+            if self._canvas.begin_stroke(ev.pos()):
+                self._canvas.end_stroke()
+
+
 class Canvas(pg.GraphicsView):
-    """Image + overlay view of one :class:`~app.document.ImageDocument`.
+    """Image + overlay view of one :class:`~app.document.ImageDocument`, and its brush.
+
+    Args:
+        tools: the tool state to follow (a fresh one if None).
 
     Signals:
         overlay_updated: the overlay image was replaced (new labels, or a view option changed).
+        error(str): a stroke was refused (no unary yet, a brush class the image does not have).
     """
 
     overlay_updated = Signal()
+    error = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, tools: ToolState | None = None) -> None:
         super().__init__(parent, background="#202124")
+        self.tools = tools or ToolState(self)
         self.view = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.setCentralItem(self.view)
-        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.image_item = _PaintSurface(self)
         self.overlay_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item.setZValue(1)
         self.view.addItem(self.image_item)
         self.view.addItem(self.overlay_item)
+        self.cursor_item = QGraphicsEllipseItem()
+        pen = QPen(Qt.GlobalColor.white)
+        pen.setCosmetic(True)
+        self.cursor_item.setPen(pen)
+        self.cursor_item.setZValue(2)
+        self.cursor_item.setVisible(False)
+        self.view.addItem(self.cursor_item, ignoreBounds=True)
         self.document: ImageDocument | None = None
         self.overlay_visible = True
         self.opacity = DEFAULT_OPACITY
         self.boundary_only = False
         self.show_before = False
         self.show_background = False
+        self._last: tuple[float, float] | None = None
+        self.tools.tool_changed.connect(self._on_tool)
+        self.tools.size_changed.connect(lambda _size: self.show_cursor(None))
 
     def set_document(self, document: ImageDocument | None) -> None:
         """Show ``document``'s image and labels, and follow its changes."""
         if self.document is not None:
-            self.document.unary_changed.disconnect(self.refresh_overlay)
-            self.document.result_changed.disconnect(self.refresh_overlay)
+            self.end_stroke()
+            for signal in (self.document.unary_changed, self.document.result_changed,
+                           self.document.scribbles_changed):
+                signal.disconnect(self.refresh_overlay)
         self.document = document
         if document is None:
             self.image_item.clear()
             self.overlay_item.clear()
             return
-        document.unary_changed.connect(self.refresh_overlay)
-        document.result_changed.connect(self.refresh_overlay)
+        for signal in (document.unary_changed, document.result_changed, document.scribbles_changed):
+            signal.connect(self.refresh_overlay)
         self.image_item.setImage(document.image, levels=(0, 255), autoLevels=False)
         self.refresh_overlay()
         self.fit()
+
+    # --- brush ---------------------------------------------------------------------------------------------------
+    def begin_stroke(self, pos: QPointF) -> bool:
+        """Start a brush or eraser stroke at ``pos`` (image pixel coordinates x, y); False (and ``error``) if the
+        document cannot take one."""
+        doc = self.document
+        if doc is None or self._last is not None:
+            return False
+        brush = self.tools.tool == "brush"
+        if doc.unary is None:
+            self.error.emit("Load a mask or probability map before painting: the classes come from it.")
+            return False
+        if brush and self.tools.label >= doc.num_classes:
+            self.error.emit(f"The brush paints class {self.tools.label} but {doc.entry.stem} has "
+                            f"{doc.num_classes} classes; pick one of them in the toolbar or the legend.")
+            return False
+        doc.begin_edit(self.tools.tool)
+        self._last = (pos.x(), pos.y())
+        self.continue_stroke(pos)
+        return True
+
+    def continue_stroke(self, pos: QPointF) -> None:
+        """Paint from the previous position to ``pos`` with the brush's size and label (the eraser's: unpainted)."""
+        if self._last is None or self.document is None:
+            return
+        end = (pos.x(), pos.y())
+        rows, cols = stroke_pixels(self._last, end, self.tools.size, self.document.image.shape[:2])
+        self._last = end
+        label = self.tools.label if self.tools.tool == "brush" else UNPAINTED
+        self.document.paint(rows, cols, label)
+
+    def end_stroke(self) -> None:
+        """Finish the stroke: the document makes it one undo item (and the window refines)."""
+        if self._last is None:
+            return
+        self._last = None
+        if self.document is not None and self.document.editing:
+            self.document.end_edit()
+
+    def show_cursor(self, pos: QPointF | None) -> None:
+        """Draw the brush outline centred at ``pos`` (image pixels); None hides it."""
+        if pos is None or not self.tools.painting:
+            self.cursor_item.setVisible(False)
+            return
+        radius = self.tools.size / 2
+        self.cursor_item.setRect(QRectF(pos.x() - radius, pos.y() - radius, 2 * radius, 2 * radius))
+        self.cursor_item.setVisible(True)
+
+    def _on_tool(self, tool: str) -> None:
+        self.end_stroke()
+        self.show_cursor(None)
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor if self.tools.painting else Qt.CursorShape.ArrowCursor)
 
     def fit(self) -> None:
         """Zoom to show the whole image."""
         self.view.autoRange(padding=0.01)
 
     def shown_labels(self) -> np.ndarray | None:
-        """``(H, W)`` labels the overlay draws: before (the unary's) or after (the refinement's)."""
+        """``(H, W)`` labels the overlay draws, before (the unary's) or after (the refinement's), painted pixels
+        clamped to their scribble in both."""
         if self.document is None:
             return None
-        return self.document.before_labels if self.show_before else self.document.labels
+        return self.document.with_scribbles(self.document.before_labels) if self.show_before else self.document.labels
 
     def refresh_overlay(self) -> None:
         """Redraw the overlay from the document and the view options."""

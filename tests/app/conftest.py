@@ -32,14 +32,17 @@ def make_pair(seed: int, height: int = HEIGHT, width: int = WIDTH) -> tuple[np.n
     return image, mask, truth
 
 
-def write_folder(root: Path, count: int = 3, *, probs_for: tuple[int, ...] = (), height: int = HEIGHT,
-                 width: int = WIDTH) -> Path:
-    """``img<k>.png`` + ``img<k>_mask.png`` (+ ``img<k>_probs.npy`` for k in ``probs_for``) + classes.json."""
+def write_folder(root: Path, count: int = 3, *, probs_for: tuple[int, ...] = (), truth_for: tuple[int, ...] = (),
+                 height: int = HEIGHT, width: int = WIDTH) -> Path:
+    """``img<k>.png`` + ``img<k>_mask.png`` (+ ``img<k>_probs.npy`` for k in ``probs_for``, + the ground truth
+    ``img<k>_gt.png`` for k in ``truth_for``) + classes.json."""
     root.mkdir(parents=True, exist_ok=True)
     for k in range(count):
         image, mask, truth = make_pair(k, height, width)
         save_image(root / f"img{k}.png", image)
         save_mask(root / f"img{k}_mask.png", mask)
+        if k in truth_for:
+            save_mask(root / f"img{k}_gt.png", truth)
         if k in probs_for:
             fg = np.clip(0.2 + 0.6 * truth.astype(np.float32), 0, 1)
             np.save(root / f"img{k}_probs.npy", np.stack([1 - fg, fg]).astype(np.float32))

@@ -101,3 +101,15 @@ def test_tolerance_solvers_are_warm_started_from_the_previous_solution():
     warm = compute(nearby, cache=cache, device="cpu", progress=lambda d, t: warm_steps.append(d))
     assert len(warm_steps) < len(cold_steps)
     np.testing.assert_allclose(warm.probs, cold.probs, atol=1e-4)
+
+
+def test_scribbles_become_hard_unaries_on_the_worker():
+    job = make_job(height=12, width=15)
+    scribbles = np.full((12, 15), -1, np.int16)
+    scribbles[2:5, 3:9] = 2
+    painted = dataclasses.replace(job, scribbles=scribbles)
+    # reference: crfcore.unary.from_scribbles with the loaded unary as the prior, through the public API
+    hard = crfcore.unary.from_scribbles(scribbles.astype(np.int64), 3, prior=job.unary)
+    assert (hard[2, 2:5, 3:9] == 1).all()
+    expected = crfcore.refine(job.image, hard, params=job.params, device="cpu")
+    np.testing.assert_allclose(compute(painted, device="cpu").probs, expected.probs, atol=1e-5)

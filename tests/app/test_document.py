@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,34 @@ def test_job_is_none_until_a_unary_is_loaded(sample_folder, tmp_path):
     doc.set_unary_source("mask", sample_folder / "img0_mask.png")
     job = doc.job(preview=True)
     assert job.preview and job.unary.shape == (2, 64, 80) and job.method == doc.method
+
+
+def test_edits_bump_the_version_and_make_the_result_stale(folder, qtbot):
+    doc = ImageDocument.open(folder.entries[0])
+    job = doc.job()
+    doc.set_result(RefineResult(doc.unary.copy(), doc.before_labels.copy(), version=job.version))
+    assert doc.result_is_current and job.scribbles is None
+    with qtbot.waitSignals([doc.scribbles_changed, doc.edited]):
+        doc.begin_edit("brush")
+        doc.paint(np.array([0, 0]), np.array([0, 1]), 1)
+        assert doc.labels[0, 0] == 1  # shown at once, before the edit ends
+        assert doc.end_edit()
+    assert doc.version == job.version + 1 and not doc.result_is_current
+    assert doc.job().scribbles[0, :3].tolist() == [1, 1, -1]
+    with qtbot.waitSignal(doc.edited) as edited:
+        assert doc.undo()
+    assert edited.args == ["undo"] and doc.labels is doc.result.labels and not doc.undo()
+
+
+def test_a_unary_with_fewer_classes_than_the_strokes_is_refused(folder, tmp_path):
+    three = tmp_path / "three.npy"
+    np.save(three, np.full((3, 64, 80), 1 / 3, dtype=np.float32))
+    entry = dataclasses.replace(folder.entries[0], class_names=None)
+    doc = ImageDocument.open(entry)
+    doc.set_unary_source("probs", three)
+    doc.begin_edit("brush")
+    doc.paint(np.array([3]), np.array([3]), 2)
+    doc.end_edit()
+    with pytest.raises(ValueError, match="the scribbles use class 2 but the unary has 2 classes"):
+        doc.set_unary_source("mask", folder.entries[0].mask)
+    assert doc.unary_path == three

@@ -67,3 +67,19 @@ def test_malformed_classes_json_names_the_expected_forms(tmp_path, text, match):
     with pytest.raises(ValueError, match=match) as info:
         read_classes(path)
     assert '{"names": ["background", "cat"]}' in str(info.value)
+
+
+def test_ground_truth_masks_are_found_in_both_layouts_and_never_taken_for_images(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    save_image(flat / "a.png", IMAGE)
+    save_mask(flat / "a_gt.png", MASK)
+    (entry,) = scan_folder(flat).entries
+    assert entry.stem == "a" and entry.truth == flat / "a_gt.png"
+    split = tmp_path / "split"
+    for sub in ("images", "masks", "gt"):
+        (split / sub).mkdir(parents=True)
+    save_image(split / "images" / "x.png", IMAGE)
+    save_mask(split / "gt" / "x.png", MASK)
+    (entry,) = scan_folder(split).entries
+    assert entry.truth == split / "gt" / "x.png" and entry.mask is None

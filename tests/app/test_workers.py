@@ -10,7 +10,7 @@ import pytest
 import app.workers
 import crfcore
 from app.compute import RefineJob, compute
-from app.workers import RefineScheduler, describe_error
+from app.workers import RefineScheduler, TaskRunner, describe_error
 from crfcore import params as P
 
 TIMEOUT = 20_000
@@ -97,3 +97,39 @@ def test_describe_error_keeps_validation_messages_and_explains_memory():
 def test_negative_debounce_is_refused():
     with pytest.raises(ValueError, match="debounce_ms must be >= 0"):
         RefineScheduler(debounce_ms=-1)
+
+
+def test_describe_error_gives_system_errors_without_their_number():
+    error = FileExistsError(17, "File exists", "/tmp/out")
+    assert describe_error(error) == "File exists: /tmp/out"
+
+
+def test_task_runner_relays_progress_results_errors_and_cancellation(qtbot):
+    runner = TaskRunner()
+    seen = []
+    runner.progress.connect(seen.append)
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT) as finished:
+        runner.start(lambda report: [report(k) for k in range(3)] and "done")
+    assert finished.args == ["done"] and seen == [0, 1, 2] and not runner.busy
+
+    def broken(report):
+        raise ValueError("the output folder is a file\nmore")
+
+    with qtbot.waitSignal(runner.failed, timeout=TIMEOUT) as failed:
+        runner.start(broken)
+    assert failed.args == ["the output folder is a file"]
+    gate = threading.Event()
+
+    def long(report):
+        for step in range(1000):
+            gate.wait(5)
+            report(step)
+
+    with qtbot.waitSignal(runner.cancelled, timeout=TIMEOUT):
+        runner.start(long)
+        with pytest.raises(ValueError, match="a task is still running"):
+            runner.start(long)
+        runner.cancel()
+        gate.set()
+    assert not runner.busy
+    runner.wait()

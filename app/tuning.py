@@ -1,0 +1,122 @@
+"""Fine-tuning a refiner on the folder's labelled images, without Qt (the Fine-tune dialog runs it on a worker).
+
+A labelled image has a ground-truth mask (``<stem>_gt.png`` or ``gt/<stem>.png``, :mod:`app.folder`) and a unary
+source (its probability map, else its coarse mask at the app's mask confidence): the unary stays fixed and the
+refiner's parameters are trained through inference to turn it into the ground truth — decoupled fine-tuning
+(Teichmann & Cipolla 2018, "Convolutional CRFs for Semantic Segmentation", §5.2), run by
+:func:`crfcore.learn.fine_tune`, or :func:`crfcore.learn.train_piecewise` for the ``piecewise`` refiner.
+
+The chosen images are copied into a temporary ``images/`` + ``masks/`` folder, so :class:`crfcore.learn.LearnData`
+splits them (a seeded hash, ``val_frac`` held out for validation), crops and caches them as ``crfcore tune`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import crfcore
+from crfcore import learn
+from crfcore.unary_io import load_unary
+
+from .folder import ImageEntry
+
+__all__ = ["DEFAULT_VAL_FRAC", "TuneSettings", "labelled", "learns_compat", "run_tuning"]
+
+DEFAULT_VAL_FRAC: float = inspect.signature(learn.LearnData).parameters["val_frac"].default
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """What to tune and how.
+
+    Attributes:
+        method: a registered refiner; params: its params dataclass to start from (the panel's current ones).
+        num_classes: C of the unaries and ground truths.
+        confidence: probability a coarse mask gives its own label, in (0.5, 1] (the app's mask confidence).
+        steps: optimisation steps; lr: Adam learning rate; crop: side of the square training crops, pixels.
+        val_frac: share of the images held out for validation, in (0, 1); seed: seeds the split and the crops.
+        learn_compat: also learn a C×C label compatibility ("+C"; mean-field refiners only).
+    """
+
+    method: str
+    params: Any
+    num_classes: int
+    confidence: float = crfcore.unary.DEFAULT_CONFIDENCE
+    steps: int = learn.FinetuneConfig.steps
+    lr: float = learn.FinetuneConfig.lr
+    crop: int = learn.FinetuneConfig.crop
+    val_frac: float = DEFAULT_VAL_FRAC
+    seed: int = learn.FinetuneConfig.seed
+    learn_compat: bool = False
+
+
+def labelled(entries: Sequence[ImageEntry]) -> list[ImageEntry]:
+    """The entries with a ground-truth mask and a unary source (probability map or coarse mask)."""
+    return [e for e in entries if e.truth is not None and (e.probs is not None or e.mask is not None)]
+
+
+def learns_compat(method: str) -> bool:
+    """True if ``method`` can learn a compatibility matrix (mean-field refiners; not the G-CRF, not piecewise)."""
+    return method not in ("gaussian", "piecewise")
+
+
+def _unary_fn(entries: dict[str, ImageEntry], confidence: float) -> learn.data.UnaryFn:
+    def unary(image_path: Path, image: np.ndarray, num_classes: int) -> np.ndarray:
+        entry = entries[image_path.stem]
+        return load_unary(entry.probs or entry.mask, num_classes=num_classes, image_shape=image.shape[:2],
+                          confidence=confidence)
+
+    return unary
+
+
+def run_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
+               callback: learn.finetune.TuneCallback | None = None) -> learn.TuneResult:
+    """Tune ``settings.method`` on ``entries`` (at least two labelled images); ``callback`` as
+    :data:`crfcore.learn.finetune.TuneCallback` (raise ``crfcore.Cancelled`` in it to stop).
+
+    Returns:
+        The :class:`crfcore.learn.TuneResult`: its ``params`` are the best on the validation images.
+
+    Raises:
+        ValueError: fewer than two labelled images, an image without ground truth, or a settings value the learner
+            refuses (the message names it).
+        crfcore.Cancelled: from the callback.
+    """
+    missing = [e.stem for e in entries if e.truth is None or (e.probs is None and e.mask is None)]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: no ground truth or no unary; fine-tuning needs <stem>_gt.png (or "
+                         f"gt/<stem>.png) and a mask or probability map for every chosen image.")
+    if len(entries) < 2:
+        raise ValueError(f"fine-tuning needs at least 2 labelled images (one to train on, one to validate on), got "
+                         f"{len(entries)}; add <stem>_gt.png ground truths to the folder.")
+    if settings.learn_compat and not learns_compat(settings.method):
+        raise ValueError(f"learn_compat is for mean-field refiners; {settings.method!r} has no compatibility to "
+                         f"learn. Untick it.")
+    by_stem = {e.stem: e for e in entries}
+    with tempfile.TemporaryDirectory(prefix="crf-studio-tune-") as tmp:
+        root = Path(tmp)
+        (root / "images").mkdir()
+        (root / "masks").mkdir()
+        for entry in entries:
+            shutil.copyfile(entry.image, root / "images" / f"{entry.stem}{entry.image.suffix}")
+            shutil.copyfile(entry.truth, root / "masks" / f"{entry.stem}{entry.truth.suffix}")
+        data = learn.LearnData(root, num_classes=settings.num_classes, val_frac=settings.val_frac,
+                               seed=settings.seed, unary_fn=_unary_fn(by_stem, settings.confidence))
+        if settings.method == "piecewise":
+            model = crfcore.refiners.get("piecewise", settings.params, num_classes=settings.num_classes)
+            config = learn.PiecewiseConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop,
+                                           seed=settings.seed)
+            return learn.train_piecewise(model, data, config=config, callback=callback)
+        extra = {"learn_compat": True} if settings.learn_compat else {}
+        model = crfcore.refiners.get(settings.method, settings.params, num_classes=settings.num_classes, **extra)
+        config = dataclasses.replace(learn.FinetuneConfig(), steps=settings.steps, lr=settings.lr,
+                                     crop=settings.crop, seed=settings.seed)
+        return learn.fine_tune(model, data, config=config, callback=callback)

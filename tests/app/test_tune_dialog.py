@@ -1,0 +1,97 @@
+"""The Fine-tune dialog: labelled images, live curves, cancel, and applying the result to the refiner panel."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.tuning import TuneSettings, labelled, run_tuning
+from app.window import MainWindow
+from crfcore import params as P
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def labelled_window(qtbot, tmp_path, folder_factory):
+    """The window on 3 images with ground truth (img0..img2_gt.png), its first refinement done."""
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        assert win.open_folder(folder_factory(tmp_path / "labelled", truth_for=(0, 1, 2)))
+    win.document.set_method("convcrf")
+    qtbot.waitUntil(lambda: not win.scheduler.busy and not win.scheduler.pending, timeout=TIMEOUT)
+    yield win
+    win.scheduler.shutdown()
+
+
+def open_dialog(window, qtbot, *, steps: int):
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=TIMEOUT)
+    qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
+    dialog = window.tune_dialog
+    dialog.steps.setValue(steps)
+    dialog.crop.setValue(32)
+    return dialog
+
+
+def test_tuning_draws_live_curves_and_applies_the_result(labelled_window, qtbot):
+    window = labelled_window
+    dialog = open_dialog(window, qtbot, steps=3)
+    assert dialog.images.count() == 3 and len(dialog.chosen()) == 3
+    dialog.learn_compat.setChecked(True)
+    steps = []
+    dialog.runner.progress.connect(lambda value: steps.append(value[0]))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=TIMEOUT) as finished:
+        dialog.start_button.click()
+        assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
+    result = finished.args[0]
+    assert steps == [1, 2, 3] and result.steps == 3
+    xs, ys = dialog.curves["train_loss"].getData()
+    assert list(xs) == [1, 2, 3] and all(math.isfinite(y) for y in ys)
+    val_steps, _ = dialog.curves["val_miou"].getData()
+    assert list(val_steps) == [0, 3]  # before training, and the validation after the last step
+    assert "Validation mIoU" in dialog.status.text() and dialog.apply_button.isEnabled()
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        dialog.apply_button.click()  # the panel's preset changes and the image is refined with it
+    assert window.document.params("convcrf") == result.params
+    assert len(result.params.compat) == 2  # the learned 2×2 compatibility came along
+    control = window.panel.forms["convcrf"].controls["compat"]
+    assert control.combo.currentText() == "2×2 matrix (from preset)"
+    dialog.close()
+
+
+def test_cancel_stops_tuning_and_applies_nothing(labelled_window, qtbot):
+    window = labelled_window
+    before = window.document.params("convcrf")
+    dialog = open_dialog(window, qtbot, steps=5000)
+    with qtbot.waitSignal(dialog.runner.progress, timeout=TIMEOUT):
+        dialog.start_button.click()
+    with qtbot.waitSignal(dialog.runner.cancelled, timeout=TIMEOUT):
+        dialog.cancel_button.click()
+    assert "Cancelled" in dialog.status.text() and not dialog.apply_button.isEnabled()
+    assert dialog.start_button.isEnabled() and window.document.params("convcrf") == before
+    assert dialog.progress.value() < 50
+    dialog.close()
+
+
+def test_too_few_labelled_images_are_explained(window, qtbot):
+    dialog = open_dialog(window, qtbot, steps=1)
+    assert dialog.images.count() == 0 and "needs at least 2" in dialog.status.text()
+    with qtbot.waitSignal(dialog.runner.failed, timeout=TIMEOUT):
+        dialog.start_button.click()
+    assert dialog.status.text().startswith("Fine-tuning failed: fine-tuning needs at least 2 labelled images")
+    dialog.close()
+
+
+def test_run_tuning_refuses_compat_learning_for_the_gaussian_crf(tmp_path, folder_factory):
+    from app.folder import scan_folder
+
+    entries = labelled(scan_folder(folder_factory(tmp_path / "f", truth_for=(0, 1))).entries)
+    assert [e.stem for e in entries] == ["img0", "img1"]
+    settings = TuneSettings("gaussian", P.GaussianCRFParams(), 2, steps=1, learn_compat=True)
+    with pytest.raises(ValueError, match="'gaussian' has no compatibility to learn"):
+        run_tuning(entries, settings)
