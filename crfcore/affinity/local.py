@@ -36,11 +36,14 @@ def downsample(x: Tensor, factor: int) -> Tensor:
     if factor == 1:
         return x
     h, w = x.shape[-2:]
-    pad = (0, (-w) % factor, 0, (-h) % factor)
-    total = F.avg_pool2d(F.pad(x, pad), factor)
-    ones = torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device)
-    count = F.avg_pool2d(F.pad(ones, pad), factor)
-    return total / count
+    if h % factor == 0 and w % factor == 0:
+        return F.avg_pool2d(x, factor)
+    # Sums over the blocks (windows hanging off the edge add only pixels inside), then ÷ pixels per block.
+    sums = F.avg_pool2d(x, factor, ceil_mode=True, divisor_override=1)
+    rows = torch.full((sums.shape[-2],), float(factor), dtype=x.dtype, device=x.device)
+    cols = torch.full((sums.shape[-1],), float(factor), dtype=x.dtype, device=x.device)
+    rows[-1], cols[-1] = h - factor * (sums.shape[-2] - 1), w - factor * (sums.shape[-1] - 1)
+    return sums / (rows[:, None] * cols[None, :])
 
 
 def upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
