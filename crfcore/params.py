@@ -189,7 +189,7 @@ class GaussianCRFParams:
     theta_beta: float = _p(THETA_BETA)
     w_smoothness: float = _p(W_SMOOTHNESS)
     theta_gamma: float = _p(THETA_GAMMA)
-    lam: float = _p(ParamSpec("lam", 1.0, "Unary weight λ: larger keeps the solution closer to the unary scores.",
+    lam: float = _p(ParamSpec("lam", 30.0, "Unary weight λ: larger keeps the solution closer to the unary scores.",
                               low=1e-3, high=1e3, scale="log", step=0.1))
     tol: float = _p(ParamSpec("tol", 1e-4, "Conjugate-gradient stopping tolerance (relative residual).",
                               low=1e-8, high=1e-1, scale="log", step=1e-5))
