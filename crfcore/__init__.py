@@ -5,10 +5,10 @@
     >>> r.labels.shape, r.timing["total_ms"]                      # doctest: +SKIP
 """
 
-from . import backbones, metrics, params, refiners, unary
+from . import backbones, metrics, params, presets, refiners, unary
 from .api import Refinement, best_device, refine
 from .inference import Cancelled
 from . import learn  # noqa: E402  (registers the "piecewise" refiner; needs refiners and api loaded first)
 
-__all__ = ["refine", "Refinement", "Cancelled", "best_device", "params", "refiners", "unary", "metrics", "backbones"]
+__all__ = ["refine", "Refinement", "Cancelled", "best_device", "params", "presets", "refiners", "unary", "metrics", "backbones"]
 __version__ = "0.1.0"

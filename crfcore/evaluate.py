@@ -1,13 +1,25 @@
-"""The synthetic benchmark (DESIGN.md §2): rough unaries made from ground truth, refined by each method, scored.
+"""Benchmarks on a folder of images + ground-truth masks: a rough unary made from each mask, refined, scored.
 
-Every image of a folder of images + masks gets a seeded noisy unary (:func:`crfcore.synthetic.noisy_unary`); each
-method refines it; confusion matrices are summed over the folder, so mIoU is the dataset-level figure (void ignored).
+Two protocols, each asking a different question of a refiner:
+
+* ``"synthetic"`` (DESIGN.md §2, after Teichmann & Cipolla 2018, "Convolutional CRFs for Semantic Segmentation",
+  §5.1): a seeded noisy unary (:func:`crfcore.synthetic.noisy_unary`), like a weak network's output. The CRF must
+  recover the ground truth.
+* ``"polygon"``: the annotation a person draws with a polygon tool. Each connected region of each class (8-connected)
+  is outlined at the half-pixel level, simplified by Douglas–Peucker (Douglas & Peucker 1973) to ``tolerance``
+  pixels and filled, so holes are lost; regions are painted larger first, so small ones stay on top; pixels no
+  polygon covers get the background class. The annotation becomes a unary by :func:`crfcore.unary.from_labels`
+  with each row's ``confidence``. The question here: does the CRF make a good annotation better, or worse?
+
+Confusion matrices are summed over the folder, so mIoU is the dataset-level figure (void ignored); the boundary
+F-score is the mean over images.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,10 +29,14 @@ import numpy as np
 from . import io, metrics
 from .api import refine
 from .synthetic import NoiseRecipe, noisy_unary
+from .unary import DEFAULT_CONFIDENCE, from_labels, rasterize_polygons
 
-__all__ = ["Score", "evaluate"]
+__all__ = ["PROTOCOLS", "Score", "Entry", "PolygonRecipe", "region_polygons", "polygon_annotation", "evaluate"]
 
 log = logging.getLogger(__name__)
+
+PROTOCOLS = ("synthetic", "polygon")
+"""The benchmark protocols :func:`evaluate` runs (see the module docstring)."""
 
 
 @dataclass
@@ -47,24 +63,139 @@ class Score:
                 "boundary_f": 100 * float(np.mean(self.boundary)), "ms_per_image": float(np.mean(self.ms))}
 
 
-def evaluate(folder: str | Path, methods: dict[str, tuple[str, Any]], *, num_classes: int | None = None,
-             ignore_index: int | None = 255, recipe: NoiseRecipe = NoiseRecipe(), limit: int | None = None,
-             device: str | None = None, progress: Callable[[int, int, str], None] | None = None
-             ) -> dict[str, dict[str, float]]:
-    """Run the synthetic benchmark.
+@dataclass(frozen=True)
+class Entry:
+    """One refined row of the table.
+
+    Attributes:
+        method: a registered refiner name (``crfcore.refiners.names()``).
+        params: its params dataclass, a preset path, or None for the defaults.
+        confidence: polygon protocol: the probability :func:`crfcore.unary.from_labels` gives the annotated label,
+            in (1/C, 1]; None takes :attr:`PolygonRecipe.confidence`. Must be None for the synthetic protocol.
+    """
+
+    method: str
+    params: Any = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class PolygonRecipe:
+    """How the polygon protocol draws its annotation.
+
+    Attributes:
+        tolerance: Douglas–Peucker tolerance, pixels ≥ 0: the largest distance of the outline from the polygon.
+        background: class of pixels no polygon covers (its own regions are not drawn); None draws every class and
+            leaves uncovered pixels unknown (uniform unary), for label sets without a background class (CamVid).
+        confidence: default ``from_labels`` confidence of rows that give none.
+    """
+
+    tolerance: float = 4.0
+    background: int | None = 0
+    confidence: float = DEFAULT_CONFIDENCE
+
+
+def _signed_area(rc: np.ndarray) -> float:
+    """Shoelace area of a closed ``(N, 2)`` row/col contour (sign gives the orientation)."""
+    r, c = rc[:, 0], rc[:, 1]
+    return 0.5 * float(np.dot(r, np.roll(c, -1)) - np.dot(c, np.roll(r, -1)))
+
+
+def region_polygons(labels: np.ndarray, *, tolerance: float = PolygonRecipe.tolerance,
+                    skip: tuple[int | None, ...] = ()) -> list[tuple[int, np.ndarray]]:
+    """The outline of every 8-connected region of every class, simplified to a polygon; larger regions first.
+
+    Args:
+        labels: ``(H, W)`` integer class map.
+        tolerance: Douglas–Peucker tolerance in pixels (0 keeps the half-pixel outline).
+        skip: classes whose regions are not outlined (background, void).
+
+    Returns:
+        ``[(class, (N, 2) float64 x, y vertices), ...]`` in pixel coordinates (pixel centres at integers), ready for
+        :func:`crfcore.unary.rasterize_polygons`; sorted by region area, descending (ties: class, then raster
+        order). Regions whose polygon collapses to fewer than 3 distinct vertices (specks) are left out. Holes are
+        not represented.
+    """
+    from skimage.measure import approximate_polygon, find_contours, label, regionprops
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an (H, W) integer class map, got shape {labels.shape} of {labels.dtype}.")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}.")
+    found: list[tuple[int, int, int, np.ndarray]] = []
+    for cls in np.unique(labels).tolist():
+        if cls in skip:
+            continue
+        for k, region in enumerate(regionprops(label(labels == cls, connectivity=2))):
+            crop = np.pad(region.image, 1).astype(np.float32)
+            # 'high': foreground diagonals connect, as in the 8-connected labelling, so the region has one outer contour
+            contours = find_contours(crop, 0.5, fully_connected="high")
+            outer = max(contours, key=lambda rc: abs(_signed_area(rc)))
+            poly = approximate_polygon(outer, tolerance)
+            if len(np.unique(poly, axis=0)) < 3:
+                continue
+            top, left = region.bbox[0] - 1, region.bbox[1] - 1
+            xy = np.stack([poly[:, 1] + left, poly[:, 0] + top], axis=1)
+            found.append((-int(region.area), cls, k, xy))
+    found.sort(key=lambda t: t[:3])
+    return [(cls, xy) for _, cls, _, xy in found]
+
+
+def polygon_annotation(gt: np.ndarray, *, tolerance: float = PolygonRecipe.tolerance,
+                       background: int | None = PolygonRecipe.background, void: int | None = 255) -> np.ndarray:
+    """The polygon protocol's annotation of a ground-truth map: region outlines simplified, filled, larger first.
+
+    Args:
+        gt: ``(H, W)`` integer class map; ``void`` pixels belong to no region (they end under a polygon or in the
+            background, as an annotator would leave them).
+        tolerance: Douglas–Peucker tolerance, pixels.
+        background: class of uncovered pixels, not outlined itself; None outlines every class and marks uncovered
+            pixels -1 (unknown).
+
+    Returns:
+        ``(H, W)`` int64 class map, -1 where unknown (``background=None`` only).
+    """
+    polygons = region_polygons(gt, tolerance=tolerance, skip=(background, void))
+    return rasterize_polygons(polygons, np.asarray(gt).shape, background=-1 if background is None else background)
+
+
+def _entry(row: str, value: Entry | tuple, protocol: str) -> Entry:
+    entry = value if isinstance(value, Entry) else Entry(*value)
+    if entry.confidence is not None and protocol != "polygon":
+        raise ValueError(f"row {row!r} gives a confidence ({entry.confidence}), which only the polygon protocol "
+                         f"uses (the {protocol} protocol makes its own unary); drop it or pass protocol='polygon'.")
+    return entry
+
+
+def _confidence(entry: Entry, polygon: PolygonRecipe) -> float:
+    return polygon.confidence if entry.confidence is None else entry.confidence
+
+
+def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protocol: str = "synthetic",
+             num_classes: int | None = None, ignore_index: int | None = 255, recipe: NoiseRecipe = NoiseRecipe(),
+             polygon: PolygonRecipe = PolygonRecipe(), limit: int | None = None, device: str | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict[str, float]]:
+    """Run a benchmark protocol on a dataset folder.
 
     Args:
         folder: a dataset folder (see :func:`crfcore.io.find_pairs`).
-        methods: row name → ``(method, params)`` for :func:`crfcore.refine`.
+        methods: row name → :class:`Entry`, or a ``(method, params)`` / ``(method, params, confidence)`` tuple.
+        protocol: ``"synthetic"`` or ``"polygon"`` (see the module docstring).
         num_classes: C; default: the largest label in the masks + 1 (``ignore_index`` excluded).
-        ignore_index: void label, skipped in scoring and counted as background in the unary.
+        ignore_index: void label, skipped in scoring; in the synthetic unary it counts as background.
+        recipe: the synthetic protocol's noise; polygon: the polygon protocol's drawing and default confidence.
         limit: evaluate only the first ``limit`` pairs.
 
     Returns:
         Row name → ``{"miou", "miou_gt", "accuracy", "boundary_f", "ms_per_image"}`` (percentages, ms; ``miou``
-        averages over classes in ground truth or prediction, ``miou_gt`` over ground-truth classes); the row
-        ``"unary"`` scores the noisy unary's argmax.
+        averages over classes in ground truth or prediction, ``miou_gt`` over ground-truth classes). The first row
+        scores the refiners' input: ``"unary"`` (the noisy unary's argmax) or ``"annotation"`` (the polygons).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{protocol!r} is not a valid protocol. Valid protocols are "
+                         f"{', '.join(map(repr, PROTOCOLS))}.")
+    entries = {row: _entry(row, value, protocol) for row, value in methods.items()}
     pairs = io.find_pairs(folder)[:limit]
     if not pairs:
         raise ValueError(f"{folder} has no image/mask pairs (expected images/ and masks/ subfolders).")
@@ -72,15 +203,25 @@ def evaluate(folder: str | Path, methods: dict[str, tuple[str, Any]], *, num_cla
     if num_classes is None:
         num_classes = 1 + max(int(np.max(np.where(m == ignore_index, 0, m))) for m in masks)
         num_classes = max(num_classes, 2)
-    scores = {name: Score(num_classes, ignore_index) for name in ["unary", *methods]}
+    first = "unary" if protocol == "synthetic" else "annotation"
+    scores = {name: Score(num_classes, ignore_index) for name in [first, *entries]}
     for i, ((image_path, mask_path), gt) in enumerate(zip(pairs, masks)):
         image = io.load_image(image_path)
         io.check_pair(image, gt, image_path, mask_path)
-        unary = noisy_unary(gt, num_classes, image_id=image_path.stem, recipe=recipe, void=ignore_index)
-        scores["unary"].add(unary.argmax(0), gt)
-        for name, (method, params) in methods.items():
+        if protocol == "synthetic":
+            unary = noisy_unary(gt, num_classes, image_id=image_path.stem, recipe=recipe, void=ignore_index)
+            unaries = {None: unary}
+        else:
+            drawn = polygon_annotation(gt, tolerance=polygon.tolerance, background=polygon.background,
+                                       void=ignore_index)
+            confidences = {_confidence(e, polygon) for e in entries.values()} | {polygon.confidence}
+            unaries = {c: from_labels(drawn, num_classes, confidence=c, ignore_index=-1) for c in confidences}
+            unary = unaries[polygon.confidence]
+        scores[first].add(unary.argmax(0), gt)
+        for name, entry in entries.items():
             start = time.perf_counter()
-            result = refine(image, unary, method=method, params=params, device=device)
+            row_unary = unary if protocol == "synthetic" else unaries[_confidence(entry, polygon)]
+            result = refine(image, row_unary, method=entry.method, params=entry.params, device=device)
             scores[name].add(result.labels, gt, (time.perf_counter() - start) * 1e3)
         if progress is not None:
             progress(i + 1, len(pairs), image_path.stem)

@@ -1,0 +1,181 @@
+"""The benchmark protocols: the polygon annotation on synthetic scenes, evaluate() and ``crfcore eval`` on a tiny
+dataset written to tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from crfcore import io, metrics
+from crfcore.cli import main
+from crfcore.evaluate import Entry, PolygonRecipe, evaluate, polygon_annotation, region_polygons
+from crfcore.unary import from_labels
+
+
+def _disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_disk_becomes_a_polygon_close_to_it_and_its_hole_is_lost() -> None:
+    disk = _disk((80, 90), (40, 45), 25)
+    hole = _disk((80, 90), (40, 45), 6)
+    gt = np.where(disk & ~hole, 1, 0)
+    drawn = polygon_annotation(gt, tolerance=1.0)
+    assert _iou(drawn == 1, disk) > 0.97
+    assert (drawn[hole] == 1).all()  # the background hole is filled: polygons have no holes
+    assert (drawn[~_disk((80, 90), (40, 45), 27)] == 0).all()
+
+
+def test_tolerance_trades_vertices_for_accuracy() -> None:
+    gt = _disk((80, 90), (40, 45), 25).astype(np.int64)
+    (_, fine), = region_polygons(gt, tolerance=0.5, skip=(0,))
+    (_, coarse), = region_polygons(gt, tolerance=4.0, skip=(0,))
+    assert len(coarse) < len(fine) / 2
+    iou_fine = _iou(polygon_annotation(gt, tolerance=0.5) == 1, gt == 1)
+    iou_coarse = _iou(polygon_annotation(gt, tolerance=4.0) == 1, gt == 1)
+    assert iou_coarse < iou_fine and iou_coarse > 0.9
+
+
+def test_larger_regions_are_drawn_first_so_small_ones_stay_on_top() -> None:
+    gt = np.zeros((60, 60), np.int64)
+    gt[5:55, 5:55] = 2        # large region of class 2
+    gt[20:30, 20:30] = 1      # small region of class 1 inside it (a lower class index, drawn later)
+    polygons = region_polygons(gt, tolerance=1.0, skip=(0,))
+    assert [cls for cls, _ in polygons] == [2, 1]
+    drawn = polygon_annotation(gt, tolerance=1.0)
+    np.testing.assert_array_equal(drawn, gt)  # axis-aligned squares survive simplification exactly
+
+
+def test_specks_and_void_are_not_outlined_and_background_none_leaves_unknown() -> None:
+    gt = np.zeros((40, 40), np.int64)
+    gt[10:30, 10:30] = 1
+    gt[2, 2] = 1              # a one-pixel speck collapses under a 2 px tolerance
+    gt[30:34, 10:30] = 255    # void band: belongs to no region
+    gt[36:, :] = 255          # void strip along the border: no polygon covers it when every class is outlined
+    drawn = polygon_annotation(gt, tolerance=2.0, void=255)
+    assert drawn[2, 2] == 0 and (drawn[31:34, 12:28] == 0).all() and (drawn[12:28, 12:28] == 1).all()
+    assert (drawn[37:] == 0).all()
+    unknown = polygon_annotation(gt, tolerance=2.0, background=None, void=255)
+    assert (unknown[38:] == -1).all() and (unknown[0] == 0).all() and (unknown[12:28, 12:28] == 1).all()
+    assert (unknown[31:34, 12:28] == 0).all()  # inside the background's outline: its polygon has no holes
+
+
+def test_region_polygons_rejects_bad_input_with_clear_message() -> None:
+    with pytest.raises(ValueError, match=r"labels must be an \(H, W\) integer class map"):
+        region_polygons(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="tolerance must be >= 0 pixels"):
+        region_polygons(np.zeros((4, 4), np.int64), tolerance=-1)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """Two 48×56 scenes: a bright disk (class 1) and a dark square (class 2) on a mid-grey background, plus noise."""
+    rng = np.random.default_rng(0)
+    for k, (cy, cx) in enumerate([(20, 22), (26, 30)]):
+        gt = np.zeros((48, 56), np.int64)
+        gt[_disk(gt.shape, (cy, cx), 12)] = 1
+        gt[36:46, 4 + k : 16 + k] = 2
+        colours = np.array([[120, 120, 120], [230, 200, 60], [30, 40, 90]], np.float64)
+        image = np.clip(colours[gt] + rng.normal(0, 6, (*gt.shape, 3)), 0, 255).astype(np.uint8)
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        io.save_image(tmp_path / "images" / f"s{k}.png", image)
+        io.save_mask(tmp_path / "masks" / f"s{k}.png", gt)
+    return tmp_path
+
+
+def test_polygon_protocol_scores_the_annotation_then_each_row(tiny_dataset) -> None:
+    table = evaluate(tiny_dataset, {"conv": Entry("convcrf", None, 0.9), "dflt": ("convcrf", None)},
+                     protocol="polygon", polygon=PolygonRecipe(tolerance=3.0))
+    assert list(table) == ["annotation", "conv", "dflt"]
+    conf = np.zeros((3, 3), np.int64)
+    for _, mask_path in io.find_pairs(tiny_dataset):
+        gt = io.load_mask(mask_path)
+        conf += metrics.confusion(polygon_annotation(gt, tolerance=3.0), gt, 3)
+    assert table["annotation"]["miou"] == pytest.approx(100 * metrics.miou(conf))
+    assert 80 < table["annotation"]["miou"] < 100
+    assert all(0 <= row["miou"] <= 100 and row["ms_per_image"] >= 0 for row in table.values())
+
+
+def test_polygon_protocol_unary_uses_each_rows_confidence(tiny_dataset, monkeypatch) -> None:
+    import crfcore.evaluate as E
+
+    seen = []
+
+    def spy(image, unary, **kwargs):
+        seen.append(float(unary.max()))
+        return real(image, unary, **kwargs)
+
+    real = E.refine
+    monkeypatch.setattr(E, "refine", spy)
+    evaluate(tiny_dataset, {"a": Entry("convcrf", None, 0.95), "b": Entry("convcrf")}, protocol="polygon",
+             polygon=PolygonRecipe(confidence=0.8), limit=1)
+    assert seen == pytest.approx([0.95, 0.8])
+
+
+def test_synthetic_protocol_keeps_its_unary_row_and_refuses_a_confidence(tiny_dataset) -> None:
+    table = evaluate(tiny_dataset, {"convcrf": ("convcrf", None)})
+    assert list(table) == ["unary", "convcrf"]
+    with pytest.raises(ValueError, match="only the polygon protocol uses"):
+        evaluate(tiny_dataset, {"convcrf": ("convcrf", None, 0.9)})
+    with pytest.raises(ValueError, match="not a valid protocol. Valid protocols are 'synthetic', 'polygon'"):
+        evaluate(tiny_dataset, {}, protocol="scribble")
+
+
+def test_from_labels_of_the_annotation_has_its_argmax(tiny_dataset) -> None:
+    gt = io.load_mask(io.find_pairs(tiny_dataset)[0][1])
+    drawn = polygon_annotation(gt, background=None)
+    probs = from_labels(drawn, 3, confidence=0.9, ignore_index=-1)
+    known = drawn >= 0
+    np.testing.assert_array_equal(probs.argmax(0)[known], drawn[known])
+
+
+@pytest.mark.parametrize("protocol", ["synthetic", "polygon"])
+def test_eval_cli_runs_both_protocols(tiny_dataset, tmp_path, capsys, protocol: str) -> None:
+    out = tmp_path / "table.json"
+    rows = "convcrf" if protocol == "synthetic" else "convcrf,convcrf:rough_annotation"
+    code = main(["eval", "--data", str(tiny_dataset), "--protocol", protocol, "--method", rows,
+                 "--iterations", "2", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    table = json.loads(out.read_text())
+    first = "unary" if protocol == "synthetic" else "annotation"
+    assert list(table) == [first, *rows.split(",")]
+    for name in table:
+        assert name in printed
+
+
+def test_eval_cli_errors_name_the_fix(tiny_dataset, capsys) -> None:
+    assert main(["eval", "--data", str(tiny_dataset), "--confidence", "0.9"]) == 2
+    assert "--confidence applies to the polygon protocol only" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tiny_dataset), "--method", "crfasrnn"]) == 2
+    assert "'crfasrnn' is not a registered refiner" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tiny_dataset), "--method", "convcrf", "--lam", "2"]) == 2
+    assert "--lam is not a parameter of any listed refiner" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--background", "sky"]) == 2
+    assert "--background must be a class index or 'none'" in capsys.readouterr().err
+
+
+def test_eval_rows_take_presets_by_kind_or_file_and_flags_only_where_they_apply(tmp_path) -> None:
+    from crfcore import presets
+    from crfcore.commands.evaluate import parse_rows
+
+    file = tmp_path / "mine.json"
+    file.write_text(json.dumps({"method": "densecrf", "params": {"iterations": 3}, "unary": {"confidence": 0.85}}))
+    rows = parse_rows(f"convcrf,convcrf:rough_annotation,densecrf:{file}", None, {"filter_size": 7})
+    (m0, p0, c0), (m1, p1, c1), (m2, p2, c2) = rows.values()
+    assert (m0, p0.filter_size, c0) == ("convcrf", 7, None)
+    rough = presets.get("rough_annotation", "convcrf")
+    assert (p1.theta_alpha, p1.filter_size, c1) == (rough.params.theta_alpha, 7, rough.confidence)
+    assert (m2, p2.iterations, c2) == ("densecrf", 3, 0.85)
+    with pytest.raises(ValueError, match=f"preset {file} is for method 'densecrf', not 'convcrf'"):
+        parse_rows("convcrf", str(file), {})
+    with pytest.raises(ValueError, match="lists 'convcrf' twice"):
+        parse_rows("convcrf,convcrf", None, {})
