@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PACKAGE_STAMP := $(VENV)/.package-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+VARIANT ?= cpu
 
-.PHONY: run demo test bench eval clean
+.PHONY: run demo test bench eval clean package selftest-package
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +30,18 @@ bench: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m crfcore.cli eval --data ../shared/data/voc --method convcrf
+
+# The one-folder app in dist/crf-studio/ (VARIANT=cuda: dist/crf-studio-cuda/, with a CUDA torch in the venv).
+$(PACKAGE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[app,export,package]"
+	rm -f $(VENV)/.package-*
+	touch $@
+
+package: $(PACKAGE_STAMP)
+	$(PY) packaging/build.py build --variant $(VARIANT)
+
+selftest-package:
+	$(PY) packaging/build.py selftest --variant $(VARIANT)
 
 clean:
 	rm -rf $(VENV) out build dist *.egg-info

@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="'cpu' or 'cuda' (default: CUDA when available)")
     parser.add_argument("--screenshot", type=Path, metavar="PNG", help="save a picture of the window once the "
                         "first image is refined, then quit (documentation, smoke tests)")
+    parser.add_argument("--selftest", action="store_true", help="show the window, refine the folder's first image "
+                        "(default: the bundled samples), check the install, print one line with the start-up and "
+                        "refine times, then quit: 0 on success, 1 with the reason otherwise (app.selftest)")
+    parser.add_argument("--selftest-out", type=Path, metavar="DIR", help="where --selftest writes the refined "
+                        "mask (default: a new temporary folder)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
 
@@ -51,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crf-studio: --method {args.method!r} is not a registered refiner; valid ones are {valid}.",
               file=sys.stderr)
         return 2
+    if args.selftest:
+        from .selftest import Selftest
+        selftest = Selftest()  # before the QApplication: picks the offscreen platform when there is no screen
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("CRF Studio")
+    app.setOrganizationName("CRF Studio")  # QSettings then writes to the user's config location, never beside us
     window = MainWindow(device=args.device)
     window.show()
     folder = args.folder if args.folder is not None else (SAMPLES if SAMPLES.is_dir() else None)
@@ -61,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot is not None:
         _screenshot_when_idle(window, args.screenshot)
         return 0
+    if args.selftest:
+        return selftest.run(window, out=args.selftest_out)
     return app.exec()
 
 
