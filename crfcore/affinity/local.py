@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LocalBackend", "LocalOp", "downsample", "upsample"]
+__all__ = ["LocalBackend", "LocalOp", "check_features", "downsample", "upsample"]
 
 _BAND_ELEMENTS = 1 << 17  # elements of q per band: ~512 KiB in float32, about one core's L2
 
@@ -44,6 +44,16 @@ def downsample(x: Tensor, factor: int) -> Tensor:
     cols = torch.full((sums.shape[-1],), float(factor), dtype=x.dtype, device=x.device)
     rows[-1], cols[-1] = h - factor * (sums.shape[-2] - 1), w - factor * (sums.shape[-1] - 1)
     return sums / (rows[:, None] * cols[None, :])
+
+
+def check_features(features: Sequence[Tensor]) -> list[Tensor]:
+    """The per-kernel features as a list; raises ``ValueError`` unless they are ``(B, D_m, H, W)`` sharing B, H, W."""
+    features = list(features)
+    shapes = {(f.shape[0], *f.shape[2:]) for f in features}
+    if not features or len(shapes) != 1 or any(f.ndim != 4 for f in features):
+        raise ValueError(f"features must be a non-empty list of (B, D, H, W) tensors sharing B, H, W; "
+                         f"got shapes {[tuple(f.shape) for f in features]}.")
+    return features
 
 
 def upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -76,11 +86,7 @@ class LocalBackend:
 
     def build(self, features: Sequence[Tensor]) -> "LocalOp":
         """One ``(B, D_m, H, W)`` feature tensor per kernel (divided by θ); all share B, H, W."""
-        features = list(features)
-        shapes = {(f.shape[0], *f.shape[2:]) for f in features}
-        if not features or len(shapes) != 1:
-            raise ValueError(f"features must be a non-empty list of (B, D, H, W) tensors sharing B, H, W; "
-                             f"got shapes {[tuple(f.shape) for f in features]}.")
+        features = check_features(features)
         size = tuple(features[0].shape[-2:])
         pooled = [downsample(f, self.blur) for f in features]
         return LocalOp(pooled, self.filter_size, self.blur, size, cache_bytes=self.cache_bytes)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .local import downsample, upsample
+from .local import check_features, downsample, upsample
 
 __all__ = ["LowRankBackend", "LowRankOp", "PooledBackend", "PooledOp"]
 
@@ -110,11 +110,7 @@ class PooledBackend:
 
     def build(self, features: Sequence[Tensor]) -> "PooledOp":
         """One ``(B, D_m, H, W)`` feature tensor per kernel (divided by θ); all share B, H, W."""
-        features = list(features)
-        shapes = {(f.shape[0], *f.shape[2:]) for f in features}
-        if not features or len(shapes) != 1:
-            raise ValueError(f"features must be a non-empty list of (B, D, H, W) tensors sharing B, H, W; "
-                             f"got shapes {[tuple(f.shape) for f in features]}.")
+        features = check_features(features)
         size = tuple(features[0].shape[-2:])
         pooled = [downsample(f, self.blur) for f in features]
         self_terms = [_bilinear_self_term(f, size) for f in pooled]
