@@ -1,6 +1,6 @@
 """Refine a whole folder: one task per image, a pure per-image function, and interchangeable engines to run them.
 
-The pieces, so that another engine (a Ray cluster, issue 12) can be added without touching the per-image work:
+The pieces, so that an engine (a Ray cluster, issue 12) is added without touching the per-image work:
 
 * :func:`find_tasks` pairs each image with its unary and its output path (``OUT_DIR/<stem>.png``).
 * :class:`Refiner` is built once per worker from a picklable :class:`RefineSpec` (method, parameters, device).
@@ -9,7 +9,8 @@ The pieces, so that another engine (a Ray cluster, issue 12) can be added withou
 * An engine ``engine(tasks, spec, jobs, emit)`` calls ``refine_file`` on every task somewhere and ``emit``\\ s each
   outcome in the calling process. :data:`ENGINES` maps names to engines; ``"local"`` is a process pool (spawn
   context, one :class:`Refiner` per worker built by the pool's initializer, one torch thread per worker), or the
-  calling process itself for one job or a CUDA device (the GPU is shared by no one).
+  calling process itself for one job or a CUDA device (the GPU is shared by no one); ``"ray"`` is a Ray cluster
+  (:mod:`crfcore.batch_ray`, imported on first use).
 * :func:`run_batch` skips tasks whose output exists (so a batch resumes where it stopped: outputs are written
   atomically, so an existing output is a complete one), fails tasks known to be broken, and runs the rest.
 """
@@ -174,7 +175,14 @@ def _local(tasks: Sequence[Task], spec: RefineSpec, jobs: int, emit: Callable[[O
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-ENGINES: dict[str, Engine] = {"local": _local}
+def _ray(tasks: Sequence[Task], spec: RefineSpec, jobs: int, emit: Callable[[Outcome], None]) -> None:
+    """A Ray cluster (:func:`crfcore.batch_ray.ray_engine`), imported on first use so crfcore does not need Ray."""
+    from .batch_ray import ray_engine
+
+    ray_engine(tasks, spec, jobs, emit)
+
+
+ENGINES: dict[str, Engine] = {"local": _local, "ray": _ray}
 
 
 def find_tasks(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *,

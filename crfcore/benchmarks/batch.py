@@ -5,6 +5,8 @@ Each row runs ``crfcore.batch.run_batch`` on the dataset's ``images/`` with its 
 workers (each imports torch and crfcore), refining and writing every mask. "per image" is the median time of one
 image inside a worker (load, refine, atomic write); the gap between ``images × per image / jobs`` and the wall time is
 the pool's start-up and scheduling. Every worker uses ``--threads`` torch threads (default 1, so N jobs use N cores).
+With ``--engine ray`` there is one row, on every CPU of the Ray cluster; connecting (starting a local Ray instance)
+is timed apart, but the workers' start-up (importing torch and crfcore) is in the row, as for the local pool.
 
 Then a folder seeded with broken files (a truncated PNG, a mask of another size, a text file named .png, an RGBA
 colour mask, and an RGBA photo with transparency, which loads composited onto white) is run through the same batch,
@@ -40,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: one row per --jobs; ray: one row on the Ray cluster of $RAY_ADDRESS, else on a Ray "
+                        "instance started here (connected before the timing; jobs = the cluster's CPUs)")
 
 
 def _subset(data: Path, folder: Path, limit: int | None) -> int:
@@ -80,13 +85,24 @@ def _broken(data: Path, folder: Path) -> None:
     Image.fromarray(np.dstack([rgb, alpha])).save(folder / "images" / "rgba_photo.png")
 
 
+def _connect_ray() -> int:
+    """Connect to Ray (printing how long it took); returns the cluster's CPUs."""
+    from ..batch_ray import connect, import_ray
+
+    start = time.perf_counter()
+    connect()
+    cpus = int(import_ray().cluster_resources().get("CPU", 1))
+    print(f"ray: connected in {time.perf_counter() - start:.1f} s, {cpus} CPUs in the cluster")
+    return cpus
+
+
 def run(args: argparse.Namespace) -> int:
     with quiet_per_image_logs():
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    jobs_list = [int(j) for j in args.jobs.split(",")]
+    jobs_list = [_connect_ray()] if args.engine == "ray" else [int(j) for j in args.jobs.split(",")]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="crf-bench-batch-") as tmp:
         root = Path(tmp)
@@ -98,14 +114,14 @@ def _run(args: argparse.Namespace) -> int:
         spec = RefineSpec(args.method, device=args.device, threads=args.threads)
         for jobs in jobs_list:
             start = time.perf_counter()
-            outcomes = run_batch(find_tasks(root / "in", root / f"out{jobs}"), spec, jobs=jobs)
+            outcomes = run_batch(find_tasks(root / "in", root / f"out{jobs}"), spec, engine=args.engine, jobs=jobs)
             wall = time.perf_counter() - start
             per_image = statistics.median(o.seconds for o in outcomes)
             overhead = wall - sum(o.seconds for o in outcomes) / jobs
             failed = sum(o.status == "failed" for o in outcomes)
             print(f"{jobs:>4} | {wall:>7.1f} {count / wall:>6.2f} {per_image:>11.2f} {overhead:>10.1f} {failed:>6}")
         _broken(args.data, root / "broken")
-        outcomes = run_batch(find_tasks(root / "broken", root / "broken_out"), spec, jobs=1)
+        outcomes = run_batch(find_tasks(root / "broken", root / "broken_out"), spec, engine=args.engine, jobs=1)
         done = sorted(o.task.image.name for o in outcomes if o.status == "done")
         print(f"\nbroken-input folder: {len(done)} refined ({', '.join(done)}), "
               f"{sum(o.status == 'failed' for o in outcomes)} failed:")

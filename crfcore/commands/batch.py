@@ -30,9 +30,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR", help="output folder (created)")
     p.add_argument("--unary-dir", type=Path, metavar="D", help="folder of unaries named like the images")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="worker processes (default: one per CPU core; 1 runs in this process)")
+                   help="worker processes of the local engine (default: one per CPU core; 1 runs in this "
+                        "process); the ray engine uses every slot of the cluster")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: processes on this machine; ray: a Ray cluster (pip install 'crf-studio[cluster]'; "
+                        "IN_DIR and OUT_DIR must be paths every node sees)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="the Ray cluster to use with --engine ray: HOST:PORT of its head, 'auto' for the one "
+                        "`ray start` runs here, or ray://HOST:10001 (default: $RAY_ADDRESS, else a Ray instance "
+                        "on this machine)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                   help="cuda runs every image on the GPU in this process (--jobs is then ignored)")
+                   help="cuda: the local engine runs every image on the GPU in this process (--jobs is then "
+                        "ignored), the ray engine one chunk of images per GPU of the cluster")
     p.add_argument("--num-classes", type=int, help="C of every unary (default: from each file)")
     p.add_argument("--confidence", type=float, help="probability given to a mask's label (masks only)")
     p.add_argument("--resize", action="store_true",
@@ -69,13 +78,23 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}.")
+    if args.address is not None and args.engine != "ray":
+        raise ValueError(f"--address is for --engine ray, got --engine {args.engine}; add --engine ray.")
     method, params = params_from_args(args)
     tasks = find_tasks(args.in_dir, args.out, unary_dir=args.unary_dir)
     spec = RefineSpec(method, params, device=args.device, num_classes=args.num_classes, confidence=args.confidence,
                       resize=args.resize)
+    if args.engine == "ray":
+        from ..batch_ray import connect
+
+        try:
+            connect(args.address)
+        except ModuleNotFoundError as exc:
+            print(f"crfcore batch: error: {exc}", file=sys.stderr)
+            return 2
     progress = _Progress(len(tasks), sys.stderr)
     with nullcontext() if args.verbose else quiet_per_image_logs():
-        outcomes = run_batch(tasks, spec, jobs=args.jobs, on_outcome=progress)
+        outcomes = run_batch(tasks, spec, engine=args.engine, jobs=args.jobs, on_outcome=progress)
     elapsed = time.perf_counter() - progress.start
     failed = [o for o in outcomes if o.status == "failed"]
     counts = progress.counts

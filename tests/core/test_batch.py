@@ -144,8 +144,8 @@ def test_a_registered_engine_runs_the_same_per_image_function(tmp_path, dataset,
 
 def test_run_batch_rejects_bad_arguments_with_the_valid_choices(tmp_path, dataset):
     tasks = find_tasks(dataset, tmp_path / "out")
-    with pytest.raises(ValueError, match="'ray' is not a valid engine. Valid engines are 'local'"):
-        run_batch(tasks, RefineSpec(), engine="ray")
+    with pytest.raises(ValueError, match="'dask' is not a valid engine. Valid engines are 'local', 'ray'"):
+        run_batch(tasks, RefineSpec(), engine="dask")
     with pytest.raises(ValueError, match="jobs must be an integer ≥ 1, got 0"):
         run_batch(tasks, RefineSpec(), jobs=0)
     with pytest.raises(ValueError, match="both write"):
