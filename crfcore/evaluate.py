@@ -9,7 +9,7 @@ Two protocols, each asking a different question of a refiner:
   is outlined at the half-pixel level, simplified by Douglas–Peucker (Douglas & Peucker 1973) to ``tolerance``
   pixels and filled, so holes are lost; regions are painted larger first, so small ones stay on top; pixels no
   polygon covers get the background class. The annotation becomes a unary by :func:`crfcore.unary.from_labels`
-  with each row's ``confidence``. The question here: does the CRF make a good annotation better, or worse?
+  with each row's ``confidence`` and ``band``. The question here: does the CRF make a good annotation better, or worse?
 
 Confusion matrices are summed over the folder, so mIoU is the dataset-level figure (void ignored); the boundary
 F-score is the mean over images.
@@ -72,11 +72,16 @@ class Entry:
         params: its params dataclass, a preset path, or None for the defaults.
         confidence: polygon protocol: the probability :func:`crfcore.unary.from_labels` gives the annotated label,
             in (1/C, 1]; None takes :attr:`PolygonRecipe.confidence`. Must be None for the synthetic protocol.
+        band: polygon protocol: ``from_labels``' uncertain band along the outlines, pixels > 0; None takes
+            :attr:`PolygonRecipe.band`. Must be None for the synthetic protocol.
+
+    ``Entry(method, params, **preset.unary)`` takes a preset's unary settings (:attr:`crfcore.presets.Preset.unary`).
     """
 
     method: str
     params: Any = None
     confidence: float | None = None
+    band: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,11 +93,13 @@ class PolygonRecipe:
         background: class of pixels no polygon covers (its own regions are not drawn); None draws every class and
             leaves uncovered pixels unknown (uniform unary), for label sets without a background class (CamVid).
         confidence: default ``from_labels`` confidence of rows that give none.
+        band: default ``from_labels`` band (pixels > 0) of rows that give none; None for no band.
     """
 
     tolerance: float = 4.0
     background: int | None = 0
     confidence: float = DEFAULT_CONFIDENCE
+    band: float | None = None
 
 
 def _signed_area(rc: np.ndarray) -> float:
@@ -162,14 +169,17 @@ def polygon_annotation(gt: np.ndarray, *, tolerance: float = PolygonRecipe.toler
 
 def _entry(row: str, value: Entry | tuple, protocol: str) -> Entry:
     entry = value if isinstance(value, Entry) else Entry(*value)
-    if entry.confidence is not None and protocol != "polygon":
-        raise ValueError(f"row {row!r} gives a confidence ({entry.confidence}), which only the polygon protocol "
-                         f"uses (the {protocol} protocol makes its own unary); drop it or pass protocol='polygon'.")
+    for name in ("confidence", "band"):
+        if getattr(entry, name) is not None and protocol != "polygon":
+            raise ValueError(f"row {row!r} gives a {name} ({getattr(entry, name)}), which only the polygon protocol "
+                             f"uses (the {protocol} protocol makes its own unary); drop it or pass protocol='polygon'.")
     return entry
 
 
-def _confidence(entry: Entry, polygon: PolygonRecipe) -> float:
-    return polygon.confidence if entry.confidence is None else entry.confidence
+def _unary_options(entry: Entry, polygon: PolygonRecipe) -> tuple[float, float | None]:
+    """``(confidence, band)`` of a row's ``from_labels`` unary: the row's own, else the recipe's."""
+    return (polygon.confidence if entry.confidence is None else entry.confidence,
+            polygon.band if entry.band is None else entry.band)
 
 
 def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protocol: str = "synthetic",
@@ -180,11 +190,11 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
 
     Args:
         folder: a dataset folder (see :func:`crfcore.io.find_pairs`).
-        methods: row name → :class:`Entry`, or a ``(method, params)`` / ``(method, params, confidence)`` tuple.
+        methods: row name → :class:`Entry`, or a ``(method, params[, confidence[, band]])`` tuple.
         protocol: ``"synthetic"`` or ``"polygon"`` (see the module docstring).
         num_classes: C; default: the largest label in the masks + 1 (``ignore_index`` excluded).
         ignore_index: void label, skipped in scoring; in the synthetic unary it counts as background.
-        recipe: the synthetic protocol's noise; polygon: the polygon protocol's drawing and default confidence.
+        recipe: the synthetic protocol's noise; polygon: the polygon protocol's drawing and default unary settings.
         limit: evaluate only the first ``limit`` pairs.
 
     Returns:
@@ -214,13 +224,14 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
         else:
             drawn = polygon_annotation(gt, tolerance=polygon.tolerance, background=polygon.background,
                                        void=ignore_index)
-            confidences = {_confidence(e, polygon) for e in entries.values()} | {polygon.confidence}
-            unaries = {c: from_labels(drawn, num_classes, confidence=c, ignore_index=-1) for c in confidences}
-            unary = unaries[polygon.confidence]
+            options = {_unary_options(e, polygon) for e in entries.values()}
+            unaries = {(c, b): from_labels(drawn, num_classes, confidence=c, band=b, ignore_index=-1)
+                       for c, b in options}
+            unary = from_labels(drawn, num_classes, confidence=polygon.confidence, ignore_index=-1)
         scores[first].add(unary.argmax(0), gt)
         for name, entry in entries.items():
             start = time.perf_counter()
-            row_unary = unary if protocol == "synthetic" else unaries[_confidence(entry, polygon)]
+            row_unary = unary if protocol == "synthetic" else unaries[_unary_options(entry, polygon)]
             result = refine(image, row_unary, method=entry.method, params=entry.params, device=device)
             scores[name].add(result.labels, gt, (time.perf_counter() - start) * 1e3)
         if progress is not None:

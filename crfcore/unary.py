@@ -5,6 +5,7 @@ Every function returns float32 probabilities summing to 1 over C, in the kind (N
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,8 +14,8 @@ from torch import Tensor
 
 from .checks import check_finite
 
-__all__ = ["DEFAULT_CONFIDENCE", "from_logits", "from_labels", "from_scribbles", "from_polygons", "rasterize_polygons",
-           "paint_polygon", "resize"]
+__all__ = ["DEFAULT_CONFIDENCE", "check_band", "from_logits", "from_labels", "from_scribbles", "from_polygons",
+           "rasterize_polygons", "paint_polygon", "resize"]
 
 DEFAULT_CONFIDENCE = 0.7  # probability given to a mask's label (pydensecrf's unary_from_labels gt_prob tradition)
 
@@ -38,18 +39,54 @@ def from_logits(logits: np.ndarray | Tensor, *, temperature: float = 1.0) -> np.
     return _back(torch.softmax(t.float() / temperature, dim=t.ndim - 3), as_numpy)
 
 
+def check_band(band: float | None, name: str = "band") -> float | None:
+    """``band`` as a float, or None; raises ``ValueError`` unless it is None or a finite number of pixels > 0."""
+    if band is None:
+        return None
+    if isinstance(band, bool) or not isinstance(band, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(band) or band <= 0:
+        raise ValueError(f"{name} must be a finite number of pixels > 0 (or None for no band), got {band!r}.")
+    return float(band)
+
+
 def from_labels(labels: np.ndarray | Tensor, num_classes: int, *, confidence: float = DEFAULT_CONFIDENCE,
-                ignore_index: int | None = 255) -> np.ndarray | Tensor:
+                ignore_index: int | None = 255, band: float | None = None) -> np.ndarray | Tensor:
     """Probabilities from a label mask: the pixel's label gets ``confidence``, the others share the rest.
+
+    Without ``band`` every other class gets the same share, ``r = (1 - confidence) / (C - 1)``:
+    ``p = r + (confidence - r) * onehot(label)``.
+
+    With ``band`` (for drawn masks and polygons, right inside and uncertain only near their outline, where the
+    plausible alternatives are the classes across it) the one-hot is replaced by a weight per class that falls off
+    with the distance to that class's annotated pixels::
+
+        g_c(x) = exp(-d_c(x)^2 / (2 band^2))      d_c(x): Euclidean distance [px] from pixel x to the nearest
+                                                  pixel labelled c (0 on c's own pixels); g_c = 0 for a class
+                                                  that the image's mask does not hold
+        n_c(x) = g_c(x) / sum_k g_k(x)
+        p_c(x) = r + (confidence - r) * n_c(x)
+
+    So a pixel far inside its region keeps ``confidence`` for its label, as without a band; on the outline (d = 1
+    to the class across) its label and that class share ``confidence + r`` almost equally (its own label stays the
+    argmax: ``g_label = 1`` is the largest weight); classes no nearer than a few ``band`` keep the floor ``r``.
+    ``band -> 0`` gives the rule without a band. ``ignore_index`` pixels are unannotated: they are nobody's
+    nearest pixel and get the uniform distribution.
 
     Args:
         labels: ``(H, W)`` or ``(B, H, W)`` integer class indices 0..num_classes-1.
         num_classes: C ≥ 2.
-        confidence: in (1/C, 1]; 1.0 makes the mask hard (the CRF can only smooth where classes tie).
+        confidence: in (1/C, 1]; 1.0 makes the mask hard where no other class is near (the CRF can only smooth
+            where classes tie).
         ignore_index: pixels with this value (void, unknown) get the uniform distribution.
+        band: width of the uncertain band along the mask's outlines, pixels > 0 (the σ of ``g`` above); None for no
+            band. Distances are measured per image of a batch, on the CPU (``scipy.ndimage.distance_transform_edt``).
 
     Returns:
-        ``(C, H, W)`` or ``(B, C, H, W)`` float32.
+        ``(C, H, W)`` or ``(B, C, H, W)`` float32 (NumPy in, NumPy out; torch in, torch out on the labels' device).
+
+    Raises:
+        ValueError: float labels, C < 2, confidence outside (1/C, 1], labels outside 0..C-1 other than
+            ``ignore_index``, or a band that is not a number > 0.
     """
     t, as_numpy = _to_tensor(labels)
     if t.is_floating_point():
@@ -58,6 +95,7 @@ def from_labels(labels: np.ndarray | Tensor, num_classes: int, *, confidence: fl
         raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
     if not 1.0 / num_classes < confidence <= 1.0:
         raise ValueError(f"confidence must be in (1/{num_classes}, 1], got {confidence}.")
+    band = check_band(band)
     t = t.long()
     unknown = t == ignore_index if ignore_index is not None else torch.zeros_like(t, dtype=torch.bool)
     bad = (~unknown) & ((t < 0) | (t >= num_classes))
@@ -66,10 +104,31 @@ def from_labels(labels: np.ndarray | Tensor, num_classes: int, *, confidence: fl
         raise ValueError(f"labels hold values {values} outside 0..{num_classes - 1}; pass num_classes="
                          f"{max(values) + 1} or map them to ignore_index={ignore_index}.")
     rest = (1.0 - confidence) / (num_classes - 1)
-    one_hot = torch.nn.functional.one_hot(t.clamp(0, num_classes - 1), num_classes).movedim(-1, -3).float()
-    probs = one_hot * (confidence - rest) + rest
+    known = torch.where(unknown, torch.zeros_like(t), t)
+    if band is None:
+        weights = torch.nn.functional.one_hot(known, num_classes).movedim(-1, -3).float()
+    else:
+        weights = _band_weights(known, unknown, num_classes, band)
+    probs = weights * (confidence - rest) + rest
     probs = torch.where(unknown.unsqueeze(-3), torch.full_like(probs, 1.0 / num_classes), probs)
     return _back(probs, as_numpy)
+
+
+def _band_weights(labels: Tensor, unknown: Tensor, num_classes: int, band: float) -> Tensor:
+    """``n_c`` of :func:`from_labels`: ``(…, C, H, W)`` float32 summing to 1 over C, for ``(…, H, W)`` labels
+    (``unknown`` pixels, whose value is ignored, get their label-0 weights; the caller overwrites them)."""
+    from scipy.ndimage import distance_transform_edt
+
+    flat = labels.reshape(-1, *labels.shape[-2:]).cpu().numpy()
+    void = unknown.reshape(flat.shape).cpu().numpy()
+    out = np.zeros((flat.shape[0], num_classes, *flat.shape[1:]), np.float32)
+    for b, (image, skip) in enumerate(zip(flat, void)):
+        for c in np.unique(image[~skip]).tolist():
+            d = distance_transform_edt((image != c) | skip)
+            out[b, c] = np.exp(-(d * d) / (2.0 * band * band))
+        out[b] /= np.maximum(out[b].sum(0), np.finfo(np.float32).tiny)
+    weights = torch.from_numpy(out).to(labels.device)
+    return weights.reshape(*labels.shape[:-2], num_classes, *labels.shape[-2:])
 
 
 def from_scribbles(scribbles: np.ndarray | Tensor, num_classes: int, *, prior: np.ndarray | Tensor | None = None,
@@ -123,7 +182,8 @@ def paint_polygon(labels: np.ndarray, label: int, xy: np.ndarray) -> None:
 
 
 def from_polygons(polygons: Sequence[tuple[int, np.ndarray]], shape: tuple[int, int], num_classes: int, *,
-                  confidence: float = DEFAULT_CONFIDENCE, background: int | None = 0) -> np.ndarray:
+                  confidence: float = DEFAULT_CONFIDENCE, background: int | None = 0,
+                  band: float | None = None) -> np.ndarray:
     """Probabilities from labelled polygons (annotation tools' outlines), via :func:`rasterize_polygons` and
     :func:`from_labels`.
 
@@ -132,12 +192,13 @@ def from_polygons(polygons: Sequence[tuple[int, np.ndarray]], shape: tuple[int, 
         num_classes: C ≥ 2; every polygon's label must be in 0..C-1.
         confidence: probability of a covered pixel's label, in (1/C, 1].
         background: class of pixels no polygon covers; None leaves them uniform (unknown).
+        band: uncertain band along the outlines, pixels > 0, or None (see :func:`from_labels`).
 
     Returns:
         ``(C, H, W)`` float32 NumPy array.
     """
     labels = rasterize_polygons(polygons, shape, background=-1 if background is None else background)
-    return from_labels(labels, num_classes, confidence=confidence, ignore_index=-1)
+    return from_labels(labels, num_classes, confidence=confidence, ignore_index=-1, band=band)
 
 
 def resize(probs: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray | Tensor:

@@ -58,7 +58,8 @@ PathLike = str | os.PathLike
 def load_unary(path: PathLike | Sequence[PathLike], *, num_classes: int | None = None,
                image_shape: tuple[int, int] | None = None, kind: str | None = None,
                confidence: float | None = None, classes: Sequence[str] | None = None,
-               coco_image: int | str | None = None, resize: bool = False, ignore_index: int = 255) -> np.ndarray:
+               coco_image: int | str | None = None, resize: bool = False, ignore_index: int = 255,
+               band: float | None = None) -> np.ndarray:
     """Read a unary source (see the module table) as ``(C, H, W)`` float32 probabilities.
 
     Args:
@@ -74,6 +75,8 @@ def load_unary(path: PathLike | Sequence[PathLike], *, num_classes: int | None =
         coco_image: the COCO image id or file name; needed when the file describes several images.
         resize: scale a unary of the image's aspect ratio but another size to ``image_shape`` (bilinear).
         ignore_index: label of void (uniform) pixels in masks, of unpainted pixels in scribbles.
+        band: masks and polygons: uncertain band along the outlines, pixels > 0, or None (see
+            :func:`crfcore.unary.from_labels`).
 
     Raises:
         FileNotFoundError: no such file or folder.
@@ -104,7 +107,7 @@ def load_unary(path: PathLike | Sequence[PathLike], *, num_classes: int | None =
             labels, n = _annotations(p, classes, num_classes, coco_image)
             if n < 2:
                 raise ValueError(f"{p} defines {n} class; a CRF needs at least 2 (background + one category).")
-            probs = unary.from_labels(labels, n, confidence=confidence, ignore_index=None)
+            probs = unary.from_labels(labels, n, confidence=confidence, ignore_index=None, band=band)
         elif suffix in (".npy", ".npz", ".tif", ".tiff"):
             try:
                 array, hint = _read_array(p)
@@ -112,9 +115,9 @@ def load_unary(path: PathLike | Sequence[PathLike], *, num_classes: int | None =
                 raise ValueError(f"{p} could not be read as an array ({exc}); save it with np.save, np.savez or "
                                  f"tifffile.imwrite.") from None
             _check_layout(array, p, image_shape)
-            probs = _from_array(array, p, kind or hint, num_classes, confidence, ignore_index)
+            probs = _from_array(array, p, kind or hint, num_classes, confidence, band, ignore_index)
         else:
-            probs = _from_mask(load_mask(p), p, kind or "labels", num_classes, confidence, ignore_index)
+            probs = _from_mask(load_mask(p), p, kind or "labels", num_classes, confidence, band, ignore_index)
     if num_classes is not None and probs.shape[0] != num_classes:
         raise ValueError(f"{source} holds {probs.shape[0]} classes but num_classes={num_classes}. Pass "
                          f"num_classes={probs.shape[0]} if that is right; if classes are missing from the file, add "
@@ -159,9 +162,9 @@ def _check_layout(a: np.ndarray, p: Path, image_shape: tuple[int, int] | None) -
 
 
 def _from_array(a: np.ndarray, p: Path, kind: str | None, num_classes: int | None, confidence: float,
-                ignore_index: int) -> np.ndarray:
+                band: float | None, ignore_index: int) -> np.ndarray:
     if a.dtype.kind in "iub" and a.ndim == 2:
-        return _from_mask(a.astype(np.int64), p, kind or "labels", num_classes, confidence, ignore_index)
+        return _from_mask(a.astype(np.int64), p, kind or "labels", num_classes, confidence, band, ignore_index)
     if a.dtype.kind != "f" or a.ndim != 3:
         raise ValueError(f"{p} holds a {a.dtype} array of shape {a.shape}; expected (C, H, W) float probabilities "
                          f"or logits, or (H, W) integer labels. For one foreground probability map p, save "
@@ -240,7 +243,7 @@ def _class_maps(files: list[Path], kind: str | None, *, folder: Path | None = No
 
 
 def _from_mask(labels: np.ndarray, p: Path, kind: str, num_classes: int | None, confidence: float,
-               ignore_index: int) -> np.ndarray:
+               band: float | None, ignore_index: int) -> np.ndarray:
     if kind not in ("labels", "scribbles"):
         raise ValueError(f"{p} is an integer mask; kind={kind!r} needs float data. Use kind='labels' or "
                          f"'scribbles'.")
@@ -258,7 +261,7 @@ def _from_mask(labels: np.ndarray, p: Path, kind: str, num_classes: int | None, 
                          f"{int(bad.max()) + 1} if they are classes, or map them to {ignore_index} (ignore_index).")
     if kind == "scribbles":
         return unary.from_scribbles(labels, num_classes, unpainted=ignore_index)
-    return unary.from_labels(labels, num_classes, confidence=confidence, ignore_index=ignore_index)
+    return unary.from_labels(labels, num_classes, confidence=confidence, ignore_index=ignore_index, band=band)
 
 
 def _annotations(p: Path, classes: list[str] | None, num_classes: int | None,

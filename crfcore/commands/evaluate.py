@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     poly.add_argument("--confidence", type=float,
                       help="probability of the annotated label in the unary, for every row (default: the row's "
                            "preset's, else crfcore.unary.DEFAULT_CONFIDENCE)")
+    poly.add_argument("--band", type=float,
+                      help="uncertain band along the annotation's outlines in the unary [px], for every row (default: "
+                           "the row's preset's, else none; see crfcore.unary.from_labels)")
     add_method_args(p)
     p.add_argument("--method", default="convcrf", metavar="M[:PRESET],...",
                    help="rows: refiners, comma-separated, each optionally with a preset kind or file after ':'")
@@ -50,19 +53,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _preset(spec: str, method: str) -> tuple[Any, float | None]:
-    """``(params or preset path, unary confidence or None)`` for a preset kind name or a preset file."""
+def _preset(spec: str, method: str) -> tuple[Any, dict[str, float]]:
+    """``(params, unary settings)`` for a preset kind name or a preset file (:attr:`crfcore.presets.Preset.unary`)."""
     from .. import presets
 
     found = presets.get(spec, method) if spec in presets.names() else presets.read(spec)
     if found.method != method:
         raise ValueError(f"preset {spec} is for method {found.method!r}, not {method!r}; write "
                          f"{found.method}:{spec} or choose another preset.")
-    return found.params, found.confidence
+    return found.params, dict(found.unary)
 
 
-def parse_rows(methods: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, tuple[str, Any, float | None]]:
-    """Row name → ``(method, params, preset confidence)`` from ``--method``, ``--preset`` and parameter flags.
+def parse_rows(methods: str, preset: str | None,
+               overrides: dict[str, Any]) -> dict[str, tuple[str, Any, dict[str, float]]]:
+    """Row name → ``(method, params, the preset's unary settings)`` from ``--method``, ``--preset`` and parameter
+    flags; the unary settings are ``from_labels`` keyword arguments (empty without a preset or when it has none).
 
     Raises:
         ValueError: an unregistered method, a repeated row, a preset for another method, or a parameter flag that
@@ -72,7 +77,7 @@ def parse_rows(methods: str, preset: str | None, overrides: dict[str, Any]) -> d
     from .. import refiners
     from ..api import resolve_params
 
-    rows: dict[str, tuple[str, Any, float | None]] = {}
+    rows: dict[str, tuple[str, Any, dict[str, float]]] = {}
     used: set[str] = set()
     for item in (s.strip() for s in methods.split(",")):
         method, _, own = item.partition(":")
@@ -82,11 +87,11 @@ def parse_rows(methods: str, preset: str | None, overrides: dict[str, Any]) -> d
         if item in rows:
             raise ValueError(f"--method lists {item!r} twice; give each row once.")
         spec = own or preset
-        params, confidence = _preset(spec, method) if spec else (None, None)
+        params, unary = _preset(spec, method) if spec else (None, {})
         valid = {s.name for s in P.specs(P.params_for(method))}
         mine = {k: v for k, v in overrides.items() if k in valid}
         used |= set(mine)
-        rows[item] = (method, resolve_params(method, params, **mine), confidence)
+        rows[item] = (method, resolve_params(method, params, **mine), unary)
     unused = sorted(set(overrides) - used)
     if unused:
         raise ValueError(f"--{unused[0].replace('_', '-')} is not a parameter of any listed refiner "
@@ -110,15 +115,17 @@ def run(args: argparse.Namespace) -> int:
                  if k.startswith("param_") and v is not None}
     rows = parse_rows(args.method, args.preset, overrides)
     polygon = args.protocol == "polygon"
-    given = {k: v for k, v in (("tolerance", args.tolerance), ("confidence", args.confidence)) if v is not None}
+    given = {k: v for k, v in (("tolerance", args.tolerance), ("confidence", args.confidence), ("band", args.band))
+             if v is not None}
     if args.background is not None:
         given["background"] = _background(args.background)
     if given and not polygon:
         raise ValueError(f"--{', --'.join(given)} appl{'y' if len(given) > 1 else 'ies'} to the polygon protocol "
                          f"only; add --protocol polygon or drop {'them' if len(given) > 1 else 'it'}.")
     recipe = PolygonRecipe(**given)
-    entries = {name: Entry(method, params, confidence if polygon and args.confidence is None else None)
-               for name, (method, params, confidence) in rows.items()}
+    # a unary flag sets the recipe's default for every row, so it replaces the rows' preset values
+    entries = {name: Entry(method, params, **({k: v for k, v in unary.items() if k not in given} if polygon else {}))
+               for name, (method, params, unary) in rows.items()}
 
     def progress(done: int, total: int, name: str) -> None:
         print(f"\r  {done}/{total} {name:<30}", end="" if done < total else "\n", file=sys.stderr, flush=True)

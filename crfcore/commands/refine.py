@@ -20,7 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("unary", type=Path, help="label mask PNG, or probabilities/logits file (see crfcore unary)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output index PNG")
     p.add_argument("--num-classes", type=int, help="number of classes (default: from the unary)")
-    p.add_argument("--confidence", type=float, help="probability given to a mask's label (masks only)")
+    p.add_argument("--confidence", type=float,
+                   help="probability given to a mask's label (masks only; default: the preset's, else 0.7)")
+    p.add_argument("--band", type=float,
+                   help="uncertain band along a mask's outlines [px] (masks only; default: the preset's, else none)")
     p.add_argument("--probs", type=Path, help="also write the refined probabilities (.npy, (C, H, W) float32)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     add_method_args(p)
@@ -33,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from crfcore.unary_io import load_unary
 
     method, params = params_from_args(args)
+    options = dict(crfcore.presets.read(args.preset).unary) if args.preset else {}
+    options.update({k: v for k, v in (("confidence", args.confidence), ("band", args.band)) if v is not None})
     image = io.load_image(args.image)
-    probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2],
-                       confidence=args.confidence)
+    probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2], **options)
     result = crfcore.refine(image, probs, method=method, params=params, device=args.device)
     io.save_mask(args.out, result.labels.astype(np.int64))
     if args.probs:

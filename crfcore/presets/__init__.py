@@ -16,23 +16,26 @@ scribbles           brush strokes: a few hard pixels, the rest unknown; strong, 
 Each preset is a file ``crfcore/presets/<kind>.<method>.json`` that :func:`crfcore.params.load_preset` (and so
 ``crfcore.refine(params=path)``, ``crfcore refine --preset``) reads as any preset: ``{"method", "params"}``, where
 ``params`` lists only what differs from the params.py defaults. Beside them the file holds ``"kind"``,
-``"description"``, ``"tuning"`` (how the values were chosen) and ``"unary"``: ``{"confidence": p}`` for kinds whose
-unary is made from a label mask by :func:`crfcore.unary.from_labels`. The confidence lives in the preset, not in the
-refiner's params, because it shapes the unary rather than the CRF; yet it is tuned together with the CRF weights
-(the two trade against each other), so it travels with them.
+``"description"``, ``"tuning"`` (how the values were chosen) and ``"unary"``: ``{"confidence": p, "band": px}`` for
+kinds whose unary is made from a label mask by :func:`crfcore.unary.from_labels` (``band`` optional). These live in
+the preset, not in the refiner's params, because they shape the unary rather than the CRF; yet they are tuned
+together with the CRF weights (the two trade against each other), so they travel with them. :attr:`Preset.unary` is
+that entry as ``from_labels`` keyword arguments: ``from_labels(mask, C, **preset.unary)``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import params as P
+from ..unary import check_band
 
-__all__ = ["KINDS", "UNARY_SOURCES", "Preset", "names", "methods", "path", "read", "get", "load",
+__all__ = ["KINDS", "UNARY_SOURCES", "UNARY_OPTIONS", "Preset", "names", "methods", "path", "read", "get", "load",
            "for_unary_source"]
 
 _DIR = Path(__file__).resolve().parent
@@ -59,16 +62,27 @@ class Preset:
         method: the refiner it is for.
         params: that refiner's params dataclass, validated.
         kind: one of :data:`KINDS`, or None for a preset without one (e.g. written by ``crfcore tune``).
-        confidence: probability :func:`crfcore.unary.from_labels` should give a mask's label, in (0.5, 1]; None when
-            the file gives none (the unary is not made from a mask, or the caller chooses).
+        unary: the file's ``"unary"`` entry as :func:`crfcore.unary.from_labels` keyword arguments, validated:
+            ``confidence`` (the probability of a mask's label, in (0.5, 1]) and ``band`` (pixels > 0), each only
+            when the file gives it; empty when the unary is not made from a mask, or the caller chooses.
         description: what the preset is for; may be empty.
     """
 
     method: str
     params: Any
     kind: str | None = None
-    confidence: float | None = None
+    unary: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+
+    @property
+    def confidence(self) -> float | None:
+        """``unary["confidence"]``, or None when the file gives none."""
+        return self.unary.get("confidence")
+
+    @property
+    def band(self) -> float | None:
+        """``unary["band"]`` in pixels, or None when the file gives none."""
+        return self.unary.get("band")
 
 
 def names() -> list[str]:
@@ -97,20 +111,32 @@ def path(kind: str, method: str = "convcrf") -> Path:
     return file
 
 
-def _confidence(file: Path, unary: Any) -> float | None:
+UNARY_OPTIONS = ("confidence", "band")
+"""The settings a preset's ``"unary"`` entry may hold (keyword arguments of :func:`crfcore.unary.from_labels`)."""
+
+
+def _unary(file: Path, unary: Any) -> dict[str, float]:
     if not isinstance(unary, dict):
-        raise ValueError(f"preset {file}: 'unary' must be an object such as {{\"confidence\": 0.9}}, got {unary!r}.")
-    unknown = sorted(set(unary) - {"confidence"})
+        raise ValueError(f"preset {file}: 'unary' must be an object such as {{\"confidence\": 0.9, \"band\": 4}}, got "
+                         f"{unary!r}.")
+    unknown = sorted(set(unary) - set(UNARY_OPTIONS))
     if unknown:
-        raise ValueError(f"preset {file}: unknown unary setting(s) {', '.join(map(repr, unknown))}; the only one is "
-                         "'confidence'.")
-    value = unary.get("confidence")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 < value <= 1.0:
-        raise ValueError(f"preset {file}: unary confidence must be a number in (0.5, 1] (the probability of a mask's "
-                         f"label), got {value!r}.")
-    return float(value)
+        raise ValueError(f"preset {file}: unknown unary setting(s) {', '.join(map(repr, unknown))}; valid settings "
+                         f"are {', '.join(map(repr, UNARY_OPTIONS))}.")
+    out: dict[str, float] = {}
+    confidence = unary.get("confidence")
+    if confidence is not None:
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 < confidence <= 1.0:
+            raise ValueError(f"preset {file}: unary confidence must be a number in (0.5, 1] (the probability of a "
+                             f"mask's label), got {confidence!r}.")
+        out["confidence"] = float(confidence)
+    try:
+        band = check_band(unary.get("band"), "unary band")
+    except ValueError as exc:
+        raise ValueError(f"preset {file}: {exc}") from None
+    if band is not None:
+        out["band"] = band
+    return out
 
 
 def read(file: str | os.PathLike) -> Preset:
@@ -118,7 +144,7 @@ def read(file: str | os.PathLike) -> Preset:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a preset, a parameter out of range, an unknown kind or a bad unary confidence (the message
+        ValueError: not a preset, a parameter out of range, an unknown kind or a bad unary setting (the message
             names the file).
     """
     file = Path(file)
@@ -127,11 +153,11 @@ def read(file: str | os.PathLike) -> Preset:
     kind = data.get("kind")
     if kind is not None and kind not in KINDS:
         raise ValueError(f"preset {file}: kind {kind!r} is not one of {', '.join(map(repr, KINDS))}.")
-    return Preset(method, params, kind, _confidence(file, data.get("unary", {})), str(data.get("description", "")))
+    return Preset(method, params, kind, _unary(file, data.get("unary", {})), str(data.get("description", "")))
 
 
 def get(kind: str, method: str = "convcrf") -> Preset:
-    """The shipped preset of ``kind`` for ``method``, with its unary confidence and description."""
+    """The shipped preset of ``kind`` for ``method``, with its unary settings and description."""
     return read(path(kind, method))
 
 

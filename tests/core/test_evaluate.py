@@ -120,11 +120,53 @@ def test_polygon_protocol_unary_uses_each_rows_confidence(tiny_dataset, monkeypa
     assert seen == pytest.approx([0.95, 0.8])
 
 
+def test_polygon_protocol_unary_uses_each_rows_band(tiny_dataset, monkeypatch) -> None:
+    import crfcore.evaluate as E
+
+    seen = []
+
+    def spy(image, unary, **kwargs):
+        seen.append(unary)
+        return real(image, unary, **kwargs)
+
+    real = E.refine
+    monkeypatch.setattr(E, "refine", spy)
+    evaluate(tiny_dataset, {"own": Entry("convcrf", None, 0.9, 3.0), "default": Entry("convcrf")},
+             protocol="polygon", polygon=PolygonRecipe(confidence=0.8, band=2.0), limit=1)
+    evaluate(tiny_dataset, {"plain": Entry("convcrf", None, 0.9)}, protocol="polygon", limit=1)
+    gt = io.load_mask(io.find_pairs(tiny_dataset)[0][1])
+    drawn = polygon_annotation(gt)
+    assert len(seen) == 3
+    for unary, (confidence, band) in zip(seen, [(0.9, 3.0), (0.8, 2.0), (0.9, None)]):
+        np.testing.assert_array_equal(unary, from_labels(drawn, 3, confidence=confidence, band=band,
+                                                         ignore_index=-1))
+
+
+def test_eval_cli_band_flag_replaces_the_presets_band(tiny_dataset, tmp_path, monkeypatch) -> None:
+    import crfcore.evaluate as E
+
+    bands = []
+
+    def spy(folder, entries, *, polygon, **kwargs):
+        bands.extend(E._unary_options(e, polygon)[1] for e in entries.values())
+        return {"annotation": {"miou": 0, "miou_gt": 0, "accuracy": 0, "boundary_f": 0, "ms_per_image": 0}}
+
+    monkeypatch.setattr(E, "evaluate", spy)
+    file = tmp_path / "banded.json"
+    file.write_text(json.dumps({"method": "convcrf", "params": {}, "unary": {"confidence": 0.9, "band": 5}}))
+    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--method", f"convcrf,convcrf:{file}"]) == 0
+    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--method", f"convcrf:{file}",
+                 "--band", "2"]) == 0
+    assert bands == [None, 5.0, 2.0]
+
+
 def test_synthetic_protocol_keeps_its_unary_row_and_refuses_a_confidence(tiny_dataset) -> None:
     table = evaluate(tiny_dataset, {"convcrf": ("convcrf", None)})
     assert list(table) == ["unary", "convcrf"]
     with pytest.raises(ValueError, match="only the polygon protocol uses"):
         evaluate(tiny_dataset, {"convcrf": ("convcrf", None, 0.9)})
+    with pytest.raises(ValueError, match=r"gives a band \(4\), which only the polygon protocol uses"):
+        evaluate(tiny_dataset, {"convcrf": Entry("convcrf", band=4)})
     with pytest.raises(ValueError, match="not a valid protocol. Valid protocols are 'synthetic', 'polygon'"):
         evaluate(tiny_dataset, {}, protocol="scribble")
 
@@ -170,11 +212,11 @@ def test_eval_rows_take_presets_by_kind_or_file_and_flags_only_where_they_apply(
     file = tmp_path / "mine.json"
     file.write_text(json.dumps({"method": "densecrf", "params": {"iterations": 3}, "unary": {"confidence": 0.85}}))
     rows = parse_rows(f"convcrf,convcrf:rough_annotation,densecrf:{file}", None, {"filter_size": 7})
-    (m0, p0, c0), (m1, p1, c1), (m2, p2, c2) = rows.values()
-    assert (m0, p0.filter_size, c0) == ("convcrf", 7, None)
+    (m0, p0, u0), (m1, p1, u1), (m2, p2, u2) = rows.values()
+    assert (m0, p0.filter_size, u0) == ("convcrf", 7, {})
     rough = presets.get("rough_annotation", "convcrf")
-    assert (p1.theta_alpha, p1.filter_size, c1) == (rough.params.theta_alpha, 7, rough.confidence)
-    assert (m2, p2.iterations, c2) == ("densecrf", 3, 0.85)
+    assert (p1.theta_alpha, p1.filter_size, u1) == (rough.params.theta_alpha, 7, dict(rough.unary))
+    assert (m2, p2.iterations, u2) == ("densecrf", 3, {"confidence": 0.85})
     with pytest.raises(ValueError, match=f"preset {file} is for method 'densecrf', not 'convcrf'"):
         parse_rows("convcrf", str(file), {})
     with pytest.raises(ValueError, match="lists 'convcrf' twice"):

@@ -108,9 +108,41 @@ def test_read_accepts_a_plain_preset_and_validates_the_extra_entries(tmp_path) -
     assert presets.read(_write(tmp_path, unary={"confidence": 0.8}, kind="scribbles")).confidence == 0.8
     with pytest.raises(ValueError, match=r"unary confidence must be a number in \(0.5, 1\].*got 1.5"):
         presets.read(_write(tmp_path, unary={"confidence": 1.5}))
+    banded = presets.read(_write(tmp_path, unary={"confidence": 0.8, "band": 3}))
+    assert (banded.unary, banded.confidence, banded.band) == ({"confidence": 0.8, "band": 3.0}, 0.8, 3.0)
+    for bad in (0, -2, "4", True, float("inf")):
+        with pytest.raises(ValueError, match=r"p.json: unary band must be a finite number of pixels > 0"):
+            presets.read(_write(tmp_path, unary={"band": bad}))
     with pytest.raises(ValueError, match="unknown unary setting\\(s\\) 'temperature'"):
         presets.read(_write(tmp_path, unary={"temperature": 2}))
     with pytest.raises(ValueError, match="kind 'noisy' is not one of"):
         presets.read(_write(tmp_path, kind="noisy"))
     with pytest.raises(ValueError, match="iterations=-1 is out of range"):
         presets.read(_write(tmp_path, params={"iterations": -1}))
+
+
+def test_refine_cli_makes_a_mask_unary_with_the_presets_unary_settings_unless_flags_override(tmp_path,
+                                                                                           monkeypatch) -> None:
+    import crfcore.unary_io as U
+    from crfcore import io
+    from crfcore.cli import main
+
+    made = []
+
+    def spy(path, **kwargs):
+        made.append(real(path, **kwargs))
+        return made[-1]
+
+    real = U.load_unary
+    monkeypatch.setattr(U, "load_unary", spy)
+    mask = np.zeros((16, 20), np.int64)
+    mask[:, 9:] = 1
+    io.save_image(tmp_path / "img.png", np.full((16, 20, 3), 128, np.uint8))
+    io.save_mask(tmp_path / "mask.png", mask)
+    preset = _write(tmp_path, unary={"confidence": 0.8, "band": 3})
+    args = ["refine", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "-o", str(tmp_path / "out.png"),
+            "--num-classes", "2", "--preset", preset]
+    assert main(args) == 0
+    assert main([*args, "--band", "1.5", "--confidence", "0.9"]) == 0
+    np.testing.assert_array_equal(made[0], from_labels(mask, 2, confidence=0.8, band=3.0))
+    np.testing.assert_array_equal(made[1], from_labels(mask, 2, confidence=0.9, band=1.5))
