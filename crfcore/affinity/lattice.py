@@ -234,13 +234,25 @@ def _blur_tables(unique: Tensor, radix: list[int], layer: int, d: int, dtype: to
     total = sum(radix[:d])
     prev = torch.where(rem == 0, unique + step - total + d * layer, unique + step - layer)
     nxt = torch.where(rem == d, unique - step + total - d * layer, unique - step + layer)
-    targets = torch.stack([prev, nxt], -1)  # (d+1, M, 2)
+    targets = torch.stack([prev, nxt], 1)  # (d+1, 2, M): sorted within each remainder, so the searches stay local
     pos = torch.searchsorted(unique, targets.reshape(-1)).clamp_(max=m - 1).view_as(targets)
     found = unique.index_select(0, pos.reshape(-1)).view_as(pos) == targets
-    own = torch.arange(m, device=unique.device)[:, None]
-    cols = torch.cat([own.expand(d + 1, m, 1), torch.where(found, pos, own)], -1)
-    weights = torch.cat([torch.ones(d + 1, m, 1, dtype=dtype, device=unique.device), found.to(dtype) * 0.5], -1)
-    return cols.to(index), weights
+    own = torch.arange(m, device=unique.device).expand(d + 1, 1, m)
+    cols = torch.cat([own, torch.where(found, pos, own)], 1).transpose(1, 2)
+    half = torch.cat([found.new_ones(d + 1, 1, m), found], 1).transpose(1, 2).to(dtype)
+    weights = half * torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=unique.device)
+    return cols.to(index).contiguous(), weights.contiguous()
+
+
+def _degree(lat: Lattice) -> Tensor:
+    """``(P,)``: ``D = L·1``, the lattice's row sums (self term included), by the same splat, blur and slice as
+    :meth:`Lattice.splat` etc. but as scatter-add and gathers over one channel, which cost far less than
+    ``embedding_bag``'s per-bag work when C = 1."""
+    values = torch.zeros(lat.num_points, dtype=lat.bary.dtype, device=lat.bary.device)
+    values.index_add_(0, lat.vertex, lat.bary.reshape(-1))
+    for j in range(lat.dims + 1):
+        values = (values[lat.blur_index[j]] * lat.blur_weight[j]).sum(1)
+    return (values[lat.vertex].view_as(lat.bary) * lat.bary).sum(1) * lat.alpha
 
 
 def _gain(features: Tensor, degree: Tensor) -> Tensor:
@@ -277,10 +289,8 @@ class _Kernel:
         self.features = features.detach()
         self.normalization = normalization
         self.lattice = lat = _build_lattice(self.features)
-        ones = torch.ones(lat.bary.shape[0], 1, dtype=features.dtype, device=features.device)
-        unit = lat.bary.reshape(-1)
-        self.degree = lat.slice(lat.blur(lat.splat(ones, unit.index_select(0, lat.order))), unit * lat.alpha)[:, 0]
-        n_in = n_out = ones[:, 0]
+        self.degree = _degree(lat)
+        n_in = n_out = torch.ones_like(self.degree)
         if normalization == "none":
             n_out = _gain(self.features, self.degree)
         elif normalization == "symmetric":
