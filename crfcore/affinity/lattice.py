@@ -127,9 +127,9 @@ def _build_lattice(features: Tensor) -> Lattice:
     if reach * torch.finfo(f.dtype).eps >= 1.0 / 16:  # rounding to the lattice needs ~4 bits below the unit
         raise ValueError(f"features reach {reach:.3g} lattice steps from the origin, more than {f.dtype} resolves; "
                          f"features are divided by their θ's, so use larger θ's, or float64 features.")
-    base, rank = _enclosing_simplex(elevated)
-    bary = _barycentric(elevated, base, rank).t().contiguous()
-    keys, radix, layer = _vertex_keys(base, rank, b)
+    base, slot = _enclosing_simplex(elevated)
+    bary = _barycentric(elevated, base, slot)
+    keys, radix, layer = _vertex_keys(base, slot, b)
     index = _index_dtype(keys.numel())
     if int(keys.max()) < 2 ** 31:
         keys = keys.int()  # a narrower radix sort
@@ -160,36 +160,41 @@ def _elevate(f: Tensor) -> Tensor:
 
 
 def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
-    """The simplex holding each point: ``base`` (d+1, P) int64 (the nearest remainder-0 vertex, in units of d+1)
-    and ``rank`` (d+1, P) int64 (the order of each coordinate's offset from it, 0 = largest; ties by index)."""
+    """The simplex holding each point: ``base`` (d+1, P), float with integer values (the nearest remainder-0 vertex,
+    in units of d+1), and ``slot`` (P, d+1) int64, pixel-major: ``d - rank``, where ``rank`` orders each
+    coordinate's offset from ``base`` (0 = largest; ties by index)."""
     d1 = elevated.shape[0]
     base = torch.round(elevated * (1.0 / d1))
     offset = torch.add(elevated, base, alpha=-d1)
-    rank = torch.zeros(elevated.shape, dtype=torch.int16, device=elevated.device)
+    # rank_j = #{i < j: offset_i >= offset_j} + #{k > j: offset_k > offset_j}, counted in int8 (no casts: a bool
+    # tensor is viewed as int8) as j - Σ_{i<j} [offset_i < offset_j] + Σ_{k>j} [offset_j < offset_k]
+    rank = torch.arange(d1, dtype=torch.int8, device=elevated.device)[:, None].repeat(1, elevated.shape[1])
     for i in range(d1):
         for j in range(i + 1, d1):
-            smaller = offset[i] < offset[j]
+            smaller = torch.lt(offset[i], offset[j]).view(torch.int8)
             rank[i] += smaller
-            rank[j] += ~smaller
-    rank += base.sum(0).to(torch.int16)  # the rounded point is off the hyperplane by this many steps: move it back
-    wrap = (rank < 0).to(torch.int16) - (rank >= d1).to(torch.int16)
+            rank[j] -= smaller
+    rank += base.sum(0).to(torch.int8)  # the rounded point is off the hyperplane by this many steps: move it back
+    wrap = (rank < 0).view(torch.int8) - (rank >= d1).view(torch.int8)
     rank += wrap * d1
-    return base.long() + wrap, rank.long()
+    base += wrap
+    slot = torch.empty(rank.shape[::-1], dtype=torch.long, device=rank.device)
+    return base, slot.copy_(rank.t()).neg_().add_(d1 - 1)
 
 
-def _barycentric(elevated: Tensor, base: Tensor, rank: Tensor) -> Tensor:
-    """``(d+1, P)`` barycentric weights of the simplex vertices, remainder 0..d (Adams et al. 2010, §3.1):
+def _barycentric(elevated: Tensor, base: Tensor, slot: Tensor) -> Tensor:
+    """``(P, d+1)`` barycentric weights of the simplex vertices, remainder 0..d (Adams et al. 2010, §3.1):
     with ``v_(k)`` the offset ranked k, vertex m ≥ 1 gets ``v_(d-m) - v_(d-m+1)`` and vertex 0 the rest."""
     d1 = elevated.shape[0]
-    v = torch.add(elevated, base.to(elevated.dtype), alpha=-d1).div_(d1)
-    by_rank = torch.empty_like(v).scatter_(0, rank, v)
-    bary = torch.empty_like(v)
-    bary[1:] = (by_rank[:-1] - by_rank[1:]).flip(0)
-    bary[0] = 1.0 + by_rank[-1] - by_rank[0]
+    v = torch.add(elevated, base, alpha=-d1).div_(d1)
+    by_slot = torch.empty(slot.shape, dtype=v.dtype, device=v.device).scatter_(1, slot, v.t())  # v_(d-m) at m
+    bary = torch.empty_like(by_slot)
+    torch.sub(by_slot[:, 1:], by_slot[:, :-1], out=bary[:, 1:])
+    bary[:, 0] = 1.0 + by_slot[:, 0] - by_slot[:, -1]
     return bary
 
 
-def _vertex_keys(base: Tensor, rank: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
+def _vertex_keys(base: Tensor, slot: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
     """Packed int64 keys ``(P·(d+1),)``, pixel-major, of the d+1 vertices of each pixel's simplex.
 
     Vertex r has coordinates ``(d+1)·a + r`` with ``a_i = base_i - [rank_i > d - r]``; the first d coordinates
@@ -199,7 +204,8 @@ def _vertex_keys(base: Tensor, rank: Tensor, batches: int) -> tuple[Tensor, list
     """
     d = base.shape[0] - 1
     low = base[:d].amin(1) - 2
-    span = (base[:d].amax(1) - low + 2).tolist()
+    span = (base[:d].amax(1) - low + 2).long().tolist()
+    low = low.long().tolist()
     radix = [1]
     for s in span:
         radix.append(radix[-1] * int(s))
@@ -208,16 +214,19 @@ def _vertex_keys(base: Tensor, rank: Tensor, batches: int) -> tuple[Tensor, list
         raise ValueError(f"the {d}-dimensional features span too wide a range for the lattice's 64-bit vertex "
                          f"keys (per-dimension spans {span} lattice steps); use larger θ's (features divided by "
                          f"larger ranges) or fewer feature dimensions.")
-    radix_t = torch.tensor(radix[:d] + [0], dtype=torch.long, device=base.device)
-    anchor = ((base[:d] - low[:, None]) * radix_t[:d, None]).sum(0)
+    points = slot.shape[0]
+    keys = torch.empty(points, d + 1, dtype=torch.long, device=base.device)
+    anchor = keys[:, 0]
+    anchor.copy_(base[0]).sub_(low[0])
+    for i in range(1, d):
+        anchor.add_(base[i].long().sub_(low[i]).mul_(radix[i]))
     if batches > 1:  # pixels are numbered image by image
-        anchor += torch.arange(batches, device=base.device).repeat_interleave(anchor.numel() // batches) * radix[d]
-    by_rank = torch.zeros_like(rank).scatter_(0, rank, radix_t[:, None].expand_as(rank))
-    keys = [anchor]
-    for r in range(1, d + 1):
-        anchor = anchor - by_rank[d + 1 - r]
-        keys.append(anchor + r * layer)
-    return torch.stack(keys, 1).reshape(-1), radix, layer
+        anchor += torch.arange(batches, device=base.device).repeat_interleave(points // batches) * radix[d]
+    radix_t = torch.tensor(radix[:d] + [0], dtype=torch.long, device=base.device)
+    by_slot = torch.empty_like(slot).scatter_(1, slot, radix_t.expand_as(slot))  # R of the coordinate ranked d-m
+    steps = torch.arange(1, d + 1, dtype=torch.long, device=base.device) * layer
+    torch.sub(steps, by_slot[:, :d].cumsum(1), out=keys[:, 1:]).add_(anchor[:, None])
+    return keys.view(-1), radix, layer
 
 
 def _blur_tables(unique: Tensor, radix: list[int], layer: int, d: int, dtype: torch.dtype,
