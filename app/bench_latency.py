@@ -2,10 +2,11 @@
 
 ``python -m app.bench_latency`` opens a synthetic 0.5 MP image (512×1024, three classes, a noisy unary from
 ``crfcore.synthetic``) in the main window and, for every registered refiner, moves a weight slider and a θ slider
-``--changes`` times each the way a user does: press, move, release. The latency of one change runs from the press
-to the end of the first repaint after the full-resolution overlay was replaced. It prints the median and p95 per
-refiner and slider, the refiner's own median time from its timing breakdown, and the longest gap of a 10 ms GUI
-timer over the whole run (how long the event loop was ever blocked).
+``--changes`` steps each the way a user does: press, drag a few steps, release. It prints, per refiner and slider,
+the median and p95 of two latencies — **drag**: a slider step to the end of the first repaint showing the preview
+made for it (reduced resolution; the step the user watches), and **release**: the release to the repaint showing
+the full-resolution result — with the refiner's own median time from its timing breakdown, and the longest gap of
+a 10 ms GUI timer over the whole run (how long the event loop was ever blocked).
 
 Runs headless (``QT_QPA_PLATFORM=offscreen``) unless a display is set. Timings on a shared machine are noisy; run
 it once and report the load it ran under.
@@ -27,6 +28,7 @@ __all__ = ["make_scene", "percentile", "main"]
 
 HEIGHT, WIDTH = 512, 1024  # 524,288 pixels = 0.5 MP
 SLIDERS = ("w_smoothness", "theta_gamma")  # a weight (operator reused) and a θ (operator rebuilt)
+STEPS_PER_DRAG = 5
 TIMEOUT_S = 120.0
 
 
@@ -54,42 +56,67 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def _wait_for_full_result(window, previous: object) -> None:
-    """Spin the event loop until the document holds a new full-resolution result, then paint once."""
+def _wait_for(window, done, what: str) -> None:
+    """Spin the event loop until ``done()`` holds, then paint once (what the user sees)."""
     from PySide6.QtWidgets import QApplication
 
     deadline = time.perf_counter() + TIMEOUT_S
-    while True:
-        result = window.document.result
-        if result is not None and result is not previous and not result.preview and not window.scheduler.busy:
-            break
+    while not done():
         if time.perf_counter() > deadline:
-            raise TimeoutError(f"no refinement arrived within {TIMEOUT_S:.0f} s; status: {window.message.text()}")
+            raise TimeoutError(f"no {what} arrived within {TIMEOUT_S:.0f} s; status: {window.message.text()}")
         QApplication.processEvents()
         time.sleep(0.001)
     window.canvas.viewport().repaint()
 
 
-def _move(window, method: str, name: str, changes: int) -> tuple[list[float], list[float]]:
-    """``changes`` press-move-release cycles of one slider; (latencies ms, refiner total_ms)."""
+def _wait_for_full_result(window, previous: object) -> None:
+    """Until the document holds a new full-resolution result and no refinement runs."""
+    def done() -> bool:
+        result = window.document.result
+        return (result is not None and result is not previous and not result.preview
+                and not window.scheduler.busy)
+
+    _wait_for(window, done, "refinement")
+
+
+def _wait_for_preview(window, method: str) -> None:
+    """Until the document holds a preview made with the parameters the sliders show now."""
+    def done() -> bool:
+        result = window.document.result
+        return result is not None and result.preview and result.params == window.document.params(method)
+
+    _wait_for(window, done, "preview")
+
+
+def _move(window, method: str, name: str, changes: int) -> dict[str, list[float]]:
+    """Drags of ``STEPS_PER_DRAG`` steps of one slider, ``changes`` steps in all, as a user drags: press, move
+    (each step waits for its preview overlay, then the next step comes at once), release (waits for the
+    full-resolution overlay). Returns milliseconds: ``drag`` (step → preview shown), ``release`` (release → full
+    result shown), ``refiner`` (the full runs' own ``total_ms``)."""
     control = window.panel.forms[method].controls[name]
     spec = control.spec
     low, high = control.scale.to_position(spec.default * 0.5), control.scale.to_position(spec.default * 2.0)
     positions = np.linspace(low, high, 7).round().astype(int).tolist()
-    latencies, totals = [], []
-    for i in range(changes):
-        position = positions[i % len(positions)]
-        if position == control.slider.value():
-            position = positions[(i + 1) % len(positions)]
+    times: dict[str, list[float]] = {"drag": [], "release": [], "refiner": []}
+    step = 0
+    while step < changes:
+        control.slider.setSliderDown(True)
+        for _ in range(min(STEPS_PER_DRAG, changes - step)):
+            position = positions[step % len(positions)]
+            if position == control.slider.value():
+                position = positions[(step + 1) % len(positions)]
+            start = time.perf_counter()
+            control.slider.setValue(position)
+            _wait_for_preview(window, method)
+            times["drag"].append((time.perf_counter() - start) * 1e3)
+            step += 1
         previous = window.document.result
         start = time.perf_counter()
-        control.slider.setSliderDown(True)
-        control.slider.setValue(position)
         control.slider.setSliderDown(False)  # the release runs the full refinement at once
         _wait_for_full_result(window, previous)
-        latencies.append((time.perf_counter() - start) * 1e3)
-        totals.append(window.document.result.timing["total_ms"])
-    return latencies, totals
+        times["release"].append((time.perf_counter() - start) * 1e3)
+        times["refiner"].append(window.document.result.timing["total_ms"])
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"image {HEIGHT}×{WIDTH} ({HEIGHT * WIDTH / 2 ** 20:.2f} MP), 3 classes, device "
               f"{window.document.result.timing['device']}, {args.changes} changes per row, load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(f"{'refiner':<10} {'slider':<14} {'median ms':>10} {'p95 ms':>8} {'refiner ms':>11}")
+        print(f"{'refiner':<10} {'slider':<14} {'drag median':>12} {'drag p95':>9} {'release median':>15} "
+              f"{'release p95':>12} {'refiner ms':>11}")
         clock.start()
         ticker.start()
         for method in methods:
@@ -135,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             for name in SLIDERS:
                 if name not in window.panel.forms[method].controls:
                     continue
-                latencies, totals = _move(window, method, name, args.changes)
-                print(f"{method:<10} {name:<14} {statistics.median(latencies):>10.0f} "
-                      f"{percentile(latencies, 95):>8.0f} {statistics.median(totals):>11.0f}", flush=True)
+                times = _move(window, method, name, args.changes)
+                print(f"{method:<10} {name:<14} {statistics.median(times['drag']):>12.0f} "
+                      f"{percentile(times['drag'], 95):>9.0f} {statistics.median(times['release']):>15.0f} "
+                      f"{percentile(times['release'], 95):>12.0f} {statistics.median(times['refiner']):>11.0f}",
+                      flush=True)
             window.document.reset_params(method)
         ticker.stop()
         window.close()

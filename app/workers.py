@@ -2,8 +2,9 @@
 
 Every request gets an increasing id. Submitting a new one cancels the running one (its token is checked before the
 build, after it and between iterations) and only the latest id's result, error or cancellation reaches the GUI; the
-others are dropped. :meth:`RefineScheduler.schedule` debounces (slider moves), :meth:`RefineScheduler.submit` runs
-at once (a slider release, the Refine button). One worker thread runs at a time, so builds never compete for the CPU
+others are dropped. :meth:`RefineScheduler.schedule` debounces (slider moves: the first request after a quiet
+interval runs at once, later ones within the interval collapse into the latest, which runs when it ends), and
+:meth:`RefineScheduler.submit` runs at once (a slider release, the Refine button). One worker thread runs at a time, so builds never compete for the CPU
 and the operator cache needs no more than its own lock. Errors arrive as readable one-line messages, never
 tracebacks (those go to the log).
 
@@ -28,7 +29,7 @@ __all__ = ["DEBOUNCE_MS", "CancelToken", "describe_error", "RefineScheduler", "R
 
 _log = logging.getLogger(__name__)
 
-DEBOUNCE_MS = 100  # a scheduled request waits this long for the next slider step before it runs
+DEBOUNCE_MS = 100  # scheduled requests run at most once per this interval (the first at once, the latest at its end)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -142,18 +143,26 @@ class RefineScheduler(QObject):
 
     @property
     def pending(self) -> bool:
-        """True while a scheduled request waits out the debounce interval."""
+        """True while a scheduled request waits for the debounce interval to end."""
         return self._pending is not None
 
     def schedule(self, job: RefineJob) -> None:
-        """Run ``job`` after the debounce interval unless another request replaces it first."""
-        self._pending = job
+        """Run ``job`` at once if nothing was scheduled within the debounce interval, else when the interval ends,
+        unless a later request replaces it first. A slider drag thus refines at its first step, then at most once
+        per interval, and always ends on its latest position."""
+        if self._timer.isActive():
+            self._pending = job
+            return
         self._timer.start()
+        self._start(job)
 
     def submit(self, job: RefineJob) -> int:
         """Run ``job`` now, cancelling the running request and any scheduled one; returns its id."""
         self._timer.stop()
         self._pending = None
+        return self._start(job)
+
+    def _start(self, job: RefineJob) -> int:
         if self._token is not None:
             self._token.cancel()
         self._latest += 1
@@ -189,7 +198,9 @@ class RefineScheduler(QObject):
     @Slot()
     def _submit_pending(self) -> None:
         if self._pending is not None:
-            self.submit(self._pending)
+            job, self._pending = self._pending, None
+            self._timer.start()  # a drag that goes on keeps the once-per-interval pace
+            self._start(job)
 
     def _finish(self, request_id: int) -> bool:
         """Mark ``request_id`` done; True if it is the latest (its outcome should be emitted)."""

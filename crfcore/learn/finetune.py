@@ -137,7 +137,7 @@ def validate(model: nn.Module, samples: list[Sample], num_classes: int, *, void:
     """mIoU (%) of ``model``'s labels over ``samples`` at full size (confusion summed over the images; ``classes``
     as in :func:`crfcore.metrics.miou`)."""
     device = next(model.parameters()).device
-    preds = [model(s.image[None].to(device), s.unary[None].to(device)).argmax(1)[0].cpu() for s in samples]
+    preds = [model(s.image[None].to(device), s.unary[None].to(device)).max(1).indices[0].cpu() for s in samples]
     return _score(preds, samples, num_classes, void, classes)
 
 
@@ -148,7 +148,7 @@ def unary_miou(samples: list[Sample], num_classes: int, *, void: int | None = 25
 
 def batch_miou(q: Tensor, labels: Tensor, num_classes: int, void: int | None, classes: str = "gt") -> float:
     """mIoU (%) of the argmax of ``q`` ``(B, C, H, W)`` against ``labels`` ``(B, H, W)``, void ignored."""
-    conf = metrics.confusion(q.detach().argmax(1), labels, num_classes, void)
+    conf = metrics.confusion(q.detach().max(1).indices, labels, num_classes, void)
     return 100.0 * metrics.miou(conf, classes=classes)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import crfcore
+import app.compute
 from app.compute import OperatorCache, RefineJob, compute, preview_params, preview_scale
 from app.document import available_methods
 from crfcore import params as P
@@ -70,6 +71,29 @@ def test_preview_params_shrink_pixel_ranges_within_their_specs():
     assert (small.theta_alpha, small.theta_gamma, small.blur) == (40.0, 0.5, 2)
     assert small.theta_beta == params.theta_beta and small.filter_size == params.filter_size
     assert preview_params(params, 1) is params
+
+
+def test_preview_grid_is_never_finer_than_the_full_runs():
+    for blur, scale, expected in ((4, 3, 2), (4, 8, 1), (3, 2, 2), (1, 5, 1)):
+        assert preview_params(P.ConvCRFParams(blur=blur), scale).blur == expected
+        assert scale * expected >= blur
+
+
+def test_preview_scale_follows_the_last_full_run_time():
+    assert preview_scale(512, 1024) == 3  # the pixel budget alone
+    assert preview_scale(512, 1024, full_ms=100.0) == 3  # fast enough already
+    assert preview_scale(512, 1024, full_ms=1000.0) == 5  # √(1000 / 40) = 5: ~40 ms of work
+    assert preview_scale(512, 1024, full_ms=1e6) == 512 // 32  # the shorter side stays >= 32 px
+
+
+def test_a_full_run_records_its_time_and_sizes_the_next_preview(monkeypatch):
+    monkeypatch.setattr(app.compute, "PREVIEW_MS", 1e-3)  # any measured time asks for a coarser preview
+    cache = OperatorCache()
+    full = compute(make_job(height=96, width=128), cache=cache, device="cpu")
+    assert full.timing["scale"] == 1
+    preview = compute(make_job(height=96, width=128, preview=True), cache=cache, device="cpu")
+    assert preview.timing["scale"] == 96 // 32  # as coarse as allowed, not the pixel budget's 1
+    assert preview.probs.shape == full.probs.shape
 
 
 def test_should_stop_raises_cancelled_between_iterations():

@@ -59,13 +59,16 @@ def test_releasing_a_dragged_slider_gives_a_new_full_mask(window, qtbot):
     assert not np.allclose(result.probs, before.probs)
 
 
-def test_dragging_runs_a_preview_after_the_debounce(window, qtbot):
+def test_dragging_previews_the_first_step_at_once_and_the_latest_after_the_debounce(window, qtbot):
     control = window.panel.forms[window.document.method].controls["w_appearance"]
     with qtbot.waitSignal(window.scheduler.started, timeout=TIMEOUT) as started:
         drag(control, control.scale.to_position(30.0))
-        assert window.scheduler.pending  # waits out the debounce interval
-    assert started.args[1] is True  # a preview
-    qtbot.waitUntil(lambda: not window.scheduler.busy, timeout=TIMEOUT)
+    assert started.args[1] is True  # a preview, started without waiting
+    drag(control, control.scale.to_position(40.0))
+    assert window.scheduler.pending  # the next step waits out the debounce interval
+    qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
+    result = window.document.result
+    assert result.preview and result.params.w_appearance == pytest.approx(40.0, rel=0.05)
     control.slider.setSliderDown(False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -31,13 +32,31 @@ def scheduler(qtbot):
     sched.shutdown()
 
 
-def test_scheduled_requests_are_debounced_into_one(scheduler, job, qtbot):
+def test_a_burst_of_scheduled_requests_runs_the_first_at_once_and_the_last_after_the_interval(scheduler, job,
+                                                                                                qtbot):
+    started, delivered = [], []
+    scheduler.started.connect(lambda rid, preview: started.append(rid))
+    scheduler.finished.connect(lambda rid, result: delivered.append(result))
+    burst = [dataclasses.replace(job, version=v) for v in range(5)]
+    scheduler.schedule(burst[0])
+    assert started == [1] and not scheduler.pending  # the leading edge: no wait
+    for j in burst[1:]:
+        scheduler.schedule(j)
+    assert started == [1] and scheduler.pending  # the rest wait for the interval and collapse into the latest
+    qtbot.waitUntil(lambda: not scheduler.busy and not scheduler.pending, timeout=TIMEOUT)
+    assert started == [1, 2]
+    assert [r.version for r in delivered] in ([0, 4], [4])  # 1 may finish before 2 starts; 1..3 never run
+
+
+def test_a_request_scheduled_after_a_quiet_interval_runs_at_once(scheduler, job, qtbot):
+    with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT):
+        scheduler.schedule(job)
+    qtbot.wait(2 * scheduler._timer.interval())
     started = []
     scheduler.started.connect(lambda rid, preview: started.append(rid))
-    with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT):
-        for _ in range(5):
-            scheduler.schedule(job)
-    assert started == [1]
+    scheduler.schedule(job)
+    assert started == [2]
+    qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
 
 
 def test_only_the_latest_request_is_delivered(scheduler, job, qtbot, monkeypatch):
