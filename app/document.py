@@ -19,6 +19,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 import crfcore
+import crfcore.presets
 from crfcore import params as P
 from crfcore.io import load_image, load_mask
 from crfcore.unary_io import load_unary
@@ -67,7 +68,7 @@ class ImageDocument(QObject):
 
     def __init__(self, entry: ImageEntry, image: np.ndarray, *, method: str | None = None,
                  params: Mapping[str, Any] | None = None, mask_confidence: float = crfcore.unary.DEFAULT_CONFIDENCE,
-                 parent: QObject | None = None) -> None:
+                 mask_band: float | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}; load it with "
@@ -89,6 +90,7 @@ class ImageDocument(QObject):
             self.set_method(method)
         self._check_confidence(mask_confidence)
         self._confidence = float(mask_confidence)
+        self._band = crfcore.unary.check_band(mask_band, "mask_band")
         self._kind: UnaryKind | None = None
         self._path: Path | None = None
         self._source: np.ndarray | None = None
@@ -103,7 +105,7 @@ class ImageDocument(QObject):
     def open(cls, entry: ImageEntry, **kwargs: Any) -> "ImageDocument":
         """Load ``entry``'s image and its default unary source: the probability map if there is one, else the mask.
 
-        Keyword arguments are those of the constructor (``method``, ``params``, ``mask_confidence``).
+        Keyword arguments are those of the constructor (``method``, ``params``, ``mask_confidence``, ``mask_band``).
         """
         doc = cls(entry, load_image(entry.image), **kwargs)
         if entry.probs is not None:
@@ -146,6 +148,39 @@ class ImageDocument(QObject):
         """Probability a mask gives its own label, in (0.5, 1] (see ``crfcore.unary.from_labels``)."""
         return self._confidence
 
+    @property
+    def mask_band(self) -> float | None:
+        """Width in pixels of the uncertain band along a mask's outlines, or None (see
+        ``crfcore.unary.from_labels``)."""
+        return self._band
+
+    @property
+    def preset_kind(self) -> str | None:
+        """The shipped preset kind that matches the unary source (``crfcore.presets.for_unary_source``): a mask
+        is a ``"rough_annotation"``, a probability map a ``"network_output"``; None while no unary is loaded."""
+        if self._kind is None:
+            return None
+        return crfcore.presets.for_unary_source("mask" if self._kind == "mask" else "probabilities")
+
+    def apply_preset(self, kind: str) -> list[str]:
+        """Give every method that has a shipped preset of ``kind`` that preset's parameters, and take the mask
+        settings (confidence, band) from the active method's preset; returns the methods whose parameters changed.
+
+        Raises:
+            ValueError: ``kind`` is not a preset kind.
+        """
+        changed = []
+        for method in crfcore.presets.methods(kind):
+            if method not in self._params:
+                continue
+            preset = crfcore.presets.get(kind, method)
+            if method == self._method and preset.confidence is not None:
+                self.set_mask_unary(preset.confidence, preset.band)
+            if preset.params != self._params[method]:
+                self.set_params(method, preset.params)
+                changed.append(method)
+        return changed
+
     def set_unary_source(self, kind: UnaryKind, path: str | Path) -> None:
         """Load the unary from a mask (``kind="mask"``, an index image read by ``crfcore.io.load_mask``) or a
         probability map (``kind="probs"``: ``.npy`` / ``.npz`` probabilities or logits, or any other source
@@ -165,7 +200,7 @@ class ImageDocument(QObject):
                 raise ValueError(f"{path.name} is {source.shape[0]}×{source.shape[1]} but the image is "
                                  f"{self.image.shape[0]}×{self.image.shape[1]} (H×W); use a mask made for this "
                                  f"image.")
-            unary, before = self._from_mask(source, path, self._confidence)
+            unary, before = self._from_mask(source, path, self._confidence, self._band)
         else:
             source = load_unary(path, num_classes=len(self._names) or None, image_shape=self.image.shape[:2],
                                 confidence=self._confidence)
@@ -178,13 +213,19 @@ class ImageDocument(QObject):
 
     def set_mask_confidence(self, confidence: float) -> None:
         """Change the probability a mask gives its own label; re-derives the unary when the source is a mask."""
+        self.set_mask_unary(confidence, self._band)
+
+    def set_mask_unary(self, confidence: float, band: float | None) -> None:
+        """Change how a mask becomes a unary (``crfcore.unary.from_labels``'s ``confidence`` and ``band``, pixels or
+        None); re-derives the unary when the source is a mask."""
         self._check_confidence(confidence)
-        if confidence == self._confidence:
+        band = crfcore.unary.check_band(band, "mask band")
+        if (confidence, band) == (self._confidence, self._band):
             return
         if self._kind == "mask":
-            self._unary, self._before = self._from_mask(self._source, self._path, confidence)
+            self._unary, self._before = self._from_mask(self._source, self._path, confidence, band)
             self._version += 1
-        self._confidence = float(confidence)
+        self._confidence, self._band = float(confidence), band
         if self._kind == "mask":
             self._set_result(None)
             self.unary_changed.emit()
@@ -194,7 +235,8 @@ class ImageDocument(QObject):
         if not 0.5 < confidence <= 1.0:
             raise ValueError(f"mask_confidence must be in (0.5, 1], got {confidence}; 1 makes the mask hard.")
 
-    def _from_mask(self, mask: np.ndarray, path: Path, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    def _from_mask(self, mask: np.ndarray, path: Path, confidence: float,
+                   band: float | None) -> tuple[np.ndarray, np.ndarray]:
         labels = mask.astype(np.int64)
         valid = labels[labels != VOID]
         found = int(valid.max()) + 1 if valid.size else 0
@@ -202,7 +244,7 @@ class ImageDocument(QObject):
         if found > count:
             raise ValueError(f"{path.name} holds class {found - 1} but classes.json names {count} classes; add the "
                              f"missing names or fix the mask.")
-        unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=VOID)
+        unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=VOID, band=band)
         return unary.astype(np.float32), labels
 
     # --- refiner -----------------------------------------------------------------------------------------------

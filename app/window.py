@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QLis
                                QProgressBar, QPushButton, QSlider, QVBoxLayout, QWidget)
 
 import crfcore
+import crfcore.presets
 
 from .autosave import ProjectSync
 from .compute import RefineResult
@@ -28,7 +29,7 @@ from .folder import ImageFolder, scan_folder
 from .tools import ToolState
 from .widgets.canvas import DEFAULT_OPACITY, Canvas
 from .widgets.legend import Legend
-from .widgets.refiner_panel import RefinerPanel
+from .widgets.refiner_panel import KIND_TITLES, RefinerPanel
 from .widgets.tools import BrushControls, tool_actions
 from .widgets.unary_picker import UnaryPicker
 from .workers import RefineScheduler
@@ -63,6 +64,8 @@ class MainWindow(QMainWindow):
         self.document: ImageDocument | None = None
         self.scheduler = scheduler or RefineScheduler(self, device=device)
         self._first_request = 1  # requests with smaller ids were made for a previous document
+        self.auto_presets = True  # the shipped preset kind follows the unary source (mask, probabilities)
+        self.preset_kind: str | None = None  # the kind whose presets the parameters came from, None if none yet
         self.error_box: QMessageBox | None = None  # the last error shown, kept open until the user closes it
         self.export_dialog: ExportDialog | None = None
         self.tune_dialog: TuneDialog | None = None
@@ -85,6 +88,7 @@ class MainWindow(QMainWindow):
         self.panel.param_edited.connect(lambda dragging: self.schedule_refine(preview=dragging))
         self.panel.param_released.connect(self.refine_now)
         self.panel.error.connect(lambda message: self.show_error("Refiner", message))
+        self.panel.preset_kind_chosen.connect(self.choose_preset_kind)
         self.unary_picker.error.connect(lambda message: self.show_error("Unary source", message))
         self.canvas.error.connect(lambda message: self.show_status(message, error=True))
         self.legend.class_clicked.connect(self.pick_class)
@@ -255,7 +259,8 @@ class MainWindow(QMainWindow):
         entry = self.folder.entries[index]
         previous = self.document
         carried = {} if previous is None else {"method": previous.method, "params": previous.all_params(),
-                                                "mask_confidence": previous.mask_confidence}
+                                                "mask_confidence": previous.mask_confidence,
+                                                "mask_band": previous.mask_band}
         try:
             document = ImageDocument.open(entry, parent=self, **carried)
         except (OSError, ValueError) as exc:
@@ -281,10 +286,11 @@ class MainWindow(QMainWindow):
         self.canvas.end_stroke()  # a drag still held ends as an edit of the image it began on (and is saved)
         self.scheduler.cancel()
         self._first_request = self.scheduler.latest_id + 1
+        self._match_presets(document)  # before a saved mask is restored: it must not be recomputed or cleared
         self.project_sync.watch(document)
         restored = self.project_sync.restore(document)
         self.document = document
-        document.method_changed.connect(lambda _m: self.refine_now())
+        document.method_changed.connect(self._on_method_changed)
         document.params_replaced.connect(lambda _m: self.schedule_refine(preview=False))
         document.unary_changed.connect(self._on_unary_changed)
         document.edited.connect(self._on_edited)
@@ -310,7 +316,46 @@ class MainWindow(QMainWindow):
         self.legend.set_labels(self.canvas.shown_labels())
         self.brush_controls.set_classes(self.document.class_names)
         self.qactions["accept"].setEnabled(True)
+        self._match_presets(self.document)
         self.schedule_refine(preview=False)
+
+    def _on_method_changed(self, method: str) -> None:
+        doc = self.document
+        if self.auto_presets and self.preset_kind is not None and doc.unary_kind == "mask" \
+                and method in crfcore.presets.methods(self.preset_kind):
+            preset = crfcore.presets.get(self.preset_kind, method)
+            if preset.confidence is not None:  # this refiner's preset was tuned with its own mask settings
+                doc.set_mask_unary(preset.confidence, preset.band)
+        self.refine_now()
+
+    # --- presets -------------------------------------------------------------------------------------------------
+    def choose_preset_kind(self, kind: str | None) -> None:
+        """Use the shipped presets of ``kind`` for every refiner that has one (``crfcore.presets.KINDS``), or with
+        None follow the unary source: a mask gets the rough-annotation presets, a probability map the
+        network-output ones, now and for every image opened later."""
+        self.auto_presets = kind is None
+        if self.document is None:
+            self.preset_kind = kind
+        elif kind is None:
+            self.preset_kind = None
+            self._match_presets(self.document)
+        else:
+            self._apply_presets(self.document, kind, reason="chosen")
+
+    def _match_presets(self, document: ImageDocument) -> None:
+        """In auto mode, switch to the preset kind ``document``'s unary source calls for, if not already on it."""
+        kind = document.preset_kind
+        if self.auto_presets and kind is not None and kind != self.preset_kind:
+            source = "a mask" if document.unary_kind == "mask" else "a probability map"
+            self._apply_presets(document, kind, reason=f"the unary is {source}")
+        self.panel.show_preset_kind(self.preset_kind, auto=self.auto_presets)
+
+    def _apply_presets(self, document: ImageDocument, kind: str, *, reason: str) -> None:
+        self.preset_kind = kind
+        document.apply_preset(kind)
+        self.panel.show_preset_kind(kind, auto=self.auto_presets)
+        self.show_status(f"Using the {KIND_TITLES[kind]} presets ({reason}); the Presets box above the refiner "
+                         f"tabs changes this.")
 
     # --- editing -------------------------------------------------------------------------------------------------
     def pick_class(self, label: int) -> None:

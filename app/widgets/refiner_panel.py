@@ -1,5 +1,5 @@
 """The refiner panel: one tab per registered refiner, its controls generated from ``crfcore.params`` specs, and
-preset load / save / reset.
+the shipped preset kind (or "auto": the kind that matches the unary source), preset load / save / reset.
 
 The panel writes to the :class:`~app.document.ImageDocument` and follows it: a control's edit calls
 ``document.set_param``; a document change (preset, reset, another image) updates the controls without re-emitting.
@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Signal
-from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QTabWidget, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QTabWidget,
+                               QVBoxLayout, QWidget)
 
+import crfcore.presets
 from crfcore import params as P
 
 from ..dialogs import files
@@ -25,6 +26,8 @@ from .controls import ParamControl, make_control
 __all__ = ["ParamForm", "RefinerPanel"]
 
 TITLES = {"convcrf": "ConvCRF", "densecrf": "DenseCRF", "gaussian": "Gaussian CRF"}  # others: capitalised name
+KIND_TITLES = {"network_output": "network output", "rough_annotation": "rough annotation",
+               "scribbles": "scribbles"}  # crfcore.presets.KINDS
 
 
 def _label(name: str) -> str:
@@ -59,11 +62,14 @@ class RefinerPanel(QWidget):
     Signals:
         param_edited(bool): a parameter was written to the document; True while a slider is being dragged.
         param_released(): a slider was let go (run the full refinement now).
+        preset_kind_chosen(object): the user chose a shipped preset kind (a ``crfcore.presets.KINDS`` name), or
+            None for "auto" (the kind that matches the unary source).
         error(str): a readable message (a bad preset file, a value the spec refused).
     """
 
     param_edited = Signal(bool)
     param_released = Signal()
+    preset_kind_chosen = Signal(object)
     error = Signal(str)
 
     def __init__(self, methods: list[str], parent: QWidget | None = None) -> None:
@@ -85,6 +91,15 @@ class RefinerPanel(QWidget):
                                                                                                 dragging))
                 control.released.connect(lambda _name: self.param_released.emit())
         self.tabs.currentChanged.connect(self._on_tab)
+        self.kind_combo = QComboBox()
+        self.kind_combo.addItem("Auto: match the unary source", None)
+        for kind in crfcore.presets.KINDS:
+            self.kind_combo.addItem(KIND_TITLES[kind].capitalize(), kind)
+        self.kind_combo.setToolTip("Shipped presets per kind of unary: a mask drawn by a person needs a gentler CRF "
+                                   "than a network's noisy probabilities. Auto picks the kind of the loaded unary.")
+        self.kind_combo.activated.connect(lambda i: self.preset_kind_chosen.emit(self.kind_combo.itemData(i)))
+        kind_row = QFormLayout()
+        kind_row.addRow("Presets", self.kind_combo)
         self.load_button = QPushButton("Load preset…")
         self.save_button = QPushButton("Save preset…")
         self.reset_button = QPushButton("Reset")
@@ -97,6 +112,7 @@ class RefinerPanel(QWidget):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(kind_row)
         layout.addWidget(self.tabs, 1)
         layout.addLayout(buttons)
         self.setEnabled(False)
@@ -160,15 +176,17 @@ class RefinerPanel(QWidget):
         if not path:
             return
         try:
-            method, params = P.load_preset(path)
-            if method not in self.forms:
-                raise ValueError(f"preset {Path(path).name} is for {method!r}, which is not registered here; "
+            preset = crfcore.presets.read(path)
+            if preset.method not in self.forms:
+                raise ValueError(f"preset {Path(path).name} is for {preset.method!r}, which is not registered here; "
                                  f"available refiners are {', '.join(self.forms)}.")
         except (OSError, ValueError) as exc:
             self.error.emit(str(exc))
             return
-        self.document.set_method(method)
-        self.document.set_params(method, params)
+        self.document.set_method(preset.method)
+        self.document.set_params(preset.method, preset.params)
+        if preset.confidence is not None:  # the mask settings it was tuned with
+            self.document.set_mask_unary(preset.confidence, preset.band)
 
     def save_preset(self, path: str | Path | None = None) -> None:
         """Save the current refiner's parameters as a preset (asks for a path when ``path`` is None)."""
@@ -182,6 +200,13 @@ class RefinerPanel(QWidget):
             P.save_preset(path, method, self.document.params(method))
         except (OSError, ValueError) as exc:
             self.error.emit(f"Could not save the preset: {exc}")
+
+    def show_preset_kind(self, kind: str | None, *, auto: bool) -> None:
+        """Show the preset kind in use: "Auto (<kind>)" when it follows the unary source, else the kind itself."""
+        with QSignalBlocker(self.kind_combo):
+            self.kind_combo.setItemText(0, f"Auto: {KIND_TITLES[kind]}" if auto and kind else
+                                        "Auto: match the unary source")
+            self.kind_combo.setCurrentIndex(0 if auto else self.kind_combo.findData(kind))
 
     def reset(self) -> None:
         """Back to the params.py defaults for the current refiner."""

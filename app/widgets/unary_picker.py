@@ -1,5 +1,6 @@
 """The unary-source picker: the mask or the probability map found beside the image, or any file chosen with
-the … button, and the confidence a mask gives its own label."""
+the … button, and how a mask becomes probabilities: the confidence it gives its own label and the width of the
+uncertain band along its outlines."""
 
 from __future__ import annotations
 
@@ -42,15 +43,27 @@ class UnaryPicker(QWidget):
         self.confidence.setKeyboardTracking(False)
         self.confidence.setToolTip("Probability a mask gives its own label at each pixel; the rest is shared by "
                                    "the other classes. 1 makes the mask hard.")
+        self.band = QDoubleSpinBox()
+        self.band.setRange(0.0, 50.0)
+        self.band.setSingleStep(0.5)
+        self.band.setDecimals(1)
+        self.band.setSuffix(" px")
+        self.band.setSpecialValueText("off")
+        self.band.setKeyboardTracking(False)
+        self.band.setToolTip("Width of the uncertain band along a mask's outlines: near an outline the classes on "
+                             "both sides share the probability, so the CRF can move the edge to the image's; "
+                             "inside a region the mask stays as drawn. Off: every pixel gets the confidence.")
         row = QHBoxLayout()
         row.addWidget(self.combo, 1)
         row.addWidget(self.browse_button)
         layout = QFormLayout(self)
         layout.addRow("Source", row)
         layout.addRow("Mask confidence", self.confidence)
+        layout.addRow("Outline band", self.band)
         self.combo.activated.connect(self._on_activated)
         self.browse_button.clicked.connect(self.browse)
         self.confidence.valueChanged.connect(self._on_confidence)
+        self.band.valueChanged.connect(self._on_band)
         self.setEnabled(False)
 
     def set_document(self, document: ImageDocument | None) -> None:
@@ -71,7 +84,7 @@ class UnaryPicker(QWidget):
         return sources
 
     def _refresh(self) -> None:
-        with QSignalBlocker(self.combo), QSignalBlocker(self.confidence):
+        with QSignalBlocker(self.combo), QSignalBlocker(self.confidence), QSignalBlocker(self.band):
             self.combo.clear()
             if self.document is None:
                 return
@@ -83,6 +96,8 @@ class UnaryPicker(QWidget):
                 self.combo.addItem("none found: choose one with …", None)
             self.confidence.setValue(self.document.mask_confidence)
             self.confidence.setEnabled(self.document.unary_kind == "mask")
+            self.band.setValue(self.document.mask_band or 0.0)
+            self.band.setEnabled(self.document.unary_kind == "mask")
 
     def choose(self, kind: UnaryKind, path: str | Path) -> bool:
         """Load ``path`` as the unary; False (and ``error`` emitted) if it is refused."""
@@ -113,5 +128,12 @@ class UnaryPicker(QWidget):
         if self.document is not None:
             try:
                 self.document.set_mask_confidence(value)
+            except ValueError as exc:
+                self.error.emit(str(exc))
+
+    def _on_band(self, value: float) -> None:
+        if self.document is not None:
+            try:
+                self.document.set_mask_unary(self.document.mask_confidence, value or None)
             except ValueError as exc:
                 self.error.emit(str(exc))

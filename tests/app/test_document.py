@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import crfcore
+import crfcore.presets
 from app.compute import RefineResult
 from app.document import ImageDocument, available_methods
 from app.folder import scan_folder
@@ -139,3 +140,29 @@ def test_a_unary_with_fewer_classes_than_the_strokes_is_refused(folder, tmp_path
     with pytest.raises(ValueError, match="the scribbles use class 2 but the unary has 2 classes"):
         doc.set_unary_source("mask", folder.entries[0].mask)
     assert doc.unary_path == three
+
+
+def test_a_mask_band_rederives_the_unary_with_uncertain_outlines(folder, qtbot):
+    doc = ImageDocument.open(folder.entries[0])
+    mask = load_mask(folder.entries[0].mask)
+    with qtbot.waitSignal(doc.unary_changed):
+        doc.set_mask_unary(0.9, 2.0)
+    assert (doc.mask_confidence, doc.mask_band) == (0.9, 2.0)
+    np.testing.assert_allclose(doc.unary, crfcore.unary.from_labels(mask, 2, confidence=0.9, band=2.0))
+    with pytest.raises(ValueError, match="mask band must be a finite number of pixels > 0"):
+        doc.set_mask_unary(0.9, -1.0)
+    assert doc.mask_band == 2.0  # unchanged by the refused value
+
+
+def test_the_preset_kind_follows_the_unary_source_and_applies_every_refiners_preset(folder):
+    mask_doc, probs_doc = ImageDocument.open(folder.entries[0]), ImageDocument.open(folder.entries[1])
+    assert (mask_doc.preset_kind, probs_doc.preset_kind) == ("rough_annotation", "network_output")
+    changed = mask_doc.apply_preset("rough_annotation")
+    assert changed and set(changed) <= set(crfcore.presets.methods("rough_annotation"))
+    for method in crfcore.presets.methods("rough_annotation"):
+        assert mask_doc.params(method) == crfcore.presets.load("rough_annotation", method)
+    preset = crfcore.presets.get("rough_annotation", mask_doc.method)
+    assert (mask_doc.mask_confidence, mask_doc.mask_band) == (preset.confidence, preset.band)
+    assert mask_doc.apply_preset("rough_annotation") == []  # already there
+    with pytest.raises(ValueError, match="is not a preset kind"):
+        mask_doc.apply_preset("neural")

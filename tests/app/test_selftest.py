@@ -13,6 +13,7 @@ from PySide6.QtCore import QCoreApplication, QStandardPaths
 from app.main import SAMPLES, main
 from app.selftest import Selftest, settings_file, use_offscreen_without_display
 import crfcore
+import crfcore.presets
 from crfcore.io import load_image, load_mask
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +29,10 @@ def test_selftest_refines_the_folders_first_image_and_writes_its_mask(sample_fol
         assert " s after process start;" in lines[0]
     refined = load_mask(out / "img0_refined.png")
     coarse = load_mask(sample_folder / "img0_mask.png")
-    unary = crfcore.unary.from_labels(coarse, 2, confidence=crfcore.unary.DEFAULT_CONFIDENCE, ignore_index=255)
-    expected = crfcore.refine(load_image(sample_folder / "img0.png"), unary, method="convcrf", device="cpu")
+    preset = crfcore.presets.get("rough_annotation", "convcrf")  # a mask: the window picks this kind
+    unary = crfcore.unary.from_labels(coarse, 2, ignore_index=255, **preset.unary)
+    expected = crfcore.refine(load_image(sample_folder / "img0.png"), unary, method="convcrf", params=preset.params,
+                              device="cpu")
     np.testing.assert_array_equal(refined, expected.labels)  # the window's result, not the coarse mask
     assert not np.array_equal(refined, coarse)
 

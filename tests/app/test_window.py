@@ -14,6 +14,7 @@ from app.dialogs import files
 from app.document import available_methods
 from app.widgets.canvas import label_boundaries
 from app.window import MainWindow
+import crfcore.presets
 from crfcore import params as P
 
 TIMEOUT = 20_000
@@ -102,6 +103,7 @@ def test_cancel_stops_a_long_run_and_keeps_the_previous_mask(window, qtbot, monk
 
 
 def test_next_and_previous_image_keep_the_refiner_settings(window, qtbot):
+    window.choose_preset_kind("rough_annotation")  # a chosen kind stays whatever the unary source
     window.document.set_param("iterations", 3)
     with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
         window.qactions["next"].trigger()
@@ -112,6 +114,26 @@ def test_next_and_previous_image_keep_the_refiner_settings(window, qtbot):
     with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
         window.qactions["previous"].trigger()
     assert window.document.entry.stem == "img0"
+
+
+def test_presets_follow_the_unary_source_in_auto_mode(window, qtbot):
+    doc = window.document
+    assert doc.unary_kind == "mask" and window.auto_presets and window.preset_kind == "rough_annotation"
+    for method in crfcore.presets.methods("rough_annotation"):
+        assert doc.params(method) == crfcore.presets.load("rough_annotation", method)
+    preset = crfcore.presets.get("rough_annotation", doc.method)
+    assert doc.mask_confidence == preset.confidence and doc.mask_band == preset.band
+    assert window.panel.kind_combo.currentIndex() == 0 and "rough annotation" in window.panel.kind_combo.currentText()
+    doc.set_param("iterations", 3)  # the user's change is kept for the next mask ...
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["next"].trigger()
+    doc = window.document
+    assert doc.unary_kind == "probs" and window.preset_kind == "network_output"  # ... but a probability map
+    assert doc.params("convcrf") == crfcore.presets.load("network_output", "convcrf")  # gets its own kind
+    assert "network output" in window.panel.kind_combo.currentText()
+    window.choose_preset_kind("scribbles")
+    assert not window.auto_presets and doc.params("convcrf") == crfcore.presets.load("scribbles", "convcrf")
+    assert window.panel.kind_combo.currentData() == "scribbles"
 
 
 def test_shortcut_keys_reach_the_actions(window, qtbot):
@@ -207,3 +229,14 @@ def test_choosing_a_unary_of_the_wrong_size_is_refused(window, tmp_path, monkeyp
     window.unary_picker.browse_button.click()
     assert "32×40" in window.error_box.text()
     assert window.document.unary is kept
+
+
+def test_the_outline_band_box_rederives_the_mask_unary(window, qtbot):
+    picker, doc = window.unary_picker, window.document
+    assert picker.band.isEnabled() and picker.band.value() == (doc.mask_band or 0.0)
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        picker.band.setValue(6.0)
+    assert doc.mask_band == 6.0 and window.document.result.version == doc.version
+    picker.band.setValue(0.0)  # "off"
+    assert doc.mask_band is None
+    qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
