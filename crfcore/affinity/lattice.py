@@ -120,29 +120,70 @@ def _check_features(features: Tensor, name: str) -> None:
 
 def _build_lattice(features: Tensor) -> Lattice:
     b, d, h, w = features.shape
-    total = b * h * w
+    total, d1 = b * h * w, d + 1
     f = features.detach().permute(1, 0, 2, 3).reshape(d, total)
     elevated = _elevate(f)
-    reach = float(elevated.abs().max()) / (d + 1)
+    reach = float(elevated.abs().max()) / d1
     if reach * torch.finfo(f.dtype).eps >= 1.0 / 16:  # rounding to the lattice needs ~4 bits below the unit
         raise ValueError(f"features reach {reach:.3g} lattice steps from the origin, more than {f.dtype} resolves; "
                          f"features are divided by their θ's, so use larger θ's, or float64 features.")
     base, slot = _enclosing_simplex(elevated)
     bary = _barycentric(elevated, base, slot)
-    keys, radix, layer = _vertex_keys(base, slot, b)
-    index = _index_dtype(keys.numel())
+    anchor, radix, layer = _anchor_keys(base, b)
+    index = _index_dtype(total * d1)
+    # the distinct simplices (far fewer than pixels) and each pixel's: one sort of P keys
+    pixels, first, simplex = _group(_simplex_keys(anchor, slot, layer), index)
+    rep = pixels.index_select(0, first)  # one pixel of each simplex
+    # their vertices: one sort of S·(d+1) keys; the sorted unique keys number the vertices
+    keys = _vertex_keys(anchor.index_select(0, rep), slot.index_select(0, rep), radix, layer)
     if int(keys.max()) < 2 ** 31:
         keys = keys.int()  # a narrower radix sort
-    sorted_keys, order = torch.sort(keys, stable=True)
-    new = torch.ones_like(sorted_keys, dtype=torch.bool)
-    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    starts = new.nonzero().squeeze(1).to(index)
-    unique = sorted_keys.index_select(0, starts).long()
-    vertex = torch.empty(keys.numel(), dtype=index, device=f.device).scatter_(0, order, new.cumsum(0, dtype=index) - 1)
+    corners, starts, corner_vertex = _group(keys, index)
+    unique = keys.index_select(0, corners.index_select(0, starts)).long()
+    vertex = corner_vertex.view(-1, d1).index_select(0, simplex).view(-1)
+    order, splat_pixel, splat_offsets = _splat_order(pixels, first, corners, starts, d1, index)
     blur_index, blur_weight = _blur_tables(unique, radix, layer, d, f.dtype, index)
-    slice_offsets = torch.arange(0, keys.numel(), d + 1, dtype=index, device=f.device)
-    return Lattice(d, unique.numel(), bary, vertex, order, (order // (d + 1)).to(index), starts, slice_offsets,
+    slice_offsets = torch.arange(0, total * d1, d1, dtype=index, device=f.device)
+    return Lattice(d, unique.numel(), bary, vertex, order, splat_pixel, splat_offsets, slice_offsets,
                    blur_index, blur_weight)
+
+
+def _group(keys: Tensor, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Sorts ``keys`` ``(N,)``: ``order`` ``(N,)`` int64 (positions by key), ``starts`` ``(U,)`` (each distinct key's
+    first place in ``order``, ascending key) and ``group`` ``(N,)`` (each position's distinct key, 0..U-1)."""
+    sorted_keys, order = torch.sort(keys)
+    new = torch.ones_like(sorted_keys, dtype=torch.bool)
+    torch.ne(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
+    starts = new.nonzero().squeeze(1).to(index)
+    group = torch.empty(keys.numel(), dtype=index, device=keys.device).scatter_(0, order, new.cumsum(0, dtype=index) - 1)
+    return order, starts, group
+
+
+def _splat_order(pixels: Tensor, first: Tensor, corners: Tensor, starts: Tensor, d1: int,
+                 index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """The splat's tables from the two groupings, with no sort of all P·(d+1) entries.
+
+    ``pixels`` ``(P,)`` lists the pixels simplex by simplex, simplex s from ``first[s]``; ``corners`` ``(S·(d+1),)``
+    lists the simplex corners ``s·(d+1) + r`` vertex by vertex, vertex v from ``starts[v]``. The splat entry
+    ``p·(d+1) + r`` of each pixel p of simplex s goes to the vertex at its corner r, so walking ``corners`` and
+    expanding each corner into a run of its simplex's pixels groups the entries by vertex. Returns ``order``
+    ``(P·(d+1),)`` int64, ``splat_pixel = order // (d+1)`` and ``splat_offsets`` ``(M,)``.
+    """
+    points = pixels.numel()
+    total = points * d1
+    count = torch.diff(first, append=first.new_tensor([points]))  # pixels per simplex
+    length = count[:, None].expand(-1, d1).reshape(-1).index_select(0, corners)
+    run = length.cumsum(0, dtype=index).sub_(length)  # each corner's first entry
+    # with the pixels laid out (d+1, P), entry r·P + j holding pixels[j] at corner r, entry t of the run of corner
+    # s·(d+1) + r is at r·P + first[s] + t - run: steps of 1 within a run, a jump between runs
+    rows = torch.arange(0, total, points, dtype=index, device=pixels.device)
+    at = (first[:, None] + rows).view(-1).index_select(0, corners).sub_(run)
+    jump = torch.diff(at, prepend=at.new_tensor([1])).add_(1)
+    at = torch.ones(total, dtype=index, device=pixels.device).index_copy_(0, run.long(), jump).cumsum(0, dtype=index)
+    corner = torch.arange(d1, dtype=torch.long, device=pixels.device)
+    order = (pixels * d1 + corner[:, None]).view(-1).index_select(0, at)
+    splat_pixel = pixels.to(index).expand(d1, -1).reshape(-1).index_select(0, at)
+    return order, splat_pixel, run.index_select(0, starts)
 
 
 def _elevate(f: Tensor) -> Tensor:
@@ -194,13 +235,13 @@ def _barycentric(elevated: Tensor, base: Tensor, slot: Tensor) -> Tensor:
     return bary
 
 
-def _vertex_keys(base: Tensor, slot: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
-    """Packed int64 keys ``(P·(d+1),)``, pixel-major, of the d+1 vertices of each pixel's simplex.
+def _anchor_keys(base: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
+    """Packed int64 keys ``(P,)`` of each pixel's remainder-0 vertex, and the radices of the packing.
 
-    Vertex r has coordinates ``(d+1)·a + r`` with ``a_i = base_i - [rank_i > d - r]``; the first d coordinates
-    determine it (they sum to zero). The key is ``Σ_i (a_i - lo_i)·R_i + (b + B·r)·R_d`` with mixed radices R that
-    leave one step of margin on every side, so a neighbour's key is the key plus a constant. Returns the keys, R and
-    the remainder's radix ``B·R_d`` (remainder-major: each remainder's keys are one sorted block).
+    Vertex r has coordinates ``(d+1)·a + r``; the first d coordinates determine it (they sum to zero). The key is
+    ``Σ_i (a_i - lo_i)·R_i + (b + B·r)·R_d`` with mixed radices R that leave one step of margin on every side, so a
+    neighbour's key is the key plus a constant. Returns the keys (r = 0, ``a = base``), R and the remainder's radix
+    ``B·R_d`` (remainder-major: each remainder's keys are one sorted block).
     """
     d = base.shape[0] - 1
     low = base[:d].amin(1) - 2
@@ -214,19 +255,40 @@ def _vertex_keys(base: Tensor, slot: Tensor, batches: int) -> tuple[Tensor, list
         raise ValueError(f"the {d}-dimensional features span too wide a range for the lattice's 64-bit vertex "
                          f"keys (per-dimension spans {span} lattice steps); use larger θ's (features divided by "
                          f"larger ranges) or fewer feature dimensions.")
-    points = slot.shape[0]
-    keys = torch.empty(points, d + 1, dtype=torch.long, device=base.device)
-    anchor = keys[:, 0]
-    anchor.copy_(base[0]).sub_(low[0])
+    points = base.shape[1]
+    anchor = base[0].long().sub_(low[0])
     for i in range(1, d):
         anchor.add_(base[i].long().sub_(low[i]).mul_(radix[i]))
     if batches > 1:  # pixels are numbered image by image
         anchor += torch.arange(batches, device=base.device).repeat_interleave(points // batches) * radix[d]
-    radix_t = torch.tensor(radix[:d] + [0], dtype=torch.long, device=base.device)
+    return anchor, radix, layer
+
+
+def _simplex_keys(anchor: Tensor, slot: Tensor, layer: int) -> Tensor:
+    """``(P,)`` int64 keys equal exactly when two pixels share a simplex: its remainder-0 vertex (``anchor`` < layer)
+    and the order of its coordinates (``slot`` ``(P, d+1)``, of which the first d determine it)."""
+    d1 = slot.shape[1]
+    orders = d1 ** (d1 - 1)
+    if layer * orders >= 2 ** 63:  # too many dimensions or too wide a range to pack: number the distinct rows
+        return torch.unique(torch.cat([anchor[:, None], slot[:, :-1]], 1), dim=0, return_inverse=True)[1]
+    keys = anchor * orders
+    for k in range(d1 - 1):
+        keys.add_(slot[:, k] * d1 ** k)
+    return keys
+
+
+def _vertex_keys(anchor: Tensor, slot: Tensor, radix: list[int], layer: int) -> Tensor:
+    """Packed keys ``(N·(d+1),)``, simplex-major, of the vertices of N simplices given by their remainder-0 vertex
+    keys ``anchor`` ``(N,)`` and ``slot`` ``(N, d+1)`` (see :func:`_enclosing_simplex`): vertex r has
+    ``a_i = base_i - [rank_i > d - r]``, in keys the anchor plus ``r·layer`` less the radices of those i."""
+    d = slot.shape[1] - 1
+    keys = torch.empty(slot.shape, dtype=torch.long, device=slot.device)
+    keys[:, 0] = anchor
+    radix_t = torch.tensor(radix[:d] + [0], dtype=torch.long, device=slot.device)
     by_slot = torch.empty_like(slot).scatter_(1, slot, radix_t.expand_as(slot))  # R of the coordinate ranked d-m
-    steps = torch.arange(1, d + 1, dtype=torch.long, device=base.device) * layer
+    steps = torch.arange(1, d + 1, dtype=torch.long, device=slot.device) * layer
     torch.sub(steps, by_slot[:, :d].cumsum(1), out=keys[:, 1:]).add_(anchor[:, None])
-    return keys.view(-1), radix, layer
+    return keys.view(-1)
 
 
 def _blur_tables(unique: Tensor, radix: list[int], layer: int, d: int, dtype: torch.dtype,

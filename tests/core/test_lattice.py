@@ -138,6 +138,22 @@ def test_lattice_tables_are_a_partition_of_unity() -> None:
     assert torch.equal(torch.sort(lattice.order).values, torch.arange(48 * 5))
 
 
+@pytest.mark.parametrize("dims", [2, 5, 15])
+def test_lattice_splat_tables_list_each_vertex_entries_together(dims: int) -> None:
+    g = torch.Generator().manual_seed(dims)
+    lattice = build_lattice(torch.randn(2, dims, 9, 11, generator=g))  # 15: simplex keys too wide to pack
+    vertex = lattice.vertex.long()
+    assert torch.equal(torch.sort(lattice.order).values, torch.arange(vertex.numel()))
+    assert torch.equal(lattice.splat_pixel.long(), lattice.order // (dims + 1))
+    runs = vertex[lattice.order]
+    starts = torch.ones_like(runs, dtype=torch.bool)
+    starts[1:] = runs[1:] != runs[:-1]
+    assert torch.equal(runs[starts], torch.arange(lattice.num_points))  # one run per vertex, in vertex order
+    assert torch.equal(starts.nonzero().squeeze(1), lattice.splat_offsets.long())
+    each = vertex.view(-1, dims + 1).sort(1).values
+    assert (each[:, 1:] != each[:, :-1]).all()  # a pixel's d+1 vertices are distinct
+
+
 def test_lattice_gradients_match_finite_differences() -> None:
     g = torch.Generator().manual_seed(6)
     feats = [torch.randn(1, 3, 3, 4, generator=g, dtype=torch.float64),
