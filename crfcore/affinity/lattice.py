@@ -42,6 +42,7 @@ __all__ = ["LatticeBackend", "LatticeOp", "Lattice", "build_lattice"]
 Normalization = Literal["symmetric", "per_pixel", "none"]
 NORMALIZATIONS = ("symmetric", "per_pixel", "none")
 _KEY_BITS = 62  # packed vertex keys must stay below 2**_KEY_BITS to be exact in int64
+_LOOKUP_PER_VERTEX = 16  # blur neighbours by a dense key → vertex table when it has at most this many entries per vertex
 _GAIN_SAMPLES = 16  # pixels per image, on a square grid, whose exact kernel row sums calibrate "none"
 _GAIN_CHUNK = 1 << 18  # pixels per block when summing those rows
 
@@ -306,9 +307,15 @@ def _blur_tables(unique: Tensor, radix: list[int], layer: int, d: int, dtype: to
     prev = torch.where(rem == 0, unique + step - total + d * layer, unique + step - layer)
     nxt = torch.where(rem == d, unique - step + total - d * layer, unique - step + layer)
     targets = torch.stack([prev, nxt], 1)  # (d+1, 2, M): sorted within each remainder, so the searches stay local
-    pos = torch.searchsorted(unique, targets.reshape(-1)).clamp_(max=m - 1).view_as(targets)
-    found = unique.index_select(0, pos.reshape(-1)).view_as(pos) == targets
     own = torch.arange(m, device=unique.device).expand(d + 1, 1, m)
+    if (d + 1) * layer <= _LOOKUP_PER_VERTEX * m:  # keys few enough for a table from key to vertex
+        # targets stay in [0, (d+1)·layer): the radices leave a margin of one step around every vertex
+        table = torch.full(((d + 1) * layer,), -1, dtype=torch.long, device=unique.device)
+        pos = table.index_copy_(0, unique, own[0, 0]).index_select(0, targets.reshape(-1)).view_as(targets)
+        found = pos >= 0
+    else:
+        pos = torch.searchsorted(unique, targets.reshape(-1)).clamp_(max=m - 1).view_as(targets)
+        found = unique.index_select(0, pos.reshape(-1)).view_as(pos) == targets
     cols = torch.cat([own, torch.where(found, pos, own)], 1).transpose(1, 2)
     half = torch.cat([found.new_ones(d + 1, 1, m), found], 1).transpose(1, 2).to(dtype)
     weights = half * torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=unique.device)
