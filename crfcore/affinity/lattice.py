@@ -329,8 +329,9 @@ def _degree(lat: Lattice) -> Tensor:
     values = torch.zeros(lat.num_points, dtype=lat.bary.dtype, device=lat.bary.device)
     values.index_add_(0, lat.vertex, lat.bary.reshape(-1))
     for j in range(lat.dims + 1):
-        values = (values[lat.blur_index[j]] * lat.blur_weight[j]).sum(1)
-    return (values[lat.vertex].view_as(lat.bary) * lat.bary).sum(1) * lat.alpha
+        values = (values.index_select(0, lat.blur_index[j].view(-1)).view_as(lat.blur_weight[j])
+                  * lat.blur_weight[j]).sum(1)
+    return values.index_select(0, lat.vertex).view_as(lat.bary).mul_(lat.bary).sum(1).mul_(lat.alpha)
 
 
 def _gain(features: Tensor, degree: Tensor) -> Tensor:
