@@ -18,12 +18,15 @@ returns it so that DenseCRF can add it back. That share, and ``"none"``'s scale,
 relative to the exact kernel: measured from exact row sums at 16 pixels (at build for ``"none"``, else on first use).
 
 How it is computed: ``build`` does everything that depends on the features once — elevation, enclosing simplex and
-barycentric weights as tensor ops over all pixels; the hash of the vertices as one sort of integer keys; the blur's
-neighbour tables by binary search in the sorted keys. ``apply`` is then weighted gather-sums (``embedding_bag``) over
-rows of ``q`` laid out ``(B·H·W, C)``: a splat and d+1 blurs per kernel, and one slice for all kernels together,
-with the normalisation and kernel weights folded into the splat and slice weights. A channels-last ``q`` needs no
-transposes. Gradients with respect to ``q`` and the weights flow through an autograd function whose backward is the
-transposed filter (splat and slice weights exchanged, blur directions reversed); the features are constants.
+barycentric weights as tensor ops over all pixels; the hash of the vertices as two sorts of integer keys, one key per
+pixel for its simplex, then the vertices of the distinct simplices only (about a quarter as many as pixels); the
+splat's vertex-major order by expanding each vertex's simplex corners into their pixels; the blur's neighbour tables
+by a key-to-vertex table when the keys are dense, else by binary search in the sorted keys. ``apply`` is then
+weighted gather-sums (``embedding_bag``) over rows of ``q`` laid out ``(B·H·W, C)``: a splat and d+1 blurs per
+kernel, and one slice for all kernels together, with the normalisation and kernel weights folded into the splat and
+slice weights. A channels-last ``q`` needs no transposes. Gradients with respect to ``q`` and the weights flow
+through an autograd function whose backward is the transposed filter (splat and slice weights exchanged, blur
+directions reversed); the features are constants.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ __all__ = ["LatticeBackend", "LatticeOp", "Lattice", "build_lattice"]
 Normalization = Literal["symmetric", "per_pixel", "none"]
 NORMALIZATIONS = ("symmetric", "per_pixel", "none")
 _KEY_BITS = 62  # packed vertex keys must stay below 2**_KEY_BITS to be exact in int64
-_LOOKUP_PER_VERTEX = 16  # blur neighbours by a dense key → vertex table when it has at most this many entries per vertex
+_LOOKUP_PER_VERTEX = 16  # blur neighbours by a dense key → vertex table of at most this many entries per vertex
 _GAIN_SAMPLES = 16  # pixels per image, on a square grid, whose exact kernel row sums calibrate "none"
 _GAIN_CHUNK = 1 << 18  # pixels per block when summing those rows
 
@@ -156,7 +159,8 @@ def _group(keys: Tensor, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     new = torch.ones_like(sorted_keys, dtype=torch.bool)
     torch.ne(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
     starts = new.nonzero().squeeze(1).to(index)
-    group = torch.empty(keys.numel(), dtype=index, device=keys.device).scatter_(0, order, new.cumsum(0, dtype=index) - 1)
+    group = torch.empty(keys.numel(), dtype=index, device=keys.device)
+    group.scatter_(0, order, new.cumsum(0, dtype=index) - 1)
     return order, starts, group
 
 
