@@ -270,8 +270,9 @@ def _anchor_keys(base: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
 
 
 def _simplex_keys(anchor: Tensor, slot: Tensor, layer: int) -> Tensor:
-    """``(P,)`` int64 keys equal exactly when two pixels share a simplex: its remainder-0 vertex (``anchor`` < layer)
-    and the order of its coordinates (``slot`` ``(P, d+1)``, of which the first d determine it)."""
+    """``(P,)`` integer keys equal exactly when two pixels share a simplex: its remainder-0 vertex (``anchor`` <
+    layer) and the order of its coordinates (``slot`` ``(P, d+1)``, of which the first d determine it); int32 when
+    they fit (a narrower radix sort)."""
     d1 = slot.shape[1]
     orders = d1 ** (d1 - 1)
     if layer * orders >= 2 ** 63:  # too many dimensions or too wide a range to pack: number the distinct rows
@@ -279,7 +280,7 @@ def _simplex_keys(anchor: Tensor, slot: Tensor, layer: int) -> Tensor:
     keys = anchor * orders
     for k in range(d1 - 1):
         keys.add_(slot[:, k] * d1 ** k)
-    return keys
+    return keys.int() if layer * orders <= 2 ** 31 else keys
 
 
 def _vertex_keys(anchor: Tensor, slot: Tensor, radix: list[int], layer: int) -> Tensor:
