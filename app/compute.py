@@ -32,6 +32,7 @@ __all__ = ["PREVIEW_PIXELS", "RefineJob", "RefineResult", "OperatorCache", "prev
 PREVIEW_PIXELS = 65_536  # a drag preview runs on at most this many pixels (256×256), then is upsampled
 PREVIEW_MS = 40.0  # ... and on fewer when the image's last full run predicts more than this many milliseconds
 PREVIEW_MIN_SIDE = 32  # pixels: the preview's shorter side never gets smaller than this
+PREVIEW_TOL_FACTOR = 10.0  # a preview's solver tolerance (the Gaussian CRF's CG) is this much looser
 CACHE_SIZE = 6  # operators (full and preview, current and previous θ's) and warm starts kept
 TIMES_KEPT = 256  # full-run times kept (one per image, refiner and device)
 
@@ -153,7 +154,10 @@ def preview_params(params: Any, scale: int) -> Any:
 
     Float parameters in pixels (θα, θγ) are divided by ``scale``, each clamped to its spec's range, so a preview
     covers about the same image area as the full run. ``blur`` (a resolution factor) becomes ``⌈blur / scale⌉``:
-    the preview's message-passing grid is never finer than the full run's, so it never costs more.
+    the preview's message-passing grid is never finer than the full run's. Where that grid is coarser, the window
+    ``filter_size`` (in grid cells) shrinks to the odd size nearest to the full run's reach ``k·blur`` pixels, so a
+    preview costs fewer window taps, never more. A solver tolerance ``tol`` loosens ``PREVIEW_TOL_FACTOR`` times
+    (within its range): its error stays far below the preview's loss of resolution.
     """
     if scale == 1:
         return params
@@ -164,6 +168,12 @@ def preview_params(params: Any, scale: int) -> Any:
             changes[spec.name] = max(spec.low, value / scale)
         elif spec.name == "blur":
             changes[spec.name] = max(int(spec.low), math.ceil(value / scale))
+        elif spec.name == "tol":
+            changes[spec.name] = min(spec.high, value * PREVIEW_TOL_FACTOR)
+    if "blur" in changes and hasattr(params, "filter_size"):
+        spec = next(s for s in P.specs(params) if s.name == "filter_size")
+        cells = params.filter_size * params.blur / (scale * changes["blur"])  # the full run's reach, in preview cells
+        changes["filter_size"] = min(params.filter_size, max(int(spec.low), 2 * round((cells - 1) / 2) + 1))
     return P.with_overrides(params, **changes)
 
 

@@ -79,6 +79,20 @@ def test_preview_grid_is_never_finer_than_the_full_runs():
         assert scale * expected >= blur
 
 
+def test_a_coarser_preview_grid_gets_a_smaller_window_of_the_same_reach():
+    # full run: 11 cells of 4 px = 44 px; preview at 1/3: cells of 3·2 = 6 px, 44 / 6 ≈ 7.3 → 7 cells (42 px)
+    assert preview_params(P.ConvCRFParams(filter_size=11, blur=4), 3).filter_size == 7
+    assert preview_params(P.ConvCRFParams(filter_size=11, blur=4), 2).filter_size == 11  # same grid: unchanged
+    assert preview_params(P.ConvCRFParams(filter_size=3, blur=1), 5).filter_size == 3  # never below the spec's low
+    assert preview_params(P.GaussianCRFParams(filter_size=11, blur=4), 6).filter_size == 7
+
+
+def test_a_preview_solves_to_a_looser_tolerance():
+    assert preview_params(P.GaussianCRFParams(tol=1e-4), 2).tol == pytest.approx(1e-3)
+    assert preview_params(P.GaussianCRFParams(tol=0.05), 2).tol == 0.1  # the spec's high
+    assert preview_params(P.GaussianCRFParams(tol=1e-4), 1).tol == 1e-4  # a full run is untouched
+
+
 def test_preview_scale_follows_the_last_full_run_time():
     assert preview_scale(512, 1024) == 3  # the pixel budget alone
     assert preview_scale(512, 1024, full_ms=100.0) == 3  # fast enough already
