@@ -65,6 +65,7 @@ class RefineSpec:
         device: "cpu" or "cuda".
         num_classes: C of every unary; None takes it from each file.
         confidence: probability of a mask's label in its unary, (1/C, 1]; None for the default.
+        band: uncertain band along a mask's outlines in pixels (``crfcore.unary.from_labels``); None for none.
         threads: torch threads per worker (set in the calling process too when it runs the tasks itself); None
             leaves torch's default (pool workers then use 1).
         resize: scale a unary of the image's aspect ratio but another size (a network's output) to the image.
@@ -75,6 +76,7 @@ class RefineSpec:
     device: str = "cpu"
     num_classes: int | None = None
     confidence: float | None = None
+    band: float | None = None
     threads: int | None = None
     resize: bool = False
 
@@ -127,7 +129,7 @@ def refine_file(task: Task, refiner: Refiner) -> Outcome:
     try:
         image = io.load_image(task.image)
         probs = load_unary(task.unary, num_classes=refiner.spec.num_classes, image_shape=image.shape[:2],
-                           confidence=refiner.spec.confidence, resize=refiner.spec.resize)
+                           confidence=refiner.spec.confidence, band=refiner.spec.band, resize=refiner.spec.resize)
         io.save_mask(task.out, refiner(image, probs))
     except Exception as exc:  # one bad image must not stop the batch; the reason goes in the summary
         return Outcome(task, "failed", f"{type(exc).__name__}: {exc}", time.perf_counter() - start)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..batch import Outcome, RefineSpec, find_tasks, quiet_per_image_logs, run_batch
-from .common import add_method_args, params_from_args
+from .common import add_method_args, params_from_args, unary_options
 
 __all__ = ["add_parser", "run"]
 
@@ -43,7 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cuda: the local engine runs every image on the GPU in this process (--jobs is then "
                         "ignored), the ray engine one chunk of images per GPU of the cluster")
     p.add_argument("--num-classes", type=int, help="C of every unary (default: from each file)")
-    p.add_argument("--confidence", type=float, help="probability given to a mask's label (masks only)")
+    p.add_argument("--confidence", type=float,
+                   help="probability given to a mask's label (masks only; default: the preset's, else 0.7)")
+    p.add_argument("--band", type=float,
+                   help="uncertain band along a mask's outlines [px] (masks only; default: the preset's, else none)")
     p.add_argument("--resize", action="store_true",
                    help="scale unaries of the image's aspect ratio but another size (network outputs) to the image")
     add_method_args(p)
@@ -82,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--address is for --engine ray, got --engine {args.engine}; add --engine ray.")
     method, params = params_from_args(args)
     tasks = find_tasks(args.in_dir, args.out, unary_dir=args.unary_dir)
-    spec = RefineSpec(method, params, device=args.device, num_classes=args.num_classes, confidence=args.confidence,
-                      resize=args.resize)
+    options = unary_options(args)
+    spec = RefineSpec(method, params, device=args.device, num_classes=args.num_classes,
+                      confidence=options.get("confidence"), band=options.get("band"), resize=args.resize)
     if args.engine == "ray":
         from ..batch_ray import connect
 

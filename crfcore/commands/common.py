@@ -39,3 +39,13 @@ def params_from_args(args: argparse.Namespace) -> tuple[str, Any]:
         raise ValueError(f"--{foreign[0].replace('_', '-')} is not a parameter of {args.method}; its parameters "
                          f"are {', '.join(sorted(valid))}.")
     return args.method, resolve_params(args.method, args.preset, **overrides)
+
+
+def unary_options(args: argparse.Namespace) -> dict[str, float]:
+    """How a mask becomes a unary (``crfcore.unary.from_labels`` keyword arguments): the preset's ``"unary"``
+    settings, overridden by ``--confidence`` and ``--band`` where given."""
+    import crfcore.presets
+
+    options = dict(crfcore.presets.read(args.preset).unary) if args.preset else {}
+    options.update({k: v for k, v in (("confidence", args.confidence), ("band", args.band)) if v is not None})
+    return options

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_method_args, params_from_args
+from .common import add_method_args, params_from_args, unary_options
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from crfcore.unary_io import load_unary
 
     method, params = params_from_args(args)
-    options = dict(crfcore.presets.read(args.preset).unary) if args.preset else {}
-    options.update({k: v for k, v in (("confidence", args.confidence), ("band", args.band)) if v is not None})
+    options = unary_options(args)
     image = io.load_image(args.image)
     probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2], **options)
     result = crfcore.refine(image, probs, method=method, params=params, device=args.device)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import crfcore
+import crfcore.presets
 from crfcore import io
 from crfcore.batch import ENGINES, RefineSpec, Task, find_tasks, refine_file, run_batch
 from crfcore.cli import main
@@ -162,3 +163,19 @@ def test_process_pool_gives_the_same_masks_as_one_process(tmp_path, dataset):
     for k in range(3):
         np.testing.assert_array_equal(io.load_mask(tmp_path / "pool" / f"im{k}.png"),
                                       io.load_mask(tmp_path / "serial" / f"im{k}.png"))
+
+
+def test_cli_batch_makes_mask_unaries_with_the_presets_confidence_and_band(tmp_path, dataset):
+    preset = crfcore.presets.path("rough_annotation", "convcrf")
+    settings = crfcore.presets.get("rough_annotation", "convcrf")
+    assert settings.band is not None  # the case under test: a preset that carries an outline band
+    assert main(["batch", str(dataset), "-o", str(tmp_path / "out"), "--jobs", "1", "--preset", str(preset)]) == 0
+    assert main(["batch", str(dataset), "-o", str(tmp_path / "wide"), "--jobs", "1", "--preset", str(preset),
+                 "--band", "6"]) == 0
+    for k in range(3):
+        image = io.load_image(dataset / "images" / f"im{k}.png")
+        mask = io.load_mask(dataset / "masks" / f"im{k}.png")
+        for out, band in (("out", settings.band), ("wide", 6.0)):
+            probs = crfcore.unary.from_labels(mask, 3, confidence=settings.confidence, band=band)
+            expected = crfcore.refine(image, probs, method="convcrf", params=settings.params, device="cpu").labels
+            np.testing.assert_array_equal(io.load_mask(tmp_path / out / f"im{k}.png"), expected)
