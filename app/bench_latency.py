@@ -57,15 +57,39 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def _wait_for(window, done, what: str) -> None:
-    """Spin the event loop until ``done()`` holds, then paint once (what the user sees)."""
-    from PySide6.QtWidgets import QApplication
+    """Run the event loop until ``done()`` holds, then paint once (what the user sees).
 
-    deadline = time.perf_counter() + TIMEOUT_S
-    while not done():
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"no {what} arrived within {TIMEOUT_S:.0f} s; status: {window.message.text()}")
-        QApplication.processEvents()
-        time.sleep(0.001)
+    The GUI thread idles in a real event loop meanwhile, woken only by events (results, the gap timer), as in the
+    app; a loop of ``processEvents`` would keep taking the interpreter lock from the worker and slow it down.
+    """
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop, expired = QEventLoop(), []
+
+    def check() -> None:
+        if done():
+            loop.quit()
+
+    def give_up() -> None:
+        expired.append(True)
+        loop.quit()
+
+    signals = (window.document.result_changed, window.scheduler.busy_changed)
+    for signal in signals:
+        signal.connect(check)
+    deadline = QTimer()
+    deadline.setSingleShot(True)
+    deadline.timeout.connect(give_up)
+    deadline.start(int(TIMEOUT_S * 1e3))
+    try:
+        if not done():
+            loop.exec()
+    finally:
+        deadline.stop()
+        for signal in signals:
+            signal.disconnect(check)
+    if expired and not done():
+        raise TimeoutError(f"no {what} arrived within {TIMEOUT_S:.0f} s; status: {window.message.text()}")
     window.canvas.viewport().repaint()
 
 
