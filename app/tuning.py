@@ -1,7 +1,8 @@
 """Fine-tuning a refiner on the folder's labelled images, without Qt (the Fine-tune dialog runs it on a worker).
 
 A labelled image has a ground-truth mask (``<stem>_gt.png`` or ``gt/<stem>.png``, :mod:`app.folder`) and a unary
-source (its probability map, else its coarse mask at the app's mask confidence): the unary stays fixed and the
+source (its probability map, else its coarse mask at the app's mask confidence and outline band): the unary stays
+fixed and the
 refiner's parameters are trained through inference to turn it into the ground truth — decoupled fine-tuning
 (Teichmann & Cipolla 2018, "Convolutional CRFs for Semantic Segmentation", §5.2), run by
 :func:`crfcore.learn.fine_tune`, or :func:`crfcore.learn.train_piecewise` for the ``piecewise`` refiner.
@@ -41,6 +42,7 @@ class TuneSettings:
         method: a registered refiner; params: its params dataclass to start from (the panel's current ones).
         num_classes: C of the unaries and ground truths.
         confidence: probability a coarse mask gives its own label, in (0.5, 1] (the app's mask confidence).
+        band: uncertain band along a coarse mask's outlines, pixels, or None (the app's outline band).
         steps: optimisation steps; lr: Adam learning rate; crop: side of the square training crops, pixels.
         val_frac: share of the images held out for validation, in (0, 1); seed: seeds the split and the crops.
         learn_compat: also learn a C×C label compatibility ("+C"; mean-field refiners only).
@@ -50,6 +52,7 @@ class TuneSettings:
     params: Any
     num_classes: int
     confidence: float = crfcore.unary.DEFAULT_CONFIDENCE
+    band: float | None = None
     steps: int = learn.FinetuneConfig.steps
     lr: float = learn.FinetuneConfig.lr
     crop: int = learn.FinetuneConfig.crop
@@ -68,11 +71,11 @@ def learns_compat(method: str) -> bool:
     return method not in ("gaussian", "piecewise")
 
 
-def _unary_fn(entries: dict[str, ImageEntry], confidence: float) -> learn.data.UnaryFn:
+def _unary_fn(entries: dict[str, ImageEntry], confidence: float, band: float | None) -> learn.data.UnaryFn:
     def unary(image_path: Path, image: np.ndarray, num_classes: int) -> np.ndarray:
         entry = entries[image_path.stem]
         return load_unary(entry.probs or entry.mask, num_classes=num_classes, image_shape=image.shape[:2],
-                          confidence=confidence)
+                          confidence=confidence, band=band)
 
     return unary
 
@@ -109,7 +112,7 @@ def run_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
             shutil.copyfile(entry.image, root / "images" / f"{entry.stem}{entry.image.suffix}")
             shutil.copyfile(entry.truth, root / "masks" / f"{entry.stem}{entry.truth.suffix}")
         data = learn.LearnData(root, num_classes=settings.num_classes, val_frac=settings.val_frac,
-                               seed=settings.seed, unary_fn=_unary_fn(by_stem, settings.confidence))
+                               seed=settings.seed, unary_fn=_unary_fn(by_stem, settings.confidence, settings.band))
         if settings.method == "piecewise":
             model = crfcore.refiners.get("piecewise", settings.params, num_classes=settings.num_classes)
             config = learn.PiecewiseConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop,

@@ -95,3 +95,13 @@ def test_run_tuning_refuses_compat_learning_for_the_gaussian_crf(tmp_path, folde
     settings = TuneSettings("gaussian", P.GaussianCRFParams(), 2, steps=1, learn_compat=True)
     with pytest.raises(ValueError, match="'gaussian' has no compatibility to learn"):
         run_tuning(entries, settings)
+
+
+def test_tuning_makes_mask_unaries_as_the_window_does(labelled_window, qtbot):
+    window = labelled_window
+    window.document.set_mask_unary(0.8, 3.0)
+    dialog = open_dialog(window, qtbot, steps=1)
+    settings = dialog.settings()
+    assert (settings.confidence, settings.band) == (0.8, 3.0)
+    dialog.close()
+    qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
