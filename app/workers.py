@@ -5,7 +5,7 @@ build, after it and between iterations) and only the latest id's result, error o
 others are dropped. :meth:`RefineScheduler.schedule` debounces (slider moves: the first request after a quiet
 interval runs at once, later ones within the interval collapse into the latest, which runs when it ends), and
 :meth:`RefineScheduler.submit` runs at once (a slider release, the Refine button). One worker thread runs at a time, so builds never compete for the CPU
-and the operator cache needs no more than its own lock. Errors arrive as readable one-line messages, never
+and the per-image refiners need no more than their own locks. Errors arrive as readable one-line messages, never
 tracebacks (those go to the log).
 
 :class:`TaskRunner` runs other long work the same way (export, fine-tuning): one task at a time on its own thread, a
@@ -23,7 +23,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal, 
 
 import crfcore
 
-from .compute import OperatorCache, RefineJob, RefineResult, compute
+from .compute import RefineJob, RefineResult, Refiners, compute
 
 __all__ = ["DEBOUNCE_MS", "CancelToken", "describe_error", "RefineScheduler", "Report", "TaskRunner"]
 
@@ -69,16 +69,16 @@ class _Relay(QObject):
 
 
 class _RefineTask(QRunnable):
-    def __init__(self, request_id: int, job: RefineJob, token: CancelToken, cache: OperatorCache, relay: _Relay,
+    def __init__(self, request_id: int, job: RefineJob, token: CancelToken, refiners: Refiners, relay: _Relay,
                  device: str | None) -> None:
         super().__init__()
-        self.request_id, self.job, self.token, self.cache, self.relay, self.device = (
-            request_id, job, token, cache, relay, device)
+        self.request_id, self.job, self.token, self.refiners, self.relay, self.device = (
+            request_id, job, token, refiners, relay, device)
 
     def run(self) -> None:
         rid = self.request_id
         try:
-            result = compute(self.job, cache=self.cache, device=self.device,
+            result = compute(self.job, refiners=self.refiners, device=self.device,
                              progress=lambda done, total: self.relay.progress.emit(rid, done, total),
                              should_stop=lambda: self.token.cancelled)
         except crfcore.Cancelled:
@@ -117,7 +117,7 @@ class RefineScheduler(QObject):
         self.device = device
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
-        self._cache = OperatorCache()
+        self._refiners = Refiners()
         self._relay = _Relay(self)
         self._relay.progress.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
         self._relay.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
@@ -169,7 +169,7 @@ class RefineScheduler(QObject):
         self._token = CancelToken()
         was_busy = self.busy
         self._running.add(self._latest)
-        self._pool.start(_RefineTask(self._latest, job, self._token, self._cache, self._relay, self.device))
+        self._pool.start(_RefineTask(self._latest, job, self._token, self._refiners, self._relay, self.device))
         self.started.emit(self._latest, job.preview)
         if not was_busy:
             self.busy_changed.emit(True)
@@ -184,7 +184,7 @@ class RefineScheduler(QObject):
 
     def clear_cache(self) -> None:
         """Forget built operators (e.g. when the images change on disk)."""
-        self._cache.clear()
+        self._refiners.clear()
 
     def wait(self, msecs: int = -1) -> bool:
         """Block until no worker runs (tests, shutdown); True if that happened within ``msecs`` (-1: forever)."""

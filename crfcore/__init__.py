@@ -7,8 +7,9 @@
 
 from . import backbones, metrics, params, presets, refiners, unary
 from .api import Refinement, best_device, refine
+from .image_refiner import ImageRefiner
 from .inference import Cancelled
 from . import learn  # noqa: E402  (registers the "piecewise" refiner; needs refiners and api loaded first)
 
-__all__ = ["refine", "Refinement", "Cancelled", "best_device", "params", "presets", "refiners", "unary", "metrics", "backbones"]
+__all__ = ["refine", "ImageRefiner", "Refinement", "Cancelled", "best_device", "params", "presets", "refiners", "unary", "metrics", "backbones"]
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from . import params as P
 from .affinity import AffinityOp, LocalBackend
 from .features import FeatureTransform, appearance_features, smoothness_features
-from .inference import ProgressCallback, hard_pixels, mean_field, unary_energy
+from .inference import ProgressCallback, held_pixels, mean_field, unary_energy
 from .affinity import PooledBackend
 from .affinity.lattice import LatticeBackend, LatticeOp
 from .affinity.local import downsample
@@ -156,11 +156,13 @@ class MeanFieldCRF(nn.Module):
         return self.backend().build(self.kernels.features(image))
 
     def forward(self, image: Tensor, probs: Tensor, *, op: AffinityOp | None = None, iterations: int | None = None,
-                callback: ProgressCallback | None = None) -> Tensor:
+                callback: ProgressCallback | None = None, fixed: Tensor | str | None = "auto") -> Tensor:
+        """Marginals Q; ``fixed``: pixels held at their unary, ``(B, 1, H, W)`` bool, None, or ``"auto"`` (the
+        one-hot ones, :func:`~crfcore.inference.hard_pixels`)."""
         op = op if op is not None else self.build(image)
         steps = self.config.iterations if iterations is None else iterations
         return mean_field(unary_energy(probs), op.weighted(self.kernels.weights()), iterations=steps,
-                          compat=self.compat, callback=callback, fixed=hard_pixels(probs))
+                          compat=self.compat, callback=callback, fixed=held_pixels(probs, fixed))
 
     def current_params(self) -> Any:
         """The params dataclass with the current (possibly learned) values, ready for ``params.save_preset``."""
@@ -254,10 +256,15 @@ class GaussianCRF(nn.Module):
         return ops[0] if len(ops) == 1 else tuple(ops)
 
     def scores(self, image: Tensor, probs: Tensor, *, op: Any = None, iterations: int | None = None,
-               callback: ProgressCallback | None = None, x0: Tensor | None = None) -> Tensor:
+               callback: ProgressCallback | None = None, x0: Tensor | None = None,
+               fixed: str | None = "auto") -> Tensor:
         """The solution X ``(B, C, H, W)`` before the softmax; pass it back as ``x0`` to warm-start a solve for
         nearby parameters (a slider move). ``iterations`` overrides ``max_iter``. ``callback(k, max_iter, q)`` gets
-        the softmax of iterate k; ``max_iter`` is an upper bound, the solve usually stops earlier at ``tol``."""
+        the softmax of iterate k; ``max_iter`` is an upper bound, the solve usually stops earlier at ``tol``.
+        ``fixed``: ``"auto"`` or None, both holding no pixel (the joint solve has no per-pixel clamp)."""
+        if not (fixed is None or (isinstance(fixed, str) and fixed == "auto")):
+            raise ValueError("the Gaussian CRF solves every pixel jointly and cannot hold pixels fixed; pass "
+                             "fixed='auto' or None, or use a mean-field method ('convcrf', 'densecrf').")
         op = op if op is not None else self.build(image)
         ops = list(op) if isinstance(op, (tuple, list)) else [op]
         if len(ops) != self.config.scales:
@@ -276,9 +283,10 @@ class GaussianCRF(nn.Module):
                             x0=x0, callback=hook)
 
     def forward(self, image: Tensor, probs: Tensor, *, op: Any = None, iterations: int | None = None,
-                callback: ProgressCallback | None = None, x0: Tensor | None = None) -> Tensor:
-        return torch.softmax(self.scores(image, probs, op=op, iterations=iterations, callback=callback, x0=x0),
-                             dim=1)
+                callback: ProgressCallback | None = None, x0: Tensor | None = None,
+                fixed: str | None = "auto") -> Tensor:
+        return torch.softmax(self.scores(image, probs, op=op, iterations=iterations, callback=callback, x0=x0,
+                                         fixed=fixed), dim=1)
 
     def current_params(self) -> Any:
         """The params dataclass with the current (possibly learned) values, ready for ``params.save_preset``."""
@@ -328,7 +336,8 @@ class DenseCRF(MeanFieldCRF):
         return LatticeBackend(self.config.normalization)
 
     def forward(self, image: Tensor, probs: Tensor, *, op: LatticeOp | None = None, iterations: int | None = None,
-                callback: ProgressCallback | None = None) -> Tensor:
+                callback: ProgressCallback | None = None, fixed: Tensor | str | None = "auto") -> Tensor:
+        """Marginals Q; ``fixed`` as :meth:`MeanFieldCRF.forward`."""
         op = op if op is not None else self.build(image)
         if self.self_term and not isinstance(op, LatticeOp):
             raise TypeError(f"op is a {type(op).__name__}; DenseCRF with self_term=True needs the LatticeOp from "
@@ -340,5 +349,5 @@ class DenseCRF(MeanFieldCRF):
         # channels-last keeps each pixel's classes together: the lattice then gathers rows with no transposes
         energy = unary_energy(probs).contiguous(memory_format=torch.channels_last)
         q = mean_field(energy, weighted, iterations=steps, compat=self.compat, callback=callback,
-                       fixed=hard_pixels(probs))
+                       fixed=held_pixels(probs, fixed))
         return q.contiguous()

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ..affinity import AffinityOp
 
-__all__ = ["Cancelled", "ProgressCallback", "unary_energy", "hard_pixels", "compatibility_transform", "mean_field"]
+__all__ = ["Cancelled", "ProgressCallback", "unary_energy", "hard_pixels", "held_pixels", "compatibility_transform",
+           "mean_field"]
 
 UNARY_CLIP = 1e-5  # probabilities are clipped to [1e-5, 1] before the log, as pydensecrf's unary_from_softmax
 
@@ -45,6 +46,19 @@ def hard_pixels(probs: Tensor) -> Tensor | None:
     return hard if bool(hard.any()) else None
 
 
+def held_pixels(probs: Tensor, fixed: Tensor | str | None) -> Tensor | None:
+    """The ``fixed`` argument of the refiners' ``forward`` as :func:`mean_field` takes it: ``"auto"`` is
+    :func:`hard_pixels` of ``probs``, None holds nothing, a ``(B, 1, H, W)`` bool tensor is returned as given."""
+    if isinstance(fixed, str):
+        if fixed != "auto":
+            raise ValueError(f"fixed must be 'auto', None or a (B, 1, H, W) bool tensor, got {fixed!r}.")
+        return hard_pixels(probs)
+    if fixed is not None and (fixed.dtype != torch.bool or fixed.shape != (probs.shape[0], 1, *probs.shape[-2:])):
+        raise ValueError(f"fixed must be a (B, 1, H, W) = {(probs.shape[0], 1, *probs.shape[-2:])} bool tensor, got "
+                         f"{fixed.dtype} {tuple(fixed.shape)}.")
+    return fixed
+
+
 def compatibility_transform(message: Tensor, compat: Tensor | None) -> Tensor:
     """The pairwise energy ``μ M`` up to a per-pixel constant, ``(B, C, H, W)``.
 
@@ -60,17 +74,15 @@ def compatibility_transform(message: Tensor, compat: Tensor | None) -> Tensor:
 
 
 def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tensor | None = None,
-               callback: ProgressCallback | None = None, self_term: Tensor | None = None,
-               fixed: Tensor | None = None) -> Tensor:
+               callback: ProgressCallback | None = None, fixed: Tensor | None = None) -> Tensor:
     """Run mean field; returns the marginals Q, ``(B, C, H, W)``, summing to 1 over C.
 
     Args:
         energy: unary energy ψu ``(B, C, H, W)`` (see :func:`unary_energy`).
-        op: weighted kernel operator (``op.apply(Q)`` excludes the self term).
+        op: weighted kernel operator; ``op.apply(Q)`` is the message ``Σ_j k(f_i, f_j) Q_j``.
         iterations: T ≥ 0; 0 returns softmax(−ψu).
         compat: ``(C, C)`` compatibility, or None for Potts.
         callback: ``callback(t, T, Q)`` after every iteration; may raise :class:`Cancelled`.
-        self_term: optional ``(B, 1, H, W)`` weight of each pixel's own label in its message (DenseCRF's k_ii).
         fixed: optional ``(B, 1, H, W)`` bool; these pixels keep softmax(−ψu) (see :func:`hard_pixels`) and pass
             it to their neighbours.
     """
@@ -79,8 +91,6 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
     q_fixed = q if fixed is not None else None
     for t in range(iterations):
         message = op.apply(q)
-        if self_term is not None:
-            message = message + self_term * q
         logits = neg_energy + message if compat is None else neg_energy - compatibility_transform(message, compat)
         q = _softmax(logits)
         if q_fixed is not None:

@@ -1,0 +1,336 @@
+"""The per-image refiner: the costly step once per image, the cheap step per slider move (DESIGN.md §2).
+
+As segment-anything's ``SamPredictor`` splits ``set_image`` from ``predict``, an :class:`ImageRefiner` takes the
+image once (converted and moved to its device) and then refines any number of unaries with any method and params.
+It holds what makes a slider live:
+
+* an operator cache: a change of weights, compatibility or iteration count reuses the built affinity operator
+  (only the params whose spec ``rebuilds`` key it), so only the iterations are paid again;
+* warm starts: refiners that solve to a tolerance and expose ``scores(..., x0=)`` (the Gaussian CRF) start from
+  their previous solution on this image, which a small slider move barely changes;
+* previews: a reduced-resolution run sized by the image's last full-run time (:func:`preview_scale`), with params
+  keeping the full run's spatial reach (:func:`preview_params`), upsampled back to full size;
+* timing and labelling: every result is a :class:`~crfcore.api.Refinement` with its timing breakdown.
+
+``crfcore.refine`` is a one-shot ``ImageRefiner``; the app keeps one per open image.
+
+    >>> refiner = ImageRefiner(image, device="cpu")                          # doctest: +SKIP
+    >>> r = refiner.refine(unary, "convcrf", w_appearance=20.0)             # doctest: +SKIP
+    >>> r = refiner.refine(unary, "convcrf", w_appearance=25.0)             # doctest: +SKIP  (operator reused)
+    >>> r.timing["cached"]                                                   # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import params as P
+from .checks import as_image_tensor, as_prob_tensor
+from .inference import ProgressCallback
+from .refiners import REGISTRY
+from .unary import resize
+
+__all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACTOR", "CACHE_SIZE", "Refinement",
+           "ImageRefiner", "best_device", "resolve_params", "preview_scale", "preview_params"]
+
+PREVIEW_PIXELS = 65_536  # a preview runs on at most this many pixels (256×256), then is upsampled
+PREVIEW_MS = 40.0  # ... and on fewer when the image's last full run predicts more than this many milliseconds
+PREVIEW_MIN_SIDE = 32  # pixels: the preview's shorter side never gets smaller than this
+PREVIEW_TOL_FACTOR = 10.0  # a preview's solver tolerance (the Gaussian CRF's CG) is this much looser
+CACHE_SIZE = 6  # operators (full and preview, current and previous θ's) and warm starts kept per image
+
+Fixed = Literal["auto"] | np.ndarray | Tensor | None
+
+
+@dataclass
+class Refinement:
+    """The result of a refinement (:func:`crfcore.refine`, :meth:`ImageRefiner.refine`).
+
+    Attributes:
+        probs: marginals, same kind (NumPy/torch) and layout as the unary, float32, sum 1 over C.
+        labels: ``(H, W)`` or ``(B, H, W)`` int64 argmax labels, same kind as the unary.
+        timing: ``{"build_ms", "iterations_ms", "total_ms", "device"}`` (milliseconds), and from an
+            :class:`ImageRefiner` also ``cached`` and ``scale``.
+    """
+
+    probs: np.ndarray | Tensor
+    labels: np.ndarray | Tensor
+    timing: dict[str, Any]
+
+
+def best_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_params(method: str, params: Any = None, **overrides: Any) -> Any:
+    """A params instance for ``method``: ``params`` as given (a dataclass or a preset path), then ``overrides``."""
+    cls = P.params_for(method)
+    if isinstance(params, (str, os.PathLike)):
+        path = params
+        preset_method, params = P.load_preset(path)
+        if preset_method != method:
+            raise ValueError(f"preset {os.fspath(path)} is for method {preset_method!r}, not {method!r}; pass "
+                             f"method={preset_method!r} or another preset.")
+    if params is None:
+        params = cls()
+    if not isinstance(params, cls):
+        raise TypeError(f"params for {method!r} must be {cls.__name__} or a preset path, got "
+                        f"{type(params).__name__}.")
+    return P.with_overrides(params, **overrides)
+
+
+def preview_scale(height: int, width: int, *, full_ms: float | None = None) -> int:
+    """Integer downsampling factor of a preview of a ``height × width`` image.
+
+    The preview has at most :data:`PREVIEW_PIXELS` pixels and, given ``full_ms`` (milliseconds a full-size
+    refinement of this image took), about ``full_ms / scale²`` ≤ :data:`PREVIEW_MS` of work, since a refinement's
+    time grows with its pixel count; its shorter side stays ≥ :data:`PREVIEW_MIN_SIDE` pixels. 1 for small images.
+    """
+    scale = math.ceil(math.sqrt(height * width / PREVIEW_PIXELS))
+    if full_ms is not None and full_ms > 0:
+        scale = max(scale, math.ceil(math.sqrt(full_ms / PREVIEW_MS)))
+    return max(1, min(scale, min(height, width) // PREVIEW_MIN_SIDE))
+
+
+def preview_params(params: Any, scale: int) -> Any:
+    """``params`` for an image downsampled ``scale`` times: spatial ranges in pixels shrink with it.
+
+    Float parameters in pixels (θα, θγ) are divided by ``scale``, each clamped to its spec's range, so a preview
+    covers about the same image area as the full run. ``blur`` (a resolution factor) becomes ``⌈blur / scale⌉``:
+    the preview's message-passing grid is never finer than the full run's. Where that grid is coarser, the window
+    ``filter_size`` (in grid cells) shrinks to the odd size nearest to the full run's reach ``k·blur`` pixels, so a
+    preview costs fewer window taps, never more. A solver tolerance ``tol`` loosens :data:`PREVIEW_TOL_FACTOR`
+    times (within its range): its error stays far below the preview's loss of resolution.
+    """
+    if scale == 1:
+        return params
+    changes: dict[str, Any] = {}
+    for spec in P.specs(params):
+        value = getattr(params, spec.name)
+        if spec.kind == "float" and spec.unit == "px":
+            changes[spec.name] = max(spec.low, value / scale)
+        elif spec.name == "blur":
+            changes[spec.name] = max(int(spec.low), math.ceil(value / scale))
+        elif spec.name == "tol":
+            changes[spec.name] = min(spec.high, value * PREVIEW_TOL_FACTOR)
+    if "blur" in changes and hasattr(params, "filter_size"):
+        spec = next(s for s in P.specs(params) if s.name == "filter_size")
+        cells = params.filter_size * params.blur / (scale * changes["blur"])  # the full run's reach, in preview cells
+        changes["filter_size"] = min(params.filter_size, max(int(spec.low), 2 * round((cells - 1) / 2) + 1))
+    return P.with_overrides(params, **changes)
+
+
+class _LRU:
+    """Least-recently-used store, safe to share between threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ImageRefiner:
+    """Refines unaries of one image on one device, reusing what a previous refinement of it built.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 NumPy array, or ``(3, H, W)`` / ``(B, 3, H, W)`` tensor in 0..255.
+        device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
+        cache_size: built operators and warm starts kept (least recently used dropped first), ≥ 1.
+        full_ms: known full-size refinement times of this image per method, in milliseconds (e.g. from
+            :attr:`full_ms` of an earlier refiner of the same image); they size previews.
+
+    Raises:
+        ValueError: a bad image (see :func:`crfcore.refine`) or ``cache_size`` < 1.
+    """
+
+    def __init__(self, image: np.ndarray | Tensor, *, device: str | torch.device | None = None,
+                 cache_size: int = CACHE_SIZE, full_ms: Mapping[str, float] | None = None) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}.")
+        self.device = torch.device(device) if device is not None else best_device()
+        self._image = as_image_tensor(image).to(self.device, torch.float32)
+        self._previews: dict[int, Tensor] = {1: self._image}
+        self._cache = _LRU(cache_size)
+        self._full_ms: dict[str, float] = dict(full_ms or {})
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The image's ``(H, W)`` in pixels."""
+        return int(self._image.shape[-2]), int(self._image.shape[-1])
+
+    @property
+    def full_ms(self) -> dict[str, float]:
+        """The last full-size refinement time per method (milliseconds); a copy."""
+        return dict(self._full_ms)
+
+    def cached(self) -> int:
+        """How many built operators and warm starts are held."""
+        return len(self._cache)
+
+    @torch.no_grad()
+    def refine(self, unary: np.ndarray | Tensor, method: str = "convcrf", params: Any = None, *,
+               preview: bool | int | None = None, callback: ProgressCallback | None = None, fixed: Fixed = "auto",
+               **overrides: Any) -> Refinement:
+        """Refine class probabilities of this image.
+
+        Args:
+            unary: ``(C, H, W)`` or ``(B, C, H, W)`` class probabilities, sum 1 over C, at the image's size.
+            method: a registered refiner name (``crfcore.refiners.names()``).
+            params: that refiner's params dataclass, or a preset JSON path; None for defaults.
+            preview: None or False for a full-size run; True for a preview sized by :func:`preview_scale` (and this
+                image's last full-run time with ``method``); an int ≥ 1 for that downsampling factor. A preview
+                runs on the downsampled image with :func:`preview_params` and returns full-size results.
+            callback: ``callback(done, total, q)`` per iteration; raise ``crfcore.Cancelled`` to stop.
+            fixed: pixels mean field holds at their unary: ``"auto"`` (those whose unary is one-hot, e.g. brush
+                strokes), None (none), or an ``(H, W)`` / ``(B, H, W)`` bool mask. A preview holds a downsampled
+                pixel when all the full-size pixels it covers are held. Refiners without mean field (the
+                Gaussian CRF) accept only ``"auto"`` and None.
+            **overrides: any parameter by name, e.g. ``filter_size=7``.
+
+        Returns:
+            :class:`~crfcore.api.Refinement`: ``probs`` in the unary's kind and layout, full size; ``labels``;
+            ``timing`` with ``build_ms``, ``iterations_ms``, ``total_ms`` (milliseconds), ``device``, ``cached``
+            (the operator was reused, build ≈ 0) and ``scale`` (1, or the preview's downsampling factor).
+
+        Raises:
+            ValueError: unknown method or parameter, bad unary, a size or batch other than the image's, a compat
+                matrix of another class count, a bad ``preview`` or ``fixed``; the message names the fix.
+        """
+        start = time.perf_counter()
+        if method not in REGISTRY:
+            valid = ", ".join(repr(m) for m in REGISTRY)
+            raise ValueError(f"{method!r} is not a valid method. Valid methods are {valid}.")
+        config = resolve_params(method, params, **overrides)
+        as_numpy = isinstance(unary, np.ndarray)
+        probs, batched = as_prob_tensor(unary)
+        probs, image = self._match(probs)
+        num_classes, (height, width) = probs.shape[1], probs.shape[-2:]
+        compat = getattr(config, "compat", "potts")
+        if compat != "potts" and len(compat) != num_classes:
+            raise ValueError(f"unary has {num_classes} classes, compat is {len(compat)}×{len(compat)}; reset the "
+                             f"preset's compat to 'potts' or use a matching one.")
+        scale = self._scale(preview, method)
+        config = preview_params(config, scale)
+        held = self._fixed(fixed, probs)
+        probs = probs.to(self.device, torch.float32)
+        if scale > 1:
+            size = (math.ceil(height / scale), math.ceil(width / scale))
+            image = self._preview_image(image, scale, size)
+            probs = F.interpolate(probs, size=size, mode="area")
+            if isinstance(held, Tensor):
+                held = F.interpolate(held.float(), size=size, mode="area") >= 1.0
+        model = REGISTRY[method](config).to(self.device)
+        rebuild = tuple((s.name, repr(getattr(config, s.name))) for s in P.specs(config) if s.rebuilds)
+        key = ("op", method, scale, image.shape[0], rebuild)
+        op = self._cache.get(key)
+        cached = op is not None
+        self._sync()
+        t0 = time.perf_counter()
+        if op is None:
+            op = model.build(image)
+            self._cache.put(key, op)
+        self._sync()
+        t1 = time.perf_counter()
+        held_kw = {} if isinstance(held, str) else {"fixed": held}
+        if hasattr(model, "scores"):
+            warm_key = ("x0", method, scale, image.shape[0], num_classes)
+            x = model.scores(image, probs, op=op, callback=callback, x0=self._cache.get(warm_key), **held_kw)
+            self._cache.put(warm_key, x)
+            q = torch.softmax(x, dim=1)
+        else:
+            q = model(image, probs, op=op, callback=callback, **held_kw)
+        if scale > 1:
+            q = resize(q, (height, width))
+        self._sync()
+        t2 = time.perf_counter()
+        labels = q.max(1).indices  # as argmax(1) (first maximum), ~10x faster on CPU for a strided class axis
+        out_device = unary.device if isinstance(unary, Tensor) else torch.device("cpu")
+        q, labels = q.to(out_device, torch.float32), labels.to(out_device)
+        if not batched:
+            q, labels = q[0], labels[0]
+        timing = {"build_ms": (t1 - t0) * 1e3, "iterations_ms": (t2 - t1) * 1e3,
+                  "total_ms": (time.perf_counter() - start) * 1e3, "device": str(self.device), "cached": cached,
+                  "scale": scale}
+        if scale == 1 and (not cached or method not in self._full_ms):
+            self._full_ms[method] = timing["total_ms"]  # refining this image from scratch: sizes its previews
+        if as_numpy:
+            return Refinement(q.numpy(), labels.numpy(), timing)
+        return Refinement(q, labels, timing)
+
+    def _match(self, probs: Tensor) -> tuple[Tensor, Tensor]:
+        """The unary and the image with equal batch sizes; raises when sizes or batches differ."""
+        image = self._image
+        if image.shape[-2:] != probs.shape[-2:]:
+            raise ValueError(f"image is {image.shape[-2]}×{image.shape[-1]} but unary is {probs.shape[-2]}×"
+                             f"{probs.shape[-1]} (H×W); resize the unary to the image (crfcore.unary.resize).")
+        if image.shape[0] != probs.shape[0]:
+            if image.shape[0] != 1:
+                raise ValueError(f"image batch is {image.shape[0]} but unary batch is {probs.shape[0]}.")
+            image = image.expand(probs.shape[0], -1, -1, -1)
+        return probs, image
+
+    def _scale(self, preview: bool | int | None, method: str) -> int:
+        if preview is None or preview is False:
+            return 1
+        if preview is True:
+            return preview_scale(*self.size, full_ms=self._full_ms.get(method))
+        if isinstance(preview, (int, np.integer)) and preview >= 1:
+            return int(preview)
+        raise ValueError(f"preview must be None, True, False or a downsampling factor >= 1, got {preview!r}.")
+
+    def _fixed(self, fixed: Fixed, probs: Tensor) -> Tensor | str | None:
+        """``"auto"``, None, or the mask as a ``(B, 1, H, W)`` bool tensor on the device."""
+        if fixed is None or (isinstance(fixed, str) and fixed == "auto"):
+            return fixed
+        if isinstance(fixed, str):
+            raise ValueError(f"fixed must be 'auto', None or a bool mask, got {fixed!r}.")
+        mask = torch.as_tensor(np.asarray(fixed) if isinstance(fixed, np.ndarray) else fixed, device=self.device)
+        if mask.ndim == 2:
+            mask = mask.unsqueeze(0)
+        if mask.dtype != torch.bool or mask.ndim != 3 or mask.shape[-2:] != probs.shape[-2:] or \
+                mask.shape[0] not in (1, probs.shape[0]):
+            raise ValueError(f"fixed must be a bool mask of shape (H, W) or (B, H, W) = {tuple(probs.shape[-2:])} "
+                             f"or {(probs.shape[0], *probs.shape[-2:])}, got {mask.dtype} {tuple(mask.shape)}.")
+        return mask.expand(probs.shape[0], -1, -1).unsqueeze(1)
+
+    def _preview_image(self, image: Tensor, scale: int, size: tuple[int, int]) -> Tensor:
+        small = self._previews.get(scale)
+        if small is None:
+            small = F.interpolate(self._image, size=size, mode="area")
+            self._previews[scale] = small
+        return small.expand(image.shape[0], -1, -1, -1)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

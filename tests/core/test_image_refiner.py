@@ -1,0 +1,158 @@
+"""crfcore.ImageRefiner: the operator cache, previews, warm starts and held pixels, against crfcore.refine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import crfcore
+import crfcore.image_refiner
+from crfcore import params as P
+from crfcore.image_refiner import ImageRefiner, preview_params, preview_scale
+
+
+def make_input(height: int = 24, width: int = 30, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return image, crfcore.unary.from_labels(rng.integers(0, classes, (height, width)), classes)
+
+
+def test_weight_changes_reuse_the_operator_and_theta_changes_rebuild_it():
+    image, unary = make_input()
+    refiner = ImageRefiner(image, device="cpu")
+    first = refiner.refine(unary, "convcrf")
+    reused = refiner.refine(unary, "convcrf", w_appearance=40.0)
+    assert not first.timing["cached"] and reused.timing["cached"] and refiner.cached() == 1
+    expected = crfcore.refine(image, unary, w_appearance=40.0, device="cpu")
+    np.testing.assert_array_equal(reused.probs, expected.probs)
+    assert not refiner.refine(unary, "convcrf", theta_alpha=20.0).timing["cached"] and refiner.cached() == 2
+
+
+def test_the_cache_keeps_the_most_recently_used_operators():
+    image, unary = make_input()
+    refiner = ImageRefiner(image, device="cpu", cache_size=2)
+    for theta in (10.0, 20.0, 30.0):
+        refiner.refine(unary, theta_alpha=theta)
+    assert refiner.cached() == 2
+    assert refiner.refine(unary, theta_alpha=30.0).timing["cached"]
+    assert not refiner.refine(unary, theta_alpha=10.0).timing["cached"]
+    with pytest.raises(ValueError, match="cache_size must be >= 1"):
+        ImageRefiner(image, cache_size=0)
+
+
+def test_preview_runs_at_reduced_size_and_returns_full_size():
+    image, unary = make_input(300, 400)
+    assert preview_scale(300, 400) == 2 and preview_scale(100, 100) == 1
+    result = ImageRefiner(image, device="cpu").refine(unary, preview=True)
+    assert result.timing["scale"] == 2
+    assert result.probs.shape == (3, 300, 400) and result.labels.shape == (300, 400)
+    np.testing.assert_allclose(result.probs.sum(0), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="preview must be None, True, False or a downsampling factor"):
+        ImageRefiner(image, device="cpu").refine(unary, preview=0)
+
+
+def test_preview_params_shrink_pixel_ranges_within_their_specs():
+    params = P.ConvCRFParams(theta_alpha=80.0, theta_gamma=0.8, blur=4)
+    small = preview_params(params, 2)
+    assert (small.theta_alpha, small.theta_gamma, small.blur) == (40.0, 0.5, 2)
+    assert small.theta_beta == params.theta_beta and small.filter_size == params.filter_size
+    assert preview_params(params, 1) is params
+
+
+def test_preview_grid_is_never_finer_than_the_full_runs():
+    for blur, scale, expected in ((4, 3, 2), (4, 8, 1), (3, 2, 2), (1, 5, 1)):
+        assert preview_params(P.ConvCRFParams(blur=blur), scale).blur == expected
+        assert scale * expected >= blur
+
+
+def test_a_coarser_preview_grid_gets_a_smaller_window_of_the_same_reach():
+    # full run: 11 cells of 4 px = 44 px; preview at 1/3: cells of 3·2 = 6 px, 44 / 6 ≈ 7.3 → 7 cells (42 px)
+    assert preview_params(P.ConvCRFParams(filter_size=11, blur=4), 3).filter_size == 7
+    assert preview_params(P.ConvCRFParams(filter_size=11, blur=4), 2).filter_size == 11  # same grid: unchanged
+    assert preview_params(P.ConvCRFParams(filter_size=3, blur=1), 5).filter_size == 3  # never below the spec's low
+    assert preview_params(P.GaussianCRFParams(filter_size=11, blur=4), 6).filter_size == 7
+
+
+def test_a_preview_solves_to_a_looser_tolerance():
+    assert preview_params(P.GaussianCRFParams(tol=1e-4), 2).tol == pytest.approx(1e-3)
+    assert preview_params(P.GaussianCRFParams(tol=0.05), 2).tol == 0.1  # the spec's high
+    assert preview_params(P.GaussianCRFParams(tol=1e-4), 1).tol == 1e-4  # a full run is untouched
+
+
+def test_preview_scale_follows_the_last_full_run_time():
+    assert preview_scale(512, 1024) == 3  # the pixel budget alone
+    assert preview_scale(512, 1024, full_ms=100.0) == 3  # fast enough already
+    assert preview_scale(512, 1024, full_ms=1000.0) == 5  # √(1000 / 40) = 5: ~40 ms of work
+    assert preview_scale(512, 1024, full_ms=1e6) == 512 // 32  # the shorter side stays >= 32 px
+
+
+def test_a_full_run_records_its_time_and_sizes_the_next_preview(monkeypatch):
+    monkeypatch.setattr(crfcore.image_refiner, "PREVIEW_MS", 1e-3)  # any measured time asks for a coarser preview
+    image, unary = make_input(96, 128)
+    refiner = ImageRefiner(image, device="cpu")
+    full = refiner.refine(unary)
+    assert full.timing["scale"] == 1 and refiner.full_ms["convcrf"] > 0
+    preview = refiner.refine(unary, preview=True)
+    assert preview.timing["scale"] == 96 // 32  # as coarse as allowed, not the pixel budget's 1
+    assert preview.probs.shape == full.probs.shape
+    again = ImageRefiner(image, device="cpu", full_ms=refiner.full_ms)  # times carried to a new refiner
+    assert again.refine(unary, preview=True).timing["scale"] == 96 // 32
+
+
+def test_tolerance_solvers_are_warm_started_from_the_previous_solution():
+    image, unary = make_input()
+    refiner = ImageRefiner(image, device="cpu")
+    refiner.refine(unary, "gaussian", tol=1e-6)
+    cold_steps, warm_steps = [], []
+    cold = ImageRefiner(image, device="cpu").refine(unary, "gaussian", tol=1e-6, w_smoothness=3.5,
+                                                    callback=lambda d, t, q: cold_steps.append(d))
+    warm = refiner.refine(unary, "gaussian", tol=1e-6, w_smoothness=3.5, callback=lambda d, t, q: warm_steps.append(d))
+    assert len(warm_steps) < len(cold_steps)
+    np.testing.assert_allclose(warm.probs, cold.probs, atol=1e-4)
+
+
+def test_compat_matrix_of_the_wrong_size_is_refused_with_the_fix():
+    image, unary = make_input()
+    with pytest.raises(ValueError, match="unary has 3 classes, compat is 2×2; reset the preset's compat"):
+        ImageRefiner(image, device="cpu").refine(unary, compat=((0.0, 1.0), (1.0, 0.0)))
+
+
+def test_a_unary_of_another_size_is_refused():
+    image, unary = make_input()
+    with pytest.raises(ValueError, match="image is 24×30 but unary is 12×30"):
+        ImageRefiner(image, device="cpu").refine(unary[:, :12])
+
+
+@pytest.mark.parametrize("method", ["convcrf", "densecrf"])
+def test_a_given_fixed_mask_holds_those_pixels_at_their_unary(method):
+    image, unary = make_input()
+    soft = (0.6 * unary + 0.4 / 3).astype(np.float32)  # nothing one-hot: "auto" holds no pixel
+    fixed = np.zeros(soft.shape[1:], bool)
+    fixed[5:12, 4:20] = True
+    refiner = ImageRefiner(image, device="cpu")
+    held = refiner.refine(soft, method, iterations=5, fixed=fixed)
+    free = refiner.refine(soft, method, iterations=5)
+    np.testing.assert_allclose(held.probs[:, fixed], soft[:, fixed], atol=1e-6)
+    assert np.abs(free.probs[:, fixed] - soft[:, fixed]).max() > 1e-3
+
+
+def test_the_gaussian_crf_refuses_a_fixed_mask_with_the_fix():
+    image, unary = make_input()
+    with pytest.raises(ValueError, match="cannot hold pixels fixed"):
+        ImageRefiner(image, device="cpu").refine(unary, "gaussian", fixed=np.ones(unary.shape[1:], bool))
+
+
+def test_a_fixed_mask_of_the_wrong_shape_is_refused():
+    image, unary = make_input()
+    with pytest.raises(ValueError, match=r"fixed must be a bool mask of shape \(H, W\)"):
+        ImageRefiner(image, device="cpu").refine(unary, fixed=np.ones((3, 3), bool))
+
+
+def test_batched_tensor_unaries_come_back_as_tensors_on_their_device():
+    image, unary = make_input()
+    batch = torch.from_numpy(np.stack([unary, unary[::-1].copy()]))
+    result = ImageRefiner(image, device="cpu").refine(batch)
+    assert isinstance(result.probs, torch.Tensor) and result.probs.shape == (2, 3, 24, 30)
+    single = crfcore.refine(image, unary[::-1].copy(), device="cpu")
+    np.testing.assert_array_equal(result.labels[1].numpy(), single.labels)
