@@ -29,7 +29,7 @@ from crfcore.unary_io import load_unary
 
 from .folder import ImageEntry
 
-__all__ = ["DEFAULT_VAL_FRAC", "TuneSettings", "labelled", "learns_compat", "run_tuning"]
+__all__ = ["DEFAULT_VAL_FRAC", "TuneSettings", "labelled", "run_tuning"]
 
 DEFAULT_VAL_FRAC: float = inspect.signature(learn.LearnData).parameters["val_frac"].default
 
@@ -66,11 +66,6 @@ def labelled(entries: Sequence[ImageEntry]) -> list[ImageEntry]:
     return [e for e in entries if e.truth is not None and (e.probs is not None or e.mask is not None)]
 
 
-def learns_compat(method: str) -> bool:
-    """True if ``method`` can learn a compatibility matrix (mean-field refiners; not the G-CRF, not piecewise)."""
-    return method not in ("gaussian", "piecewise")
-
-
 def _unary_fn(entries: dict[str, ImageEntry], confidence: float, band: float | None) -> learn.data.UnaryFn:
     def unary(image_path: Path, image: np.ndarray, num_classes: int) -> np.ndarray:
         entry = entries[image_path.stem]
@@ -100,7 +95,8 @@ def run_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
     if len(entries) < 2:
         raise ValueError(f"fine-tuning needs at least 2 labelled images (one to train on, one to validate on), got "
                          f"{len(entries)}; add <stem>_gt.png ground truths to the folder.")
-    if settings.learn_compat and not learns_compat(settings.method):
+    method = crfcore.refiners.method(settings.method)
+    if settings.learn_compat and not method.learns_compat:
         raise ValueError(f"learn_compat is for mean-field refiners; {settings.method!r} has no compatibility to "
                          f"learn. Untick it.")
     by_stem = {e.stem: e for e in entries}
@@ -113,8 +109,8 @@ def run_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
             shutil.copyfile(entry.truth, root / "masks" / f"{entry.stem}{entry.truth.suffix}")
         data = learn.LearnData(root, num_classes=settings.num_classes, val_frac=settings.val_frac,
                                seed=settings.seed, unary_fn=_unary_fn(by_stem, settings.confidence, settings.band))
-        if settings.method == "piecewise":
-            model = crfcore.refiners.get("piecewise", settings.params, num_classes=settings.num_classes)
+        if method.training == "piecewise":
+            model = crfcore.refiners.get(settings.method, settings.params, num_classes=settings.num_classes)
             config = learn.PiecewiseConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop,
                                            seed=settings.seed)
             return learn.train_piecewise(model, data, config=config, callback=callback)

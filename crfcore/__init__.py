@@ -5,11 +5,11 @@
     >>> r.labels.shape, r.timing["total_ms"]                      # doctest: +SKIP
 """
 
-from . import backbones, metrics, params, presets, refiners, unary
+from . import backbones, metrics, params, presets, refiners, registry, unary
 from .api import Refinement, best_device, refine
 from .image_refiner import ImageRefiner
 from .inference import Cancelled
-from . import learn  # noqa: E402  (registers the "piecewise" refiner; needs refiners and api loaded first)
 
-__all__ = ["refine", "ImageRefiner", "Refinement", "Cancelled", "best_device", "params", "presets", "refiners", "unary", "metrics", "backbones"]
+__all__ = ["refine", "ImageRefiner", "Refinement", "Cancelled", "best_device", "params", "presets", "refiners",
+           "registry", "unary", "metrics", "backbones"]
 __version__ = "0.1.0"

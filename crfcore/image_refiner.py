@@ -40,7 +40,7 @@ from torch import Tensor
 from . import params as P
 from .checks import as_image_tensor, as_prob_tensor
 from .inference import ProgressCallback
-from .refiners import REGISTRY
+from .refiners import method as method_entry
 from .unary import resize
 
 __all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACTOR", "CACHE_SIZE", "Refinement",
@@ -228,9 +228,7 @@ class ImageRefiner:
                 matrix of another class count, a bad ``preview`` or ``fixed``; the message names the fix.
         """
         start = time.perf_counter()
-        if method not in REGISTRY:
-            valid = ", ".join(repr(m) for m in REGISTRY)
-            raise ValueError(f"{method!r} is not a valid method. Valid methods are {valid}.")
+        entry = method_entry(method)
         config = resolve_params(method, params, **overrides)
         as_numpy = isinstance(unary, np.ndarray)
         probs, batched = as_prob_tensor(unary)
@@ -250,7 +248,7 @@ class ImageRefiner:
             probs = F.interpolate(probs, size=size, mode="area")
             if isinstance(held, Tensor):
                 held = F.interpolate(held.float(), size=size, mode="area") >= 1.0
-        model = REGISTRY[method](config).to(self.device)
+        model = entry.refiner(config).to(self.device)
         rebuild = tuple((s.name, repr(getattr(config, s.name))) for s in P.specs(config) if s.rebuilds)
         key = ("op", method, scale, image.shape[0], rebuild)
         op = self._cache.get(key)

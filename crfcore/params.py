@@ -14,9 +14,12 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from . import registry
 
 __all__ = [
     "ParamSpec",
@@ -208,7 +211,7 @@ class PiecewiseParams:
     """Piecewise-trained CRF (Lin et al. 2016): range-box potentials learned without inference, run in mean field.
 
     ``potentials`` holds the learned K×K energies, three per potential (appearance, smoothness and box kernel), for
-    the surrounding then the above/below potential; see :mod:`crfcore.learn.piecewise`. Untrained ('potts') it is
+    the surrounding then the above/below potential; see :mod:`crfcore.refiners.piecewise`. Untrained ('potts') it is
     ConvCRF with a k×k window.
     """
 
@@ -226,15 +229,26 @@ class PiecewiseParams:
     potentials: Any = _p(ParamSpec("potentials", "potts", "Pairwise energies: 'potts' (untrained: Potts on the "
                                    "surrounding box, i.e. ConvCRF) or the six learned K×K matrices written by "
                                    "`crfcore tune --method piecewise`.", kind="choice",
-                                   choices=("potts",), matrices=True))
+                                   choices=("potts",), matrices=True, rebuilds=True))
 
 
-PARAMS_BY_METHOD: dict[str, type] = {
-    "convcrf": ConvCRFParams,
-    "densecrf": DenseCRFParams,
-    "gaussian": GaussianCRFParams,
-    "piecewise": PiecewiseParams,
-}
+class _ParamsByMethod(Mapping[str, type]):
+    """Read-only view of the registry (:mod:`crfcore.registry`): method name → its params dataclass."""
+
+    def __getitem__(self, method: str) -> type:
+        if method not in registry.METHODS:
+            raise KeyError(method)
+        return registry.METHODS[method].params_cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registry.METHODS)
+
+    def __len__(self) -> int:
+        return len(registry.METHODS)
+
+
+PARAMS_BY_METHOD: Mapping[str, type] = _ParamsByMethod()
+"""Method name → params dataclass, read from the registry (its entries are declared in :mod:`crfcore.refiners`)."""
 
 
 def specs(params_cls: type | Any) -> list[ParamSpec]:
@@ -244,11 +258,7 @@ def specs(params_cls: type | Any) -> list[ParamSpec]:
 
 def params_for(method: str) -> type:
     """The params dataclass of a method name; raises ``ValueError`` listing the valid names."""
-    try:
-        return PARAMS_BY_METHOD[method]
-    except KeyError:
-        valid = ", ".join(repr(m) for m in PARAMS_BY_METHOD)
-        raise ValueError(f"{method!r} is not a valid method. Valid methods are {valid}.") from None
+    return registry.get(method).params_cls
 
 
 def with_overrides(params: Any, **overrides: Any) -> Any:

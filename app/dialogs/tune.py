@@ -17,12 +17,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
                                QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+import crfcore
 from crfcore import learn
 
 from ..document import ImageDocument
 from ..folder import ImageEntry, ImageFolder
-from ..tuning import DEFAULT_VAL_FRAC, TuneSettings, labelled, learns_compat, run_tuning
-from ..widgets.refiner_panel import TITLES
+from ..tuning import DEFAULT_VAL_FRAC, TuneSettings, labelled, run_tuning
 from ..workers import Report, TaskRunner
 
 __all__ = ["TuneDialog"]
@@ -40,7 +40,7 @@ class TuneDialog(QDialog):
         self.method = document.method
         self.result: learn.TuneResult | None = None
         self.history: dict[str, list[tuple[int, float]]] = {key: [] for key in _CURVES}
-        self.setWindowTitle(f"Fine-tune {TITLES.get(self.method, self.method)}")
+        self.setWindowTitle(f"Fine-tune {crfcore.refiners.method(self.method).title}")
         self.runner = TaskRunner(self)
         self.images = QListWidget()
         for entry in labelled(folder.entries):
@@ -58,7 +58,7 @@ class TuneDialog(QDialog):
                                    "out for validation (at least one image).")
         self.val_frac.setSingleStep(0.05)
         self.learn_compat = QCheckBox("Learn a class compatibility matrix (+C)")
-        self.learn_compat.setEnabled(learns_compat(self.method))
+        self.learn_compat.setEnabled(crfcore.refiners.method(self.method).learns_compat)
         self.loss_plot = pg.PlotWidget(title="training loss")
         self.miou_plot = pg.PlotWidget(title="mIoU (%)")
         self.miou_plot.addLegend(offset=(10, -10))  # bottom left: the mIoU curves run high
@@ -192,7 +192,7 @@ class TuneDialog(QDialog):
         self.cancel_button.setEnabled(busy)
         for widget in (self.images, self.steps, self.lr, self.crop, self.val_frac):
             widget.setEnabled(not busy)
-        self.learn_compat.setEnabled(not busy and learns_compat(self.method))
+        self.learn_compat.setEnabled(not busy and crfcore.refiners.method(self.method).learns_compat)
 
     def apply(self) -> None:
         """Write the tuned parameters into the document as the current preset of its refiner."""

@@ -25,7 +25,6 @@ from .controls import ParamControl, make_control
 
 __all__ = ["ParamForm", "RefinerPanel"]
 
-TITLES = {"convcrf": "ConvCRF", "densecrf": "DenseCRF", "gaussian": "Gaussian CRF"}  # others: capitalised name
 KIND_TITLES = {"network_output": "network output", "rough_annotation": "rough annotation",
                "scribbles": "scribbles"}  # crfcore.presets.KINDS
 
@@ -84,7 +83,7 @@ class RefinerPanel(QWidget):
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
             scroll.setWidget(form)
-            self.tabs.addTab(scroll, TITLES.get(method, method.capitalize()))
+            self.tabs.addTab(scroll, crfcore.refiners.method(method).title)
             self.forms[method] = form
             for control in form.controls.values():
                 control.edited.connect(lambda name, value, dragging, m=method: self._on_edited(m, name, value,

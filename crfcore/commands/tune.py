@@ -76,13 +76,17 @@ def run(args: argparse.Namespace) -> int:
                          train_piecewise, write_csv)
 
     method, params = params_from_args(args)
-    piecewise = method == "piecewise"
+    entry = refiners.method(method)
+    piecewise = entry.training == "piecewise"
     if piecewise and (args.learn_compat or args.learn_features):
-        raise ValueError("--method piecewise learns its potentials (its compatibilities) by itself; drop "
-                         "--learn-compat / --learn-features.")
-    if args.learn_features and "feature_transforms" not in {f.name for f in dataclasses.fields(params)}:
-        raise ValueError(f"--learn-features needs a refiner whose presets hold feature transforms; {method!r} has "
-                         f"none (use --method convcrf).")
+        raise ValueError(f"--method {method} learns its potentials (its compatibilities) by itself; drop "
+                         f"--learn-compat / --learn-features.")
+    for flag, wanted, able in (("--learn-compat", args.learn_compat, "learns_compat"),
+                               ("--learn-features", args.learn_features, "learns_features")):
+        if wanted and not getattr(entry, able):
+            others = [m.name for m in refiners.REGISTRY.values() if getattr(m, able)]
+            raise ValueError(f"{flag} is not for {method!r}, which cannot learn it; use --method "
+                             f"{' or '.join(others)}.")
     if piecewise and args.checkpoint is not None:
         raise ValueError("--checkpoint applies to fine-tuning; piecewise training runs without inference and "
                          "takes seconds, so it has no checkpoints.")

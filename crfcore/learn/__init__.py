@@ -4,8 +4,8 @@
   random crops.
 * :mod:`~crfcore.learn.finetune`: decoupled fine-tuning through inference (ConvCRF §5.2; "+C", "+T"), early stopping,
   resumable checkpoints.
-* :mod:`~crfcore.learn.piecewise`: the range-box potentials and the ``"piecewise"`` refiner (Lin et al. 2016);
-  :mod:`~crfcore.learn.piecewise_train`: their piecewise training.
+* :mod:`~crfcore.learn.piecewise_train`: piecewise training of the ``"piecewise"`` refiner's range-box potentials
+  (Lin et al. 2016; the refiner itself is :mod:`crfcore.refiners.piecewise`).
 * :mod:`~crfcore.learn.curves`: CSV and PNG curves.
 
     >>> from crfcore import learn, refiners
@@ -18,8 +18,7 @@
 from .curves import plot_png, write_csv
 from .data import Batch, LearnData, Sample, split_stems
 from .finetune import FinetuneConfig, TuneResult, fine_tune, save_result, validate
-from .piecewise import PiecewiseCRF
 from .piecewise_train import PiecewiseConfig, train_piecewise
 
 __all__ = ["LearnData", "Sample", "Batch", "split_stems", "FinetuneConfig", "TuneResult", "fine_tune", "save_result",
-           "validate", "PiecewiseCRF", "PiecewiseConfig", "train_piecewise", "write_csv", "plot_png"]
+           "validate", "PiecewiseConfig", "train_piecewise", "write_csv", "plot_png"]

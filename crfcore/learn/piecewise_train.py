@@ -2,9 +2,9 @@
 
 Each step samples edges of each potential from the ground truth of random training images, on the grid the model
 runs on (images and positions averaged over b×b blocks, each block labelled by its majority class, void blocks
-skipped), and takes an Adam step on the sum of the potentials' own likelihoods (:func:`~crfcore.learn.piecewise.
-piecewise_nll`); no inference runs in the loop, and the unary is not involved. Two choices keep what is learned
-usable next to a fixed unary:
+skipped), and takes an Adam step on the sum of the potentials' own likelihoods (:func:`piecewise_nll`, each edge's
+softmax over its K² label pairs of :func:`edge_energies`); no inference runs in the loop, and the unary is not
+involved. Two choices keep what is learned usable next to a fixed unary:
 
 * each pair likelihood carries label-frequency energies a(l) + b(l') that are learned with it and left out of
   inference, since the unary already says how likely each label is (otherwise the prior would be counted once per
@@ -25,17 +25,18 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from ..affinity.boxes import range_box
 from ..affinity.local import downsample
 from ..features import position_grid
-from .boxes import pool_labels, range_box
+from ..refiners.piecewise import POTENTIALS, PiecewiseCRF
 from .data import LearnData
 from .finetune import TuneCallback, TuneResult, batch_miou, crf_loss, unary_miou, validate
-from .piecewise import POTENTIALS, PiecewiseCRF, edge_energies, piecewise_nll
 
-__all__ = ["PiecewiseConfig", "CALIBRATION_SCALES", "GridSample", "grid_sample", "sample_edges", "edge_kernels",
-           "train_piecewise", "calibrate"]
+__all__ = ["PiecewiseConfig", "CALIBRATION_SCALES", "GridSample", "grid_sample", "pool_labels", "sample_edges",
+           "edge_kernels", "edge_energies", "piecewise_nll", "train_piecewise", "calibrate"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,18 @@ def grid_sample(image: Tensor, labels: Tensor, blur: int, num_classes: int, void
     return GridSample(position, colour, pool_labels(labels[None], blur, num_classes, void)[0])
 
 
+def pool_labels(labels: Tensor, blur: int, num_classes: int, void: int | None) -> Tensor:
+    """The majority label of each b×b block, ``(B, H, W)`` → ``(B, ⌈H/b⌉, ⌈W/b⌉)`` int64; blocks with only void
+    pixels (or pixels ≥ C) are ``void`` (−1 when ``void`` is None)."""
+    valid = (labels >= 0) & (labels < num_classes)
+    if void is not None:
+        valid &= labels != void
+    one_hot = F.one_hot(torch.where(valid, labels, 0), num_classes).permute(0, 3, 1, 2).to(torch.float32)
+    counts = downsample(one_hot * valid[:, None], blur)
+    pooled = counts.argmax(1)
+    return torch.where(counts.sum(1) > 0, pooled, -1 if void is None else void)
+
+
 def sample_edges(grid: GridSample, offsets: tuple[tuple[int, int], ...], count: int, generator: torch.Generator,
                  void: int | None) -> tuple[Tensor, Tensor]:
     """``count`` candidate edges (i, j = i + d), d uniform in ``offsets``; returns the flat grid indices ``(i, j)``
@@ -127,6 +140,35 @@ def edge_kernels(model: PiecewiseCRF, grid: GridSample, i: Tensor, j: Tensor) ->
     appearance = torch.exp(-0.5 * (dp2 / ta.square() + dc2 / tb.square()))
     smoothness = torch.exp(-0.5 * dp2 / tg.square())
     return torch.stack([appearance, smoothness, torch.ones_like(appearance)], dim=1)
+
+
+def edge_energies(kernels: Tensor, potentials: Tensor, weights: Tensor) -> Tensor:
+    """Energies of every label pair of E edges, ``E(l, l') = Σ_m w_m h_m U_m(l, l')``.
+
+    Args:
+        kernels: ``(E, 3)`` hidden units ``(h_a, h_s, h_b)`` of each edge.
+        potentials: ``(3, K, K)`` output layer U.
+        weights: ``(3,)``.
+
+    Returns:
+        ``(E, K, K)``.
+    """
+    return torch.einsum("em,mlk->elk", kernels * weights.to(kernels.dtype), potentials.to(kernels.dtype))
+
+
+def piecewise_nll(energies: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """Mean negative log-likelihood of the true label pairs, each edge's own softmax over its K² pairs.
+
+    Args:
+        energies: ``(E, K, K)`` from :func:`edge_energies`.
+        first, second: ``(E,)`` int64 true labels of the edge's two nodes (first = i, second = j).
+
+    Returns:
+        A 0-d tensor, ``−mean_e log P_e(first_e, second_e)``.
+    """
+    e, k, _ = energies.shape
+    log_p = F.log_softmax(-energies.reshape(e, k * k), dim=1)
+    return -log_p.gather(1, (first * k + second)[:, None]).mean()
 
 
 def _step_losses(model: PiecewiseCRF, grids: list[GridSample], config: PiecewiseConfig, generator: torch.Generator,

@@ -124,7 +124,7 @@ def test_a_unary_of_another_size_is_refused():
         ImageRefiner(image, device="cpu").refine(unary[:, :12])
 
 
-@pytest.mark.parametrize("method", ["convcrf", "densecrf"])
+@pytest.mark.parametrize("method", ["convcrf", "densecrf", "piecewise"])
 def test_a_given_fixed_mask_holds_those_pixels_at_their_unary(method):
     image, unary = make_input()
     soft = (0.6 * unary + 0.4 / 3).astype(np.float32)  # nothing one-hot: "auto" holds no pixel

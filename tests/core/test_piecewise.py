@@ -14,8 +14,8 @@ import crfcore
 from crfcore import learn, refiners
 from crfcore import params as P
 from crfcore.learn.finetune import crf_loss
-from crfcore.learn.boxes import build_box, pool_labels, range_box
-from crfcore.learn.piecewise import edge_energies, piecewise_nll
+from crfcore.affinity.boxes import build_box, range_box
+from crfcore.learn.piecewise_train import edge_energies, piecewise_nll, pool_labels
 from crfcore.learn.piecewise_train import CALIBRATION_SCALES, edge_kernels, grid_sample, sample_edges
 from crfcore.params import ConvCRFParams
 from crfcore.refiners import ConvCRF

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..affinity.local import downsample, upsample
+from .local import downsample, upsample
 
-__all__ = ["BOX_NAMES", "range_box", "BoxOp", "build_box", "pool_labels"]
+__all__ = ["BOX_NAMES", "range_box", "BoxOp", "build_box"]
 
 BOX_NAMES = ("surrounding", "above", "below")
 
@@ -108,15 +108,3 @@ def build_box(name: str, features: Sequence[Tensor], filter_size: int, blur: int
     """A :class:`BoxOp` for box ``name`` over full-resolution features ``(B, D_m, H, W)`` (pooled by ``blur`` here)."""
     size = tuple(features[0].shape[-2:])
     return BoxOp([downsample(f, blur) for f in features], range_box(name, filter_size), blur, size)
-
-
-def pool_labels(labels: Tensor, blur: int, num_classes: int, void: int | None) -> Tensor:
-    """The majority label of each b×b block, ``(B, H, W)`` → ``(B, ⌈H/b⌉, ⌈W/b⌉)`` int64; blocks with only void
-    pixels (or pixels ≥ C) are ``void`` (−1 when ``void`` is None)."""
-    valid = (labels >= 0) & (labels < num_classes)
-    if void is not None:
-        valid &= labels != void
-    one_hot = F.one_hot(torch.where(valid, labels, 0), num_classes).permute(0, 3, 1, 2).to(torch.float32)
-    counts = downsample(one_hot * valid[:, None], blur)
-    pooled = counts.argmax(1)
-    return torch.where(counts.sum(1) > 0, pooled, -1 if void is None else void)

@@ -1,7 +1,7 @@
 """Piecewise-trained CRF over range boxes (Lin, Shen, van den Hengel & Reid 2016, "Efficient piecewise training of
 deep structured models for semantic segmentation", CVPR, arXiv:1504.01013, §3–§5).
 
-Two pairwise potentials, each over the edges of a range box (:mod:`crfcore.learn.boxes`):
+Two pairwise potentials, each over the edges of a range box (:mod:`crfcore.affinity.boxes`):
 
 * **surrounding**: edges (i, j) with j in the k×k window around i; its energies are symmetric, ``U = Uᵀ``;
 * **above/below**: edges (i, j) with j in the box above i; ``U(l, l')`` is the energy of label l at the lower node
@@ -15,11 +15,14 @@ shared Potts part plus class-pair deviations, ``U_m = α_m [l ≠ l'] + Δ_m(l, 
 carries over to classes the training images lack, Δ (L2-regularised in training) from the pairs that occur. This
 form is what lets inference use the range-box operators: the mean-field update (DESIGN.md §3 notation) is
 
-    Q ← softmax(−ψu − Σ_m w_m [U^s_m (K^s_m Q) + U^ab_m (K^above_m Q) + U^abᵀ_m (K^below_m Q)]).
+    Q ← softmax(−ψu − Σ_m w_m [U^s_m (K^s_m Q) + U^ab_m (K^above_m Q) + U^abᵀ_m (K^below_m Q)]),
+
+run by the shared :func:`crfcore.inference.mean_field` (pixels held fixed as under the other refiners), with the
+bracket as its message (:class:`PiecewiseMessages`).
 
 **Piecewise training** (Lin et al. §5): the unary is fixed; each potential is trained by its own likelihood, the
 softmax over the K² label pairs of each sampled edge, ``P(l, l') = exp(−E(l, l'))/Σ exp(−E)``, with no inference in
-the loop (:func:`piecewise_nll`, trained in :mod:`crfcore.learn.piecewise_train`). Untrained (``potentials='potts'``)
+the loop (:mod:`crfcore.learn.piecewise_train`). Untrained (``potentials='potts'``)
 the surrounding potential is Potts on the appearance and smoothness kernels and the above/below one is zero, which is
 ConvCRF with a k×k window.
 """
@@ -32,17 +35,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import params as P
+from ..affinity.boxes import BoxOp, build_box
 from ..features import appearance_features, smoothness_features
-from ..inference import ProgressCallback, unary_energy
-from ..refiners import register
-from .boxes import BoxOp, build_box
+from ..inference import ProgressCallback, held_pixels, mean_field, unary_energy
 
-__all__ = ["POTENTIALS", "KERNELS", "PiecewiseOp", "PiecewiseCRF", "piecewise_mean_field", "piecewise_nll",
-           "edge_energies"]
+__all__ = ["POTENTIALS", "KERNELS", "PiecewiseOp", "PiecewiseMessages", "PiecewiseCRF"]
 
 POTENTIALS = ("surrounding", "above_below")
 KERNELS = ("appearance", "smoothness", "box")
@@ -57,69 +57,38 @@ class PiecewiseOp:
     below: BoxOp | None
 
 
-def piecewise_mean_field(energy: Tensor, op: PiecewiseOp, surrounding: Tensor, above_below: Tensor | None,
-                         weights: Tensor, *, iterations: int, callback: ProgressCallback | None = None) -> Tensor:
-    """Mean field with range-box potentials (the update in the module docstring).
+class PiecewiseMessages:
+    """The weighted range-box operator: ``apply(Q)`` is minus the pairwise energy of the update above, so that
+    :func:`~crfcore.inference.mean_field` with Potts (``compat=None``) runs exactly that update.
 
     Args:
-        energy: unary energy ψu ``(B, C, H, W)``.
         op: the built boxes.
-        surrounding: ``(3, C, C)`` energies U^s per kernel (symmetric); ``above_below``: ``(3, C, C)`` U^ab or None.
+        surrounding: ``(3, C, C)`` energies U^s per kernel (symmetric); above_below: ``(3, C, C)`` U^ab or None.
         weights: ``(3,)`` kernel weights ``(w_appearance, w_smoothness, 1)``.
-        iterations: T ≥ 0; ``callback(t, T, Q)`` after each, may raise :class:`crfcore.Cancelled`.
 
-    Returns:
-        Q ``(B, C, H, W)``, sum 1 over C.
+    Shape:
+        - apply: ``(B, C, H, W)`` → ``(B, C, H, W)``
     """
-    c = energy.shape[1]
-    if surrounding.shape[-1] != c:
-        raise ValueError(f"unary has {c} classes, the piecewise potentials are {surrounding.shape[-1]}×"
-                         f"{surrounding.shape[-1]}; use a preset tuned on {c} classes or potentials='potts'.")
-    dtype = energy.dtype
-    u_s = (weights[:, None, None] * surrounding).to(dtype)
-    u_ab = None if above_below is None else (weights[:, None, None] * above_below).to(dtype)
-    q = torch.softmax(-energy, dim=1)
-    for t in range(iterations):
-        pair = torch.einsum("mlk,bmkhw->blhw", u_s, op.surrounding.apply(q))
-        if u_ab is not None:
-            pair = pair + torch.einsum("mlk,bmkhw->blhw", u_ab, op.above.apply(q))
-            pair = pair + torch.einsum("mkl,bmkhw->blhw", u_ab, op.below.apply(q))
-        q = torch.softmax(-energy - pair, dim=1)
-        if callback is not None:
-            callback(t + 1, iterations, q)
-    return q
+
+    def __init__(self, op: PiecewiseOp, surrounding: Tensor, above_below: Tensor | None, weights: Tensor) -> None:
+        self.op = op
+        self.u_s = weights[:, None, None] * surrounding
+        self.u_ab = None if above_below is None else weights[:, None, None] * above_below
+        if self.u_ab is not None and op.above is None:
+            raise ValueError("the potentials are trained but op holds only the surrounding box (built for "
+                             "potentials='potts'); build it again with this model.")
+
+    def apply(self, q: Tensor) -> Tensor:
+        """``−Σ_m w_m [U^s_m (K^s_m Q) + U^ab_m (K^above_m Q) + U^abᵀ_m (K^below_m Q)]``, ``(B, C, H, W)``."""
+        u_s = self.u_s.to(q.dtype)
+        pair = torch.einsum("mlk,bmkhw->blhw", u_s, self.op.surrounding.apply(q))
+        if self.u_ab is not None:
+            u_ab = self.u_ab.to(q.dtype)
+            pair = pair + torch.einsum("mlk,bmkhw->blhw", u_ab, self.op.above.apply(q))
+            pair = pair + torch.einsum("mkl,bmkhw->blhw", u_ab, self.op.below.apply(q))
+        return -pair
 
 
-def edge_energies(kernels: Tensor, potentials: Tensor, weights: Tensor) -> Tensor:
-    """Energies of every label pair of E edges, ``E(l, l') = Σ_m w_m h_m U_m(l, l')``.
-
-    Args:
-        kernels: ``(E, 3)`` hidden units ``(h_a, h_s, h_b)`` of each edge.
-        potentials: ``(3, K, K)`` output layer U.
-        weights: ``(3,)``.
-
-    Returns:
-        ``(E, K, K)``.
-    """
-    return torch.einsum("em,mlk->elk", kernels * weights.to(kernels.dtype), potentials.to(kernels.dtype))
-
-
-def piecewise_nll(energies: Tensor, first: Tensor, second: Tensor) -> Tensor:
-    """Mean negative log-likelihood of the true label pairs, each edge's own softmax over its K² pairs.
-
-    Args:
-        energies: ``(E, K, K)`` from :func:`edge_energies`.
-        first, second: ``(E,)`` int64 true labels of the edge's two nodes (first = i, second = j).
-
-    Returns:
-        A 0-d tensor, ``−mean_e log P_e(first_e, second_e)``.
-    """
-    e, k, _ = energies.shape
-    log_p = F.log_softmax(-energies.reshape(e, k * k), dim=1)
-    return -log_p.gather(1, (first * k + second)[:, None]).mean()
-
-
-@register("piecewise")
 class PiecewiseCRF(nn.Module):
     """Range-box potentials trained piecewise, run in mean field (see the module docstring).
 
@@ -140,8 +109,8 @@ class PiecewiseCRF(nn.Module):
         - output: ``(B, C, H, W)`` marginals Q, sum 1 over C
     """
 
+    method = "piecewise"
     params_cls = P.PiecewiseParams
-    method: str = ""
 
     def __init__(self, params: Any = None, *, num_classes: int | None = None, learn_compat: bool = False,
                  learn_features: bool = False) -> None:
@@ -191,12 +160,14 @@ class PiecewiseCRF(nn.Module):
         return PiecewiseOp(*(build_box(name, feats, k, b) for name in ("surrounding", "above", "below")))
 
     def forward(self, image: Tensor, probs: Tensor, *, op: PiecewiseOp | None = None, iterations: int | None = None,
-                callback: ProgressCallback | None = None) -> Tensor:
+                callback: ProgressCallback | None = None, fixed: Tensor | str | None = "auto") -> Tensor:
+        """Marginals Q; ``fixed``: pixels held at their unary, ``(B, 1, H, W)`` bool, None, or ``"auto"`` (the
+        one-hot ones, :func:`~crfcore.inference.hard_pixels`)."""
         op = op if op is not None else self.build(image)
         surrounding, above_below = self.potentials(probs.shape[1])
         steps = self.config.iterations if iterations is None else iterations
-        return piecewise_mean_field(unary_energy(probs), op, surrounding, above_below, self.weights,
-                                    iterations=steps, callback=callback)
+        return mean_field(unary_energy(probs), PiecewiseMessages(op, surrounding, above_below, self.weights),
+                          iterations=steps, callback=callback, fixed=held_pixels(probs, fixed))
 
     def current_params(self) -> Any:
         """The params dataclass with the current (possibly learned) values, ready for ``params.save_preset``."""
