@@ -17,16 +17,16 @@ from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QLis
                                QProgressBar, QPushButton, QSlider, QVBoxLayout, QWidget)
 
 import crfcore
-import crfcore.presets
 
 from .autosave import ProjectSync
 from .compute import RefineResult
-from .dialogs import files
 from .dialogs.export import ExportDialog
 from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
 from .folder import ImageFolder, scan_folder
+from .preset_policy import PresetChange, PresetPolicy
 from .tools import ToolState
+from .widgets import files
 from .widgets.canvas import DEFAULT_OPACITY, Canvas
 from .widgets.legend import Legend
 from .widgets.refiner_panel import KIND_TITLES, RefinerPanel
@@ -64,8 +64,7 @@ class MainWindow(QMainWindow):
         self.document: ImageDocument | None = None
         self.scheduler = scheduler or RefineScheduler(self, device=device)
         self._first_request = 1  # requests with smaller ids were made for a previous document
-        self.auto_presets = True  # the shipped preset kind follows the unary source (mask, probabilities)
-        self.preset_kind: str | None = None  # the kind whose presets the parameters came from, None if none yet
+        self.presets = PresetPolicy()  # which shipped preset kind the parameters come from
         self.error_box: QMessageBox | None = None  # the last error shown, kept open until the user closes it
         self.export_dialog: ExportDialog | None = None
         self.tune_dialog: TuneDialog | None = None
@@ -321,41 +320,46 @@ class MainWindow(QMainWindow):
 
     def _on_method_changed(self, method: str) -> None:
         doc = self.document
-        if self.auto_presets and self.preset_kind is not None and doc.unary_kind == "mask" \
-                and method in crfcore.presets.methods(self.preset_kind):
-            preset = crfcore.presets.get(self.preset_kind, method)
-            if preset.confidence is not None:  # this refiner's preset was tuned with its own mask settings
-                doc.set_mask_unary(preset.confidence, preset.band)
+        settings = self.presets.mask_settings(method, doc.unary_kind)
+        if settings is not None:  # this refiner's preset was tuned with its own mask settings
+            doc.set_mask_unary(*settings)
         self.refine_now()
 
     # --- presets -------------------------------------------------------------------------------------------------
+    @property
+    def auto_presets(self) -> bool:
+        """Whether the shipped preset kind follows the unary source (mask, probabilities)."""
+        return self.presets.auto
+
+    @property
+    def preset_kind(self) -> str | None:
+        """The kind whose presets the parameters came from, None if none yet."""
+        return self.presets.kind
+
     def choose_preset_kind(self, kind: str | None) -> None:
         """Use the shipped presets of ``kind`` for every refiner that has one (``crfcore.presets.KINDS``), or with
-        None follow the unary source: a mask gets the rough-annotation presets, a probability map the
-        network-output ones, now and for every image opened later."""
-        self.auto_presets = kind is None
-        if self.document is None:
-            self.preset_kind = kind
-        elif kind is None:
-            self.preset_kind = None
-            self._match_presets(self.document)
-        else:
-            self._apply_presets(self.document, kind, reason="chosen")
+        None follow the unary source (:class:`~app.preset_policy.PresetPolicy`)."""
+        doc = self.document
+        change = self.presets.choose(kind, source_kind=doc.preset_kind if doc else None,
+                                     unary=doc.unary_kind if doc else None, has_document=doc is not None)
+        if change is not None:
+            self._apply_presets(doc, change)
+        elif doc is not None:
+            self.panel.show_preset_kind(self.presets.kind, auto=self.presets.auto)
 
     def _match_presets(self, document: ImageDocument) -> None:
         """In auto mode, switch to the preset kind ``document``'s unary source calls for, if not already on it."""
-        kind = document.preset_kind
-        if self.auto_presets and kind is not None and kind != self.preset_kind:
-            source = "a mask" if document.unary_kind == "mask" else "a probability map"
-            self._apply_presets(document, kind, reason=f"the unary is {source}")
-        self.panel.show_preset_kind(self.preset_kind, auto=self.auto_presets)
+        change = self.presets.follow(document.preset_kind, document.unary_kind)
+        if change is not None:
+            self._apply_presets(document, change)
+        self.panel.show_preset_kind(self.presets.kind, auto=self.presets.auto)
 
-    def _apply_presets(self, document: ImageDocument, kind: str, *, reason: str) -> None:
-        self.preset_kind = kind
-        document.apply_preset(kind)
-        self.panel.show_preset_kind(kind, auto=self.auto_presets)
-        self.show_status(f"Using the {KIND_TITLES[kind]} presets ({reason}); the Presets box above the refiner "
-                         f"tabs changes this.")
+    def _apply_presets(self, document: ImageDocument, change: PresetChange) -> None:
+        self.presets.applied(change)
+        document.apply_preset(change.kind)
+        self.panel.show_preset_kind(change.kind, auto=self.presets.auto)
+        self.show_status(f"Using the {KIND_TITLES[change.kind]} presets ({change.reason}); the Presets box above "
+                         f"the refiner tabs changes this.")
 
     # --- editing -------------------------------------------------------------------------------------------------
     def pick_class(self, label: int) -> None:

@@ -1,6 +1,5 @@
-"""Dialogs of the app: file choosers and error messages (:mod:`app.dialogs.files`), the Export dialog
-(:mod:`app.dialogs.export`) and the Fine-tune dialog (:mod:`app.dialogs.tune`)."""
+"""Dialogs of the app: the Export dialog (:mod:`app.dialogs.export`) and the Fine-tune dialog
+(:mod:`app.dialogs.tune`). Dialogs are built from widgets (:mod:`app.widgets`, file choosers and error messages in
+:mod:`app.widgets.files`), never the reverse."""
 
-from . import files
-
-__all__ = ["files"]
+__all__: list[str] = []

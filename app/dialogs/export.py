@@ -19,7 +19,7 @@ from crfcore import export
 from crfcore.project import CATALOG_DIR
 
 from ..workers import Report, TaskRunner
-from . import files
+from ..widgets import files
 
 __all__ = ["FORMAT_TITLES", "ExportDialog"]
 

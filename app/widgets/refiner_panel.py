@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPus
 import crfcore.presets
 from crfcore import params as P
 
-from ..dialogs import files
+from . import files
 from ..document import ImageDocument
 from .controls import ParamControl, make_control
 

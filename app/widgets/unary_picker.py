@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QSignalBlocker, Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QToolButton, QWidget
 
-from ..dialogs import files
+from . import files
 from ..document import ImageDocument, UnaryKind
 from ..folder import PROBS_SUFFIXES
 

@@ -10,7 +10,7 @@ from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 
 import app.workers
 from app.compute import compute
-from app.dialogs import files
+from app.widgets import files
 from app.document import available_methods
 from app.widgets.canvas import label_boundaries
 from app.window import MainWindow
