@@ -22,16 +22,16 @@ import crfcore
 import crfcore.presets
 from crfcore import params as P
 from crfcore.io import load_image, load_mask
+from crfcore.labels import VOID
 from crfcore.unary_io import load_unary
 
 from .compute import RefineJob, RefineResult
 from .folder import ImageEntry
 from .scribbles import UNPAINTED, ScribbleLayer
 
-__all__ = ["UnaryKind", "VOID", "available_methods", "default_params", "ImageDocument"]
+__all__ = ["UnaryKind", "available_methods", "default_params", "ImageDocument"]
 
 UnaryKind = Literal["mask", "probs"]
-VOID = 255  # mask value of pixels with no label (VOC's void); their unary is uniform
 
 
 def available_methods() -> list[str]:

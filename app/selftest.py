@@ -142,6 +142,8 @@ class Selftest:
         return 0
 
     def _checks(self, window: "MainWindow", out: Path | None, timeout_s: float) -> str:
+        from crfcore.labels import VOID
+
         shown_s = self._wait_shown(window, timeout_s)
         version = _version()
         doc, result = _wait_refined(window, timeout_s)
@@ -150,7 +152,7 @@ class Selftest:
         if labels.shape != (height, width) or labels.min() < 0 or labels.max() >= doc.num_classes:
             raise SelftestError(f"the refinement gave labels of shape {labels.shape} in {labels.min()}..."
                                 f"{labels.max()}, expected ({height}, {width}) in 0..{doc.num_classes - 1}.")
-        labelled = doc.before_labels != 255
+        labelled = doc.before_labels != VOID
         kept = float(np.mean(labels[labelled] == doc.before_labels[labelled])) if labelled.any() else 1.0
         if kept < MIN_KEPT:
             raise SelftestError(f"the refinement kept {kept:.0%} of the coarse mask's labels, expected at least "

@@ -9,7 +9,8 @@ from . import backbones, metrics, params, presets, refiners, registry, unary
 from .api import Refinement, best_device, refine
 from .image_refiner import ImageRefiner
 from .inference import Cancelled
+from .labels import VOID
 
-__all__ = ["refine", "ImageRefiner", "Refinement", "Cancelled", "best_device", "params", "presets", "refiners",
+__all__ = ["refine", "ImageRefiner", "Refinement", "Cancelled", "VOID", "best_device", "params", "presets", "refiners",
            "registry", "unary", "metrics", "backbones"]
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from . import io, unary
 from .api import Refinement, refine
+from .labels import VOID
 from .refiners import REGISTRY
 
 __all__ = ["SAMPLES_DIR", "overlay", "before_after", "refine_pair", "main"]
@@ -85,7 +86,7 @@ def refine_pair(image_path: Path, mask_path: Path, *, num_classes: int | None = 
     """Load one sample and refine its mask.
 
     Args:
-        image_path, mask_path: the files; the mask holds labels 0..C-1 (255 = unknown).
+        image_path, mask_path: the files; the mask holds labels 0..C-1 (VOID = 255: unknown).
         num_classes: C; None means the mask's largest label + 1 (at least 2).
         method: a registered refiner name; device: as in :func:`crfcore.refine`.
 
@@ -96,7 +97,7 @@ def refine_pair(image_path: Path, mask_path: Path, *, num_classes: int | None = 
     coarse = io.load_mask(mask_path, num_classes=num_classes)
     io.check_pair(image, coarse, image_path, mask_path)
     if num_classes is None:
-        known = coarse[coarse != 255]
+        known = coarse[coarse != VOID]
         num_classes = max(2, int(known.max()) + 1 if known.size else 2)
     probs = unary.from_labels(coarse, num_classes)
     return image, coarse, refine(image, probs, method=method, device=device)

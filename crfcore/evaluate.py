@@ -28,6 +28,8 @@ import numpy as np
 
 from . import io, metrics
 from .api import refine
+from .labels import VOID
+from .polygons import outlines, signed_area
 from .synthetic import NoiseRecipe, noisy_unary
 from .unary import DEFAULT_CONFIDENCE, from_labels, rasterize_polygons
 
@@ -102,12 +104,6 @@ class PolygonRecipe:
     band: float | None = None
 
 
-def _signed_area(rc: np.ndarray) -> float:
-    """Shoelace area of a closed ``(N, 2)`` row/col contour (sign gives the orientation)."""
-    r, c = rc[:, 0], rc[:, 1]
-    return 0.5 * float(np.dot(r, np.roll(c, -1)) - np.dot(c, np.roll(r, -1)))
-
-
 def region_polygons(labels: np.ndarray, *, tolerance: float = PolygonRecipe.tolerance,
                     skip: tuple[int | None, ...] = ()) -> list[tuple[int, np.ndarray]]:
     """The outline of every 8-connected region of every class, simplified to a polygon; larger regions first.
@@ -123,7 +119,7 @@ def region_polygons(labels: np.ndarray, *, tolerance: float = PolygonRecipe.tole
         order). Regions whose polygon collapses to fewer than 3 distinct vertices (specks) are left out. Holes are
         not represented.
     """
-    from skimage.measure import approximate_polygon, find_contours, label, regionprops
+    from skimage.measure import approximate_polygon, label, regionprops
 
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
@@ -135,14 +131,11 @@ def region_polygons(labels: np.ndarray, *, tolerance: float = PolygonRecipe.tole
         if cls in skip:
             continue
         for k, region in enumerate(regionprops(label(labels == cls, connectivity=2))):
-            crop = np.pad(region.image, 1).astype(np.float32)
-            # 'high': foreground diagonals connect, as in the 8-connected labelling, so the region has one outer contour
-            contours = find_contours(crop, 0.5, fully_connected="high")
-            outer = max(contours, key=lambda rc: abs(_signed_area(rc)))
+            outer = max(outlines(region.image), key=lambda rc: abs(signed_area(rc)))  # 8-connected: one outer
             poly = approximate_polygon(outer, tolerance)
             if len(np.unique(poly, axis=0)) < 3:
                 continue
-            top, left = region.bbox[0] - 1, region.bbox[1] - 1
+            top, left = region.bbox[0], region.bbox[1]
             xy = np.stack([poly[:, 1] + left, poly[:, 0] + top], axis=1)
             found.append((-int(region.area), cls, k, xy))
     found.sort(key=lambda t: t[:3])
@@ -150,7 +143,7 @@ def region_polygons(labels: np.ndarray, *, tolerance: float = PolygonRecipe.tole
 
 
 def polygon_annotation(gt: np.ndarray, *, tolerance: float = PolygonRecipe.tolerance,
-                       background: int | None = PolygonRecipe.background, void: int | None = 255) -> np.ndarray:
+                       background: int | None = PolygonRecipe.background, void: int | None = VOID) -> np.ndarray:
     """The polygon protocol's annotation of a ground-truth map: region outlines simplified, filled, larger first.
 
     Args:
@@ -183,7 +176,7 @@ def _unary_options(entry: Entry, polygon: PolygonRecipe) -> tuple[float, float |
 
 
 def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protocol: str = "synthetic",
-             num_classes: int | None = None, ignore_index: int | None = 255, recipe: NoiseRecipe = NoiseRecipe(),
+             num_classes: int | None = None, ignore_index: int | None = VOID, recipe: NoiseRecipe = NoiseRecipe(),
              polygon: PolygonRecipe = PolygonRecipe(), limit: int | None = None, device: str | None = None,
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict[str, float]]:
     """Run a benchmark protocol on a dataset folder.

@@ -49,9 +49,11 @@ import numpy as np
 from PIL import Image
 
 from . import io
+from .labels import VOID
+from .polygons import fill_polygon, outlines, signed_area
 
 __all__ = ["FORMATS", "ClassTable", "load_classes", "export_masks", "coco_annotations", "yolo_lines",
-           "fill_polygon", "read_coco", "read_yolo", "read_binary"]
+           "read_coco", "read_yolo", "read_binary"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class ClassTable:
 
     names: tuple[str, ...] = ()
     background: int | None = 0
-    void: int | None = 255
+    void: int | None = VOID
 
     def exported(self) -> list[int]:
         """The labels exported as classes by COCO, YOLO and binary, ascending; YOLO id k is entry k."""
@@ -289,18 +291,14 @@ def _pycocotools() -> Any:
 
 def yolo_lines(labels: np.ndarray, table: ClassTable, *, tolerance: float = 0.0) -> list[str]:
     """YOLO-seg lines of one mask: ``id x1 y1 x2 y2 ...`` per 8-connected region, coordinates normalised 0..1."""
-    from skimage.measure import find_contours
-
     height, width = labels.shape
     ids = {label: k for k, label in enumerate(table.exported())}
     lines = []
     for cls, region in _regions(labels, table):
-        # 'high': diagonal neighbours connect, as in the 8-connected labelling: one outer contour, one per hole
-        contours = find_contours(np.pad(region.image, 1).astype(np.float32), 0.5, fully_connected="high")
-        contours = [_simplify(c, tolerance) for c in contours]
-        contours.sort(key=lambda rc: -abs(_signed_area(rc)))
+        contours = [_simplify(c, tolerance) for c in outlines(region.image)]  # one outer contour, one per hole
+        contours.sort(key=lambda rc: -abs(signed_area(rc)))
         rows_cols = _bridge(contours[0], contours[1:])
-        top, left = region.bbox[0] - 1, region.bbox[1] - 1
+        top, left = region.bbox[0], region.bbox[1]
         x = (rows_cols[:, 1] + left + 0.5) / width  # pixel centres at k + 0.5, image edges at 0 and 1
         y = (rows_cols[:, 0] + top + 0.5) / height
         lines.append(f"{ids[cls]} " + " ".join(f"{a:.6f} {b:.6f}" for a, b in zip(x, y)))
@@ -315,11 +313,6 @@ def _simplify(closed: np.ndarray, tolerance: float) -> np.ndarray:
     return simple if len(simple) >= 3 else closed[:-1]
 
 
-def _signed_area(rc: np.ndarray) -> float:
-    r, c = rc[:, 0], rc[:, 1]
-    return 0.5 * float(np.dot(r, np.roll(c, -1)) - np.dot(c, np.roll(r, -1)))
-
-
 def _bridge(outer: np.ndarray, holes: Sequence[np.ndarray]) -> np.ndarray:
     """One vertex ring: each hole spliced into the outline at its nearest vertex pair by a zero-width cut."""
     from scipy.spatial import cKDTree
@@ -331,35 +324,6 @@ def _bridge(outer: np.ndarray, holes: Sequence[np.ndarray]) -> np.ndarray:
         i = int(nearest[j])
         ring = np.concatenate([ring[:i + 1], hole[j:], hole[:j + 1], ring[i:]])
     return ring
-
-
-def fill_polygon(xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``(H, W)`` bool: the pixel centres (integer x, y) inside the polygon ``xy`` ((N, 2) x, y), even-odd rule.
-
-    A scanline fill: each edge is taken bottom-up, so a zero-width cut (an edge traversed both ways) crosses every
-    row at bit-identical x and fills nothing. Centres on a left edge are inside, on a right edge outside.
-    """
-    height, width = shape
-    a, b = np.asarray(xy, np.float64), np.roll(np.asarray(xy, np.float64), -1, axis=0)
-    swap = a[:, 1] > b[:, 1]
-    a[swap], b[swap] = b[swap], a[swap].copy()
-    first = np.clip(np.ceil(a[:, 1]), 0, height).astype(np.int64)  # rows r with y0 <= r < y1
-    stop = np.clip(np.ceil(b[:, 1]), 0, height).astype(np.int64)
-    count = np.maximum(stop - first, 0)
-    edge = np.repeat(np.arange(len(a)), count)
-    rows = first[edge] + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    (x0, y0), (x1, y1) = a[edge].T, b[edge].T
-    xs = x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
-    order = np.lexsort((xs, rows))
-    rows, cols = rows[order], np.clip(np.ceil(xs[order]), 0, width).astype(np.int64)
-    inside = np.zeros(shape, bool)
-    if rows.size:
-        (r0, c0), (r1, c1) = (rows.min(), cols.min()), (rows.max() + 1, cols.max())
-        marks = np.zeros((r1 - r0, c1 - c0 + 1), np.int32)  # +1 at each entry, -1 at each exit, within the bbox
-        np.add.at(marks, (rows[0::2] - r0, cols[0::2] - c0), 1)
-        np.add.at(marks, (rows[1::2] - r0, cols[1::2] - c0), -1)
-        inside[r0:r1, c0:c1] = np.cumsum(marks, axis=1)[:, :-1] > 0
-    return inside
 
 
 def read_coco(path: str | os.PathLike, table: ClassTable = ClassTable()) -> dict[str, np.ndarray]:

@@ -35,6 +35,8 @@ import tifffile
 from numpy.typing import ArrayLike
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .labels import VOID
+
 __all__ = ["ImageError", "MAX_PIXELS", "IMAGE_SUFFIXES", "load_image", "load_mask", "check_pair", "save_mask",
            "save_image", "atomic_write", "voc_palette", "find_pairs"]
 
@@ -270,10 +272,10 @@ def load_mask(path: str | os.PathLike, *, num_classes: int | None = None, palett
     if labels.size and labels.min() < 0:
         raise ImageError(f"{p} has negative labels (min {labels.min()}); labels are class indices ≥ 0.")
     if num_classes is not None:
-        bad = np.unique(labels[(labels >= num_classes) & (labels != 255)])
+        bad = np.unique(labels[(labels >= num_classes) & (labels != VOID)])
         if bad.size:
             shown = ", ".join(str(v) for v in bad[:10]) + (", …" if bad.size > 10 else "")
-            raise ImageError(f"{p} has labels {shown} outside 0..{num_classes - 1} (255 = void is allowed); pass "
+            raise ImageError(f"{p} has labels {shown} outside 0..{num_classes - 1} ({VOID} = void is allowed); pass "
                              f"num_classes={int(bad.max()) + 1} if they are classes, or remap them.")
     return labels
 

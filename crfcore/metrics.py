@@ -6,6 +6,8 @@ import numpy as np
 from scipy import ndimage
 from torch import Tensor
 
+from .labels import VOID
+
 __all__ = ["confusion", "iou_per_class", "miou", "accuracy", "boundary_fscore"]
 
 
@@ -14,7 +16,7 @@ def _np(x: np.ndarray | Tensor) -> np.ndarray:
 
 
 def confusion(pred: np.ndarray | Tensor, gt: np.ndarray | Tensor, n_classes: int,
-              ignore_index: int | None = 255) -> np.ndarray:
+              ignore_index: int | None = VOID) -> np.ndarray:
     """Confusion matrix ``(C, C)`` int64, rows = ground truth, columns = prediction.
 
     Args:
@@ -77,7 +79,7 @@ def _boundary(labels: np.ndarray) -> np.ndarray:
 
 
 def boundary_fscore(pred: np.ndarray | Tensor, gt: np.ndarray | Tensor, *, tolerance: float = 2.0,
-                    ignore_index: int | None = 255) -> float:
+                    ignore_index: int | None = VOID) -> float:
     """Boundary F-score: precision and recall of label boundaries matched within ``tolerance`` pixels.
 
     Args:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .labels import VOID
+
 __all__ = ["NoiseRecipe", "noisy_unary"]
 
 
@@ -31,7 +33,7 @@ class NoiseRecipe:
 
 
 def noisy_unary(labels: np.ndarray, num_classes: int, *, image_id: str = "", recipe: NoiseRecipe = NoiseRecipe(),
-                void: int | None = 255) -> np.ndarray:
+                void: int | None = VOID) -> np.ndarray:
     """A rough unary from ground truth.
 
     Args:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_finite
+from .labels import VOID
 
 __all__ = ["DEFAULT_CONFIDENCE", "check_band", "from_logits", "from_labels", "from_scribbles", "from_polygons",
            "rasterize_polygons", "paint_polygon", "resize"]
@@ -50,7 +51,7 @@ def check_band(band: float | None, name: str = "band") -> float | None:
 
 
 def from_labels(labels: np.ndarray | Tensor, num_classes: int, *, confidence: float = DEFAULT_CONFIDENCE,
-                ignore_index: int | None = 255, band: float | None = None) -> np.ndarray | Tensor:
+                ignore_index: int | None = VOID, band: float | None = None) -> np.ndarray | Tensor:
     """Probabilities from a label mask: the pixel's label gets ``confidence``, the others share the rest.
 
     Without ``band`` every other class gets the same share, ``r = (1 - confidence) / (C - 1)``:

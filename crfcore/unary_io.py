@@ -41,6 +41,7 @@ from PIL import Image
 
 from . import unary
 from .io import load_mask
+from .labels import VOID
 
 __all__ = ["KINDS", "load_unary"]
 
@@ -58,7 +59,7 @@ PathLike = str | os.PathLike
 def load_unary(path: PathLike | Sequence[PathLike], *, num_classes: int | None = None,
                image_shape: tuple[int, int] | None = None, kind: str | None = None,
                confidence: float | None = None, classes: Sequence[str] | None = None,
-               coco_image: int | str | None = None, resize: bool = False, ignore_index: int = 255,
+               coco_image: int | str | None = None, resize: bool = False, ignore_index: int = VOID,
                band: float | None = None) -> np.ndarray:
     """Read a unary source (see the module table) as ``(C, H, W)`` float32 probabilities.
 

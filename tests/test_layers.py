@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RANKS: dict[str, int] = {
     # crfcore, bottom up: guards and the method table; data and operators; inference; refiners; the refine path
-    "crfcore.registry": 0, "crfcore.checks": 0,
+    "crfcore.registry": 0, "crfcore.checks": 0, "crfcore.labels": 0,
     "crfcore.params": 1, "crfcore.io": 1, "crfcore.metrics": 1, "crfcore.features": 1, "crfcore.affinity": 1,
-    "crfcore.synthetic": 1, "crfcore.backbones": 1,
+    "crfcore.synthetic": 1, "crfcore.backbones": 1, "crfcore.polygons": 1,
     "crfcore.inference": 2, "crfcore.unary": 2,
     "crfcore.refiners": 3,
     "crfcore.image_refiner": 4,

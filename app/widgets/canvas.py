@@ -18,7 +18,9 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QGraphicsEllipseItem, QWidget
 
-from ..document import VOID, ImageDocument
+from crfcore.labels import VOID
+
+from ..document import ImageDocument
 from ..scribbles import UNPAINTED, stroke_pixels
 from ..tools import ToolState
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .local import downsample, upsample
+from .grid import downsample, upsample
 
 __all__ = ["BOX_NAMES", "range_box", "BoxOp", "build_box"]
 

@@ -23,27 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LocalBackend", "LocalOp", "check_features", "downsample", "upsample"]
+from .grid import downsample, upsample
+
+__all__ = ["LocalBackend", "LocalOp", "check_features"]
 
 _BAND_ELEMENTS = 1 << 17  # elements of q per band: ~512 KiB in float32, about one core's L2
-
-
-def downsample(x: Tensor, factor: int) -> Tensor:
-    """Mean over ``factor×factor`` blocks, ``(B, C, H, W)`` → ``(B, C, ⌈H/b⌉, ⌈W/b⌉)``.
-
-    Blocks cut by the image edge average only the pixels inside it.
-    """
-    if factor == 1:
-        return x
-    h, w = x.shape[-2:]
-    if h % factor == 0 and w % factor == 0:
-        return F.avg_pool2d(x, factor)
-    # Sums over the blocks (windows hanging off the edge add only pixels inside), then ÷ pixels per block.
-    sums = F.avg_pool2d(x, factor, ceil_mode=True, divisor_override=1)
-    rows = torch.full((sums.shape[-2],), float(factor), dtype=x.dtype, device=x.device)
-    cols = torch.full((sums.shape[-1],), float(factor), dtype=x.dtype, device=x.device)
-    rows[-1], cols[-1] = h - factor * (sums.shape[-2] - 1), w - factor * (sums.shape[-1] - 1)
-    return sums / (rows[:, None] * cols[None, :])
 
 
 def check_features(features: Sequence[Tensor]) -> list[Tensor]:
@@ -54,13 +38,6 @@ def check_features(features: Sequence[Tensor]) -> list[Tensor]:
         raise ValueError(f"features must be a non-empty list of (B, D, H, W) tensors sharing B, H, W; "
                          f"got shapes {[tuple(f.shape) for f in features]}.")
     return features
-
-
-def upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize to ``size = (H, W)``, pixel-centred (``align_corners=False``)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 @dataclass(frozen=True)

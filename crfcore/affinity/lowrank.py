@@ -21,7 +21,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .local import check_features, downsample, upsample
+from .grid import downsample, upsample
+from .local import check_features
 
 __all__ = ["LowRankBackend", "LowRankOp", "PooledBackend", "PooledOp"]
 

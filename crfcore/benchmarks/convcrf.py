@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..affinity.local import downsample, upsample
+from ..affinity.grid import downsample, upsample
 from ..inference import mean_field, unary_energy
 from ..refiners import ConvCRF
 from ._util import bandwidth_gbs, in_subprocess, sample_case, sync

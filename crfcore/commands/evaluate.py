@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..labels import VOID
 from .common import add_method_args
 
 __all__ = ["add_parser", "run", "parse_rows"]
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/")
     p.add_argument("--protocol", default="synthetic", choices=("synthetic", "polygon"), help="benchmark protocol")
     p.add_argument("--num-classes", type=int, help="C (default: largest label + 1)")
-    p.add_argument("--void", type=int, default=255, help="void label, ignored in scoring (CamVid: 11)")
+    p.add_argument("--void", type=int, default=VOID, help="void label, ignored in scoring (CamVid: 11)")
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--json", type=Path, help="also write the table as JSON")

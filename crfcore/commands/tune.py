@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..labels import VOID
 from .common import add_method_args, params_from_args
 
 __all__ = ["add_parser", "run"]
@@ -38,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-frac", type=float, default=0.2, help="share of images held out for validation")
     p.add_argument("--seed", type=int, default=0, help="seeds the split and the sampling")
     p.add_argument("--num-classes", type=int, help="C (default: largest label + 1)")
-    p.add_argument("--void", type=int, default=255, help="void label, ignored (CamVid: 11)")
+    p.add_argument("--void", type=int, default=VOID, help="void label, ignored (CamVid: 11)")
     p.add_argument("--max-side", type=int, help="downscale images so the longer side is at most this (faster)")
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.add_argument("--checkpoint", type=Path, help="checkpoint file; an existing one is resumed")

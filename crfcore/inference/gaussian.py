@@ -40,7 +40,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..affinity import AffinityOp
-from ..affinity.local import downsample
+from ..affinity.grid import downsample
 from .meanfield import ProgressCallback, unary_energy
 
 __all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "conjugate_gradient", "gaussian_crf",

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .. import io
 from ..checks import as_prob_tensor
+from ..labels import VOID
 from ..synthetic import NoiseRecipe, noisy_unary
 
 __all__ = ["Sample", "Batch", "UnaryFn", "LearnData", "split_stems"]
@@ -100,7 +101,7 @@ class LearnData:
     """
 
     def __init__(self, folder: str | os.PathLike, *, num_classes: int | None = None, val_frac: float = 0.2,
-                 seed: int = 0, void: int = 255, recipe: NoiseRecipe = NoiseRecipe(), unary_fn: UnaryFn | None = None,
+                 seed: int = 0, void: int = VOID, recipe: NoiseRecipe = NoiseRecipe(), unary_fn: UnaryFn | None = None,
                  max_side: int | None = None, limit: int | None = None, cache_size: int = 64) -> None:
         if max_side is not None and max_side < 16:
             raise ValueError(f"max_side must be at least 16 pixels (or None for full size), got {max_side}.")

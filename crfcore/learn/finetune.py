@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from .. import metrics
 from .. import params as P
 from ..inference import Cancelled
+from ..labels import VOID
 from .data import LearnData, Sample
 
 __all__ = ["FinetuneConfig", "TuneResult", "TuneCallback", "crf_loss", "validate", "unary_miou", "batch_miou",
@@ -112,7 +113,7 @@ class TuneResult:
     wall_s: float = 0.0
 
 
-def crf_loss(q: Tensor, labels: Tensor, *, void: int | None = 255) -> Tensor:
+def crf_loss(q: Tensor, labels: Tensor, *, void: int | None = VOID) -> Tensor:
     """Cross-entropy of marginals ``q`` ``(B, C, H, W)`` against ``labels`` ``(B, H, W)``, void pixels ignored.
 
     Returns a 0-d tensor; 0 (with a zero gradient) when every pixel is void.
@@ -132,7 +133,7 @@ def _score(preds: list[Tensor], samples: list[Sample], num_classes: int, void: i
 
 
 @torch.no_grad()
-def validate(model: nn.Module, samples: list[Sample], num_classes: int, *, void: int | None = 255,
+def validate(model: nn.Module, samples: list[Sample], num_classes: int, *, void: int | None = VOID,
              classes: str = "gt") -> float:
     """mIoU (%) of ``model``'s labels over ``samples`` at full size (confusion summed over the images; ``classes``
     as in :func:`crfcore.metrics.miou`)."""
@@ -141,7 +142,7 @@ def validate(model: nn.Module, samples: list[Sample], num_classes: int, *, void:
     return _score(preds, samples, num_classes, void, classes)
 
 
-def unary_miou(samples: list[Sample], num_classes: int, *, void: int | None = 255, classes: str = "gt") -> float:
+def unary_miou(samples: list[Sample], num_classes: int, *, void: int | None = VOID, classes: str = "gt") -> float:
     """mIoU (%) of the unaries' argmax over ``samples``."""
     return _score([s.unary.argmax(0) for s in samples], samples, num_classes, void, classes)
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..affinity.boxes import range_box
-from ..affinity.local import downsample
+from ..affinity.grid import downsample
 from ..features import position_grid
 from ..refiners.piecewise import POTENTIALS, PiecewiseCRF
 from .data import LearnData

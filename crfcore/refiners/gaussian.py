@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .. import params as P
 from ..affinity import AffinityOp, LocalBackend, PooledBackend
-from ..affinity.local import downsample
+from ..affinity.grid import downsample
 from ..inference import ProgressCallback
 from ..inference.gaussian import gaussian_crf, unary_scores
 from .kernels import GaussianKernels

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from crfcore.affinity import ExactBackend
-from crfcore.affinity.local import downsample, upsample
+from crfcore.affinity.grid import downsample, upsample
 from crfcore.inference import mean_field, unary_energy
 from crfcore.params import ConvCRFParams
 from crfcore.refiners import ConvCRF, get

@@ -13,8 +13,9 @@ from scipy import ndimage
 
 from crfcore import io
 from crfcore.cli import main
-from crfcore.export import (ClassTable, coco_annotations, export_masks, fill_polygon, load_classes, read_binary,
-                            read_coco, read_yolo, yolo_lines)
+from crfcore.export import (ClassTable, coco_annotations, export_masks, load_classes, read_binary, read_coco,
+                            read_yolo, yolo_lines)
+from crfcore.polygons import fill_polygon
 from crfcore.project import Project
 
 from tests.conftest import require_shared

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import crfcore
 from crfcore import Cancelled
 from crfcore.affinity import ExactBackend, LocalBackend, LowRankBackend, PooledBackend
-from crfcore.affinity.local import downsample
+from crfcore.affinity.grid import downsample
 from crfcore.features import appearance_features, smoothness_features
 from crfcore.inference import ConvergenceWarning, gaussian_crf, unary_scores
 from crfcore.params import GaussianCRFParams

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from crfcore.affinity import ExactBackend, LocalBackend
-from crfcore.affinity.local import downsample, upsample
+from crfcore.affinity.grid import downsample, upsample
 
 
 def _features(b: int, h: int, w: int, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
