@@ -14,7 +14,6 @@ splits them (a seeded hash, ``val_frac`` held out for validation), crops and cac
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ import numpy as np
 
 import crfcore
 from crfcore import learn
+from crfcore.learn.settings import FINETUNE, SEED, VAL_FRAC
 from crfcore.unary_io import load_unary
 
 from .folder import ImageEntry
 
-__all__ = ["DEFAULT_VAL_FRAC", "TuneSettings", "labelled", "run_tuning"]
-
-DEFAULT_VAL_FRAC: float = inspect.signature(learn.LearnData).parameters["val_frac"].default
+__all__ = ["TuneSettings", "labelled", "run_tuning"]
 
 
 @dataclass(frozen=True)
@@ -53,11 +51,11 @@ class TuneSettings:
     num_classes: int
     confidence: float = crfcore.unary.DEFAULT_CONFIDENCE
     band: float | None = None
-    steps: int = learn.FinetuneConfig.steps
-    lr: float = learn.FinetuneConfig.lr
-    crop: int = learn.FinetuneConfig.crop
-    val_frac: float = DEFAULT_VAL_FRAC
-    seed: int = learn.FinetuneConfig.seed
+    steps: int = FINETUNE["steps"].default
+    lr: float = FINETUNE["lr"].default
+    crop: int = FINETUNE["crop"].default
+    val_frac: float = VAL_FRAC.default
+    seed: int = SEED.default
     learn_compat: bool = False
 
 

@@ -19,10 +19,12 @@ from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpin
 
 import crfcore
 from crfcore import learn
+from crfcore.learn.settings import FINETUNE, VAL_FRAC
+from crfcore.params import ParamSpec
 
 from ..document import ImageDocument
 from ..folder import ImageEntry, ImageFolder
-from ..tuning import DEFAULT_VAL_FRAC, TuneSettings, labelled, run_tuning
+from ..tuning import TuneSettings, labelled, run_tuning
 from ..workers import Report, TaskRunner
 
 __all__ = ["TuneDialog"]
@@ -49,14 +51,11 @@ class TuneDialog(QDialog):
             item.setCheckState(Qt.CheckState.Checked)
             item.setData(Qt.ItemDataRole.UserRole, entry)
             self.images.addItem(item)
-        self.steps = self._spin(QSpinBox(), 1, 10_000, learn.FinetuneConfig.steps, "Optimisation steps (at most).")
-        self.lr = self._spin(QDoubleSpinBox(), 1e-4, 1.0, learn.FinetuneConfig.lr, "Adam learning rate.")
+        self.steps = self._spin(QSpinBox(), FINETUNE["steps"])
+        self.lr = self._spin(QDoubleSpinBox(), FINETUNE["lr"])
         self.lr.setDecimals(4)
-        self.lr.setSingleStep(0.005)
-        self.crop = self._spin(QSpinBox(), 16, 1024, learn.FinetuneConfig.crop, "Side of the training crops, pixels.")
-        self.val_frac = self._spin(QDoubleSpinBox(), 0.05, 0.95, DEFAULT_VAL_FRAC, "Share of the ticked images held "
-                                   "out for validation (at least one image).")
-        self.val_frac.setSingleStep(0.05)
+        self.crop = self._spin(QSpinBox(), FINETUNE["crop"])
+        self.val_frac = self._spin(QDoubleSpinBox(), VAL_FRAC)
         self.learn_compat = QCheckBox("Learn a class compatibility matrix (+C)")
         self.learn_compat.setEnabled(crfcore.refiners.method(self.method).learns_compat)
         self.loss_plot = pg.PlotWidget(title="training loss")
@@ -92,10 +91,12 @@ class TuneDialog(QDialog):
         self.resize(720, 640)
 
     @staticmethod
-    def _spin(box: QSpinBox | QDoubleSpinBox, low: float, high: float, value: float, tip: str) -> Any:
-        box.setRange(low, high)
-        box.setValue(value)
-        box.setToolTip(tip)
+    def _spin(box: QSpinBox | QDoubleSpinBox, spec: ParamSpec) -> Any:
+        """``box`` set up from a training setting: its range, step, default and help (``crfcore.learn.settings``)."""
+        box.setRange(spec.low, spec.high)
+        box.setSingleStep(spec.step)
+        box.setValue(spec.default)
+        box.setToolTip(spec.help)
         return box
 
     def _intro(self) -> str:
@@ -160,7 +161,7 @@ class TuneDialog(QDialog):
 
     def _on_step(self, value: tuple[int, int, dict[str, float]]) -> None:
         step, total, values = value
-        validated = step % learn.FinetuneConfig.val_every == 0 or step == total  # when val_miou is new
+        validated = step % FINETUNE["val_every"].default == 0 or step == total  # when val_miou is new
         for key, points in self.history.items():
             number = values.get(key, math.nan)
             if key == "val_miou" and step == 1 and not math.isnan(number):

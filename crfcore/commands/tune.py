@@ -8,7 +8,6 @@ unaries are the synthetic noise of ``crfcore eval``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import time
@@ -22,10 +21,11 @@ __all__ = ["add_parser", "run"]
 
 _FINETUNE_FLAGS = ("steps", "lr", "batch_size", "crop", "val_every", "patience", "checkpoint_every")
 _PIECEWISE_FLAGS = ("steps", "lr", "edges", "weight_decay", "crop")
+_TYPES = {"int": int, "float": float}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..learn import FinetuneConfig, PiecewiseConfig
+    from ..learn.settings import FINETUNE, PIECEWISE, SEED, VAL_FRAC
 
     p = sub.add_parser("tune", help="learn CRF parameters on held-out images (decoupled or piecewise training)",
                        description="Split DIR's images into training and validation sets by a seeded hash, train "
@@ -36,8 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="P.json", help="preset to write")
     p.add_argument("--learn-compat", action="store_true", help="learn a C×C compatibility ('+C')")
     p.add_argument("--learn-features", action="store_true", help="learn feature transforms ('+T')")
-    p.add_argument("--val-frac", type=float, default=0.2, help="share of images held out for validation")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split and the sampling")
+    for spec in (VAL_FRAC, SEED):
+        p.add_argument(f"--{spec.name.replace('_', '-')}", type=_TYPES[spec.kind], default=spec.default,
+                       help=spec.help[0].lower() + spec.help[1:].rstrip("."))
     p.add_argument("--num-classes", type=int, help="C (default: largest label + 1)")
     p.add_argument("--void", type=int, default=VOID, help="void label, ignored (CamVid: 11)")
     p.add_argument("--max-side", type=int, help="downscale images so the longer side is at most this (faster)")
@@ -45,14 +46,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, help="checkpoint file; an existing one is resumed")
     p.add_argument("--curves", type=Path, help="curves CSV (default: the preset's name with .csv)")
     p.add_argument("--plot", type=Path, help="curves PNG (default: the preset's name with .png)")
-    group = p.add_argument_group("training settings (defaults: FinetuneConfig / PiecewiseConfig)")
-    fields = {f.name: f for cls in (FinetuneConfig, PiecewiseConfig) for f in dataclasses.fields(cls)}
+    group = p.add_argument_group("training settings (defaults: fine-tuning / piecewise training)")
+    tables = {"finetune": FINETUNE, "piecewise": PIECEWISE}
     for name in dict.fromkeys(_FINETUNE_FLAGS + _PIECEWISE_FLAGS):
-        f = fields[name]
-        defaults = sorted({f"{c.__name__.removesuffix('Config').lower()} {getattr(c(), name)}"
-                           for c in (FinetuneConfig, PiecewiseConfig) if hasattr(c(), name)})
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", type=type(f.default),
-                           help=f"default: {', '.join(defaults)}")
+        specs = {kind: table[name] for kind, table in tables.items() if name in table}
+        spec = next(iter(specs.values()))
+        defaults = ", ".join(f"{kind} {s.default}" for kind, s in sorted(specs.items()))
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", type=_TYPES[spec.kind],
+                           help=f"{spec.help} Default: {defaults}.")
     add_method_args(p)
     p.set_defaults(func=run)
 

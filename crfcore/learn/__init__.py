@@ -6,6 +6,8 @@
   resumable checkpoints.
 * :mod:`~crfcore.learn.piecewise_train`: piecewise training of the ``"piecewise"`` refiner's range-box potentials
   (Lin et al. 2016; the refiner itself is :mod:`crfcore.refiners.piecewise`).
+* :mod:`~crfcore.learn.settings`: the training settings (defaults, ranges, help) the configs, ``crfcore tune``
+  and the app's Fine-tune dialog read.
 * :mod:`~crfcore.learn.curves`: CSV and PNG curves.
 
     >>> from crfcore import learn, refiners
@@ -15,10 +17,11 @@
     >>> learn.save_result(result, "tuned.json")                                          # doctest: +SKIP
 """
 
+from . import settings
 from .curves import plot_png, write_csv
 from .data import Batch, LearnData, Sample, split_stems
 from .finetune import FinetuneConfig, TuneResult, fine_tune, save_result, validate
 from .piecewise_train import PiecewiseConfig, train_piecewise
 
-__all__ = ["LearnData", "Sample", "Batch", "split_stems", "FinetuneConfig", "TuneResult", "fine_tune", "save_result",
+__all__ = ["settings", "LearnData", "Sample", "Batch", "split_stems", "FinetuneConfig", "TuneResult", "fine_tune", "save_result",
            "validate", "PiecewiseConfig", "train_piecewise", "write_csv", "plot_png"]

@@ -28,6 +28,7 @@ from .. import io
 from ..checks import as_prob_tensor
 from ..labels import VOID
 from ..synthetic import NoiseRecipe, noisy_unary
+from .settings import SEED, VAL_FRAC
 
 __all__ = ["Sample", "Batch", "UnaryFn", "LearnData", "split_stems"]
 
@@ -63,7 +64,7 @@ class Batch:
     labels: Tensor
 
 
-def split_stems(stems: list[str], val_frac: float, *, seed: int = 0) -> tuple[list[str], list[str]]:
+def split_stems(stems: list[str], val_frac: float, *, seed: int = SEED.default) -> tuple[list[str], list[str]]:
     """Split stems into ``(train, val)`` by a seeded hash (see the module docstring); both sorted.
 
     Raises:
@@ -100,8 +101,8 @@ class LearnData:
         ValueError: bad ``val_frac``, fewer than 2 pairs, or a unary of the wrong shape.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, num_classes: int | None = None, val_frac: float = 0.2,
-                 seed: int = 0, void: int = VOID, recipe: NoiseRecipe = NoiseRecipe(), unary_fn: UnaryFn | None = None,
+    def __init__(self, folder: str | os.PathLike, *, num_classes: int | None = None, val_frac: float = VAL_FRAC.default,
+                 seed: int = SEED.default, void: int = VOID, recipe: NoiseRecipe = NoiseRecipe(), unary_fn: UnaryFn | None = None,
                  max_side: int | None = None, limit: int | None = None, cache_size: int = 64) -> None:
         if max_side is not None and max_side < 16:
             raise ValueError(f"max_side must be at least 16 pixels (or None for full size), got {max_side}.")

@@ -39,6 +39,7 @@ from .. import params as P
 from ..inference import Cancelled
 from ..labels import VOID
 from .data import LearnData, Sample
+from .settings import CLASSES, FINETUNE, SEED, setting
 
 __all__ = ["FinetuneConfig", "TuneResult", "TuneCallback", "crf_loss", "validate", "unary_miou", "batch_miou",
            "fine_tune", "save_result"]
@@ -66,15 +67,15 @@ class FinetuneConfig:
             :func:`crfcore.metrics.miou` and the module docstring).
     """
 
-    steps: int = 60
-    lr: float = 0.02
-    batch_size: int = 2
-    crop: int = 128
-    val_every: int = 10
-    patience: int = 3
-    checkpoint_every: int = 10
-    seed: int = 0
-    classes: str = "gt"
+    steps: int = setting(FINETUNE["steps"])
+    lr: float = setting(FINETUNE["lr"])
+    batch_size: int = setting(FINETUNE["batch_size"])
+    crop: int = setting(FINETUNE["crop"])
+    val_every: int = setting(FINETUNE["val_every"])
+    patience: int = setting(FINETUNE["patience"])
+    checkpoint_every: int = setting(FINETUNE["checkpoint_every"])
+    seed: int = setting(SEED)
+    classes: str = setting(CLASSES)
 
     def __post_init__(self) -> None:
         if self.classes not in ("gt", "any"):

@@ -34,6 +34,7 @@ from ..features import position_grid
 from ..refiners.piecewise import POTENTIALS, PiecewiseCRF
 from .data import LearnData
 from .finetune import TuneCallback, TuneResult, batch_miou, crf_loss, unary_miou, validate
+from .settings import CLASSES, PIECEWISE, SEED, setting
 
 __all__ = ["PiecewiseConfig", "CALIBRATION_SCALES", "GridSample", "grid_sample", "pool_labels", "sample_edges",
            "edge_kernels", "edge_energies", "piecewise_nll", "train_piecewise", "calibrate"]
@@ -59,15 +60,15 @@ class PiecewiseConfig:
         classes: the mIoU rule of calibration and validation (as :class:`~crfcore.learn.FinetuneConfig`).
     """
 
-    steps: int = 150
-    lr: float = 0.05
-    edges: int = 4096
-    images_per_step: int = 2
-    weight_decay: float = 0.3
-    calibration_crops: int = 8
-    crop: int = 128
-    seed: int = 0
-    classes: str = "gt"
+    steps: int = setting(PIECEWISE["steps"])
+    lr: float = setting(PIECEWISE["lr"])
+    edges: int = setting(PIECEWISE["edges"])
+    images_per_step: int = setting(PIECEWISE["images_per_step"])
+    weight_decay: float = setting(PIECEWISE["weight_decay"])
+    calibration_crops: int = setting(PIECEWISE["calibration_crops"])
+    crop: int = setting(PIECEWISE["crop"])
+    seed: int = setting(SEED)
+    classes: str = setting(CLASSES)
 
     def __post_init__(self) -> None:
         if self.classes not in ("gt", "any"):
