@@ -2,8 +2,7 @@
 
 An entry names the refiner's ``nn.Module`` class, its params dataclass (``params.py``), the title people see, and
 what it can do: whether fine-tuning can learn a compatibility matrix ("+C") or feature transforms ("+T"), how it is
-trained (through inference, or piecewise without it), whether shipped presets exist for it, and whether a trainable
-model needs the class count up front. The table itself is declared in :mod:`crfcore.refiners`, next to the classes;
+trained (through inference, or piecewise without it) and whether shipped presets exist for it. The table itself is declared in :mod:`crfcore.refiners`, next to the classes;
 this module sits below ``params.py`` so that every layer, ``params`` included, reads it without a circle.
 
     >>> from crfcore import registry
@@ -33,7 +32,6 @@ class Method:
         training: ``"inference"`` (decoupled fine-tuning, backprop through inference) or ``"piecewise"``
             (each potential by its own likelihood, no inference; Lin et al. 2016).
         has_presets: ``crfcore/presets`` ships presets for it.
-        needs_num_classes: a trainable model must be built with ``num_classes`` (its potentials are K×K).
     """
 
     name: str
@@ -44,7 +42,6 @@ class Method:
     learns_features: bool = False
     training: Literal["inference", "piecewise"] = "inference"
     has_presets: bool = False
-    needs_num_classes: bool = False
 
 
 METHODS: dict[str, Method] = {}

@@ -125,10 +125,10 @@ def test_models_import_no_qt_widgets():
     found = []
     for name, path in MODULES.items():
         for module, _, line in _imports(name, path):
-            qt = module.split(".")[0] in ("PySide6", "pyqtgraph", "superqt", "qtpy")
+            qt = module.split(".")[0] in ("PySide6", "pyqtgraph")
             if qt and any(name == u or name.startswith(u + ".") for u in QT_FREE):
                 found.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
-            if (module.startswith(("PySide6.QtWidgets", "PySide6.QtGui", "pyqtgraph", "superqt"))
+            if (module.startswith(("PySide6.QtWidgets", "PySide6.QtGui", "pyqtgraph"))
                     and _unit(name) in NO_WIDGETS):
                 found.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert not found, "Qt where the layer allows none:\n" + "\n".join(found)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import params as P
+from .. import registry
 from ..unary import check_band
 
 __all__ = ["KINDS", "UNARY_SOURCES", "UNARY_OPTIONS", "Preset", "names", "methods", "path", "read", "get", "load",
@@ -107,7 +108,9 @@ def path(kind: str, method: str = "convcrf") -> Path:
     file = _DIR / f"{kind}.{method}.json"
     if not file.is_file():
         have = ", ".join(map(repr, methods(kind))) or "no method"
-        raise ValueError(f"no {kind!r} preset for method {method!r}; presets of that kind exist for {have}.")
+        none = "" if registry.get(method).has_presets else (f" ({method!r} ships no presets at all: tune one with "
+                                                            f"crfcore tune --method {method} -o P.json)")
+        raise ValueError(f"no {kind!r} preset for method {method!r}; presets of that kind exist for {have}.{none}")
     return file
 
 

@@ -16,6 +16,8 @@ from crfcore.io import save_image, save_mask  # noqa: E402
 
 HEIGHT, WIDTH = 64, 80
 NAMES = ["background", "disc"]
+TIMEOUT = 20_000  # ms: the longest any app test waits for a signal (a refinement, a save, an export)
+TUNE_TIMEOUT = 3 * TIMEOUT  # ms: fine-tuning runs longer
 
 
 def make_pair(seed: int, height: int = HEIGHT, width: int = WIDTH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,7 +71,7 @@ def window(qtbot, sample_folder):
     win = MainWindow(device="cpu")
     qtbot.addWidget(win)
     win.show()
-    with qtbot.waitSignal(win.scheduler.finished, timeout=20_000):
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
         assert win.open_folder(sample_folder)
     yield win
     win.scheduler.shutdown()

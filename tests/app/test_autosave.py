@@ -14,8 +14,7 @@ from app.scribbles import UNPAINTED
 from app.window import MainWindow
 from crfcore import params as P
 from crfcore.project import CATALOG_DIR, Project
-
-TIMEOUT = 20_000
+from tests.app.conftest import TIMEOUT
 
 
 def paint_patch(doc, label: int = 1) -> None:

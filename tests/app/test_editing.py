@@ -9,8 +9,8 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from app.scribbles import UNPAINTED
+from tests.app.conftest import TIMEOUT
 
-TIMEOUT = 20_000
 PATCH = (6, 6)  # (row, col) of a background pixel far from the disc (tests/app/conftest.py make_pair)
 
 

@@ -9,8 +9,7 @@ from PySide6.QtCore import Qt
 
 from crfcore import export
 from crfcore.io import load_mask
-
-TIMEOUT = 20_000
+from tests.app.conftest import TIMEOUT
 
 
 def accept_two_images(window, qtbot) -> dict[str, np.ndarray]:

@@ -10,8 +10,7 @@ from PySide6.QtCore import Qt
 from app.tuning import TuneSettings, labelled, run_tuning
 from app.window import MainWindow
 from crfcore import params as P
-
-TIMEOUT = 60_000
+from tests.app.conftest import TUNE_TIMEOUT as TIMEOUT
 
 
 @pytest.fixture

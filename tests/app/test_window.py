@@ -16,8 +16,7 @@ from app.widgets.canvas import label_boundaries
 from app.window import MainWindow
 import crfcore.presets
 from crfcore import params as P
-
-TIMEOUT = 20_000
+from tests.app.conftest import TIMEOUT
 
 
 def drag(control, value_position: int) -> None:
@@ -74,11 +73,14 @@ def test_dragging_previews_the_first_step_at_once_and_the_latest_after_the_debou
 
 
 def test_cancel_stops_a_long_run_and_keeps_the_previous_mask(window, qtbot, monkeypatch):
+    reached = []
+
     def slow(job, **kwargs):
         progress = kwargs.pop("progress")
 
         def crawl(done, total):
             time.sleep(0.05)
+            reached.append(done)
             progress(done, total)
 
         return compute(job, progress=crawl, **kwargs)
@@ -91,12 +93,10 @@ def test_cancel_stops_a_long_run_and_keeps_the_previous_mask(window, qtbot, monk
     with qtbot.waitSignal(window.scheduler.progress, timeout=TIMEOUT):
         window.refine_now()
     assert window.cancel_button.isEnabled()
-    clock = QElapsedTimer()
-    clock.start()
     with qtbot.waitSignal(window.scheduler.cancelled, timeout=TIMEOUT):
         window.qactions["cancel"].trigger()
-    assert clock.elapsed() < 2_000  # 50 iterations × 50 ms would take 2.5 s
     qtbot.waitUntil(lambda: not window.scheduler.busy, timeout=TIMEOUT)
+    assert max(reached) < 50  # stopped between iterations, counted in iterations rather than wall-clock time
     assert window.document.result is kept
     assert "cancelled" in window.message.text()
     assert not window.cancel_button.isEnabled()

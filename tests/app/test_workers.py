@@ -13,8 +13,7 @@ import crfcore
 from app.compute import RefineJob, compute
 from app.workers import RefineScheduler, TaskRunner, describe_error
 from crfcore import params as P
-
-TIMEOUT = 20_000
+from tests.app.conftest import TIMEOUT
 
 
 @pytest.fixture

@@ -147,3 +147,13 @@ def test_refine_cli_makes_a_mask_unary_with_the_presets_unary_settings_unless_fl
     assert main([*args, "--band", "1.5", "--confidence", "0.9"]) == 0
     np.testing.assert_array_equal(made[0], from_labels(mask, 2, confidence=0.8, band=3.0))
     np.testing.assert_array_equal(made[1], from_labels(mask, 2, confidence=0.9, band=1.5))
+
+
+def test_the_registry_says_which_methods_ship_presets():
+    shipped = {m for kind in presets.names() for m in presets.methods(kind)}
+    assert {m for m, entry in crfcore.refiners.REGISTRY.items() if entry.has_presets} == shipped
+    without = next(m for m, entry in crfcore.refiners.REGISTRY.items() if not entry.has_presets)
+    with pytest.raises(ValueError, match=f"'{without}' ships no presets at all: tune one"):
+        presets.path("rough_annotation", without)
+    with pytest.raises(ValueError, match="'crfasrnn' is not a valid method"):
+        presets.path("rough_annotation", "crfasrnn")
