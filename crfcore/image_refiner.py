@@ -313,7 +313,7 @@ class ImageRefiner:
             return fixed
         if isinstance(fixed, str):
             raise ValueError(f"fixed must be 'auto', None or a bool mask, got {fixed!r}.")
-        mask = torch.as_tensor(np.asarray(fixed) if isinstance(fixed, np.ndarray) else fixed, device=self.device)
+        mask = torch.as_tensor(fixed, device=self.device)
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)
         if mask.dtype != torch.bool or mask.ndim != 3 or mask.shape[-2:] != probs.shape[-2:] or \
