@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from . import params as P
-from .checks import as_image_tensor, as_prob_tensor
+from .checks import as_device, as_image_tensor, as_prob_tensor
+from .errors import InputError
 from .inference import ProgressCallback
 from .refiners import REGISTRY
 
@@ -48,14 +49,15 @@ def resolve_params(method: str, params: Any = None, **overrides: Any) -> Any:
     """A params instance for ``method``: ``params`` as given (a dataclass or a preset path), then ``overrides``."""
     cls = P.params_for(method)
     if isinstance(params, (str, os.PathLike)):
-        preset_method, params = P.load_preset(params)
+        file = params
+        preset_method, params = P.load_preset(file)
         if preset_method != method:
-            raise ValueError(f"preset {params!s} is for method {preset_method!r}, not {method!r}; pass "
-                             f"method={preset_method!r} or another preset.")
+            raise InputError(f"preset {file} is for method {preset_method!r}, not {method!r}; pass "
+                             f"method={preset_method!r} (CLI: --method {preset_method}) or another preset.")
     if params is None:
         params = cls()
     if not isinstance(params, cls):
-        raise TypeError(f"params for {method!r} must be {cls.__name__} or a preset path, got "
+        raise InputError(f"params for {method!r} must be {cls.__name__} or a preset path, got "
                         f"{type(params).__name__}.")
     return P.with_overrides(params, **overrides)
 
@@ -87,7 +89,7 @@ def refine(image: np.ndarray | Tensor, unary: np.ndarray | Tensor, method: str =
         raise ValueError(f"{method!r} is not a valid method. Valid methods are {valid}.")
     start = time.perf_counter()
     config = resolve_params(method, params, **overrides)
-    dev = torch.device(device) if device is not None else best_device()
+    dev = as_device(device)
     as_numpy = isinstance(unary, np.ndarray)
     probs, batched = as_prob_tensor(unary)
     img = as_image_tensor(image)

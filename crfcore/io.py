@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
-import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +35,11 @@ import tifffile
 from numpy.typing import ArrayLike
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import InputError
+from .files import check_pixels, open_pil
+
 __all__ = ["ImageError", "MAX_PIXELS", "IMAGE_SUFFIXES", "load_image", "load_mask", "check_pair", "save_mask",
-           "save_image", "atomic_write", "voc_palette", "find_pairs"]
+           "save_image", "atomic_write", "is_temporary", "voc_palette", "find_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".g
 """File suffixes :func:`find_pairs` treats as images or masks (case-insensitive)."""
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
-_PIL_LIMIT_LOCK = threading.Lock()
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[^.]*)?$")  # atomic_write's temporary files
 _ORIENTATION = {  # EXIF/TIFF Orientation tag → the NumPy equivalent of ImageOps.exif_transpose
     2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
     5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
@@ -55,7 +58,7 @@ _ORIENTATION = {  # EXIF/TIFF Orientation tag → the NumPy equivalent of ImageO
 }
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """A file that cannot be used as an image or mask; the message names the file and the fix."""
 
 
@@ -69,31 +72,13 @@ def _existing(path: str | os.PathLike) -> Path:
 
 
 def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None) -> None:
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
-    if height * width > limit:
-        raise ImageError(f"{path} is {height}×{width} (H×W) = {height * width:,} pixels, over the limit of "
-                         f"{limit:,} that guards against decompression bombs; if you trust the file, pass "
-                         f"max_pixels={height * width} or raise crfcore.io.MAX_PIXELS.")
-
-
-def _open_pil(path: Path) -> Image.Image:
-    """``Image.open`` with Pillow's own pixel limit lifted (ours, checked next, replaces it).
-
-    The limit is a Pillow global: the lock keeps concurrent loads from restoring each other's value.
-    """
-    with _PIL_LIMIT_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            return Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    check_pixels(path, height, width, max_pixels, error=ImageError)
 
 
 def _read(path: Path, max_pixels: int | None, *, mask: bool) -> tuple[np.ndarray, int]:
     """Decoded, upright pixels ``(H, W)`` or ``(H, W, S)`` and the full-scale value of integer samples."""
     try:
-        im = _open_pil(path)
+        im = open_pil(path)
     except UnidentifiedImageError:
         if path.suffix.lower() in _TIFF_SUFFIXES:
             return _read_tiff(path, max_pixels)
@@ -318,8 +303,13 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step (``os.replace``).
 
     Readers see the old file or the new one, never a partial one. The caller writes the temporary file (it does not
-    exist yet); it is flushed to disk before the replace. On any exception the temporary file is removed, ``path``
-    is left as it was, and the exception propagates.
+    exist yet), by path or by an open handle. The temporary name ends with ``path``'s suffix
+    (``.out.npy.<hex>.tmp.npy``), so writers that choose a format by suffix, or append one (``np.save``), write
+    exactly that file. It is flushed to disk before the replace, and the folder after it, so the new file survives a
+    crash once this returns. On any exception the temporary file is removed, ``path`` is left as it was, and the
+    exception propagates. :func:`is_temporary` recognises the temporary names (to clean up after a killed writer).
+
+    Every file crfcore writes goes through here (masks, images, arrays, exports, presets, project revisions).
 
         >>> with atomic_write("mask.png") as tmp:          # doctest: +SKIP
         ...     Image.fromarray(labels).save(tmp, format="PNG")
@@ -327,14 +317,35 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     if not target.parent.is_dir():
         raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist; create it first.")
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp{target.suffix}")
     try:
         yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"atomic_write({target}): the writer created no file at {tmp.name}; write to the "
+                               f"yielded path exactly (crfcore bug if it was crfcore's writer).")
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of a temporary file :func:`atomic_write` makes (left behind only by a killed writer)."""
+    return _TEMPORARY.match(name) is not None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _save_format(path: Path) -> str:
