@@ -252,7 +252,8 @@ def _check_header(subject: str, handle: Any, image_shape: tuple[int, int] | None
         shape, _, dtype = (fmt.read_array_header_1_0(handle) if version == (1, 0)
                            else fmt.read_array_header_2_0(handle))
     except ValueError as exc:
-        raise InputError(f"{subject} has no valid NumPy header ({exc}); save it with np.save or np.savez.") from None
+        raise InputError(f"{subject} could not be read as an array (no valid NumPy header: {exc}); save it with "
+                         f"np.save or np.savez.") from None
     if dtype.hasobject:
         raise InputError(f"{subject} holds Python objects (dtype {dtype}); crfcore never unpickles. Save a numeric "
                          f"array.")

@@ -63,7 +63,7 @@ def _progress(start: float) -> Callable[[int, int], None]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import backbones
-    from ..api import best_device
+    from ..checks import as_device
     from ..io import load_image
     from ..unary_io import load_unary
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                            confidence=args.confidence, classes=classes,
                            coco_image=args.coco_image, resize=args.resize)
     else:
-        device = args.device or str(best_device())
+        device = str(as_device(args.device))
         if args.weights is not None:
             model = backbones.load(args.weights, name=args.backbone, device=device)
         elif args.torchscript is not None:

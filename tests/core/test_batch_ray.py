@@ -1,4 +1,4 @@
-"""crfcore.batch_ray: the Ray engine writes the local engine's masks, resumes, and survives a killed worker.
+"""crfcore.batch.ray: the Ray engine writes the local engine's masks, resumes, and survives a killed worker.
 
 Expected masks come from the local engine (``jobs=1``, in this process) on the same five CamVid pairs; the Ray tests
 run on a local Ray instance of 2 CPUs, started once for the module, and skip when Ray is not installed.
