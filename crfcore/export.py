@@ -2,8 +2,8 @@
 
 A mask is an ``(H, W)`` integer class map. Which labels are classes is set by a :class:`ClassTable`: names by label,
 a ``background`` label and a ``void`` label, neither of which is exported as a class by the object formats (COCO,
-YOLO, binary). Without names, labels ``0..N-1`` are classes, ``N`` = the largest non-void label in the folder + 1,
-named ``class_<k>``.
+YOLO, binary). Without names, the labels found in the masks (other than void) are the classes, label k named
+``class_<k>``: sparse 16-bit labels {0, 256, 1000} export as those classes only.
 
 =========  ======================================  ==========================================================
 format     written                                 notes
@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from . import io
+from .errors import InputError
 
 __all__ = ["FORMATS", "ClassTable", "load_classes", "export_masks", "coco_annotations", "yolo_lines",
            "fill_polygon", "read_coco", "read_yolo", "read_binary"]
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("voc", "index", "index16", "coco", "yolo", "binary")
 _UNSAFE = re.compile(r"[^\w.\- ]")
+_BREAKS = ("Cc", "Zl", "Zp")  # Unicode categories that break a line or control a terminal
 
 
 @dataclass(frozen=True)
@@ -65,17 +68,34 @@ class ClassTable:
 
     Attributes:
         names: ``names[k]`` names label k; labels ``0..len(names)-1`` are the classes (empty: see the module doc).
+            A name is one line of printable text (it becomes a line of YOLO's classes.txt and a folder name).
         background: the label of unannotated pixels (not exported as a class), or None when every label is a class.
         void: the "ignore" label (never exported), or None.
+        only: the labels to export, or None for every named one; set when the classes come from the labels found
+            in the masks, so that sparse labels (16-bit masks with labels {0, 256, 1000}) export as three classes,
+            not as every label up to the largest.
+
+    Raises:
+        InputError: a name that is not a string, is empty, or holds a line break or another control character.
     """
 
     names: tuple[str, ...] = ()
     background: int | None = 0
     void: int | None = 255
+    only: frozenset[int] | None = None
+
+    def __post_init__(self) -> None:
+        for k, name in enumerate(self.names):
+            if (not isinstance(name, str) or not name.strip()
+                    or any(unicodedata.category(c) in _BREAKS for c in name)):
+                raise InputError(f"class {k} has name {name!r}; a class name is one line of printable text (no line "
+                                 f"breaks, tabs or control characters), since it becomes a line of YOLO's "
+                                 f"classes.txt and a folder name. Rename it.")
 
     def exported(self) -> list[int]:
         """The labels exported as classes by COCO, YOLO and binary, ascending; YOLO id k is entry k."""
-        return [k for k in range(len(self.names)) if k not in (self.background, self.void)]
+        return [k for k in range(len(self.names)) if k not in (self.background, self.void)
+                and (self.only is None or k in self.only)]
 
     def fill(self) -> int:
         """The label importers give to pixels no class covers: background, else void, else 0."""
@@ -85,25 +105,25 @@ class ClassTable:
 def load_classes(path: str | os.PathLike) -> ClassTable:
     """Read ``classes.json``: a list of names by label, or ``{"classes": [...], "background": 0, "void": 255}``
     (``background``/``void`` optional, null for none)."""
+    from .files import read_json
+
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"classes file {p} does not exist; check the path.") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p} is not JSON ({exc}); write a list of class names, e.g. [\"background\", "
-                         f"\"horse\"].") from None
+    data = read_json(p, "classes file",
+                     '["background", "horse"] or {"classes": [...], "background": 0, "void": 255}')
     if isinstance(data, list):
         data = {"classes": data}
     names = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ValueError(f"{p} must hold a list of non-empty class names, or {{\"classes\": [...], \"background\": "
+        raise InputError(f"{p} must hold a list of non-empty class names, or {{\"classes\": [...], \"background\": "
                          f"0, \"void\": 255}}; got {str(data)[:80]}.")
     extra = {k: data[k] for k in ("background", "void") if k in data}
     for key, value in extra.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ValueError(f"{p}: {key} must be a label ≥ 0 or null, got {value!r}.")
-    return ClassTable(tuple(names), **extra)
+    try:
+        return ClassTable(tuple(names), **extra)
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -180,9 +200,13 @@ def export_masks(source: str | os.PathLike, out: str | os.PathLike, fmt: str, *,
     if not table.names and names:
         table = ClassTable(tuple(names), table.background, table.void)
     if not table.names:
-        void = table.void
-        top = max(int(m[m != void].max(initial=0)) for m in (it.load() for it in items))
-        table = ClassTable(tuple(f"class_{k}" for k in range(top + 1)), table.background, table.void)
+        present: set[int] = set()
+        for item in items:
+            labels = item.load()
+            present.update(np.unique(labels[labels != table.void]).tolist())
+        top = max(present, default=0)
+        table = ClassTable(tuple(f"class_{k}" for k in range(top + 1)), table.background, table.void,
+                           frozenset(present))
     target.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     images: list[dict[str, Any]] = []

@@ -50,7 +50,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".g
 """File suffixes :func:`find_pairs` treats as images or masks (case-insensitive)."""
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
-_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[^.]*)?$")  # atomic_write's temporary files
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]+\.tmp(\.[^.]+)?$")  # atomic_write's temporaries (and older ones)
 _ORIENTATION = {  # EXIF/TIFF Orientation tag → the NumPy equivalent of ImageOps.exif_transpose
     2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
     5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),

@@ -65,7 +65,7 @@ class ParamSpec:
     matrices: bool = False
 
     def validate(self, value: Any) -> Any:
-        """Return ``value`` coerced to this parameter's type, or raise :class:`~crfcore.errors.InputError` naming the valid range."""
+        """Return ``value`` coerced to this parameter's type, or raise ``InputError`` naming the valid range."""
         if self.kind == "choice":
             if self.name == "compat" and not isinstance(value, str):
                 return _validate_matrix(value)
@@ -242,7 +242,7 @@ def params_for(method: str) -> type:
 
 
 def with_overrides(params: Any, **overrides: Any) -> Any:
-    """A copy of ``params`` with ``overrides`` validated and applied; unknown names raise :class:`~crfcore.errors.InputError`."""
+    """A copy of ``params`` with ``overrides`` validated and applied; unknown names raise ``InputError``."""
     by_name = {s.name: s for s in specs(params)}
     unknown = sorted(set(overrides) - set(by_name))
     if unknown:
