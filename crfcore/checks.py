@@ -208,7 +208,7 @@ def as_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:N'.") from None
+        raise InputError(f"device {device!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'.") from None
     if dev.type == "cpu":
         return dev
     if dev.type != "cuda":

@@ -51,13 +51,12 @@ def _unavailable(sub: argparse._SubParsersAction, module: str, exc: ModuleNotFou
     name = module.rsplit(".", 1)[-1]
     command = {"evaluate": "eval"}.get(name, name)
     p = sub.add_parser(command, help=f"(unavailable: needs {exc.name})", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
 
     def run(_: argparse.Namespace) -> int:
         raise InputError(f"this command needs the package {exc.name!r}, which is not installed ({exc}); install "
                          f"it (pip install {exc.name}) or the CRF Studio extra that provides it.")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, unavailable=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +85,9 @@ def _raised_by_crfcore(tb: TracebackType | None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "unavailable", False):  # an unavailable command explains itself instead
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     prefix = f"crfcore {args.command}"
     try:
