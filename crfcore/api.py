@@ -86,7 +86,7 @@ def refine(image: np.ndarray | Tensor, unary: np.ndarray | Tensor, method: str =
     """
     if method not in REGISTRY:
         valid = ", ".join(repr(m) for m in REGISTRY)
-        raise ValueError(f"{method!r} is not a valid method. Valid methods are {valid}.")
+        raise InputError(f"{method!r} is not a valid method. Valid methods are {valid}.")
     start = time.perf_counter()
     config = resolve_params(method, params, **overrides)
     dev = as_device(device)
@@ -94,15 +94,15 @@ def refine(image: np.ndarray | Tensor, unary: np.ndarray | Tensor, method: str =
     probs, batched = as_prob_tensor(unary)
     img = as_image_tensor(image)
     if img.shape[-2:] != probs.shape[-2:]:
-        raise ValueError(f"image is {img.shape[-2]}×{img.shape[-1]} but unary is {probs.shape[-2]}×"
+        raise InputError(f"image is {img.shape[-2]}×{img.shape[-1]} but unary is {probs.shape[-2]}×"
                          f"{probs.shape[-1]} (H×W); resize the unary to the image (crfcore.unary.resize).")
     if img.shape[0] != probs.shape[0]:
         if img.shape[0] != 1:
-            raise ValueError(f"image batch is {img.shape[0]} but unary batch is {probs.shape[0]}.")
+            raise InputError(f"image batch is {img.shape[0]} but unary batch is {probs.shape[0]}.")
         img = img.expand(probs.shape[0], -1, -1, -1)
     num_classes = probs.shape[1]
     if getattr(config, "compat", "potts") != "potts" and len(config.compat) != num_classes:
-        raise ValueError(f"unary has {num_classes} classes, compat is {len(config.compat)}×{len(config.compat)}.")
+        raise InputError(f"unary has {num_classes} classes, compat is {len(config.compat)}×{len(config.compat)}.")
     model = REGISTRY[method](config).to(dev)
     img, probs = img.to(dev, torch.float32), probs.to(dev, torch.float32)
     _sync(dev)

@@ -119,7 +119,7 @@ def load_classes(path: str | os.PathLike) -> ClassTable:
     extra = {k: data[k] for k in ("background", "void") if k in data}
     for key, value in extra.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ValueError(f"{p}: {key} must be a label ≥ 0 or null, got {value!r}.")
+            raise InputError(f"{p}: {key} must be a label ≥ 0 or null, got {value!r}.")
     try:
         return ClassTable(tuple(names), **extra)
     except InputError as exc:
@@ -150,11 +150,11 @@ def _items(source: str | os.PathLike) -> tuple[list[_Item], list[str]]:
                        and f.suffix.lower() in io.IMAGE_SUFFIXES)
         items, names = [_Item(f.stem, f.name, lambda f=f: io.load_mask(f)) for f in files], []
     if not items:
-        raise ValueError(f"{root} holds no masks (image files, or a project with saved masks) to export.")
+        raise InputError(f"{root} holds no masks (image files, or a project with saved masks) to export.")
     stems: dict[str, str] = {}
     for item in items:
         if item.stem in stems:
-            raise ValueError(f"{root}: {stems[item.stem]} and {item.file_name} would both be exported as "
+            raise InputError(f"{root}: {stems[item.stem]} and {item.file_name} would both be exported as "
                              f"{item.stem!r}; rename one.")
         stems[item.stem] = item.file_name
     return items, names
@@ -163,7 +163,7 @@ def _items(source: str | os.PathLike) -> tuple[list[_Item], list[str]]:
 def _check_labels(labels: np.ndarray, table: ClassTable, name: str) -> None:
     high = int(labels[labels != table.void].max(initial=0))
     if high >= len(table.names):
-        raise ValueError(f"{name} has label {high}, but the class table names {len(table.names)} classes; add names "
+        raise InputError(f"{name} has label {high}, but the class table names {len(table.names)} classes; add names "
                          f"up to label {high} to classes.json, or set void= if {high} is not a class.")
 
 
@@ -188,12 +188,12 @@ def export_masks(source: str | os.PathLike, out: str | os.PathLike, fmt: str, *,
         one stem, labels the class table does not name (object formats), labels too large for the format.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"{fmt!r} is not a valid format. Valid formats are {', '.join(map(repr, FORMATS))}.")
+        raise InputError(f"{fmt!r} is not a valid format. Valid formats are {', '.join(map(repr, FORMATS))}.")
     if not tolerance >= 0:
-        raise ValueError(f"tolerance must be ≥ 0 pixels, got {tolerance}.")
+        raise InputError(f"tolerance must be ≥ 0 pixels, got {tolerance}.")
     target = Path(out)
     if target.exists() and target.resolve() == Path(source).resolve():
-        raise ValueError(f"output folder {target} is the masks folder; exports would overwrite the masks. Pick "
+        raise InputError(f"output folder {target} is the masks folder; exports would overwrite the masks. Pick "
                          f"another -o.")
     items, names = _items(source)
     table = classes if classes is not None else ClassTable()
@@ -256,7 +256,7 @@ def _write_png(path: Path, array: np.ndarray) -> Path:
 def _write_index(path: Path, labels: np.ndarray, fmt: str) -> Path:
     high = int(labels.max(initial=0))
     if fmt != "index16" and high > 255:
-        raise ValueError(f"{path.stem} has label {high}, over the 255 an 8-bit {fmt} PNG holds; use --format "
+        raise InputError(f"{path.stem} has label {high}, over the 255 an 8-bit {fmt} PNG holds; use --format "
                          f"index16.")
     if fmt == "voc":
         io.save_mask(path, labels, palette=io.voc_palette())
@@ -264,7 +264,7 @@ def _write_index(path: Path, labels: np.ndarray, fmt: str) -> Path:
         io.save_mask(path, labels)
     else:
         if high > 65535:
-            raise ValueError(f"{path.stem} has label {high}, over the 65535 a 16-bit PNG holds; remap the labels.")
+            raise InputError(f"{path.stem} has label {high}, over the 65535 a 16-bit PNG holds; remap the labels.")
         _write_png(path, labels.astype(np.uint16))
     return path
 
@@ -419,7 +419,7 @@ def read_yolo(path: str | os.PathLike, shape: tuple[int, int], table: ClassTable
         if not fields:
             continue
         if len(fields) < 7 or len(fields) % 2 == 0 or not fields[0].isdigit() or int(fields[0]) >= len(exported):
-            raise ValueError(f"{path}:{number} is not a YOLO-seg line for {len(exported)} classes (id x y x y x y "
+            raise InputError(f"{path}:{number} is not a YOLO-seg line for {len(exported)} classes (id x y x y x y "
                              f"...); check the file and the class table.")
         xy = np.asarray(fields[1:], np.float64).reshape(-1, 2) * (shape[1], shape[0]) - 0.5
         labels[fill_polygon(xy, shape)] = exported[int(fields[0])]
@@ -435,5 +435,5 @@ def read_binary(folder: str | os.PathLike, stem: str, table: ClassTable) -> np.n
         labels = np.full(on.shape, table.fill(), np.int64) if labels is None else labels
         labels[on] = label
     if labels is None:
-        raise ValueError("the class table exports no classes; nothing to read.")
+        raise InputError("the class table exports no classes; nothing to read.")
     return labels

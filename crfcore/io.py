@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import secrets
+import struct
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,7 +133,7 @@ def _read_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, int]:
             bits, photometric = int(page.bitspersample), int(page.photometric)
             tag = page.tags.get(274)
             orientation = int(tag.value) if tag is not None else 1
-    except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError, zlib.error) as exc:
+    except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError, zlib.error, struct.error) as exc:
         raise ImageError(f"{path} is a truncated or corrupt TIFF, or needs a codec tifffile lacks ({exc}); "
                          f"re-export it, install imagecodecs if a codec is named, or convert it to PNG.") from exc
     if "S" in axes:
@@ -236,7 +237,7 @@ def load_mask(path: str | os.PathLike, *, num_classes: int | None = None, palett
     p = _existing(path)
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}.")
     pixels, _ = _read(p, max_pixels, mask=True)
     if pixels.dtype.kind == "f":
         raise ImageError(f"{p} has float samples; a mask holds integer class indices. Save it as an 8-bit index "
@@ -267,7 +268,7 @@ def _check_palette(palette: ArrayLike) -> np.ndarray:
     pal = np.asarray(palette)
     if (pal.ndim != 2 or pal.shape[1] != 3 or not 1 <= pal.shape[0] <= 256 or pal.dtype.kind not in "iu"
             or pal.min() < 0 or pal.max() > 255):
-        raise ValueError(f"palette must be (N, 3) integer RGB colours 0..255 with 1 ≤ N ≤ 256, got shape "
+        raise InputError(f"palette must be (N, 3) integer RGB colours 0..255 with 1 ≤ N ≤ 256, got shape "
                          f"{pal.shape} dtype {pal.dtype}; crfcore.io.voc_palette() gives the PASCAL VOC one.")
     return pal.astype(np.int64)
 
@@ -351,7 +352,7 @@ def _fsync_dir(folder: Path) -> None:
 def _save_format(path: Path) -> str:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"cannot save {path}: unknown suffix {path.suffix!r}; use .png (lossless), .tif or .jpg.")
+        raise InputError(f"cannot save {path}: unknown suffix {path.suffix!r}; use .png (lossless), .tif or .jpg.")
     return fmt
 
 
@@ -359,7 +360,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write ``rgb`` ``(H, W, 3)`` uint8 0..255 atomically; the format follows the suffix (PNG is lossless)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be (H, W, 3) uint8, got shape {rgb.shape} dtype {rgb.dtype}; convert with "
+        raise InputError(f"rgb must be (H, W, 3) uint8, got shape {rgb.shape} dtype {rgb.dtype}; convert with "
                          f"np.clip(x, 0, 255).astype(np.uint8).")
     target = Path(path)
     fmt = _save_format(target)
@@ -384,16 +385,16 @@ def save_mask(path: str | os.PathLike, labels: ArrayLike, *, palette: ArrayLike 
     """
     target = Path(path)
     if target.suffix.lower() != ".png":
-        raise ValueError(f"masks are saved as PNG; {target} has suffix {target.suffix!r}. Use a .png path.")
+        raise InputError(f"masks are saved as PNG; {target} has suffix {target.suffix!r}. Use a .png path.")
     arr = np.asarray(labels)
     if arr.ndim != 2 or arr.dtype.kind not in "biu":
-        raise ValueError(f"labels must be (H, W) integer class indices, got shape {arr.shape} dtype {arr.dtype}.")
+        raise InputError(f"labels must be (H, W) integer class indices, got shape {arr.shape} dtype {arr.dtype}.")
     low, high = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
     if low < 0 or high > 65535:
-        raise ValueError(f"labels must be in 0..65535 to fit a PNG, got {low}..{high}; remap them first.")
+        raise InputError(f"labels must be in 0..65535 to fit a PNG, got {low}..{high}; remap them first.")
     if high > 255:
         if palette is not None:
-            raise ValueError(f"labels reach {high}, but a palette PNG holds at most 256 labels; pass palette=None "
+            raise InputError(f"labels reach {high}, but a palette PNG holds at most 256 labels; pass palette=None "
                              f"(a 16-bit grey PNG is written) or remap the labels to 0..255.")
         image = Image.fromarray(arr.astype(np.uint16))
     else:
@@ -401,7 +402,7 @@ def save_mask(path: str | os.PathLike, labels: ArrayLike, *, palette: ArrayLike 
         if palette is not None:
             pal = _check_palette(palette)
             if high >= pal.shape[0]:
-                raise ValueError(f"labels reach {high} but the palette has {pal.shape[0]} colours; pass a longer "
+                raise InputError(f"labels reach {high} but the palette has {pal.shape[0]} colours; pass a longer "
                                  f"palette (voc_palette(256) has one for every 8-bit label).")
             image.putpalette(pal.astype(np.uint8).ravel().tolist())
     with atomic_write(target) as tmp:
@@ -412,7 +413,7 @@ def voc_palette(n: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map ``(n, 3)`` uint8: label k's colour spreads k's bits, three at a time, over R, G, B
     from the most significant bit down (0 black, 1 dark red, 15 person pink, 255 void cream (224, 224, 192))."""
     if not 1 <= n <= 256:
-        raise ValueError(f"n must be in 1..256 (an 8-bit palette), got {n}.")
+        raise InputError(f"n must be in 1..256 (an 8-bit palette), got {n}.")
     index = np.arange(n)
     colours = np.zeros((n, 3), dtype=np.int64)
     for bit in range(8):

@@ -28,8 +28,10 @@ import json
 import logging
 import os
 import re
+import struct
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -156,15 +158,24 @@ def _read_array(p: Path, image_shape: tuple[int, int] | None) -> tuple[np.ndarra
             if len(arrays) != 1:
                 raise InputError(f"{p} holds arrays {data.files}; name the unary 'probs', 'logits' or 'labels'.")
             return data[arrays[0]], None
-    with tifffile.TiffFile(p) as tif:
-        series = tif.series[0]
-        shape = tuple(series.shape)
-        grid = shape[:2] if series.axes.endswith("S") and len(shape) == 3 else shape[-2:]
-        if len(shape) < 2 or len(shape) > 3:
-            raise InputError(f"{p} holds a TIFF series of shape {shape}; expected (C, H, W) maps or (H, W) labels.")
-        check_pixels(p, grid[0], grid[1], what=f"(TIFF series of shape {shape})")
-        array = series.asarray()
-        return (np.moveaxis(array, -1, 0) if series.axes.endswith("S") and array.ndim == 3 else array), None
+    try:
+        with tifffile.TiffFile(p) as tif:
+            if not tif.series:
+                raise InputError(f"{p} is a TIFF without images; save the unary with tifffile.imwrite.")
+            series = tif.series[0]
+            shape = tuple(series.shape)
+            grid = shape[:2] if series.axes.endswith("S") and len(shape) == 3 else shape[-2:]
+            if len(shape) < 2 or len(shape) > 3:
+                raise InputError(f"{p} holds a TIFF series of shape {shape}; expected (C, H, W) maps or (H, W) "
+                                 f"labels.")
+            check_pixels(p, grid[0], grid[1], what=f"(TIFF series of shape {shape})")
+            array = series.asarray()
+    except InputError:
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError, zlib.error, struct.error) as exc:
+        raise InputError(f"{p} is a truncated or corrupt TIFF ({type(exc).__name__}: {exc}); re-export it with "
+                         f"tifffile.imwrite.") from None
+    return (np.moveaxis(array, -1, 0) if series.axes.endswith("S") and array.ndim == 3 else array), None
 
 
 def _check_layout(a: np.ndarray, p: Path, image_shape: tuple[int, int] | None) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                                         overlap=args.overlap, batch_size=args.batch_size, amp=not args.no_amp,
                                         progress=_progress(start))
     if classes is not None and len(classes) != probs.shape[0]:
-        raise ValueError(f"--classes names {len(classes)} classes but the unary has {probs.shape[0]}; list them all.")
+        raise InputError(f"--classes names {len(classes)} classes but the unary has {probs.shape[0]}; list them all.")
     _save(args.out, probs, classes)
     log.info("%s: %d classes, %d×%d, %.1f s → %s", args.image.name, probs.shape[0], probs.shape[1], probs.shape[2],
              time.perf_counter() - start, args.out)
@@ -98,7 +100,7 @@ def _save(path: Path, probs: np.ndarray, classes: list[str] | None) -> None:
     from ..io import atomic_write
 
     if path.suffix.lower() not in (".npz", ".npy"):
-        raise ValueError(f"-o {path}: use a .npz (probs and class names) or .npy (probs only) file name.")
+        raise InputError(f"-o {path}: use a .npz (probs and class names) or .npy (probs only) file name.")
     with atomic_write(path) as tmp, open(tmp, "wb") as handle:
         if path.suffix.lower() == ".npy":
             np.save(handle, probs)
