@@ -2,8 +2,8 @@
 
 A mask is an ``(H, W)`` integer class map. Which labels are classes is set by a :class:`ClassTable`: names by label,
 a ``background`` label and a ``void`` label, neither of which is exported as a class by the object formats (COCO,
-YOLO, binary). Without names, labels ``0..N-1`` are classes, ``N`` = the largest non-void label in the folder + 1,
-named ``class_<k>``.
+YOLO, binary). Without names, the labels found in the masks (other than void) are the classes, label k named
+``class_<k>``: sparse 16-bit labels {0, 256, 1000} export as those classes only.
 
 =========  ======================================  ==========================================================
 format     written                                 notes
@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from . import io
+from .errors import InputError
 from .labels import VOID
 from .polygons import fill_polygon, outlines, signed_area
 
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("voc", "index", "index16", "coco", "yolo", "binary")
 _UNSAFE = re.compile(r"[^\w.\- ]")
+_BREAKS = ("Cc", "Zl", "Zp")  # Unicode categories that break a line or control a terminal
 
 
 @dataclass(frozen=True)
@@ -67,17 +70,34 @@ class ClassTable:
 
     Attributes:
         names: ``names[k]`` names label k; labels ``0..len(names)-1`` are the classes (empty: see the module doc).
+            A name is one line of printable text (it becomes a line of YOLO's classes.txt and a folder name).
         background: the label of unannotated pixels (not exported as a class), or None when every label is a class.
         void: the "ignore" label (never exported), or None.
+        only: the labels to export, or None for every named one; set when the classes come from the labels found
+            in the masks, so that sparse labels (16-bit masks with labels {0, 256, 1000}) export as three classes,
+            not as every label up to the largest.
+
+    Raises:
+        InputError: a name that is not a string, is empty, or holds a line break or another control character.
     """
 
     names: tuple[str, ...] = ()
     background: int | None = 0
     void: int | None = VOID
+    only: frozenset[int] | None = None
+
+    def __post_init__(self) -> None:
+        for k, name in enumerate(self.names):
+            if (not isinstance(name, str) or not name.strip()
+                    or any(unicodedata.category(c) in _BREAKS for c in name)):
+                raise InputError(f"class {k} has name {name!r}; a class name is one line of printable text (no line "
+                                 f"breaks, tabs or control characters), since it becomes a line of YOLO's "
+                                 f"classes.txt and a folder name. Rename it.")
 
     def exported(self) -> list[int]:
         """The labels exported as classes by COCO, YOLO and binary, ascending; YOLO id k is entry k."""
-        return [k for k in range(len(self.names)) if k not in (self.background, self.void)]
+        return [k for k in range(len(self.names)) if k not in (self.background, self.void)
+                and (self.only is None or k in self.only)]
 
     def fill(self) -> int:
         """The label importers give to pixels no class covers: background, else void, else 0."""
@@ -87,25 +107,25 @@ class ClassTable:
 def load_classes(path: str | os.PathLike) -> ClassTable:
     """Read ``classes.json``: a list of names by label, or ``{"classes": [...], "background": 0, "void": 255}``
     (``background``/``void`` optional, null for none)."""
+    from .files import read_json
+
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"classes file {p} does not exist; check the path.") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p} is not JSON ({exc}); write a list of class names, e.g. [\"background\", "
-                         f"\"horse\"].") from None
+    data = read_json(p, "classes file",
+                     '["background", "horse"] or {"classes": [...], "background": 0, "void": 255}')
     if isinstance(data, list):
         data = {"classes": data}
     names = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ValueError(f"{p} must hold a list of non-empty class names, or {{\"classes\": [...], \"background\": "
+        raise InputError(f"{p} must hold a list of non-empty class names, or {{\"classes\": [...], \"background\": "
                          f"0, \"void\": 255}}; got {str(data)[:80]}.")
     extra = {k: data[k] for k in ("background", "void") if k in data}
     for key, value in extra.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ValueError(f"{p}: {key} must be a label ≥ 0 or null, got {value!r}.")
-    return ClassTable(tuple(names), **extra)
+            raise InputError(f"{p}: {key} must be a label ≥ 0 or null, got {value!r}.")
+    try:
+        return ClassTable(tuple(names), **extra)
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -132,11 +152,11 @@ def _items(source: str | os.PathLike) -> tuple[list[_Item], list[str]]:
                        and f.suffix.lower() in io.IMAGE_SUFFIXES)
         items, names = [_Item(f.stem, f.name, lambda f=f: io.load_mask(f)) for f in files], []
     if not items:
-        raise ValueError(f"{root} holds no masks (image files, or a project with saved masks) to export.")
+        raise InputError(f"{root} holds no masks (image files, or a project with saved masks) to export.")
     stems: dict[str, str] = {}
     for item in items:
         if item.stem in stems:
-            raise ValueError(f"{root}: {stems[item.stem]} and {item.file_name} would both be exported as "
+            raise InputError(f"{root}: {stems[item.stem]} and {item.file_name} would both be exported as "
                              f"{item.stem!r}; rename one.")
         stems[item.stem] = item.file_name
     return items, names
@@ -145,7 +165,7 @@ def _items(source: str | os.PathLike) -> tuple[list[_Item], list[str]]:
 def _check_labels(labels: np.ndarray, table: ClassTable, name: str) -> None:
     high = int(labels[labels != table.void].max(initial=0))
     if high >= len(table.names):
-        raise ValueError(f"{name} has label {high}, but the class table names {len(table.names)} classes; add names "
+        raise InputError(f"{name} has label {high}, but the class table names {len(table.names)} classes; add names "
                          f"up to label {high} to classes.json, or set void= if {high} is not a class.")
 
 
@@ -170,21 +190,25 @@ def export_masks(source: str | os.PathLike, out: str | os.PathLike, fmt: str, *,
         one stem, labels the class table does not name (object formats), labels too large for the format.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"{fmt!r} is not a valid format. Valid formats are {', '.join(map(repr, FORMATS))}.")
+        raise InputError(f"{fmt!r} is not a valid format. Valid formats are {', '.join(map(repr, FORMATS))}.")
     if not tolerance >= 0:
-        raise ValueError(f"tolerance must be ≥ 0 pixels, got {tolerance}.")
+        raise InputError(f"tolerance must be ≥ 0 pixels, got {tolerance}.")
     target = Path(out)
     if target.exists() and target.resolve() == Path(source).resolve():
-        raise ValueError(f"output folder {target} is the masks folder; exports would overwrite the masks. Pick "
+        raise InputError(f"output folder {target} is the masks folder; exports would overwrite the masks. Pick "
                          f"another -o.")
     items, names = _items(source)
     table = classes if classes is not None else ClassTable()
     if not table.names and names:
         table = ClassTable(tuple(names), table.background, table.void)
     if not table.names:
-        void = table.void
-        top = max(int(m[m != void].max(initial=0)) for m in (it.load() for it in items))
-        table = ClassTable(tuple(f"class_{k}" for k in range(top + 1)), table.background, table.void)
+        present: set[int] = set()
+        for item in items:
+            labels = item.load()
+            present.update(np.unique(labels[labels != table.void]).tolist())
+        top = max(present, default=0)
+        table = ClassTable(tuple(f"class_{k}" for k in range(top + 1)), table.background, table.void,
+                           frozenset(present))
     target.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     images: list[dict[str, Any]] = []
@@ -234,7 +258,7 @@ def _write_png(path: Path, array: np.ndarray) -> Path:
 def _write_index(path: Path, labels: np.ndarray, fmt: str) -> Path:
     high = int(labels.max(initial=0))
     if fmt != "index16" and high > 255:
-        raise ValueError(f"{path.stem} has label {high}, over the 255 an 8-bit {fmt} PNG holds; use --format "
+        raise InputError(f"{path.stem} has label {high}, over the 255 an 8-bit {fmt} PNG holds; use --format "
                          f"index16.")
     if fmt == "voc":
         io.save_mask(path, labels, palette=io.voc_palette())
@@ -242,7 +266,7 @@ def _write_index(path: Path, labels: np.ndarray, fmt: str) -> Path:
         io.save_mask(path, labels)
     else:
         if high > 65535:
-            raise ValueError(f"{path.stem} has label {high}, over the 65535 a 16-bit PNG holds; remap the labels.")
+            raise InputError(f"{path.stem} has label {high}, over the 65535 a 16-bit PNG holds; remap the labels.")
         _write_png(path, labels.astype(np.uint16))
     return path
 
@@ -359,7 +383,7 @@ def read_yolo(path: str | os.PathLike, shape: tuple[int, int], table: ClassTable
         if not fields:
             continue
         if len(fields) < 7 or len(fields) % 2 == 0 or not fields[0].isdigit() or int(fields[0]) >= len(exported):
-            raise ValueError(f"{path}:{number} is not a YOLO-seg line for {len(exported)} classes (id x y x y x y "
+            raise InputError(f"{path}:{number} is not a YOLO-seg line for {len(exported)} classes (id x y x y x y "
                              f"...); check the file and the class table.")
         xy = np.asarray(fields[1:], np.float64).reshape(-1, 2) * (shape[1], shape[0]) - 0.5
         labels[fill_polygon(xy, shape)] = exported[int(fields[0])]
@@ -375,5 +399,5 @@ def read_binary(folder: str | os.PathLike, stem: str, table: ClassTable) -> np.n
         labels = np.full(on.shape, table.fill(), np.int64) if labels is None else labels
         labels[on] = label
     if labels is None:
-        raise ValueError("the class table exports no classes; nothing to read.")
+        raise InputError("the class table exports no classes; nothing to read.")
     return labels

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import params as P
-from .checks import as_image_tensor, as_prob_tensor
+from .checks import as_device, as_image_tensor, as_prob_tensor
+from .errors import InputError
 from .inference import ProgressCallback
 from .refiners import method as method_entry
 from .unary import resize
@@ -83,13 +84,13 @@ def resolve_params(method: str, params: Any = None, **overrides: Any) -> Any:
         path = params
         preset_method, params = P.load_preset(path)
         if preset_method != method:
-            raise ValueError(f"preset {os.fspath(path)} is for method {preset_method!r}, not {method!r}; pass "
-                             f"method={preset_method!r} or another preset.")
+            raise InputError(f"preset {os.fspath(path)} is for method {preset_method!r}, not {method!r}; pass "
+                             f"method={preset_method!r} (CLI: --method {preset_method}) or another preset.")
     if params is None:
         params = cls()
     if not isinstance(params, cls):
-        raise TypeError(f"params for {method!r} must be {cls.__name__} or a preset path, got "
-                        f"{type(params).__name__}.")
+        raise InputError(f"params for {method!r} must be {cls.__name__} or a preset path, got "
+                         f"{type(params).__name__}.")
     return P.with_overrides(params, **overrides)
 
 
@@ -178,7 +179,7 @@ class ImageRefiner:
                  cache_size: int = CACHE_SIZE, full_ms: Mapping[str, float] | None = None) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}.")
-        self.device = torch.device(device) if device is not None else best_device()
+        self.device = as_device(device)
         self._image = as_image_tensor(image).to(self.device, torch.float32)
         self._previews: dict[int, Tensor] = {1: self._image}
         self._cache = _LRU(cache_size)
@@ -236,7 +237,7 @@ class ImageRefiner:
         num_classes, (height, width) = probs.shape[1], probs.shape[-2:]
         compat = getattr(config, "compat", "potts")
         if compat != "potts" and len(compat) != num_classes:
-            raise ValueError(f"unary has {num_classes} classes, compat is {len(compat)}×{len(compat)}; reset the "
+            raise InputError(f"unary has {num_classes} classes, compat is {len(compat)}×{len(compat)}; reset the "
                              f"preset's compat to 'potts' or use a matching one.")
         scale = self._scale(preview, method)
         config = preview_params(config, scale)
@@ -290,11 +291,11 @@ class ImageRefiner:
         """The unary and the image with equal batch sizes; raises when sizes or batches differ."""
         image = self._image
         if image.shape[-2:] != probs.shape[-2:]:
-            raise ValueError(f"image is {image.shape[-2]}×{image.shape[-1]} but unary is {probs.shape[-2]}×"
+            raise InputError(f"image is {image.shape[-2]}×{image.shape[-1]} but unary is {probs.shape[-2]}×"
                              f"{probs.shape[-1]} (H×W); resize the unary to the image (crfcore.unary.resize).")
         if image.shape[0] != probs.shape[0]:
             if image.shape[0] != 1:
-                raise ValueError(f"image batch is {image.shape[0]} but unary batch is {probs.shape[0]}.")
+                raise InputError(f"image batch is {image.shape[0]} but unary batch is {probs.shape[0]}.")
             image = image.expand(probs.shape[0], -1, -1, -1)
         return probs, image
 
@@ -305,20 +306,20 @@ class ImageRefiner:
             return preview_scale(*self.size, full_ms=self._full_ms.get(method))
         if isinstance(preview, (int, np.integer)) and preview >= 1:
             return int(preview)
-        raise ValueError(f"preview must be None, True, False or a downsampling factor >= 1, got {preview!r}.")
+        raise InputError(f"preview must be None, True, False or a downsampling factor >= 1, got {preview!r}.")
 
     def _fixed(self, fixed: Fixed, probs: Tensor) -> Tensor | str | None:
         """``"auto"``, None, or the mask as a ``(B, 1, H, W)`` bool tensor on the device."""
         if fixed is None or (isinstance(fixed, str) and fixed == "auto"):
             return fixed
         if isinstance(fixed, str):
-            raise ValueError(f"fixed must be 'auto', None or a bool mask, got {fixed!r}.")
+            raise InputError(f"fixed must be 'auto', None or a bool mask, got {fixed!r}.")
         mask = torch.as_tensor(fixed, device=self.device)
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)
         if mask.dtype != torch.bool or mask.ndim != 3 or mask.shape[-2:] != probs.shape[-2:] or \
                 mask.shape[0] not in (1, probs.shape[0]):
-            raise ValueError(f"fixed must be a bool mask of shape (H, W) or (B, H, W) = {tuple(probs.shape[-2:])} "
+            raise InputError(f"fixed must be a bool mask of shape (H, W) or (B, H, W) = {tuple(probs.shape[-2:])} "
                              f"or {(probs.shape[0], *probs.shape[-2:])}, got {mask.dtype} {tuple(mask.shape)}.")
         return mask.expand(probs.shape[0], -1, -1).unsqueeze(1)
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
-import threading
+import struct
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,10 +36,12 @@ import tifffile
 from numpy.typing import ArrayLike
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import InputError
+from .files import check_pixels, open_pil
 from .labels import VOID
 
 __all__ = ["ImageError", "MAX_PIXELS", "IMAGE_SUFFIXES", "load_image", "load_mask", "check_pair", "save_mask",
-           "save_image", "atomic_write", "voc_palette", "find_pairs"]
+           "save_image", "atomic_write", "is_temporary", "voc_palette", "find_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".g
 """File suffixes :func:`find_pairs` treats as images or masks (case-insensitive)."""
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
-_PIL_LIMIT_LOCK = threading.Lock()
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]+\.tmp(\.[^.]+)?$")  # atomic_write's temporaries (and older ones)
 _ORIENTATION = {  # EXIF/TIFF Orientation tag → the NumPy equivalent of ImageOps.exif_transpose
     2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
     5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
@@ -57,7 +60,7 @@ _ORIENTATION = {  # EXIF/TIFF Orientation tag → the NumPy equivalent of ImageO
 }
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """A file that cannot be used as an image or mask; the message names the file and the fix."""
 
 
@@ -71,31 +74,13 @@ def _existing(path: str | os.PathLike) -> Path:
 
 
 def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None) -> None:
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
-    if height * width > limit:
-        raise ImageError(f"{path} is {height}×{width} (H×W) = {height * width:,} pixels, over the limit of "
-                         f"{limit:,} that guards against decompression bombs; if you trust the file, pass "
-                         f"max_pixels={height * width} or raise crfcore.io.MAX_PIXELS.")
-
-
-def _open_pil(path: Path) -> Image.Image:
-    """``Image.open`` with Pillow's own pixel limit lifted (ours, checked next, replaces it).
-
-    The limit is a Pillow global: the lock keeps concurrent loads from restoring each other's value.
-    """
-    with _PIL_LIMIT_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            return Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    check_pixels(path, height, width, max_pixels, error=ImageError)
 
 
 def _read(path: Path, max_pixels: int | None, *, mask: bool) -> tuple[np.ndarray, int]:
     """Decoded, upright pixels ``(H, W)`` or ``(H, W, S)`` and the full-scale value of integer samples."""
     try:
-        im = _open_pil(path)
+        im = open_pil(path)
     except UnidentifiedImageError:
         if path.suffix.lower() in _TIFF_SUFFIXES:
             return _read_tiff(path, max_pixels)
@@ -149,7 +134,7 @@ def _read_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, int]:
             bits, photometric = int(page.bitspersample), int(page.photometric)
             tag = page.tags.get(274)
             orientation = int(tag.value) if tag is not None else 1
-    except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError, zlib.error) as exc:
+    except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError, zlib.error, struct.error) as exc:
         raise ImageError(f"{path} is a truncated or corrupt TIFF, or needs a codec tifffile lacks ({exc}); "
                          f"re-export it, install imagecodecs if a codec is named, or convert it to PNG.") from exc
     if "S" in axes:
@@ -253,7 +238,7 @@ def load_mask(path: str | os.PathLike, *, num_classes: int | None = None, palett
     p = _existing(path)
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}.")
     pixels, _ = _read(p, max_pixels, mask=True)
     if pixels.dtype.kind == "f":
         raise ImageError(f"{p} has float samples; a mask holds integer class indices. Save it as an 8-bit index "
@@ -284,7 +269,7 @@ def _check_palette(palette: ArrayLike) -> np.ndarray:
     pal = np.asarray(palette)
     if (pal.ndim != 2 or pal.shape[1] != 3 or not 1 <= pal.shape[0] <= 256 or pal.dtype.kind not in "iu"
             or pal.min() < 0 or pal.max() > 255):
-        raise ValueError(f"palette must be (N, 3) integer RGB colours 0..255 with 1 ≤ N ≤ 256, got shape "
+        raise InputError(f"palette must be (N, 3) integer RGB colours 0..255 with 1 ≤ N ≤ 256, got shape "
                          f"{pal.shape} dtype {pal.dtype}; crfcore.io.voc_palette() gives the PASCAL VOC one.")
     return pal.astype(np.int64)
 
@@ -320,8 +305,13 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step (``os.replace``).
 
     Readers see the old file or the new one, never a partial one. The caller writes the temporary file (it does not
-    exist yet); it is flushed to disk before the replace. On any exception the temporary file is removed, ``path``
-    is left as it was, and the exception propagates.
+    exist yet), by path or by an open handle. The temporary name ends with ``path``'s suffix
+    (``.out.npy.<hex>.tmp.npy``), so writers that choose a format by suffix, or append one (``np.save``), write
+    exactly that file. It is flushed to disk before the replace, and the folder after it, so the new file survives a
+    crash once this returns. On any exception the temporary file is removed, ``path`` is left as it was, and the
+    exception propagates. :func:`is_temporary` recognises the temporary names (to clean up after a killed writer).
+
+    Every file crfcore writes goes through here (masks, images, arrays, exports, presets, project revisions).
 
         >>> with atomic_write("mask.png") as tmp:          # doctest: +SKIP
         ...     Image.fromarray(labels).save(tmp, format="PNG")
@@ -329,20 +319,41 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     if not target.parent.is_dir():
         raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist; create it first.")
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp{target.suffix}")
     try:
         yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"atomic_write({target}): the writer created no file at {tmp.name}; write to the "
+                               f"yielded path exactly (crfcore bug if it was crfcore's writer).")
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of a temporary file :func:`atomic_write` makes (left behind only by a killed writer)."""
+    return _TEMPORARY.match(name) is not None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _save_format(path: Path) -> str:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"cannot save {path}: unknown suffix {path.suffix!r}; use .png (lossless), .tif or .jpg.")
+        raise InputError(f"cannot save {path}: unknown suffix {path.suffix!r}; use .png (lossless), .tif or .jpg.")
     return fmt
 
 
@@ -350,7 +361,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write ``rgb`` ``(H, W, 3)`` uint8 0..255 atomically; the format follows the suffix (PNG is lossless)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be (H, W, 3) uint8, got shape {rgb.shape} dtype {rgb.dtype}; convert with "
+        raise InputError(f"rgb must be (H, W, 3) uint8, got shape {rgb.shape} dtype {rgb.dtype}; convert with "
                          f"np.clip(x, 0, 255).astype(np.uint8).")
     target = Path(path)
     fmt = _save_format(target)
@@ -375,16 +386,16 @@ def save_mask(path: str | os.PathLike, labels: ArrayLike, *, palette: ArrayLike 
     """
     target = Path(path)
     if target.suffix.lower() != ".png":
-        raise ValueError(f"masks are saved as PNG; {target} has suffix {target.suffix!r}. Use a .png path.")
+        raise InputError(f"masks are saved as PNG; {target} has suffix {target.suffix!r}. Use a .png path.")
     arr = np.asarray(labels)
     if arr.ndim != 2 or arr.dtype.kind not in "biu":
-        raise ValueError(f"labels must be (H, W) integer class indices, got shape {arr.shape} dtype {arr.dtype}.")
+        raise InputError(f"labels must be (H, W) integer class indices, got shape {arr.shape} dtype {arr.dtype}.")
     low, high = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
     if low < 0 or high > 65535:
-        raise ValueError(f"labels must be in 0..65535 to fit a PNG, got {low}..{high}; remap them first.")
+        raise InputError(f"labels must be in 0..65535 to fit a PNG, got {low}..{high}; remap them first.")
     if high > 255:
         if palette is not None:
-            raise ValueError(f"labels reach {high}, but a palette PNG holds at most 256 labels; pass palette=None "
+            raise InputError(f"labels reach {high}, but a palette PNG holds at most 256 labels; pass palette=None "
                              f"(a 16-bit grey PNG is written) or remap the labels to 0..255.")
         image = Image.fromarray(arr.astype(np.uint16))
     else:
@@ -392,7 +403,7 @@ def save_mask(path: str | os.PathLike, labels: ArrayLike, *, palette: ArrayLike 
         if palette is not None:
             pal = _check_palette(palette)
             if high >= pal.shape[0]:
-                raise ValueError(f"labels reach {high} but the palette has {pal.shape[0]} colours; pass a longer "
+                raise InputError(f"labels reach {high} but the palette has {pal.shape[0]} colours; pass a longer "
                                  f"palette (voc_palette(256) has one for every 8-bit label).")
             image.putpalette(pal.astype(np.uint8).ravel().tolist())
     with atomic_write(target) as tmp:
@@ -403,7 +414,7 @@ def voc_palette(n: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map ``(n, 3)`` uint8: label k's colour spreads k's bits, three at a time, over R, G, B
     from the most significant bit down (0 black, 1 dark red, 15 person pink, 255 void cream (224, 224, 192))."""
     if not 1 <= n <= 256:
-        raise ValueError(f"n must be in 1..256 (an 8-bit palette), got {n}.")
+        raise InputError(f"n must be in 1..256 (an 8-bit palette), got {n}.")
     index = np.arange(n)
     colours = np.zeros((n, 3), dtype=np.int64)
     for bit in range(8):

@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from . import registry
+from .checks import check_matrix, check_number
+from .errors import InputError
 
 __all__ = [
     "ParamSpec",
@@ -35,6 +36,7 @@ __all__ = [
     "from_dict",
     "save_preset",
     "load_preset",
+    "PRESET_EXAMPLE",
 ]
 
 Scale = Literal["linear", "log"]
@@ -65,34 +67,26 @@ class ParamSpec:
     matrices: bool = False
 
     def validate(self, value: Any) -> Any:
-        """Return ``value`` coerced to this parameter's type, or raise ``ValueError`` naming the valid range."""
+        """Return ``value`` coerced to this parameter's type, or raise ``InputError`` naming the valid range."""
         if self.kind == "choice":
             if self.name == "compat" and not isinstance(value, str):
                 return _validate_matrix(value)
             if self.matrices and not isinstance(value, str):
                 return _validate_matrices(self.name, value)
-            if value not in self.choices:
+            if not isinstance(value, str) or value not in self.choices:
                 valid = ", ".join(repr(c) for c in self.choices)
-                raise ValueError(f"{value!r} is not a valid {self.name}. Valid values are {valid}.")
+                raise InputError(f"{value!r} is not a valid {self.name}. Valid values are {valid}.")
             return value
         if self.kind == "bool":
             if not isinstance(value, bool):
-                raise ValueError(f"{self.name} must be true or false, got {value!r}.")
+                raise InputError(f"{self.name} must be true or false, got {value!r}.")
             return value
-        try:
-            number = int(value) if self.kind == "int" else float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name} must be a{'n integer' if self.kind == 'int' else ' number'}, "
-                             f"got {value!r}.") from None
-        if self.kind == "int" and number != value:
-            raise ValueError(f"{self.name} must be an integer, got {value!r}.")
-        if number != number:  # NaN
-            raise ValueError(f"{self.name} must be a number, got NaN.")
+        number = check_number(value, self.name, integer=self.kind == "int")
         if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-            raise ValueError(f"{self.name}={value!r} is out of range; valid range is "
+            raise InputError(f"{self.name}={value!r} is out of range; valid range is "
                              f"[{_fmt(self.low)}, {_fmt(self.high)}] {self.unit}".rstrip() + ".")
         if self.odd and number % 2 == 0:
-            raise ValueError(f"{self.name} must be odd (the window is centred on the pixel), got {value!r}; "
+            raise InputError(f"{self.name} must be odd (the window is centred on the pixel), got {value!r}; "
                              f"try {number + 1}.")
         return number
 
@@ -102,23 +96,18 @@ def _fmt(x: float | None) -> str:
 
 
 def _validate_matrix(value: Any) -> tuple[tuple[float, ...], ...]:
-    rows = tuple(tuple(float(v) for v in row) for row in value)
-    if not rows or any(len(r) != len(rows) for r in rows):
-        raise ValueError(f"compat must be 'potts' or a square C×C matrix, got a {len(rows)}-row value with "
-                         f"row lengths {sorted({len(r) for r in rows})}.")
-    return rows
+    return check_matrix(value, "compat")
 
 
 def _validate_matrices(name: str, value: Any) -> tuple[tuple[tuple[float, ...], ...], ...]:
     try:
-        mats = tuple(tuple(tuple(float(v) for v in row) for row in m) for m in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a name or a list of square matrices of numbers, "
+        items = list(value)
+    except TypeError:
+        raise InputError(f"{name} must be a name or a list of square matrices of numbers, "
                          f"got {value!r:.80}.") from None
-    if not mats or any(not m or any(len(r) != len(m) for r in m) for m in mats):
-        raise ValueError(f"{name} must be a non-empty list of square matrices, got matrices of shapes "
-                         f"{[(len(m), sorted({len(r) for r in m})) for m in mats]} (rows, row lengths).")
-    return mats
+    if not items:
+        raise InputError(f"{name} must be a name or a non-empty list of square matrices, got an empty list.")
+    return tuple(check_matrix(m, f"{name}[{k}]") for k, m in enumerate(items))
 
 
 def _p(spec: ParamSpec) -> Any:
@@ -262,11 +251,11 @@ def params_for(method: str) -> type:
 
 
 def with_overrides(params: Any, **overrides: Any) -> Any:
-    """A copy of ``params`` with ``overrides`` validated and applied; unknown names raise ``ValueError``."""
+    """A copy of ``params`` with ``overrides`` validated and applied; unknown names raise ``InputError``."""
     by_name = {s.name: s for s in specs(params)}
     unknown = sorted(set(overrides) - set(by_name))
     if unknown:
-        raise ValueError(f"{type(params).__name__} has no parameter {', '.join(map(repr, unknown))}. "
+        raise InputError(f"{type(params).__name__} has no parameter {', '.join(map(repr, unknown))}. "
                          f"Valid names are {', '.join(by_name)}.")
     clean = {k: by_name[k].validate(v) for k, v in overrides.items()}
     return dataclasses.replace(params, **clean)
@@ -289,32 +278,37 @@ def from_dict(method: str, values: dict[str, Any]) -> Any:
 def save_preset(path: str | os.PathLike, method: str, params: Any) -> None:
     """Write ``params`` as a preset JSON file, atomically (a crash leaves the old file or the new one)."""
     if not isinstance(params, params_for(method)):
-        raise ValueError(f"params are {type(params).__name__}, but method {method!r} takes "
+        raise InputError(f"params are {type(params).__name__}, but method {method!r} takes "
                          f"{params_for(method).__name__}.")
+    from .io import atomic_write
+
     text = json.dumps({"method": method, "params": to_dict(params)}, indent=2) + "\n"
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+PRESET_EXAMPLE = '{"method": "convcrf", "params": {"iterations": 5}}'
+"""The form of a preset file, shown in messages."""
 
 
 def load_preset(path: str | os.PathLike) -> tuple[str, Any]:
-    """Read a preset file; returns ``(method, params)``. Errors name the file and what is wrong with it."""
+    """Read a preset file; returns ``(method, params)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        InputError: not UTF-8 JSON, not an object, ``method`` not a method name, ``params`` not an object, a
+            parameter unknown, of the wrong type or out of range; the message names the file and the field.
+    """
+    from .files import field, read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        method, values = data["method"], data["params"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"preset {path} does not exist.") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"preset {path} is not a CRF Studio preset ({exc}); it must be JSON of the form "
-                         '{"method": "convcrf", "params": {...}}.') from None
+    data = read_json(path, "preset", PRESET_EXAMPLE)
+    if not isinstance(data, dict):
+        raise InputError(f"preset {path} holds {type(data).__name__} JSON; a preset is an object such as "
+                         f"{PRESET_EXAMPLE}.")
+    method = field(data, "method", str, path, "'method'", f"a method name, one of {', '.join(PARAMS_BY_METHOD)}")
+    values = field(data, "params", dict, path, "'params'", "an object of parameter names and values")
     try:
         return method, from_dict(method, values)
     except ValueError as exc:
-        raise ValueError(f"preset {path}: {exc}") from None
+        raise InputError(f"preset {path}: {exc}") from None

@@ -55,7 +55,7 @@ SCHEMA_VERSION = 1
 CATALOG_DIR = ".crfstudio"
 _CATALOG = "catalog.sqlite"
 _REVISIONS = "revisions"
-_OURS = re.compile(r"^(r\d+\.png|\.r\d+\.png\.[0-9a-f]+\.tmp)$")  # revision files and atomic_write's temporaries
+_REVISION = re.compile(r"^r\d+\.png$")  # revision files (atomic_write's temporaries: io.is_temporary)
 
 # _MIGRATIONS[v] takes a catalog from schema version v to v + 1, in one transaction.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -132,18 +132,6 @@ def mask_digest(labels: ArrayLike) -> str:
     return hashlib.sha256(f"{arr.shape[0]}x{arr.shape[1]};".encode() + arr.astype("<u2").tobytes()).hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _damaged(catalog: Path, detail: str) -> ProjectError:
     return ProjectError(
         f"the project catalog {catalog} is damaged ({detail}). Close every program using it, then either salvage "
@@ -213,7 +201,8 @@ class Project:
     def _recover(self) -> None:
         with self._write() as db:
             referenced = {row[0] for row in db.execute("SELECT file FROM revisions")}
-            orphans = [f for f in self._revisions_dir.iterdir() if f.name not in referenced and _OURS.match(f.name)]
+            orphans = [f for f in self._revisions_dir.iterdir() if f.name not in referenced
+                       and (_REVISION.match(f.name) or io.is_temporary(f.name))]
             for orphan in orphans:
                 orphan.unlink(missing_ok=True)
         if orphans:
@@ -373,8 +362,7 @@ class Project:
             name = f"r{rid:06d}.png"
             target = self._revisions_dir / name
             try:
-                io.save_mask(target, arr)  # validates dtype and range first
-                _fsync_dir(self._revisions_dir)
+                io.save_mask(target, arr)  # validates dtype and range first; durable (folder synced) on return
                 digest = mask_digest(arr)
                 db.execute("INSERT INTO revisions (id, image_id, parent, file, digest, method, preset, note, created)"
                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import InputError
+
 __all__ = ["Method", "METHODS", "get", "names", "register"]
 
 
@@ -67,4 +69,4 @@ def get(name: str) -> Method:
         return METHODS[name]
     except (KeyError, TypeError):
         valid = ", ".join(repr(m) for m in METHODS)
-        raise ValueError(f"{name!r} is not a valid method. Valid methods are {valid}.") from None
+        raise InputError(f"{name!r} is not a valid method. Valid methods are {valid}.") from None

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import check_finite
+from .checks import check_finite, check_number, check_probs
+from .errors import InputError
 from .labels import VOID
 
 __all__ = ["DEFAULT_CONFIDENCE", "check_band", "from_logits", "from_labels", "from_scribbles", "from_polygons",
@@ -33,9 +34,8 @@ def from_logits(logits: np.ndarray | Tensor, *, temperature: float = 1.0) -> np.
     """Softmax over the class axis of ``(C, H, W)`` / ``(B, C, H, W)`` logits (scores, any range)."""
     t, as_numpy = _to_tensor(logits)
     if t.ndim not in (3, 4):
-        raise ValueError(f"logits have shape {tuple(t.shape)}; expected (C, H, W) or (B, C, H, W).")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
+        raise InputError(f"logits have shape {tuple(t.shape)}; expected (C, H, W) or (B, C, H, W).")
+    temperature = check_number(temperature, "temperature", low=0.0, low_open=True)
     check_finite(t, "logits")
     return _back(torch.softmax(t.float() / temperature, dim=t.ndim - 3), as_numpy)
 
@@ -46,7 +46,7 @@ def check_band(band: float | None, name: str = "band") -> float | None:
         return None
     if isinstance(band, bool) or not isinstance(band, (int, float, np.integer, np.floating)) \
             or not math.isfinite(band) or band <= 0:
-        raise ValueError(f"{name} must be a finite number of pixels > 0 (or None for no band), got {band!r}.")
+        raise InputError(f"{name} must be a finite number of pixels > 0 (or None for no band), got {band!r}.")
     return float(band)
 
 
@@ -90,19 +90,24 @@ def from_labels(labels: np.ndarray | Tensor, num_classes: int, *, confidence: fl
             ``ignore_index``, or a band that is not a number > 0.
     """
     t, as_numpy = _to_tensor(labels)
-    if t.is_floating_point():
-        raise ValueError(f"labels must be integer class indices, got {t.dtype}.")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
-    if not 1.0 / num_classes < confidence <= 1.0:
-        raise ValueError(f"confidence must be in (1/{num_classes}, 1], got {confidence}.")
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"labels must be integer class indices, got {t.dtype}.")
+    _check_label_shape(t, "labels")
+    num_classes = check_number(num_classes, "num_classes", integer=True, low=2)
+    confidence = check_number(confidence, "confidence", low=1.0 / num_classes, low_open=True, high=1.0)
     band = check_band(band)
     t = t.long()
     unknown = t == ignore_index if ignore_index is not None else torch.zeros_like(t, dtype=torch.bool)
-    bad = (~unknown) & ((t < 0) | (t >= num_classes))
+    negative = (~unknown) & (t < 0)
+    if negative.any():
+        values = sorted(set(t[negative].unique().tolist()))[:10]
+        raise InputError(f"labels hold negative values {values}; labels are class indices 0..{num_classes - 1}. Map "
+                         f"unannotated pixels to ignore_index={ignore_index}"
+                         f"{'' if ignore_index is not None else ' (pass ignore_index=-1 to mark them)'}.")
+    bad = (~unknown) & (t >= num_classes)
     if bad.any():
         values = sorted(set(t[bad].unique().tolist()))[:10]
-        raise ValueError(f"labels hold values {values} outside 0..{num_classes - 1}; pass num_classes="
+        raise InputError(f"labels hold values {values} outside 0..{num_classes - 1}; pass num_classes="
                          f"{max(values) + 1} or map them to ignore_index={ignore_index}.")
     rest = (1.0 - confidence) / (num_classes - 1)
     known = torch.where(unknown, torch.zeros_like(t), t)
@@ -113,6 +118,12 @@ def from_labels(labels: np.ndarray | Tensor, num_classes: int, *, confidence: fl
     probs = weights * (confidence - rest) + rest
     probs = torch.where(unknown.unsqueeze(-3), torch.full_like(probs, 1.0 / num_classes), probs)
     return _back(probs, as_numpy)
+
+
+def _check_label_shape(t: Tensor, name: str) -> None:
+    if t.ndim not in (2, 3) or t.shape[-1] < 1 or t.shape[-2] < 1:
+        raise InputError(f"{name} has shape {tuple(t.shape)}; expected an (H, W) or (B, H, W) label mask with at "
+                         f"least one pixel.")
 
 
 def _band_weights(labels: Tensor, unknown: Tensor, num_classes: int, band: float) -> Tensor:
@@ -142,11 +153,19 @@ def from_scribbles(scribbles: np.ndarray | Tensor, num_classes: int, *, prior: n
         prior: optional ``(C, H, W)`` probabilities for the unpainted pixels (e.g. a network's or a mask's).
     """
     t, as_numpy = _to_tensor(scribbles)
+    if t.is_floating_point() or t.dtype == torch.bool or t.ndim != 2:
+        raise InputError(f"scribbles must be an (H, W) integer label mask, got shape {tuple(t.shape)} dtype "
+                         f"{t.dtype}.")
+    _check_label_shape(t, "scribbles")
+    num_classes = check_number(num_classes, "num_classes", integer=True, low=2)
     painted = t != unpainted
     base = (torch.full((num_classes, *t.shape), 1.0 / num_classes) if prior is None
             else _to_tensor(prior)[0].float().clone())
-    if base.shape[-2:] != t.shape:
-        raise ValueError(f"prior is {tuple(base.shape[-2:])} (H×W) but scribbles are {tuple(t.shape)}.")
+    if tuple(base.shape) != (num_classes, *t.shape):
+        raise InputError(f"prior has shape {tuple(base.shape)}; expected ({num_classes}, {t.shape[0]}, "
+                         f"{t.shape[1]}) = (C, H, W) of the scribbles.")
+    check_probs(base, "prior")
+    base = base / base.sum(0, keepdim=True)
     hard = from_labels(torch.where(painted, t, torch.zeros_like(t)), num_classes, confidence=1.0,
                        ignore_index=None)
     return _back(torch.where(painted.unsqueeze(0), hard, base), as_numpy)
@@ -177,7 +196,7 @@ def paint_polygon(labels: np.ndarray, label: int, xy: np.ndarray) -> None:
 
     xy = np.asarray(xy, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] < 3:
-        raise ValueError(f"polygon vertices have shape {xy.shape}; expected (N, 2) x, y pairs with N >= 3.")
+        raise InputError(f"polygon vertices have shape {xy.shape}; expected (N, 2) x, y pairs with N >= 3.")
     rows, cols = fill_polygon(xy[:, 1], xy[:, 0], shape=labels.shape)
     labels[rows, cols] = label
 
@@ -205,8 +224,13 @@ def from_polygons(polygons: Sequence[tuple[int, np.ndarray]], shape: tuple[int, 
 def resize(probs: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray | Tensor:
     """Bilinear resize of ``(C, H, W)`` / ``(B, C, H, W)`` probabilities to ``size = (H, W)``; stays normalised."""
     t, as_numpy = _to_tensor(probs)
+    if t.ndim not in (3, 4):
+        raise InputError(f"probs have shape {tuple(t.shape)}; expected (C, H, W) or (B, C, H, W).")
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in size):
+        raise InputError(f"size must be (H, W), two integers ≥ 1, got {size!r}.")
+    check_probs(t, "probs")
     batched = t.ndim == 4
     x = t.float() if batched else t.float().unsqueeze(0)
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    x = torch.nn.functional.interpolate(x, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False)
     x = x / x.sum(1, keepdim=True)
     return _back(x if batched else x[0], as_numpy)

@@ -87,7 +87,7 @@ def _broken(data: Path, folder: Path) -> None:
 
 def _connect_ray() -> int:
     """Connect to Ray (printing how long it took); returns the cluster's CPUs."""
-    from ..batch_ray import connect, import_ray
+    from ..batch.ray import connect, import_ray
 
     start = time.perf_counter()
     connect()

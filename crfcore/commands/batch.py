@@ -14,7 +14,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
-from ..batch import Outcome, RefineSpec, find_tasks, quiet_per_image_logs, run_batch
+from ..batch import DEFAULT_VOID, Outcome, RefineSpec, find_tasks, quiet_per_image_logs, run_batch
+from ..errors import InputError
 from .common import add_method_args, params_from_args, unary_options
 
 __all__ = ["add_parser", "run"]
@@ -38,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", metavar="ADDR",
                    help="the Ray cluster to use with --engine ray: HOST:PORT of its head, 'auto' for the one "
                         "`ray start` runs here, or ray://HOST:10001 (default: $RAY_ADDRESS, else a Ray instance "
-                        "on this machine)")
+                        "on this machine listening on 127.0.0.1 only, without a dashboard)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="cuda: the local engine runs every image on the GPU in this process (--jobs is then "
                         "ignored), the ray engine one chunk of images per GPU of the cluster")
@@ -47,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="probability given to a mask's label (masks only; default: the preset's, else 0.7)")
     p.add_argument("--band", type=float,
                    help="uncertain band along a mask's outlines [px] (masks only; default: the preset's, else none)")
+    p.add_argument("--void", type=int, default=DEFAULT_VOID,
+                   help=f"mask label of unannotated pixels, uniform in the unary (default {DEFAULT_VOID})")
     p.add_argument("--resize", action="store_true",
                    help="scale unaries of the image's aspect ratio but another size (network outputs) to the image")
     add_method_args(p)
@@ -80,25 +83,22 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
-        raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}.")
+        raise InputError(f"--jobs must be ≥ 1, got {args.jobs}.")
     if args.address is not None and args.engine != "ray":
-        raise ValueError(f"--address is for --engine ray, got --engine {args.engine}; add --engine ray.")
+        raise InputError(f"--address is for --engine ray, got --engine {args.engine}; add --engine ray.")
+    if args.void < -1:
+        raise InputError(f"--void must be a label ≥ 0, or -1 for none, got {args.void}.")
     method, params = params_from_args(args)
     tasks = find_tasks(args.in_dir, args.out, unary_dir=args.unary_dir)
     options = unary_options(args)
     spec = RefineSpec(method, params, device=args.device, num_classes=args.num_classes,
-                      confidence=options.get("confidence"), band=options.get("band"), resize=args.resize)
-    if args.engine == "ray":
-        from ..batch_ray import connect
-
-        try:
-            connect(args.address)
-        except ModuleNotFoundError as exc:
-            print(f"crfcore batch: error: {exc}", file=sys.stderr)
-            return 2
+                      confidence=options.get("confidence"), band=options.get("band"), resize=args.resize,
+                      void=args.void)
+    engine_options = {"address": args.address} if args.engine == "ray" else None
     progress = _Progress(len(tasks), sys.stderr)
-    with nullcontext() if args.verbose else quiet_per_image_logs():
-        outcomes = run_batch(tasks, spec, engine=args.engine, jobs=args.jobs, on_outcome=progress)
+    with nullcontext() if args.verbose else quiet_per_image_logs():  # the engine starts only if there is work
+        outcomes = run_batch(tasks, spec, engine=args.engine, jobs=args.jobs, on_outcome=progress,
+                             engine_options=engine_options)
     elapsed = time.perf_counter() - progress.start
     failed = [o for o in outcomes if o.status == "failed"]
     counts = progress.counts

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .. import params as P
+from ..errors import InputError
 
 __all__ = ["add_method_args", "params_from_args"]
 
@@ -36,7 +37,7 @@ def params_from_args(args: argparse.Namespace) -> tuple[str, Any]:
     valid = {s.name for s in P.specs(P.params_for(args.method))}
     foreign = sorted(set(overrides) - valid)
     if foreign:
-        raise ValueError(f"--{foreign[0].replace('_', '-')} is not a parameter of {args.method}; its parameters "
+        raise InputError(f"--{foreign[0].replace('_', '-')} is not a parameter of {args.method}; its parameters "
                          f"are {', '.join(sorted(valid))}.")
     return args.method, resolve_params(args.method, args.preset, **overrides)
 

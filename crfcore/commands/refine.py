@@ -24,7 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="probability given to a mask's label (masks only; default: the preset's, else 0.7)")
     p.add_argument("--band", type=float,
                    help="uncertain band along a mask's outlines [px] (masks only; default: the preset's, else none)")
-    p.add_argument("--probs", type=Path, help="also write the refined probabilities (.npy, (C, H, W) float32)")
+    p.add_argument("--classes", help="class names in index order, comma-separated, background first (needed for "
+                                     "labelme files; maps COCO categories)")
+    p.add_argument("--coco-image", help="COCO image id or file name (needed when the file has several images)")
+    p.add_argument("--probs", type=Path, help="also write the refined probabilities (.npy, or .npz with key "
+                                              "'probs'; (C, H, W) float32)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     add_method_args(p)
     p.set_defaults(func=run)
@@ -35,15 +39,26 @@ def run(args: argparse.Namespace) -> int:
     from crfcore import io
     from crfcore.unary_io import load_unary
 
+    from crfcore.checks import as_device
+    from crfcore.errors import InputError
+
+    if args.probs is not None and args.probs.suffix.lower() not in (".npy", ".npz"):
+        raise InputError(f"--probs {args.probs}: use a .npy or .npz file name.")
     method, params = params_from_args(args)
+    device = as_device(args.device)  # before any work: a device this machine lacks is a usage error
     options = unary_options(args)
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     image = io.load_image(args.image)
-    probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2], **options)
-    result = crfcore.refine(image, probs, method=method, params=params, device=args.device)
+    probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2], classes=classes,
+                       coco_image=args.coco_image, **options)
+    result = crfcore.refine(image, probs, method=method, params=params, device=device)
     io.save_mask(args.out, result.labels.astype(np.int64))
     if args.probs:
-        with io.atomic_write(args.probs) as tmp:
-            np.save(tmp, result.probs)
+        with io.atomic_write(args.probs) as tmp, open(tmp, "wb") as handle:  # a handle: np.save adds no suffix
+            if args.probs.suffix.lower() == ".npz":
+                np.savez_compressed(handle, probs=result.probs)
+            else:
+                np.save(handle, result.probs)
     t = result.timing
     log.info("%s: %s %d×%d, %d classes: build %.0f ms, iterations %.0f ms, total %.0f ms on %s → %s",
              args.image.name, method, image.shape[0], image.shape[1], probs.shape[0], t["build_ms"],

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -63,7 +65,7 @@ def _progress(start: float) -> Callable[[int, int], None]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import backbones
-    from ..api import best_device
+    from ..checks import as_device
     from ..io import load_image
     from ..unary_io import load_unary
 
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                            confidence=args.confidence, classes=classes,
                            coco_image=args.coco_image, resize=args.resize)
     else:
-        device = args.device or str(best_device())
+        device = str(as_device(args.device))
         if args.weights is not None:
             model = backbones.load(args.weights, name=args.backbone, device=device)
         elif args.torchscript is not None:
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                                         overlap=args.overlap, batch_size=args.batch_size, amp=not args.no_amp,
                                         progress=_progress(start))
     if classes is not None and len(classes) != probs.shape[0]:
-        raise ValueError(f"--classes names {len(classes)} classes but the unary has {probs.shape[0]}; list them all.")
+        raise InputError(f"--classes names {len(classes)} classes but the unary has {probs.shape[0]}; list them all.")
     _save(args.out, probs, classes)
     log.info("%s: %d classes, %d×%d, %.1f s → %s", args.image.name, probs.shape[0], probs.shape[1], probs.shape[2],
              time.perf_counter() - start, args.out)
@@ -98,7 +100,7 @@ def _save(path: Path, probs: np.ndarray, classes: list[str] | None) -> None:
     from ..io import atomic_write
 
     if path.suffix.lower() not in (".npz", ".npy"):
-        raise ValueError(f"-o {path}: use a .npz (probs and class names) or .npy (probs only) file name.")
+        raise InputError(f"-o {path}: use a .npz (probs and class names) or .npy (probs only) file name.")
     with atomic_write(path) as tmp, open(tmp, "wb") as handle:
         if path.suffix.lower() == ".npy":
             np.save(handle, probs)

@@ -1,4 +1,4 @@
-"""crfcore.batch_ray: the Ray engine writes the local engine's masks, resumes, and survives a killed worker.
+"""crfcore.batch.ray: the Ray engine writes the local engine's masks, resumes, and survives a killed worker.
 
 Expected masks come from the local engine (``jobs=1``, in this process) on the same five CamVid pairs; the Ray tests
 run on a local Ray instance of 2 CPUs, started once for the module, and skip when Ray is not installed.
@@ -6,6 +6,7 @@ run on a local Ray instance of 2 CPUs, started once for the module, and skip whe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -145,3 +146,81 @@ def test_address_without_engine_ray_is_a_usage_error(tmp_path, capsys):
 def test_importing_crfcore_does_not_import_ray():
     code = "import sys, crfcore, crfcore.batch, crfcore.cli; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+_LISTENERS = r'''
+import json, os, sys
+from pathlib import Path
+from crfcore.batch.ray import connect, import_ray
+
+connect()
+ray = import_ray()
+assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker process has started too
+me = os.getpid()
+
+def tree(root):
+    kids = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            kids.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += kids.get(pid, [])
+    return found
+
+sockets = {}
+for pid in tree(me):
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            sockets[target[8:-1]] = pid
+listening = []
+for table in ("tcp", "tcp6"):
+    for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in sockets:  # state LISTEN, owned by this Ray
+            cmd = Path(f"/proc/{sockets[fields[9]]}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            listening.append([table, fields[1], cmd])
+commands = [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode() for p in tree(me)
+            if Path(f"/proc/{p}/cmdline").exists()]
+print(json.dumps({"listening": listening, "commands": commands}))
+ray.shutdown()
+'''
+
+
+def _loopback(table: str, address: str) -> bool:
+    """True for a /proc/net listen address on 127.0.0.0/8 (IPv4, or IPv4-mapped IPv6) or ::1."""
+    host = address.split(":")[0]
+    if table == "tcp":
+        return host[-2:] == "7F"  # little-endian: the first octet is the last byte
+    return host == "00000000000000000000000001000000" or (host[:24] == "0000000000000000FFFF0000"
+                                                          and host[-2:] == "7F")
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads listening sockets from /proc (Linux)")
+def test_a_local_ray_listens_on_127_0_0_1_only_and_starts_no_dashboard_16():
+    pytest.importorskip("ray", reason="the ray engine needs Ray (pip install 'crf-studio[cluster]')")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-c", _LISTENERS], capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["listening"], "found no listening socket of the Ray processes: the check saw nothing"
+    exposed = [entry for entry in report["listening"] if not _loopback(entry[0], entry[1])]
+    assert not exposed, f"Ray listens beyond the loopback: {exposed}"
+    # Ray always runs its head process (dashboard.py); without a dashboard it loads no web UI and no job API
+    # (--minimal, only the usage-stats module) and listens on no port
+    heads = [c for c in report["commands"] if "dashboard/dashboard.py" in c]
+    assert all("--minimal" in c and "--disable-frontend" in c and "--modules-to-load=UsageStatsHead" in c
+               for c in heads), heads
+    assert not [e for e in report["listening"] if "dashboard/dashboard.py" in e[2]], report["listening"]

@@ -1,7 +1,13 @@
 """The ``"ray"`` batch engine (issue 12): refine a folder on a Ray cluster, with the outputs of the local engine.
 
-Imported on first use of ``engine="ray"`` (``crfcore.batch`` registers a wrapper), so ``import crfcore`` never imports
-Ray; without Ray the engine raises :class:`ModuleNotFoundError` saying ``pip install 'crf-studio[cluster]'``.
+This module imports Ray only when the engine runs, so ``import crfcore`` never imports Ray; without Ray the engine
+raises an :class:`~crfcore.errors.InputError` saying ``pip install 'crf-studio[cluster]'``.
+
+Where it runs: the cluster at ``address`` (or ``RAY_ADDRESS``); without either, a Ray instance on this machine that
+listens on 127.0.0.1 only and starts no dashboard (Ray's job API runs code for whoever reaches it). Ray chooses the
+address it binds from its node address, which it would otherwise take from the machine's network interface; it is
+set to 127.0.0.1 with Ray's own single-machine switch (``ENABLE_RAY_CLUSTER``, off by default on Windows and macOS),
+and checked after start: a Ray that did not take it is shut down and refused.
 
 How it runs:
 
@@ -24,15 +30,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
-from .batch import Outcome, Refiner, RefineSpec, Task, refine_file
+from ..errors import InputError
+from .tasks import Outcome, Refiner, RefineSpec, Task, output_ok, refine_file
 
-__all__ = ["CHUNK_MAX", "MAX_RETRIES", "import_ray", "connect", "ray_engine"]
+__all__ = ["CHUNK_MAX", "MAX_RETRIES", "LOOPBACK", "import_ray", "connect", "ray_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,9 @@ CHUNK_MAX = 8
 
 MAX_RETRIES = 3
 """Times Ray reruns a chunk whose worker process died (``max_retries`` of the task)."""
+
+LOOPBACK = "127.0.0.1"
+"""The only address a Ray instance started here (no address given) listens on."""
 
 _CANCEL_WAIT_S = 30.0  # how long an interrupted engine waits for its cancelled chunks to stop
 
@@ -51,13 +62,13 @@ def import_ray() -> ModuleType:
     """The ``ray`` module.
 
     Raises:
-        ModuleNotFoundError: Ray is not installed; the message names the extra that installs it.
+        InputError: Ray is not installed; the message names the extra that installs it.
     """
     try:
         import ray
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError("the ray engine needs Ray, which is not installed: pip install "
-                                  "'crf-studio[cluster]'", name="ray") from exc
+    except ImportError:
+        raise InputError("the ray engine needs Ray, which is not installed: pip install 'crf-studio[cluster]'") \
+            from None
     return ray
 
 
@@ -67,20 +78,48 @@ def connect(address: str | None = None) -> bool:
     Args:
         address: the cluster's address (``HOST:PORT`` of the head node, ``"auto"`` for the one started on this
             machine by ``ray start``, ``ray://HOST:10001`` for Ray Client); None uses ``RAY_ADDRESS`` when set,
-            else starts a Ray instance on this machine for the life of the process.
+            else starts a Ray instance on this machine, on 127.0.0.1 only and without a dashboard, for the life of
+            the process (or until ``ray.shutdown()``).
 
     Raises:
-        ModuleNotFoundError: Ray is not installed.
-        ValueError: ``address`` is given but this process is already connected (to a cluster it cannot check).
+        InputError: Ray is not installed; ``address`` is given but this process is already connected (to a cluster
+            it cannot check); a local Ray that would not stay on 127.0.0.1.
     """
     ray = import_ray()
     if ray.is_initialized():
         if address is not None:
-            raise ValueError(f"address {address!r} was given but this process is already connected to Ray; call "
+            raise InputError(f"address {address!r} was given but this process is already connected to Ray; call "
                              f"ray.shutdown() first, or pass address=None to use the connected cluster.")
         return False
-    ray.init(address=address)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        ray.init(address=address)
+        return True
+    _start_on_loopback(ray)
     return True
+
+
+def _start_on_loopback(ray: ModuleType) -> None:
+    """Start a Ray instance whose every server listens on :data:`LOOPBACK`, without a dashboard."""
+    from ray._private import ray_constants, services
+
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        raise InputError(f"this Ray version ({ray.__version__}) offers no way to keep a local instance on "
+                         f"{LOOPBACK}; start one yourself (ray start --head --node-ip-address {LOOPBACK} "
+                         f"--include-dashboard false) and pass --address auto.")
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # Ray's single-machine mode: its node address becomes the loopback
+    try:
+        ray.init(include_dashboard=False, _node_ip_address=LOOPBACK)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+    node = services.get_node_ip_address()
+    if node != LOOPBACK:
+        ray.shutdown()
+        raise InputError(f"the local Ray instance took node address {node}, not {LOOPBACK}, so it would listen on "
+                         f"the network; it was shut down. Start one yourself (ray start --head --node-ip-address "
+                         f"{LOOPBACK}) and pass --address auto.")
+    log.info("ray engine: started a local Ray instance on %s (no dashboard)", LOOPBACK)
 
 
 def _refine_chunk(token: str, spec: RefineSpec, tasks: list[Task]) -> list[Outcome]:
@@ -90,7 +129,7 @@ def _refine_chunk(token: str, spec: RefineSpec, tasks: list[Task]) -> list[Outco
         _CACHE = (token, Refiner(spec))
     refiner = _CACHE[1]
     # an output that exists was written by an earlier attempt of this chunk (run_batch only sends missing ones)
-    return [Outcome(task, "done") if task.out.exists() else refine_file(task, refiner) for task in tasks]
+    return [Outcome(task, "done") if output_ok(task.out) else refine_file(task, refiner) for task in tasks]
 
 
 def _failure(ray: ModuleType, exc: Exception) -> str:
@@ -108,25 +147,27 @@ def _slots(ray: ModuleType, spec: RefineSpec) -> int:
     if spec.device == "cuda":
         gpus = int(resources.get("GPU", 0))
         if gpus < 1:
-            raise ValueError("device 'cuda' was asked for but the Ray cluster has no GPU; use --device cpu, or "
+            raise InputError("device 'cuda' was asked for but the Ray cluster has no GPU; use --device cpu, or "
                              "start the workers on GPU nodes.")
         return gpus
     return max(1, int(resources.get("CPU", 1)) // max(1, spec.threads or 1))
 
 
-def ray_engine(tasks: Sequence[Task], spec: RefineSpec, jobs: int, emit: Callable[[Outcome], None]) -> None:
-    """The ``"ray"`` engine of :data:`crfcore.batch.ENGINES`: run ``tasks`` on the connected Ray cluster.
+def ray_engine(tasks: Sequence[Task], spec: RefineSpec, jobs: int, emit: Callable[[Outcome], None], *,
+               address: str | None = None) -> None:
+    """The ``"ray"`` engine of :data:`crfcore.batch.ENGINES`: run ``tasks`` on a Ray cluster.
 
-    Connects with :func:`connect` (``RAY_ADDRESS``, else a Ray instance on this machine, shut down at the end) when
-    this process is not connected yet. ``jobs`` is not used: the cluster's slots set the parallelism.
+    Connects with :func:`connect` (``address``, else ``RAY_ADDRESS``, else a Ray instance on 127.0.0.1, shut down
+    at the end) when this process is not connected yet. ``jobs`` is not used: the cluster's slots set the
+    parallelism.
 
     Raises:
-        ModuleNotFoundError: Ray is not installed.
-        ValueError: the spec cannot build a refiner (bad preset), or ``device="cuda"`` on a cluster without GPUs.
+        InputError: Ray is not installed; the spec cannot build a refiner (bad preset); ``device="cuda"`` on a
+            cluster without GPUs.
     """
     ray = import_ray()
     Refiner(replace(spec, device="cpu", threads=None))  # a bad preset fails here; this process may have no GPU
-    started = connect()
+    started = connect(address)
     try:
         _run(ray, tasks, spec, emit)
     finally:

@@ -1,0 +1,213 @@
+"""The per-image work of a batch: tasks found in a folder, the picklable spec every worker builds its refiner from,
+and :func:`refine_file`, a pure function of (task, refiner) that never raises for a bad input.
+
+Nothing here knows how tasks are scheduled: :mod:`crfcore.batch.engine` chooses an engine
+(:mod:`~crfcore.batch.local`, :mod:`~crfcore.batch.ray`) and runs the tasks whose output is missing or damaged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import io
+from ..errors import InputError
+
+__all__ = ["Task", "RefineSpec", "Outcome", "Refiner", "UNARY_SUFFIXES", "DEFAULT_VOID", "find_tasks",
+           "refine_file", "output_ok", "quiet_per_image_logs"]
+
+log = logging.getLogger(__name__)
+
+UNARY_SUFFIXES = io.IMAGE_SUFFIXES + (".npy", ".npz", ".json")
+"""Suffixes a unary file may have (masks, probability arrays, annotation JSON); a folder of class maps also counts."""
+
+DEFAULT_VOID = 255
+"""The mask label of unannotated pixels unless ``--void`` says otherwise (PASCAL VOC's convention)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One image to refine. ``problem`` is set when it is known to fail before running (no unary, ...)."""
+
+    image: Path
+    unary: Path | None
+    out: Path
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class RefineSpec:
+    """What every worker builds its :class:`Refiner` from (picklable).
+
+    Attributes:
+        method: refiner name ("convcrf", "densecrf", "gaussian").
+        params: that refiner's params dataclass (``crfcore.params``), or None for defaults.
+        device: "cpu" or "cuda".
+        num_classes: C of every unary; None takes it from each file.
+        confidence: probability of a mask's label in its unary, (1/C, 1]; None for the default.
+        band: uncertain band along a mask's outlines in pixels (``crfcore.unary.from_labels``); None for none.
+        threads: torch threads per worker (set in the calling process too when it runs the tasks itself); None
+            leaves torch's default (pool workers then use 1).
+        resize: scale a unary of the image's aspect ratio but another size (a network's output) to the image.
+        void: the mask label of unannotated pixels (uniform in the unary; ``crfcore batch --void``).
+    """
+
+    method: str = "convcrf"
+    params: Any = None
+    device: str = "cpu"
+    num_classes: int | None = None
+    confidence: float | None = None
+    band: float | None = None
+    threads: int | None = None
+    resize: bool = False
+    void: int = DEFAULT_VOID
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one task: ``status`` "done", "skipped" (output existed) or "failed" (``error`` says why)."""
+
+    task: Task
+    status: Literal["done", "skipped", "failed"]
+    error: str = ""
+    seconds: float = 0.0
+
+
+class Refiner:
+    """The per-worker state: parameters resolved (a preset read) once, torch threads set, device checked.
+
+    Calling it refines one image with :func:`crfcore.refine` and returns ``(H, W)`` int64 labels.
+    """
+
+    def __init__(self, spec: RefineSpec) -> None:
+        import torch
+
+        from ..api import resolve_params
+        from ..checks import as_device
+
+        if spec.device not in ("cpu", "cuda"):
+            raise InputError(f"device must be 'cpu' or 'cuda', got {spec.device!r}.")
+        as_device(spec.device)
+        if spec.threads is not None:
+            torch.set_num_threads(spec.threads)
+        self.spec = spec
+        self.params = resolve_params(spec.method, spec.params)
+
+    def __call__(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """``image`` (H, W, 3) uint8, ``probs`` (C, H, W) float32 → ``(H, W)`` int64 labels."""
+        from ..api import refine
+
+        return refine(image, probs, self.spec.method, params=self.params, device=self.spec.device).labels
+
+
+def refine_file(task: Task, refiner: Refiner) -> Outcome:
+    """Refine one image and write its index PNG atomically; every failure is returned, not raised."""
+    from ..unary_io import load_unary
+
+    start = time.perf_counter()
+    if task.problem is not None:
+        return Outcome(task, "failed", task.problem)
+    try:
+        image = io.load_image(task.image)
+        probs = load_unary(task.unary, num_classes=refiner.spec.num_classes, image_shape=image.shape[:2],
+                           confidence=refiner.spec.confidence, band=refiner.spec.band, resize=refiner.spec.resize,
+                           ignore_index=refiner.spec.void)
+        io.save_mask(task.out, refiner(image, probs))
+    except Exception as exc:  # one bad image must not stop the batch; the reason goes in the summary
+        return Outcome(task, "failed", f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
+    return Outcome(task, "done", "", time.perf_counter() - start)
+
+
+def output_ok(path: Path) -> bool:
+    """True when ``path`` is a complete output: a non-empty PNG that decodes (checksums verified).
+
+    Outputs are written atomically, so a damaged one was written by something else (a full disk, a copy cut
+    short); a batch redoes it rather than skipping it forever.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return False
+    return True
+
+
+def find_tasks(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+               unary_dir: str | os.PathLike | None = None) -> list[Task]:
+    """The tasks of a folder: every image with its unary and its output ``out_dir/<stem>.png``.
+
+    Images are ``in_dir/images/*`` when that folder exists, else the images of ``in_dir`` (files ending in ``_mask``
+    excluded). A unary is the file or folder named ``<stem>`` (any of :data:`UNARY_SUFFIXES`) in ``unary_dir``; without
+    one, ``in_dir/masks/<stem>.*``, else ``in_dir/<stem>_mask.*``. Images without exactly one unary, and images
+    sharing a stem, become tasks with a ``problem``. Left-over temporary files of interrupted writes in ``out_dir``
+    are removed.
+
+    Raises:
+        FileNotFoundError: ``in_dir`` or ``unary_dir`` is not a folder.
+        ValueError: ``out_dir`` is one of the input folders (outputs would overwrite inputs); no images.
+    """
+    root, out = Path(in_dir), Path(out_dir)
+    for name, folder in (("IN_DIR", root), ("--unary-dir", unary_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{name} {folder} does not exist or is not a folder.")
+    flat = not (root / "images").is_dir()
+    image_dir = root if flat else root / "images"
+    inputs = [image_dir, root / "masks"] + ([Path(unary_dir)] if unary_dir is not None else [])
+    if out.exists() and any(out.resolve() == p.resolve() for p in inputs if p.exists()):
+        raise InputError(f"output folder {out} is an input folder; outputs <stem>.png would overwrite inputs. Pick "
+                         f"another -o.")
+    images = sorted(f for f in image_dir.iterdir() if f.is_file() and not f.name.startswith(".")
+                    and f.suffix.lower() in io.IMAGE_SUFFIXES and not (flat and f.stem.endswith("_mask")))
+    if not images:
+        raise InputError(f"{image_dir} holds no images ({', '.join(io.IMAGE_SUFFIXES)}).")
+    if out.is_dir():
+        for leftover in (f for f in out.iterdir() if io.is_temporary(f.name)):
+            leftover.unlink(missing_ok=True)
+    if unary_dir is not None:
+        where, suffix = Path(unary_dir), ""
+    else:
+        where, suffix = (root, "_mask") if flat else (root / "masks", "")
+    candidates: dict[str, list[Path]] = {}
+    if where.is_dir():
+        for f in where.iterdir():
+            if not f.name.startswith(".") and (f.is_dir() or f.suffix.lower() in UNARY_SUFFIXES):
+                candidates.setdefault(f.name if f.is_dir() else f.stem, []).append(f)
+    stems = [f.stem for f in images]
+    tasks = []
+    for image in images:
+        found = sorted(candidates.get(image.stem + suffix, []))
+        problem = None
+        if stems.count(image.stem) > 1:
+            problem = f"another image has the stem {image.stem!r} (both would write {image.stem}.png); rename one"
+        elif not found:
+            problem = f"no unary found: expected {where / (image.stem + suffix)}.<png|npy|npz|tif|json>"
+        elif len(found) > 1:
+            problem = f"{len(found)} unaries match ({', '.join(f.name for f in found)}); keep one"
+        tasks.append(Task(image, found[0] if len(found) == 1 else None, out / f"{image.stem}.png", problem))
+    return tasks
+
+
+@contextmanager
+def quiet_per_image_logs() -> Iterator[None]:
+    """Within the block, ``crfcore.unary_io`` logs warnings only: its INFO line per image would bury a progress bar."""
+    logger = logging.getLogger("crfcore.unary_io")
+    saved = logger.level
+    logger.setLevel(max(saved, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
