@@ -596,6 +596,7 @@ def _fuzz_settings(examples: int) -> settings:
 _json_budget, _bytes_budget = _Budget(), _Budget()
 
 
+@pytest.mark.slow
 @seed(16)
 @_fuzz_settings(300)
 @given(doc=_json_values | _structured)
@@ -616,6 +617,7 @@ def test_fuzz_json_loaders_give_values_or_clear_errors_16(tmp_path_factory, doc)
 _MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\x93NUMPY\x01\x00", b"PK\x03\x04", b"II*\x00", b"{\"images\": ["]
 
 
+@pytest.mark.slow
 @seed(16)
 @_fuzz_settings(300)
 @given(prefix=st.sampled_from(_MAGIC), body=st.binary(max_size=256),
