@@ -280,7 +280,8 @@ CASES: list[Case] = [
     Case("preset", "a PNG", lambda d: load_preset(_image(d)), r"preset .*a\.png is not a text file \(not UTF-8"),
     Case("preset", "not JSON", lambda d: load_preset(_text(d, "p.json", "{method: convcrf")),
          r"preset .*p\.json is not valid JSON"),
-    Case("preset", "nested 100k deep", lambda d: load_preset(_deep(d)), r"deep\.json nests lists or objects deeper"),
+    Case("preset", "nested 100k deep", lambda d: load_preset(_deep(d)),
+         r"deep\.json nests lists or objects too deeply"),
     Case("preset", "a list", lambda d: load_preset(_preset(d, [1, 2])), r"p\.json holds list JSON; a preset is an "
                                                                           r"object"),
     Case("preset", "method is a list", lambda d: load_preset(_preset(d, {"method": ["convcrf"], "params": {}})),
