@@ -213,6 +213,9 @@ CASES: list[Case] = [
          r"m\.png has labels 1 outside 0\.\.0 .* pass num_classes=2"),
     Case("mask", "num_classes=True", lambda d: io.load_mask(_mask(d), num_classes=True),
          r"num_classes must be a positive integer, got True"),
+    Case("mask", "16-bit mask with label 65535 as a unary", lambda d: load_unary(_save_pil(
+        d, "m16.png", np.full((H, W), 65535, np.uint16))),
+         r"m16\.png has labels up to 65535, which would make 65536 classes \(over 1024\)"),
     Case("mask", "over the pixel limit", lambda d: _limited(50, lambda: io.load_mask(_mask(d))),
          r"m\.png is 12×16 .* over the limit of 50"),
     # arrays
