@@ -59,7 +59,7 @@ def as_image_tensor(image: np.ndarray | Tensor, *, name: str = "image") -> Tenso
     if low < 0 or high > 255:
         raise InputError(f"{name} has values in {low:g}..{high:g}; expected 0..255 (RGB levels). Clip or rescale "
                          f"it, e.g. image.clamp(0, 255).")
-    if 0 < high <= 1 and not float(image.frac().abs().max()) == 0:
+    if 0 < high <= 1 and bool((image.frac() != 0).any()):  # fractions below 1: 0..1 colours, not 0..255 levels
         raise InputError(f"{name} has values in {low:g}..{high:g}, which look like 0..1 colours; crfcore images are "
                          f"0..255 (theta_beta is in those units). Pass image * 255.")
     return image

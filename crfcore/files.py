@@ -7,8 +7,8 @@ Each reader checks what a file declares before acting on it:
   file is for *before* anything of that size is allocated;
 * structure: every field is looked up with :func:`field`, which names the file, the field's path (``images[0].height``)
   and the fix when the field is missing or of the wrong type (``True`` is never an integer);
-* encoding: a file that is not UTF-8 (a PNG passed as a preset), not JSON, or nested deeper than
-  :data:`MAX_JSON_DEPTH` is refused with one clear message.
+* encoding: a file that is not UTF-8 (a PNG passed as a preset), not JSON, or nested too deeply for the parser
+  is refused with one clear message.
 
 Every failure is an :class:`~crfcore.errors.InputError` (``FileNotFoundError`` for a missing file).
 """
@@ -28,14 +28,11 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 
-__all__ = ["MAX_CLASSES", "MAX_JSON_DEPTH", "pixel_limit", "check_pixels", "check_declared_size", "read_json", "field",
+__all__ = ["MAX_CLASSES", "pixel_limit", "check_pixels", "check_declared_size", "read_json", "field",
            "int_field", "open_pil", "decode_embedded_image", "check_array_header"]
 
 MAX_CLASSES = 1024
 """Most classes (the first axis of a ``(C, H, W)`` array file) a unary file may declare."""
-
-MAX_JSON_DEPTH = 64
-"""Deepest nesting of lists and objects a JSON file may have (presets and annotations need fewer than 8)."""
 
 _PIL_LIMIT_LOCK = threading.Lock()
 _TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
@@ -86,36 +83,12 @@ def check_declared_size(path: str | os.PathLike, where: str, height: Any, width:
     return h, w
 
 
-def _depth_ok(text: str) -> bool:
-    """True when brackets in ``text`` (outside strings) nest at most :data:`MAX_JSON_DEPTH` deep."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
 def read_json(path: str | os.PathLike, what: str, example: str) -> Any:
     """The parsed JSON of ``path``, a ``what`` (e.g. ``"preset"``) whose expected form ``example`` shows.
 
     Raises:
         FileNotFoundError: no such file.
-        InputError: a folder, not UTF-8 text (e.g. an image), not JSON, or nested deeper than
-            :data:`MAX_JSON_DEPTH`.
+        InputError: a folder, not UTF-8 text (e.g. an image), not JSON, or nested too deeply to parse.
     """
     p = Path(path)
     if not p.exists():
@@ -127,12 +100,12 @@ def read_json(path: str | os.PathLike, what: str, example: str) -> Any:
     except UnicodeDecodeError:
         raise InputError(f"{what} {p} is not a text file (not UTF-8; an image or archive?); a {what} is JSON such "
                          f"as {example}.") from None
-    if not _depth_ok(text):
-        raise InputError(f"{what} {p} nests lists or objects deeper than {MAX_JSON_DEPTH} levels; a {what} is "
-                         f"JSON such as {example}.")
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except RecursionError:
+        raise InputError(f"{what} {p} nests lists or objects too deeply to read (hundreds of levels; a {what} "
+                         f"needs a few); a {what} is JSON such as {example}.") from None
+    except json.JSONDecodeError as exc:
         raise InputError(f"{what} {p} is not valid JSON ({exc}); a {what} is JSON such as {example}.") from None
 
 

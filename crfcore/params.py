@@ -101,12 +101,13 @@ def _validate_matrix(value: Any) -> tuple[tuple[float, ...], ...]:
 
 def _validate_matrices(name: str, value: Any) -> tuple[tuple[tuple[float, ...], ...], ...]:
     try:
-        items = list(value)
+        items = [[list(row) for row in m] for m in value]
     except TypeError:
         raise InputError(f"{name} must be a name or a list of square matrices of numbers, "
                          f"got {value!r:.80}.") from None
-    if not items:
-        raise InputError(f"{name} must be a name or a non-empty list of square matrices, got an empty list.")
+    if not items or any(not m or any(len(r) != len(m) for r in m) for m in items):
+        raise InputError(f"{name} must be a non-empty list of square matrices, got matrices of shapes "
+                         f"{[(len(m), sorted({len(r) for r in m})) for m in items]} (rows, row lengths).")
     return tuple(check_matrix(m, f"{name}[{k}]") for k, m in enumerate(items))
 
 

@@ -45,6 +45,7 @@ from numpy.typing import ArrayLike
 
 from . import io
 from . import params as P
+from .errors import InputError
 
 __all__ = ["SCHEMA_VERSION", "CATALOG_DIR", "ProjectError", "ImageRecord", "UnarySource", "Revision", "Project",
            "mask_digest"]
@@ -74,7 +75,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-class ProjectError(ValueError):
+class ProjectError(InputError):
     """A catalog that cannot be used (damaged, from a newer version, closed) or a reference to nothing in it."""
 
 

@@ -43,8 +43,8 @@ from PIL import UnidentifiedImageError
 
 from . import unary
 from .errors import InputError
-from .files import check_array_header, check_declared_size, check_pixels, decode_embedded_image, field, int_field, \
-    open_pil, read_json
+from .files import (MAX_CLASSES, check_array_header, check_declared_size, check_pixels, decode_embedded_image, field,
+                    int_field, open_pil, read_json)
 from .io import load_mask
 from .labels import VOID
 
@@ -283,6 +283,10 @@ def _from_mask(labels: np.ndarray, p: Path, kind: str, num_classes: int | None, 
                          f"{ignore_index} (ignore_index) for void or unpainted pixels.")
     top = int(known.max()) if known.size else 0
     if num_classes is None:
+        if top >= MAX_CLASSES:
+            raise InputError(f"{p} has labels up to {top}, which would make {top + 1} classes (over {MAX_CLASSES}); "
+                             f"if it is a label mask, map unannotated pixels to {ignore_index} (ignore_index) and the "
+                             f"classes to 0..C-1, or pass num_classes.")
         num_classes = max(2, top + 1)
         log.info("%s: %s with %d classes (largest label %d)", p.name, kind, num_classes, top)
     elif top >= num_classes:

@@ -57,8 +57,10 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker(conn: Connection, spec: RefineSpec, parent: int) -> None:
-    """A worker process: refine each task received until ``None`` or the pipe closes."""
+    """A worker process: refine each task received until ``None`` or the pipe closes. Ctrl-C is the parent's to
+    handle (it lets the image in hand finish), so the worker ignores SIGINT."""
     _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     refiner = Refiner(spec)
     while True:
         try:

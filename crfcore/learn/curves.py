@@ -21,7 +21,9 @@ def write_csv(history: Sequence[dict[str, float]], path: str | os.PathLike) -> N
     columns: list[str] = ["step"]
     for row in history:
         columns += [k for k in row if k not in columns]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    from ..io import atomic_write
+
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
         for row in history:
@@ -46,7 +48,10 @@ def plot_png(history: Sequence[dict[str, float]], path: str | os.PathLike, *, ti
     _panel(draw, history, ["train_loss"], top=_MARGIN // 2 + 12, x_max=x_max, y_range=None)
     _panel(draw, history, ["train_miou", "val_miou"], top=_MARGIN + _PANEL + 12, x_max=x_max, y_range=(0.0, 100.0))
     draw.text((_WIDTH // 2 - 12, image.height - 16), "step", fill="black")
-    image.save(Path(path))
+    from ..io import atomic_write
+
+    with atomic_write(path) as tmp:
+        image.save(tmp, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
 
 
 def _panel(draw: ImageDraw.ImageDraw, history: Sequence[dict[str, float]], keys: list[str], *, top: int,

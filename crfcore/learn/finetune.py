@@ -23,7 +23,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,18 +257,14 @@ def _comparable(config: FinetuneConfig) -> dict[str, Any]:
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                      config: FinetuneConfig, state: dict[str, Any]) -> None:
-    """Write the checkpoint atomically (temp file + ``os.replace``)."""
+    """Write the checkpoint atomically (``crfcore.io.atomic_write``)."""
+    from ..io import atomic_write
+
     payload = {"format": "crfcore-finetune-1", "method": model.method, "config": _comparable(config),
                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": generator.get_state(),
                **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,

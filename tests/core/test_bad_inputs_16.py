@@ -213,6 +213,9 @@ CASES: list[Case] = [
          r"m\.png has labels 1 outside 0\.\.0 .* pass num_classes=2"),
     Case("mask", "num_classes=True", lambda d: io.load_mask(_mask(d), num_classes=True),
          r"num_classes must be a positive integer, got True"),
+    Case("mask", "16-bit mask with label 65535 as a unary", lambda d: load_unary(_save_pil(
+        d, "m16.png", np.full((H, W), 65535, np.uint16))),
+         r"m16\.png has labels up to 65535, which would make 65536 classes \(over 1024\)"),
     Case("mask", "over the pixel limit", lambda d: _limited(50, lambda: io.load_mask(_mask(d))),
          r"m\.png is 12×16 .* over the limit of 50"),
     # arrays
@@ -280,7 +283,8 @@ CASES: list[Case] = [
     Case("preset", "a PNG", lambda d: load_preset(_image(d)), r"preset .*a\.png is not a text file \(not UTF-8"),
     Case("preset", "not JSON", lambda d: load_preset(_text(d, "p.json", "{method: convcrf")),
          r"preset .*p\.json is not valid JSON"),
-    Case("preset", "nested 100k deep", lambda d: load_preset(_deep(d)), r"deep\.json nests lists or objects deeper"),
+    Case("preset", "nested 100k deep", lambda d: load_preset(_deep(d)),
+         r"deep\.json nests lists or objects too deeply"),
     Case("preset", "a list", lambda d: load_preset(_preset(d, [1, 2])), r"p\.json holds list JSON; a preset is an "
                                                                           r"object"),
     Case("preset", "method is a list", lambda d: load_preset(_preset(d, {"method": ["convcrf"], "params": {}})),
@@ -596,6 +600,7 @@ def _fuzz_settings(examples: int) -> settings:
 _json_budget, _bytes_budget = _Budget(), _Budget()
 
 
+@pytest.mark.slow
 @seed(16)
 @_fuzz_settings(300)
 @given(doc=_json_values | _structured)
@@ -616,6 +621,7 @@ def test_fuzz_json_loaders_give_values_or_clear_errors_16(tmp_path_factory, doc)
 _MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\x93NUMPY\x01\x00", b"PK\x03\x04", b"II*\x00", b"{\"images\": ["]
 
 
+@pytest.mark.slow
 @seed(16)
 @_fuzz_settings(300)
 @given(prefix=st.sampled_from(_MAGIC), body=st.binary(max_size=256),

@@ -207,6 +207,7 @@ def _loopback(table: str, address: str) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads listening sockets from /proc (Linux)")
+@pytest.mark.slow
 def test_a_local_ray_listens_on_127_0_0_1_only_and_starts_no_dashboard_16():
     pytest.importorskip("ray", reason="the ray engine needs Ray (pip install 'crf-studio[cluster]')")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

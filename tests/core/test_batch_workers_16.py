@@ -67,6 +67,7 @@ def _alive(pid: int) -> bool:
 
 
 @needs_proc
+@pytest.mark.slow
 def test_sigkill_of_the_batch_parent_leaves_no_worker_alive_after_5_s_16(tmp_path):
     # images that take a worker well over 5 s each (a 31×31 window at full resolution, 50 iterations), so a worker
     # busy refining when the parent dies would still be alive 5 s later unless something ends it
@@ -93,6 +94,7 @@ def test_sigkill_of_the_batch_parent_leaves_no_worker_alive_after_5_s_16(tmp_pat
 
 
 @needs_proc
+@pytest.mark.slow
 def test_a_killed_worker_fails_only_its_image_and_the_run_goes_on_16(tmp_path):
     data = _folder(tmp_path / "in", 6)
     stop, killed = threading.Event(), []
