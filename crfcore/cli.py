@@ -28,14 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crfcore", description="Refine segmentation masks with CRFs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.add_parser(sub)
+    for name in SUBCOMMANDS:  # a module that fails to import is a broken install: say so, never drop the command
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 

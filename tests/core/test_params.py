@@ -84,3 +84,11 @@ def test_training_settings_are_declared_once_for_the_configs_the_cli_and_the_dia
     assert flags["val_frac"].default == VAL_FRAC.default
     assert f"finetune {FINETUNE['steps'].default}" in flags["cfg_steps"].help
     assert f"piecewise {PIECEWISE['steps'].default}" in flags["cfg_steps"].help
+
+
+def test_the_cli_refuses_to_start_without_one_of_its_subcommands(monkeypatch):
+    import crfcore.cli
+
+    monkeypatch.setattr(crfcore.cli, "SUBCOMMANDS", crfcore.cli.SUBCOMMANDS + ("crfcore.commands.missing",))
+    with pytest.raises(ModuleNotFoundError, match="crfcore.commands.missing"):
+        crfcore.cli.build_parser()
