@@ -68,4 +68,3 @@ def test_bad_preset_file_names_the_file(tmp_path) -> None:
     other.write_text(json.dumps({"method": "convcrf", "params": {"blur": 99}}))
     with pytest.raises(ValueError, match="other.json: blur=99"):
         P.load_preset(other)
-
