@@ -93,6 +93,10 @@ def as_prob_tensor(probs: np.ndarray | Tensor, *, name: str = "unary") -> tuple[
     if tensor.shape[-2] < 1 or tensor.shape[-1] < 1:
         raise InputError(f"{name} has shape {tuple(tensor.shape)}: no pixels; expected (C, H, W) with H, W ≥ 1.")
     tensor = tensor.float() if tensor.dtype != torch.float64 else tensor
+    # One cheap pass for the common case: NaN fails both tests (amin and amax propagate it), +inf the sum, -inf the
+    # minimum. Only a failure pays for the checks below, which find the problem and name it.
+    if tensor.numel() and bool(tensor.amin() >= 0) and bool((tensor.sum(1) - 1).abs().amax() <= SUM_TOLERANCE):
+        return tensor, batched
     check_finite(tensor, name)
     if (tensor < 0).any():
         raise InputError(f"{name} has negative values; expected probabilities. If these are logits or scores, "

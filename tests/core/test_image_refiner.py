@@ -156,3 +156,11 @@ def test_batched_tensor_unaries_come_back_as_tensors_on_their_device():
     assert isinstance(result.probs, torch.Tensor) and result.probs.shape == (2, 3, 24, 30)
     single = crfcore.refine(image, unary[::-1].copy(), device="cpu")
     np.testing.assert_array_equal(result.labels[1].numpy(), single.labels)
+
+
+def test_a_preset_for_another_method_is_refused_naming_the_file(tmp_path):
+    image, unary = make_input()
+    path = tmp_path / "dense.json"
+    P.save_preset(path, "densecrf", P.DenseCRFParams())
+    with pytest.raises(ValueError, match=f"preset {path} is for method 'densecrf', not 'convcrf'"):
+        crfcore.refine(image, unary, method="convcrf", params=path, device="cpu")

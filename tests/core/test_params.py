@@ -68,19 +68,3 @@ def test_bad_preset_file_names_the_file(tmp_path) -> None:
     other.write_text(json.dumps({"method": "convcrf", "params": {"blur": 99}}))
     with pytest.raises(ValueError, match="other.json: blur=99"):
         P.load_preset(other)
-
-
-def test_training_settings_are_declared_once_for_the_configs_the_cli_and_the_dialog():
-    from crfcore import learn
-    from crfcore.cli import build_parser
-    from crfcore.learn.settings import FINETUNE, PIECEWISE, VAL_FRAC
-
-    assert {s.name: s.default for s in P.specs(learn.FinetuneConfig) if s.name in FINETUNE} == \
-        {n: s.default for n, s in FINETUNE.items()}
-    assert {s.name: s.default for s in P.specs(learn.PiecewiseConfig) if s.name in PIECEWISE} == \
-        {n: s.default for n, s in PIECEWISE.items()}
-    tune = build_parser()._subparsers._group_actions[0].choices["tune"]
-    flags = {a.dest: a for a in tune._actions}
-    assert flags["val_frac"].default == VAL_FRAC.default
-    assert f"finetune {FINETUNE['steps'].default}" in flags["cfg_steps"].help
-    assert f"piecewise {PIECEWISE['steps'].default}" in flags["cfg_steps"].help
