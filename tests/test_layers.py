@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RANKS: dict[str, int] = {
     # crfcore, bottom up: guards and the method table; data and operators; inference; refiners; the refine path
-    "crfcore.registry": 0, "crfcore.checks": 0, "crfcore.labels": 0,
-    "crfcore.params": 1, "crfcore.io": 1, "crfcore.metrics": 1, "crfcore.features": 1, "crfcore.affinity": 1,
+    "crfcore.registry": 0, "crfcore.checks": 0, "crfcore.labels": 0, "crfcore.errors": 0,
+    "crfcore.params": 1, "crfcore.io": 1, "crfcore.files": 1, "crfcore.metrics": 1, "crfcore.features": 1, "crfcore.affinity": 1,
     "crfcore.synthetic": 1, "crfcore.backbones": 1, "crfcore.polygons": 1,
     "crfcore.inference": 2, "crfcore.unary": 2,
     "crfcore.refiners": 3,
@@ -30,7 +30,7 @@ RANKS: dict[str, int] = {
     "crfcore.presets": 6, "crfcore.unary_io": 6, "crfcore.project": 6,
     "crfcore": 7,  # the package: the public face over all of the above
     "crfcore.export": 8, "crfcore.evaluate": 8, "crfcore.learn": 8, "crfcore.demo": 8,
-    "crfcore.batch": 9, "crfcore.batch_ray": 9,
+    "crfcore.batch": 9,
     "crfcore.benchmarks": 10,
     "crfcore.commands": 11,
     "crfcore.cli": 12,
