@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QSignalBlocker, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QSlider, QVBoxLayout, QWidget)
 
@@ -62,6 +62,8 @@ class MainWindow(QMainWindow):
         self.folder: ImageFolder | None = None
         self.index = -1
         self.document: ImageDocument | None = None
+        self.bad_images: dict[int, str] = {}  # images of the folder that cannot be opened: index -> why
+        self._carried: dict = {}  # refiner, parameters and mask settings handed to the next image opened
         self.scheduler = scheduler or RefineScheduler(self, device=device)
         self._first_request = 1  # requests with smaller ids were made for a previous document
         self.auto_presets = True  # the shipped preset kind follows the unary source (mask, probabilities)
@@ -222,7 +224,7 @@ class MainWindow(QMainWindow):
 
     def show_error(self, title: str, message: str) -> None:
         """An error the user caused by an action (a file, a preset): status bar and a non-blocking message box."""
-        self.show_status(message, error=True)
+        self.show_status(message.splitlines()[0], error=True)
         self.error_box = files.show_error(self, title, message)
 
     # --- images ------------------------------------------------------------------------------------------------
@@ -232,15 +234,22 @@ class MainWindow(QMainWindow):
             self.open_folder(path)
 
     def open_folder(self, path: str | Path) -> bool:
-        """Scan ``path`` and open its first image; False (with a message) if it cannot be used."""
+        """Scan ``path`` and open its first image that opens; False (with a message) if the folder cannot be used.
+
+        From here on the window shows the new folder whatever its images hold: an image that cannot be opened is
+        marked in the list with the reason, and when none opens the canvas is empty, never an image of the folder
+        shown before. Edits land in the project of the folder shown.
+        """
         try:
             folder = scan_folder(path)
         except (OSError, ValueError) as exc:
             self.show_error("Open folder", str(exc))
             return False
-        self.project_sync.watch(None)
+        self._carried = self._carried_settings()
+        self._clear_document()
         self.project_sync.open_folder(folder.root)
         self.folder, self.index = folder, -1
+        self.bad_images = {}
         self.save_label.setText("")
         for name in ("export", "tune"):
             self.qactions[name].setEnabled(True)
@@ -249,31 +258,82 @@ class MainWindow(QMainWindow):
         self.image_list.addItems([entry.stem for entry in folder.entries])
         self.image_list.blockSignals(False)
         self.setWindowTitle(f"CRF Studio — {folder.root}")
-        self.open_index(0)
+        for index in range(len(folder)):
+            if self._open(index, report=False):
+                break
+        if self.bad_images:
+            self._report_bad_images()
         return True
 
     def open_index(self, index: int) -> bool:
         """Open image ``index`` of the folder, keeping the refiner, its parameters and the mask confidence."""
         if self.folder is None or not 0 <= index < len(self.folder) or index == self.index:
             return False
+        return self._open(index, report=True)
+
+    def _open(self, index: int, *, report: bool) -> bool:
         entry = self.folder.entries[index]
-        previous = self.document
-        carried = {} if previous is None else {"method": previous.method, "params": previous.all_params(),
-                                                "mask_confidence": previous.mask_confidence,
-                                                "mask_band": previous.mask_band}
+        self._carried = self._carried_settings()
         try:
-            document = ImageDocument.open(entry, parent=self, **carried)
+            document = ImageDocument.open(entry, parent=self, **self._carried)
         except (OSError, ValueError) as exc:
-            self.show_error("Open image", f"Cannot open {entry.stem}: {exc}")
+            self._mark_bad(index, f"Cannot open {entry.stem}: {exc}")
+            if report:
+                self._report_bad_images()
+            self._select_row(self.index)
             return False
+        previous = self.document
         self.index = index
-        self.image_list.blockSignals(True)
-        self.image_list.setCurrentRow(index)
-        self.image_list.blockSignals(False)
+        self._select_row(index)
         self._set_document(document)
         if previous is not None:
             previous.deleteLater()
         return True
+
+    def _carried_settings(self) -> dict:
+        """The refiner, its parameters and the mask settings, carried from the shown image to the next one."""
+        doc = self.document
+        if doc is None:
+            return self._carried
+        return {"method": doc.method, "params": doc.all_params(), "mask_confidence": doc.mask_confidence,
+                "mask_band": doc.mask_band}
+
+    def _select_row(self, index: int) -> None:
+        with QSignalBlocker(self.image_list):
+            self.image_list.setCurrentRow(index)
+
+    def _mark_bad(self, index: int, reason: str) -> None:
+        """Mark image ``index`` in the list as one that cannot be opened, with ``reason`` as its tooltip."""
+        self.bad_images[index] = reason
+        item = self.image_list.item(index)
+        item.setText(f"{self.folder.entries[index].stem}  ✕")
+        item.setForeground(QColor("#d93025"))
+        item.setToolTip(reason)
+
+    def _report_bad_images(self) -> None:
+        bad = [self.bad_images[i] for i in sorted(self.bad_images)]
+        shown = (f"showing {self.document.entry.stem}" if self.document is not None
+                 else "no image of this folder could be opened")
+        self.show_error("Open image", f"{len(bad)} image(s) of {self.folder.root} cannot be opened (marked ✕ in the "
+                        f"list); {shown}.\n" + "\n".join(bad))
+
+    def _clear_document(self) -> None:
+        """Show nothing: no image, no unary, no refiner bound; a pending edit is saved first."""
+        self.canvas.end_stroke()
+        self.scheduler.cancel()
+        self._first_request = self.scheduler.latest_id + 1
+        self.project_sync.watch(None)
+        previous, self.document, self.index = self.document, None, -1
+        self.canvas.set_document(None)
+        self.unary_picker.set_document(None)
+        self.panel.set_document(None)
+        self.legend.set_classes(())
+        self.brush_controls.set_classes(())
+        self.timing.setText("")
+        for name in ("undo", "redo", "accept"):
+            self.qactions[name].setEnabled(False)
+        if previous is not None:
+            previous.deleteLater()
 
     def next_image(self) -> None:
         if self.folder is not None:

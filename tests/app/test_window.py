@@ -16,6 +16,7 @@ from app.widgets.canvas import label_boundaries
 from app.window import MainWindow
 import crfcore.presets
 from crfcore import params as P
+from crfcore.project import CATALOG_DIR, Project
 
 TIMEOUT = 20_000
 
@@ -240,3 +241,42 @@ def test_the_outline_band_box_rederives_the_mask_unary(window, qtbot):
     picker.band.setValue(0.0)  # "off"
     assert doc.mask_band is None
     qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
+
+
+def test_a_failed_open_shows_no_stale_image_and_the_next_stroke_lands_in_the_new_folder_19(window, qtbot, tmp_path,
+                                                                                            folder_factory):
+    old = window.document
+    other = folder_factory(tmp_path / "other", count=2)
+    (other / "img0.png").write_bytes(b"not an image")
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        assert window.open_folder(other)
+    doc = window.document
+    assert doc is not old and doc.entry.image == other / "img1.png"
+    assert window.image_list.currentRow() == 1 and window.index == 1
+    assert np.array_equal(window.canvas.image_item.image, doc.image)
+    bad = window.image_list.item(0)
+    assert "✕" in bad.text() and "img0" in bad.toolTip() and "image format" in bad.toolTip()
+    assert "1 image(s)" in window.error_box.text() and "showing img1" in window.error_box.text()
+    rows, cols = np.mgrid[4:8, 4:8]
+    doc.begin_edit("brush")
+    doc.paint(rows.ravel(), cols.ravel(), 1)
+    doc.end_edit()
+    assert window.project_sync.root == other
+    assert (other / CATALOG_DIR).is_dir()
+    with Project.open(other) as project:
+        assert [r.path for r in project.images()] == [(other / "img1.png").resolve()]
+    assert not any(p.name == CATALOG_DIR for p in (tmp_path / "samples").iterdir())
+
+
+def test_a_folder_whose_images_all_fail_shows_an_empty_canvas_19(window, tmp_path, folder_factory):
+    other = folder_factory(tmp_path / "broken", count=1)
+    (other / "img0.png").write_bytes(b"not an image")
+    assert window.open_folder(other)
+    assert window.document is None and window.canvas.document is None
+    assert window.canvas.image_item.image is None
+    assert window.legend.names == () and not window.panel.isEnabled()
+    assert "no image of this folder could be opened" in window.error_box.text()
+    assert window.windowTitle().endswith(str(other))
+    window.qactions["refine"].trigger()  # nothing to refine, nothing raised
+    window.next_image()
+    assert window.document is None
