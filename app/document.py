@@ -25,13 +25,12 @@ from crfcore.io import load_image, load_mask
 from crfcore.unary_io import load_unary
 
 from .compute import RefineJob, RefineResult
-from .folder import ImageEntry
+from .folder import VOID, ImageEntry
 from .scribbles import UNPAINTED, ScribbleLayer
 
 __all__ = ["UnaryKind", "VOID", "available_methods", "default_params", "ImageDocument"]
 
 UnaryKind = Literal["mask", "probs"]
-VOID = 255  # mask value of pixels with no label (VOC's void); their unary is uniform
 
 
 def available_methods() -> list[str]:
@@ -131,8 +130,14 @@ class ImageDocument(QObject):
 
     @property
     def before_labels(self) -> np.ndarray | None:
-        """``(H, W)`` int64 labels of the unary: the mask itself (255 = void) or the argmax of the probabilities."""
+        """``(H, W)`` int64 labels of the unary: the mask itself (:attr:`void` = unannotated) or the argmax of the
+        probabilities."""
         return self._before
+
+    @property
+    def void(self) -> int:
+        """The mask label of unannotated pixels (``classes.json``'s ``"void"``, default 255); never a class."""
+        return self.entry.void
 
     @property
     def num_classes(self) -> int:
@@ -238,13 +243,13 @@ class ImageDocument(QObject):
     def _from_mask(self, mask: np.ndarray, path: Path, confidence: float,
                    band: float | None) -> tuple[np.ndarray, np.ndarray]:
         labels = mask.astype(np.int64)
-        valid = labels[labels != VOID]
+        valid = labels[labels != self.void]
         found = int(valid.max()) + 1 if valid.size else 0
         count = len(self._names) if self._names else max(2, found)
         if found > count:
             raise ValueError(f"{path.name} holds class {found - 1} but classes.json names {count} classes; add the "
-                             f"missing names or fix the mask.")
-        unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=VOID, band=band)
+                             f"missing names, give the unannotated label as \"void\", or fix the mask.")
+        unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=self.void, band=band)
         return unary.astype(np.float32), labels
 
     # --- refiner -----------------------------------------------------------------------------------------------
@@ -338,7 +343,7 @@ class ImageDocument(QObject):
         """Show a saved mask and its scribbles, e.g. from a reopened project; the undo history starts empty.
 
         Args:
-            labels: ``(H, W)`` integer mask, classes 0..C-1 or 255 (void), shown as the current result (one-hot
+            labels: ``(H, W)`` integer mask, classes 0..C-1 or :attr:`void`, shown as the current result (one-hot
                 probabilities, uniform on void, counted as made from the current inputs); None keeps no result, so
                 the scribbles wait for a refinement.
             scribbles: ``(H, W)`` integer scribbles (:data:`~app.scribbles.UNPAINTED` = none) or None for none.
@@ -358,7 +363,7 @@ class ImageDocument(QObject):
         result = None
         if labels is not None:
             labels = np.asarray(labels, dtype=np.int64)
-            probs = crfcore.unary.from_labels(labels, self.num_classes, confidence=1.0, ignore_index=VOID)
+            probs = crfcore.unary.from_labels(labels, self.num_classes, confidence=1.0, ignore_index=self.void)
             result = RefineResult(probs.astype(np.float32), labels, {"restored": True}, method, False,
                                   self._version + 1)
         self._scribbles = layer

@@ -442,7 +442,7 @@ class MainWindow(QMainWindow):
         if self.folder is not None:
             self.project_sync.flush()
             names = self.document.class_names if self.document is not None else ()
-            self.export_dialog = ExportDialog(self.folder.root, names, self)
+            self.export_dialog = ExportDialog(self.folder.root, names, self, void=self.folder.void)
             self.export_dialog.open()
 
     def fine_tune(self) -> None:

@@ -30,13 +30,16 @@ OBJECT_FORMATS = ("coco", "yolo", "binary")  # the formats that leave the backgr
 
 
 class ExportDialog(QDialog):
-    """Exports ``root``'s project masks; ``classes`` are the folder's class names (the project's when it has any)."""
+    """Exports ``root``'s project masks; ``classes`` are the folder's class names (the project's when it has any),
+    ``void`` the mask label of unannotated pixels (``classes.json``'s ``"void"``), never exported as a class."""
 
-    def __init__(self, root: str | Path, classes: tuple[str, ...] = (), parent: QWidget | None = None) -> None:
+    def __init__(self, root: str | Path, classes: tuple[str, ...] = (), parent: QWidget | None = None, *,
+                 void: int = export.ClassTable.void) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export masks")
         self.root = Path(root)
         self.classes = classes
+        self.void = void
         self.written: list[Path] = []
         self.runner = TaskRunner(self)
         self.format = QComboBox()
@@ -120,7 +123,8 @@ class ExportDialog(QDialog):
         if out.exists() and not out.is_dir():
             self.status.setText(f"{out} is a file; choose a folder to export into (it is created if missing).")
             return
-        table = export.ClassTable(tuple(self.classes), background=0 if self.background.isChecked() else None)
+        table = export.ClassTable(tuple(self.classes), background=0 if self.background.isChecked() else None,
+                                  void=self.void)
         self.written = []
         self.progress.setValue(0)
         self.status.setText(f"Exporting {FORMAT_TITLES.get(fmt, fmt)} to {out}…")

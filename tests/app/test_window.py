@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -12,10 +13,13 @@ import app.workers
 from app.compute import compute
 from app.dialogs import files
 from app.document import available_methods
+from app.folder import scan_folder
+from app.tuning import _unary_fn
 from app.widgets.canvas import label_boundaries
 from app.window import MainWindow
 import crfcore.presets
 from crfcore import params as P
+from crfcore.io import load_image, load_mask, save_mask
 from crfcore.project import CATALOG_DIR, Project
 
 TIMEOUT = 20_000
@@ -280,3 +284,44 @@ def test_a_folder_whose_images_all_fail_shows_an_empty_canvas_19(window, tmp_pat
     window.qactions["refine"].trigger()  # nothing to refine, nothing raised
     window.next_image()
     assert window.document is None
+
+
+def test_void_from_classes_json_is_unannotated_in_the_unary_the_refinement_and_the_export_19(qtbot, tmp_path,
+                                                                                              folder_factory):
+    folder = folder_factory(tmp_path / "camvid_like", count=1)
+    (folder / "classes.json").write_text(json.dumps({"names": ["background", "disc"], "void": 11}))
+    mask = load_mask(folder / "img0_mask.png").astype(np.uint8)
+    mask[:, :16] = 11  # a strip nobody annotated
+    save_mask(folder / "img0_mask.png", mask)
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        assert win.open_folder(folder)
+    doc = win.document
+    assert doc.void == 11 and doc.num_classes == 2 and doc.class_names == ("background", "disc")
+    assert np.allclose(doc.unary[:, :, :16], 0.5)  # uniform: no class is favoured where the mask is void
+    assert set(np.unique(doc.result.labels)) <= {0, 1}  # every pixel refined into a real class
+    assert len(win.legend.shares()) == 2
+    win.qactions["accept"].trigger()
+    win.export_masks()
+    dialog = win.export_dialog
+    assert dialog.void == 11
+    dialog.set_format("coco")
+    dialog.output.setText(str(tmp_path / "coco"))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=TIMEOUT):
+        dialog.start()
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["disc"]
+    win.scheduler.shutdown()
+
+
+def test_fine_tuning_reads_masks_with_the_folders_void_19(tmp_path, folder_factory):
+    folder = folder_factory(tmp_path / "v", count=1)
+    (folder / "classes.json").write_text(json.dumps({"names": ["background", "disc"], "void": 11}))
+    mask = load_mask(folder / "img0_mask.png").astype(np.uint8)
+    mask[:4] = 11
+    save_mask(folder / "img0_mask.png", mask)
+    entry = scan_folder(folder).entries[0]
+    unary = _unary_fn({"img0": entry}, 0.9, None)(entry.image, load_image(entry.image), 2)
+    assert np.allclose(unary[:, :4], 0.5) and not np.allclose(unary[:, 8:], 0.5)
