@@ -388,6 +388,30 @@ class ImageDocument(QObject):
         return self._scribbles.values
 
     @property
+    def history(self) -> ScribbleLayer:
+        """The scribbles with their undo history, to hand to a later document of this image
+        (:meth:`adopt_history`)."""
+        return self._scribbles
+
+    def adopt_history(self, layer: ScribbleLayer) -> None:
+        """Take ``layer`` (:attr:`history` of an earlier document of this image) as the scribbles and their undo
+        history. Scribbles equal to the current ones keep the result; others clear it, so the window refines.
+
+        Raises:
+            ValueError: ``layer`` is for another image size, or uses a class the unary lacks.
+        """
+        if layer.values.shape != self.image.shape[:2]:
+            raise ValueError(f"the history is for a {layer.values.shape} image, this one is "
+                             f"{self.image.shape[:2]} (H×W); it belongs to another image.")
+        self._check_scribbles_fit(self.num_classes, layer)
+        same = np.array_equal(layer.values, self._scribbles.values)
+        self._scribbles = layer
+        if not same:
+            self._version += 1
+            self.scribbles_changed.emit()
+            self._set_result(None)
+
+    @property
     def can_undo(self) -> bool:
         return self._scribbles.can_undo
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox,
+from PySide6.QtWidgets import (QApplication, QDockWidget, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QSlider, QVBoxLayout, QWidget)
 
 import crfcore
@@ -22,10 +22,14 @@ import crfcore.presets
 from .autosave import ProjectSync
 from .compute import RefineResult
 from .dialogs import files
+from .dialogs import help as help_dialogs
+from .dialogs.help import ShortcutsDialog
 from .dialogs.export import ExportDialog
 from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
 from .folder import ImageFolder, scan_folder
+from .keys import ShortcutKeys
+from .scribbles import ScribbleLayer
 from .tools import ToolState
 from .widgets.canvas import DEFAULT_OPACITY, Canvas
 from .widgets.legend import Legend
@@ -40,7 +44,7 @@ SHORTCUTS = {
     "open": ["Ctrl+O"], "next": ["PgDown", "N"], "previous": ["PgUp", "P"], "refine": ["R", "Ctrl+Return"],
     "cancel": ["Esc"], "overlay": ["O"], "boundary": ["E"], "before": ["B"], "background": ["G"], "fit": ["F"],
     "undo": ["Ctrl+Z"], "redo": ["Ctrl+Shift+Z", "Ctrl+Y"], "accept": ["A"], "export": ["Ctrl+E"],
-    "tune": ["Ctrl+T"],
+    "tune": ["Ctrl+T"], "quit": ["Ctrl+Q"], "shortcuts": ["F1"], "about": [],
 }  # and app.widgets.tools.TOOL_SHORTCUTS: V navigate, D brush, X eraser, [ and ] brush size
 
 
@@ -64,6 +68,7 @@ class MainWindow(QMainWindow):
         self.document: ImageDocument | None = None
         self.bad_images: dict[int, str] = {}  # images of the folder that cannot be opened: index -> why
         self._carried: dict = {}  # refiner, parameters and mask settings handed to the next image opened
+        self._histories: dict[Path, ScribbleLayer] = {}  # undo histories of the folder's images left this session
         self.scheduler = scheduler or RefineScheduler(self, device=device)
         self._first_request = 1  # requests with smaller ids were made for a previous document
         self.auto_presets = True  # the shipped preset kind follows the unary source (mask, probabilities)
@@ -82,6 +87,9 @@ class MainWindow(QMainWindow):
         self._build_docks()
         self.qactions = self._build_actions()
         self.qactions.update(tool_actions(self.tools, self))
+        self.shortcuts_dialog: ShortcutsDialog | None = None
+        self.about_box: QMessageBox | None = None
+        self._build_menus()
         self._build_toolbar()
         self._build_edit_toolbar()
         self._build_status_bar(device)
@@ -104,6 +112,8 @@ class MainWindow(QMainWindow):
         self.scheduler.failed.connect(self._on_failed)
         self.scheduler.cancelled.connect(self._on_cancelled)
         self.scheduler.busy_changed.connect(self._on_busy)
+        self.keys = ShortcutKeys(self.focus_canvas, self)
+        QApplication.instance().installEventFilter(self.keys)
         self.resize(1280, 800)
 
     # --- layout ------------------------------------------------------------------------------------------------
@@ -155,6 +165,8 @@ class MainWindow(QMainWindow):
             "fit": ("Fit", self.canvas.fit, False), "undo": ("Undo", self.undo, False),
             "redo": ("Redo", self.redo, False), "accept": ("Accept", self.accept_mask, False),
             "export": ("Export…", self.export_masks, False), "tune": ("Fine-tune…", self.fine_tune, False),
+            "quit": ("Quit", self.close, False), "shortcuts": ("Keyboard shortcuts", self.show_shortcuts, False),
+            "about": ("About CRF Studio", self.show_about, False),
         }
         actions = {}
         for name, (text, slot, checkable) in specs.items():
@@ -162,7 +174,7 @@ class MainWindow(QMainWindow):
             keys = [QKeySequence(k) for k in SHORTCUTS[name]]
             action.setShortcuts(keys)
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            action.setToolTip(f"{text} ({', '.join(k.toString() for k in keys)})")
+            action.setToolTip(f"{text} ({', '.join(k.toString() for k in keys)})" if keys else text)
             action.setCheckable(checkable)
             (action.toggled if checkable else action.triggered).connect(slot)
             self.addAction(action)
@@ -176,6 +188,27 @@ class MainWindow(QMainWindow):
         for name in ("undo", "redo", "accept", "export", "tune"):
             actions[name].setEnabled(False)
         return actions
+
+    def _build_menus(self) -> None:
+        """File, Edit, View, Refine and Help menus over the same actions as the toolbars (keys shown beside)."""
+        menus = {"&File": ("open", None, "export", None, "quit"),
+                 "&Edit": ("undo", "redo", None, "accept", None, "navigate", "brush", "eraser", "shrink", "grow"),
+                 "&View": ("previous", "next", None, "overlay", "boundary", "before", "background", None, "fit"),
+                 "&Refine": ("refine", "cancel", None, "tune"), "&Help": ("shortcuts", None, "about")}
+        bar = self.menuBar()
+        for title, names in menus.items():
+            menu = bar.addMenu(title)
+            for name in names:
+                menu.addAction(self.qactions[name]) if name else menu.addSeparator()
+
+    def show_shortcuts(self) -> None:
+        """Help ▸ Keyboard shortcuts (F1): every action and its keys."""
+        self.shortcuts_dialog = ShortcutsDialog(self.qactions, self)
+        self.shortcuts_dialog.show()
+
+    def show_about(self) -> None:
+        """Help ▸ About: versions and the device the refiners run on."""
+        self.about_box = help_dialogs.show_about(self, self.device_label.text().removeprefix("device: "))
 
     def _build_toolbar(self) -> None:
         bar = self.addToolBar("Main")
@@ -217,6 +250,10 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.timing)
         bar.addPermanentWidget(self.device_label)
 
+    def focus_canvas(self) -> None:
+        """Give the keyboard focus to the canvas (after Enter or Escape in a number box)."""
+        self.canvas.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
     def show_status(self, text: str, *, error: bool = False) -> None:
         """Show ``text`` in the status bar, in red for an error."""
         self.message.setText(text)
@@ -250,6 +287,7 @@ class MainWindow(QMainWindow):
         self.project_sync.open_folder(folder.root)
         self.folder, self.index = folder, -1
         self.bad_images = {}
+        self._histories = {}
         self.save_label.setText("")
         for name in ("export", "tune"):
             self.qactions[name].setEnabled(True)
@@ -287,6 +325,7 @@ class MainWindow(QMainWindow):
         self._select_row(index)
         self._set_document(document)
         if previous is not None:
+            self._histories[previous.entry.image] = previous.history
             previous.deleteLater()
         return True
 
@@ -349,6 +388,11 @@ class MainWindow(QMainWindow):
         self._match_presets(document)  # before a saved mask is restored: it must not be recomputed or cleared
         self.project_sync.watch(document)
         restored = self.project_sync.restore(document)
+        if (history := self._histories.pop(document.entry.image, None)) is not None:
+            try:
+                document.adopt_history(history)
+            except ValueError as exc:  # the unary's classes changed since: the strokes stay as saved, no history
+                restored = f"{restored}; undo history dropped ({exc})" if restored else f"undo history dropped ({exc})"
         self.document = document
         document.method_changed.connect(self._on_method_changed)
         document.params_replaced.connect(lambda _m: self.schedule_refine(preview=False))
@@ -517,4 +561,5 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
         self.scheduler.shutdown()
         self.project_sync.close()
+        QApplication.instance().removeEventFilter(self.keys)
         super().closeEvent(event)

@@ -140,3 +140,30 @@ def test_document_paint_validates_its_label(window):
     with pytest.raises(ValueError, match=r"label must be a class index 0..1"):
         doc.paint(np.array([0]), np.array([0]), 7)
     assert not doc.end_edit()
+
+
+def test_undo_history_is_kept_after_next_then_previous_19(window, qtbot):
+    doc = window.document
+    rows, cols = np.mgrid[4:8, 4:8]
+    for label in (1, 0):
+        with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+            doc.begin_edit("brush")
+            doc.paint(rows.ravel(), cols.ravel(), label)
+            doc.end_edit()
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["undo"].trigger()
+    assert doc.scribbles[4, 4] == 1 and doc.can_redo
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["next"].trigger()
+    assert window.document.entry.stem == "img1" and not window.document.can_undo
+    window.qactions["previous"].trigger()
+    back = window.document
+    assert back is not doc and back.entry.stem == "img0"
+    assert back.scribbles[4, 4] == 1 and back.can_undo and back.can_redo
+    assert window.qactions["undo"].isEnabled() and window.qactions["redo"].isEnabled()
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["undo"].trigger()
+    assert back.scribbles[4, 4] == UNPAINTED
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["redo"].trigger()
+    assert back.scribbles[4, 4] == 1

@@ -325,3 +325,45 @@ def test_fine_tuning_reads_masks_with_the_folders_void_19(tmp_path, folder_facto
     entry = scan_folder(folder).entries[0]
     unary = _unary_fn({"img0": entry}, 0.9, None)(entry.image, load_image(entry.image), 2)
     assert np.allclose(unary[:, :4], 0.5) and not np.allclose(unary[:, 8:], 0.5)
+
+
+def test_single_key_shortcuts_work_after_a_spin_box_edit_19(window, qtbot):
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=TIMEOUT)
+    first = window.document
+    spin = window.panel.forms[first.method].controls["iterations"].spin
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus, timeout=TIMEOUT)
+    spin.selectAll()
+    qtbot.keyClicks(spin, "3")
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        qtbot.keyClick(spin, Qt.Key.Key_N)  # still in the box: N is no digit, so it goes to "next image"
+    assert window.document.entry.stem == "img1" and first.params().iterations == 3  # the typed value counted
+    spin.setFocus()
+    qtbot.keyClick(spin, Qt.Key.Key_O)
+    assert not window.canvas.overlay_item.isVisible()
+    qtbot.keyClick(spin, Qt.Key.Key_Return)  # Enter commits and hands the focus back to the canvas
+    qtbot.waitUntil(window.canvas.hasFocus, timeout=TIMEOUT)
+    spin.setFocus()
+    qtbot.keyClick(spin, Qt.Key.Key_Escape)
+    assert window.canvas.hasFocus()
+
+
+def test_the_menu_bar_has_file_edit_view_refine_help_with_shortcuts_shown_19(window, qtbot):
+    menus = {a.text().replace("&", ""): [b.text() for b in a.menu().actions() if not b.isSeparator()]
+             for a in window.menuBar().actions()}
+    assert list(menus) == ["File", "Edit", "View", "Refine", "Help"]
+    assert menus["File"] == ["Open folder…", "Export…", "Quit"] and "Undo" in menus["Edit"]
+    assert window.qactions["quit"].shortcut().toString() == "Ctrl+Q"
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=TIMEOUT)
+    qtbot.keyClick(window, Qt.Key.Key_F1)
+    sheet = window.shortcuts_dialog
+    assert sheet is not None and sheet.isVisible()
+    assert sheet.keys_of("Next") == "PgDown, N" and sheet.keys_of("Quit") == "Ctrl+Q"
+    assert sheet.keys_of("Brush") == "D"
+    window.qactions["about"].trigger()
+    text = window.about_box.text()
+    assert "CRF Studio" in text and "device: cpu" in text and "PyTorch" in text and "Qt " in text
+    window.about_box.close()
+    sheet.close()
