@@ -27,6 +27,7 @@ from .dialogs.help import ShortcutsDialog
 from .dialogs.export import ExportDialog
 from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
+from .exporting import RefineSettings
 from .folder import ImageFolder, scan_folder
 from .keys import ShortcutKeys
 from .scribbles import ScribbleLayer
@@ -486,7 +487,12 @@ class MainWindow(QMainWindow):
         if self.folder is not None:
             self.project_sync.flush()
             names = self.document.class_names if self.document is not None else ()
-            self.export_dialog = ExportDialog(self.folder.root, names, self, void=self.folder.void)
+            doc = self.document
+            settings = None if doc is None else RefineSettings(
+                doc.method, doc.params(), doc.mask_confidence, doc.mask_band, tuple(doc.class_names),
+                self.scheduler.device)
+            self.export_dialog = ExportDialog(self.folder.root, names, self, void=self.folder.void,
+                                              entries=self.folder.entries, settings=settings)
             self.export_dialog.open()
 
     def fine_tune(self) -> None:
