@@ -459,6 +459,7 @@ class MainWindow(QMainWindow):
         self.preset_kind = kind
         document.apply_preset(kind)
         self.panel.show_preset_kind(kind, auto=self.auto_presets)
+        self.panel.show_source(f"the shipped {KIND_TITLES[kind]} presets ({reason})")
         self.show_status(f"Using the {KIND_TITLES[kind]} presets ({reason}); the Presets box above the refiner "
                          f"tabs changes this.")
 
@@ -499,6 +500,7 @@ class MainWindow(QMainWindow):
         """Open the Fine-tune dialog for the current refiner (Ctrl+T)."""
         if self.folder is not None and self.document is not None and self.document.unary is not None:
             self.tune_dialog = TuneDialog(self.folder, self.document, self)
+            self.tune_dialog.applied.connect(self.panel.show_source)
             self.tune_dialog.open()
 
     def _on_edited(self, action: str) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -276,12 +277,20 @@ def from_dict(method: str, values: dict[str, Any]) -> Any:
     return with_overrides(params_for(method)(), **values)
 
 
-def save_preset(path: str | os.PathLike, method: str, params: Any) -> None:
-    """Write ``params`` as a preset JSON file, atomically (a crash leaves the old file or the new one)."""
+def save_preset(path: str | os.PathLike, method: str, params: Any, *,
+                unary: Mapping[str, float] | None = None) -> None:
+    """Write ``params`` as a preset JSON file, atomically (a crash leaves the old file or the new one).
+
+    ``unary``: the mask-unary settings tuned with them (``{"confidence": p, "band": px}``, the ``"unary"`` entry
+    :func:`crfcore.presets.read` reads back), or None to write none.
+    """
     if not isinstance(params, params_for(method)):
         raise ValueError(f"params are {type(params).__name__}, but method {method!r} takes "
                          f"{params_for(method).__name__}.")
-    text = json.dumps({"method": method, "params": to_dict(params)}, indent=2) + "\n"
+    data: dict[str, Any] = {"method": method, "params": to_dict(params)}
+    if unary:
+        data["unary"] = {k: v for k, v in unary.items() if v is not None}
+    text = json.dumps(data, indent=2) + "\n"
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:

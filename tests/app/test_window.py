@@ -367,3 +367,30 @@ def test_the_menu_bar_has_file_edit_view_refine_help_with_shortcuts_shown_19(win
     assert "CRF Studio" in text and "device: cpu" in text and "PyTorch" in text and "Qt " in text
     window.about_box.close()
     sheet.close()
+
+
+def test_save_preset_starts_in_the_presets_folder_and_keeps_the_unary_settings_19(window, tmp_path, monkeypatch):
+    from PySide6.QtCore import QStandardPaths
+
+    QStandardPaths.setTestModeEnabled(True)  # the presets folder under ~/.qttest, not the user's
+    asked = []
+    path = tmp_path / "mine.json"
+    monkeypatch.setattr(files, "ask_preset_to_save", lambda parent, suggested: asked.append(suggested) or path)
+    window.document.set_mask_unary(0.8, 3.0)
+    window.panel.save_button.click()
+    assert asked[0].parent == files.presets_folder() and asked[0].parent.name == "presets"
+    preset = crfcore.presets.read(path)
+    assert (preset.confidence, preset.band) == (0.8, 3.0) and preset.params == window.document.params()
+    assert window.panel.source.text() == "Values: saved as mine.json"
+    window.document.set_mask_unary(0.95, None)
+    monkeypatch.setattr(files, "ask_preset_to_load", lambda *a: path)
+    window.panel.load_button.click()
+    assert (window.document.mask_confidence, window.document.mask_band) == (0.8, 3.0)
+    assert window.panel.source.text() == "Values: loaded from mine.json"
+    control = window.panel.forms[window.document.method].controls["iterations"]
+    control.spin.setValue(2)
+    assert window.panel.source.text() == "Values: loaded from mine.json, edited"
+    window.panel.reset_button.click()
+    assert window.panel.source.text().startswith("Values: defaults of")
+    window.choose_preset_kind("scribbles")
+    assert window.panel.source.text() == "Values: the shipped scribbles presets (chosen)"
