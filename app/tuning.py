@@ -115,7 +115,8 @@ def run_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
             shutil.copyfile(entry.image, root / "images" / f"{entry.stem}{entry.image.suffix}")
             shutil.copyfile(entry.truth, root / "masks" / f"{entry.stem}{entry.truth.suffix}")
         data = learn.LearnData(root, num_classes=settings.num_classes, val_frac=settings.val_frac,
-                               seed=settings.seed, void=entries[0].void, unary_fn=_unary_fn(by_stem, settings.confidence, settings.band))
+                               seed=settings.seed, void=entries[0].void,
+                               unary_fn=_unary_fn(by_stem, settings.confidence, settings.band))
         if settings.method == "piecewise":
             model = crfcore.refiners.get("piecewise", settings.params, num_classes=settings.num_classes)
             config = learn.PiecewiseConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop,

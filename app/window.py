@@ -13,8 +13,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDockWidget, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QSlider, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QGroupBox, QHBoxLayout, QLabel, QFrame, QListWidget,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QVBoxLayout,
+                               QWidget)
 
 import crfcore
 import crfcore.presets
@@ -47,6 +48,7 @@ SHORTCUTS = {
     "undo": ["Ctrl+Z"], "redo": ["Ctrl+Shift+Z", "Ctrl+Y"], "accept": ["A"], "export": ["Ctrl+E"],
     "tune": ["Ctrl+T"], "quit": ["Ctrl+Q"], "shortcuts": ["F1"], "about": [],
 }  # and app.widgets.tools.TOOL_SHORTCUTS: V navigate, D brush, X eraser, [ and ] brush size
+LEGEND_ROWS = 6  # class rows in view at most; more scroll, so the sliders keep their room at 1280×800
 
 
 def format_timing(result: RefineResult) -> str:
@@ -139,8 +141,14 @@ class MainWindow(QMainWindow):
         run_row.addWidget(self.cancel_button)
         side = QWidget()
         column = QVBoxLayout(side)
+        self.legend_scroll = QScrollArea()  # many classes scroll here rather than squeeze the sliders
+        self.legend_scroll.setWidget(self.legend)
+        self.legend_scroll.setWidgetResizable(True)
+        self.legend_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.legend_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.legend_scroll.setMaximumHeight(LEGEND_ROWS * (self.fontMetrics().height() + 8))
         for title, widget, stretch in (("Unary", self.unary_picker, 0), ("Refiner", self.panel, 1),
-                                       ("Classes", self.legend, 0)):
+                                       ("Classes", self.legend_scroll, 0)):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(widget)
             column.addWidget(box, stretch)
@@ -399,6 +407,8 @@ class MainWindow(QMainWindow):
         document.params_replaced.connect(lambda _m: self.schedule_refine(preview=False))
         document.unary_changed.connect(self._on_unary_changed)
         document.edited.connect(self._on_edited)
+        self.timing.setText("")  # the last image's timing and save note, not this one's
+        self.save_label.setText("")
         self.canvas.set_document(document)
         self.unary_picker.set_document(document)
         self.panel.set_document(document)
@@ -517,10 +527,15 @@ class MainWindow(QMainWindow):
 
     # --- refinement --------------------------------------------------------------------------------------------
     def refine_now(self) -> None:
-        """Run the current refiner at full resolution now."""
+        """Run the current refiner at full resolution now; without an image or a unary, say why not."""
         job = self.document.job() if self.document is not None else None
         if job is not None:
             self.scheduler.submit(job)
+        elif self.document is None:
+            self.show_status("Nothing to refine: open a folder of images first (Ctrl+O).", error=True)
+        else:
+            self.show_status(f"Nothing to refine: {self.document.entry.stem} has no mask or probability map yet; "
+                             f"choose one with the … button under Unary.", error=True)
 
     def schedule_refine(self, *, preview: bool) -> None:
         """Run after the debounce interval (a preview while a slider is dragged)."""

@@ -33,8 +33,8 @@ _CURVES = {"train_loss": ("training loss", "#e8710a"), "train_miou": ("training 
 
 def _title(text: str, keys: tuple[str, ...]) -> str:
     """A plot title that names its curves in their colours: the legend, above the plot, never over the curves."""
-    names = "  ".join(f'<span style="color:{_CURVES[k][1]}">{"●" if k == "val_miou" else "—"} {_CURVES[k][0]}</span>'
-                      for k in keys)
+    names = "  ".join(f'<span style="color:{_CURVES[k][1]}">{"●" if k == "val_miou" else "—"} '
+                      f'{_CURVES[k][0]}</span>' for k in keys)
     return f"{text}   {names}"
 
 

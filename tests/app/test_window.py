@@ -15,7 +15,7 @@ from app.dialogs import files
 from app.document import available_methods
 from app.folder import scan_folder
 from app.tuning import _unary_fn
-from app.widgets.canvas import label_boundaries
+from app.widgets.canvas import BOUNDARY_OPACITY, HALO, label_boundaries
 from app.window import MainWindow
 import crfcore.presets
 from crfcore import params as P
@@ -158,7 +158,10 @@ def test_view_options_change_the_overlay(window):
     window.qactions["boundary"].setChecked(True)
     shown = canvas.overlay_item.image
     labels = window.document.labels
-    assert (shown[~label_boundaries(labels)] == 255).all()
+    edge = label_boundaries(labels)
+    assert np.isin(shown[~edge], [255, HALO]).all() and (shown[~edge] == HALO).any()  # a dark ring outside
+    assert (shown[edge] == 1).all()  # 2 px: both sides of the disc's outline in its colour, background hidden
+    assert canvas.overlay_item.opacity() >= BOUNDARY_OPACITY
     window.qactions["boundary"].setChecked(False)
     window.qactions["before"].setChecked(True)
     assert np.array_equal(canvas.shown_labels(), window.document.before_labels)
@@ -394,3 +397,39 @@ def test_save_preset_starts_in_the_presets_folder_and_keeps_the_unary_settings_1
     assert window.panel.source.text().startswith("Values: defaults of")
     window.choose_preset_kind("scribbles")
     assert window.panel.source.text() == "Values: the shipped scribbles presets (chosen)"
+
+
+def test_the_palette_is_distinct_and_a_datasets_own_when_the_names_match_19():
+    from app.palette import CAMVID_NAMES, CAMVID_RGB, class_colors, dataset_of
+    from skimage.color import rgb2lab
+
+    from crfcore.io import voc_palette
+
+    lab = rgb2lab(class_colors(12)[None] / 255.0)[0]
+    distances = np.linalg.norm(lab[:, None] - lab[None], axis=-1) + np.eye(12) * 1e9
+    assert distances.min() > 20  # no two of 12 classes nearly alike (CIELAB ΔE; the old hues had two greens at 8)
+    voc = ["background", "aeroplane", "bicycle", "bird"]
+    assert dataset_of(voc) == "voc" and np.array_equal(class_colors(4, voc), voc_palette(4))
+    camvid = [n.capitalize() for n in CAMVID_NAMES]
+    assert np.array_equal(class_colors(11, camvid), np.array(CAMVID_RGB, dtype=np.uint8))
+    assert dataset_of(["background", "disc"]) is None
+
+
+def test_the_slider_panel_keeps_room_for_sliders_at_1280x800_with_12_classes_19(qtbot, tmp_path, folder_factory):
+    folder = folder_factory(tmp_path / "twelve", count=1)
+    (folder / "classes.json").write_text(json.dumps({"names": [f"class {k}" for k in range(12)]}))
+    mask = np.repeat(np.arange(12, dtype=np.uint8), 7)[:80][None].repeat(64, 0)
+    save_mask(folder / "img0_mask.png", mask)
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    win.resize(1280, 800)
+    win.show()
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        assert win.open_folder(folder)
+    qtbot.wait(50)
+    assert len(win.legend.shares()) == 12
+    sliders = win.panel.tabs.currentWidget().viewport().height()
+    row = win.panel.forms[win.document.method].controls["iterations"].sizeHint().height()
+    assert sliders >= 6 * row, (sliders, row)  # at least six slider rows in view
+    assert win.legend_scroll.verticalScrollBar().maximum() > 0  # the legend scrolls instead of squeezing them
+    win.scheduler.shutdown()
