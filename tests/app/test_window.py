@@ -433,3 +433,28 @@ def test_the_slider_panel_keeps_room_for_sliders_at_1280x800_with_12_classes_19(
     assert sliders >= 6 * row, (sliders, row)  # at least six slider rows in view
     assert win.legend_scroll.verticalScrollBar().maximum() > 0  # the legend scrolls instead of squeezing them
     win.scheduler.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["network_output", "rough_annotation"])
+def test_piecewise_paints_no_strip_from_the_hair_to_the_top_edge_on_the_astronaut_19(qtbot, kind):
+    """Piecewise had no preset of any kind, so the window ran it on its 7×7 default window with the classic weights;
+    at the top border that one-sided window let the rough mask's label near the edge take over a strip of sky."""
+    from app.main import SAMPLES
+
+    if not (SAMPLES / "astronaut.png").is_file():
+        pytest.skip(f"the bundled samples are not in {SAMPLES}")
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        assert win.open_folder(SAMPLES)
+    qtbot.waitUntil(lambda: not win.scheduler.busy and not win.scheduler.pending, timeout=TIMEOUT)
+    assert win.document.entry.stem == "astronaut"
+    win.choose_preset_kind(kind)
+    with qtbot.waitSignal(win.scheduler.finished, timeout=60_000,
+                          check_params_cb=lambda rid, result: result.method == "piecewise" and not result.preview):
+        win.document.set_method("piecewise")
+    assert win.document.params("piecewise") == crfcore.presets.load(kind, "piecewise")
+    sky = win.document.labels[:4, 220:250]  # above the hair: the mask's polygon reaches row 4 here
+    assert (sky != 1).all(), int((sky == 1).sum())
+    win.scheduler.shutdown()
