@@ -25,12 +25,15 @@ from .compute import RefineResult
 from .dialogs import files
 from .dialogs import help as help_dialogs
 from .dialogs.help import ShortcutsDialog
+from .dialogs.network import NetworkDialog
 from .dialogs.export import ExportDialog
 from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
 from .exporting import RefineSettings
 from .folder import ImageFolder, scan_folder
 from .keys import ShortcutKeys
+from .network import Network, open_network
+from .network_jobs import NetworkJobs
 from .scribbles import ScribbleLayer
 from .tools import ToolState
 from .widgets.canvas import DEFAULT_OPACITY, Canvas
@@ -46,7 +49,7 @@ SHORTCUTS = {
     "open": ["Ctrl+O"], "next": ["PgDown", "N"], "previous": ["PgUp", "P"], "refine": ["R", "Ctrl+Return"],
     "cancel": ["Esc"], "overlay": ["O"], "boundary": ["E"], "before": ["B"], "background": ["G"], "fit": ["F"],
     "undo": ["Ctrl+Z"], "redo": ["Ctrl+Shift+Z", "Ctrl+Y"], "accept": ["A"], "export": ["Ctrl+E"],
-    "tune": ["Ctrl+T"], "quit": ["Ctrl+Q"], "shortcuts": ["F1"], "about": [],
+    "tune": ["Ctrl+T"], "quit": ["Ctrl+Q"], "shortcuts": ["F1"], "about": [], "network": ["Ctrl+Shift+N"],
 }  # and app.widgets.tools.TOOL_SHORTCUTS: V navigate, D brush, X eraser, [ and ] brush size
 LEGEND_ROWS = 6  # class rows in view at most; more scroll, so the sliders keep their room at 1280×800
 
@@ -80,6 +83,8 @@ class MainWindow(QMainWindow):
         self.export_dialog: ExportDialog | None = None
         self.tune_dialog: TuneDialog | None = None
         self.tools = ToolState(self)
+        self.network_jobs = NetworkJobs(self, device=device)
+        self.network_dialog: NetworkDialog | None = None
         self.canvas = Canvas(tools=self.tools)
         self.project_sync = ProjectSync(self)
         self.setCentralWidget(self.canvas)
@@ -115,6 +120,10 @@ class MainWindow(QMainWindow):
         self.scheduler.failed.connect(self._on_failed)
         self.scheduler.cancelled.connect(self._on_cancelled)
         self.scheduler.busy_changed.connect(self._on_busy)
+        self.network_jobs.ready.connect(self._on_network_ready)
+        self.network_jobs.progress.connect(self._on_network_progress)
+        self.network_jobs.busy_changed.connect(self._on_network_busy)
+        self.network_jobs.failed.connect(lambda message: self.show_error("Network", message))
         self.keys = ShortcutKeys(self.focus_canvas, self)
         QApplication.instance().installEventFilter(self.keys)
         self.resize(1280, 800)
@@ -147,10 +156,17 @@ class MainWindow(QMainWindow):
         self.legend_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.legend_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.legend_scroll.setMaximumHeight(LEGEND_ROWS * (self.fontMetrics().height() + 8))
+        self.network_button = QPushButton("Network…")
+        self.network_button.setToolTip("Run a segmentation network on the folder's images and refine its "
+                                       "probabilities (Ctrl+Shift+N).")
+        self.network_button.setEnabled(False)
+        self.network_button.clicked.connect(self.ask_network)
         for title, widget, stretch in (("Unary", self.unary_picker, 0), ("Refiner", self.panel, 1),
                                        ("Classes", self.legend_scroll, 0)):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(widget)
+            if title == "Unary":
+                box.layout().addWidget(self.network_button)
             column.addWidget(box, stretch)
             if title == "Refiner":
                 column.addLayout(run_row)
@@ -176,6 +192,7 @@ class MainWindow(QMainWindow):
             "export": ("Export…", self.export_masks, False), "tune": ("Fine-tune…", self.fine_tune, False),
             "quit": ("Quit", self.close, False), "shortcuts": ("Keyboard shortcuts", self.show_shortcuts, False),
             "about": ("About CRF Studio", self.show_about, False),
+            "network": ("Network…", self.ask_network, False),
         }
         actions = {}
         for name, (text, slot, checkable) in specs.items():
@@ -194,7 +211,9 @@ class MainWindow(QMainWindow):
         actions["background"].setToolTip("Draw class 0 as well (G); hidden by default as the usual background.")
         actions["accept"].setToolTip("Save the mask as shown as a new revision in the folder's project (A); edits "
                                      "are saved by themselves.")
-        for name in ("undo", "redo", "accept", "export", "tune"):
+        actions["network"].setToolTip("Use a segmentation network (torchvision weights, TorchScript or .pt2) as the "
+                                      "unary source of this folder (Ctrl+Shift+N).")
+        for name in ("undo", "redo", "accept", "export", "tune", "network"):
             actions[name].setEnabled(False)
         return actions
 
@@ -203,7 +222,7 @@ class MainWindow(QMainWindow):
         menus = {"&File": ("open", None, "export", None, "quit"),
                  "&Edit": ("undo", "redo", None, "accept", None, "navigate", "brush", "eraser", "shrink", "grow"),
                  "&View": ("previous", "next", None, "overlay", "boundary", "before", "background", None, "fit"),
-                 "&Refine": ("refine", "cancel", None, "tune"), "&Help": ("shortcuts", None, "about")}
+                 "&Refine": ("network", None, "refine", "cancel", None, "tune"), "&Help": ("shortcuts", None, "about")}
         bar = self.menuBar()
         for title, names in menus.items():
             menu = bar.addMenu(title)
@@ -255,6 +274,17 @@ class MainWindow(QMainWindow):
         self.save_label.setToolTip("The last mask revision saved into the folder's project (.crfstudio).")
         bar = self.statusBar()
         bar.addWidget(self.message, 1)
+        self.network_label = QLabel("")
+        self.network_progress = QProgressBar()
+        self.network_progress.setMaximumWidth(120)
+        self.network_progress.setMaximumHeight(14)
+        self.network_cancel = QPushButton("Stop network")
+        self.network_cancel.setToolTip("Stop the network's folder run after the image in progress (cached images "
+                                       "stay cached).")
+        self.network_cancel.clicked.connect(self.network_jobs.cancel)
+        for widget in (self.network_label, self.network_progress, self.network_cancel):
+            bar.addPermanentWidget(widget)
+            widget.setVisible(False)
         bar.addPermanentWidget(self.save_label)
         bar.addPermanentWidget(self.timing)
         bar.addPermanentWidget(self.device_label)
@@ -295,11 +325,13 @@ class MainWindow(QMainWindow):
         self._clear_document()
         self.project_sync.open_folder(folder.root)
         self.folder, self.index = folder, -1
+        self.network_jobs.set_folder(folder.root)
         self.bad_images = {}
         self._histories = {}
         self.save_label.setText("")
-        for name in ("export", "tune"):
+        for name in ("export", "tune", "network"):
             self.qactions[name].setEnabled(True)
+        self.network_button.setEnabled(True)
         self.image_list.blockSignals(True)
         self.image_list.clear()
         self.image_list.addItems([entry.stem for entry in folder.entries])
@@ -319,7 +351,7 @@ class MainWindow(QMainWindow):
         return self._open(index, report=True)
 
     def _open(self, index: int, *, report: bool) -> bool:
-        entry = self.folder.entries[index]
+        entry = self.network_jobs.entry_for(self.folder.entries[index])
         self._carried = self._carried_settings()
         try:
             document = ImageDocument.open(entry, parent=self, **self._carried)
@@ -336,6 +368,9 @@ class MainWindow(QMainWindow):
         if previous is not None:
             self._histories[previous.entry.image] = previous.history
             previous.deleteLater()
+        if self.network_jobs.network is not None and self.network_jobs.cached_file(entry) is None:
+            self.network_jobs.run([entry])
+            self.show_status(f"Running the network on {entry.stem}…")
         return True
 
     def _carried_settings(self) -> dict:
@@ -473,6 +508,77 @@ class MainWindow(QMainWindow):
         self.show_status(f"Using the {KIND_TITLES[kind]} presets ({reason}); the Presets box above the refiner "
                          f"tabs changes this.")
 
+    # --- network unaries ---------------------------------------------------------------------------------------------
+    def ask_network(self) -> None:
+        """Network… (Ctrl+Shift+N): choose a model file, its class names and whether to run the whole folder."""
+        if self.folder is None:
+            return
+        names = next((e.class_names for e in self.folder.entries if e.class_names), ())
+        self.network_dialog = NetworkDialog(self, start=self.folder.root, folder_classes=tuple(names),
+                                            device=self.scheduler.device)
+        self.network_dialog.accepted.connect(lambda: self.use_network(
+            self.network_dialog.network, self.network_dialog.classes(),
+            whole_folder=self.network_dialog.whole_folder.isChecked()))
+        self.network_dialog.open()
+
+    def use_network_file(self, path: str | Path, *, whole_folder: bool = True) -> bool:
+        """Use the model file at ``path`` for the open folder (``crf-studio FOLDER --model FILE``): class names from
+        the file, else ``classes.json`` when the counts fit; False (with a message) if it cannot be loaded."""
+        if self.folder is None:
+            return False
+        try:
+            network = open_network(path, device=self.scheduler.device)
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.show_error("Network", f"Cannot use {Path(path).name} as the unary source: {exc}")
+            return False
+        names = next((e.class_names for e in self.folder.entries if e.class_names), ())
+        if network.file_classes:
+            names = network.file_classes
+        elif network.num_classes is not None and len(names) != network.num_classes:
+            names = ()
+        self.use_network(network, names, whole_folder=whole_folder)
+        return True
+
+    def use_network(self, network: Network, classes: tuple[str, ...] = (), *, whole_folder: bool = True) -> None:
+        """Make ``network`` the folder's unary source: its probabilities for the shown image at once (from the
+        project's cache when computed before), the whole folder in the background when ``whole_folder``; the
+        network-output presets are chosen."""
+        if self.folder is None:
+            return
+        self.network_jobs.use(network, classes)
+        if not self.auto_presets:
+            self.choose_preset_kind("network_output")
+        entries = list(self.folder.entries)
+        if self.document is not None:
+            current = self.folder.entries[self.index]
+            entries.remove(current)
+            entries.insert(0, current)
+            if self.network_jobs.cached_file(current) is not None:
+                self._reopen()
+        self.network_jobs.run(entries if whole_folder else entries[:1])
+        self.show_status(f"Network: {network.describe()}")
+
+    def _reopen(self) -> None:
+        """Open the shown image again (its unary source changed) and refine it."""
+        index, self.index = self.index, -1
+        if self._open(index, report=True):
+            self.refine_now()
+        else:
+            self.index = index
+
+    def _on_network_ready(self, stem: str, path: object) -> None:
+        if self.document is not None and self.document.entry.stem == stem and self.document.entry.probs != path:
+            self._reopen()
+
+    def _on_network_progress(self, done: int, total: int) -> None:
+        self.network_progress.setRange(0, max(total, 1))
+        self.network_progress.setValue(done)
+        self.network_label.setText(f"network: {done}/{total} images")
+
+    def _on_network_busy(self, busy: bool) -> None:
+        for widget in (self.network_label, self.network_progress, self.network_cancel):
+            widget.setVisible(busy)
+
     # --- editing -------------------------------------------------------------------------------------------------
     def pick_class(self, label: int) -> None:
         """Make ``label`` the brush's class and, from the navigate tool, switch to the brush."""
@@ -583,6 +689,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
         self.scheduler.shutdown()
+        self.network_jobs.cancel()
+        self.network_jobs.runner.wait()
         self.project_sync.close()
         QApplication.instance().removeEventFilter(self.keys)
         super().closeEvent(event)

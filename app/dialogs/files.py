@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from ..folder import IMAGE_SUFFIXES, PROBS_SUFFIXES
 
-__all__ = ["ask_folder", "ask_output_folder", "ask_unary_file", "ask_preset_to_load", "ask_preset_to_save",
+__all__ = ["ask_folder", "ask_output_folder", "ask_unary_file", "ask_model_file", "ask_preset_to_load", "ask_preset_to_save",
            "presets_folder", "show_error"]
 
 PRESET_FILTER = "CRF Studio presets (*.json)"
@@ -55,6 +55,13 @@ def presets_folder() -> Path:
     except OSError:
         return Path.cwd()
     return folder
+
+
+def ask_model_file(parent: QWidget, start: str | Path = "") -> Path | None:
+    """A segmentation network: torchvision weights (.pth), TorchScript or a torch.export program (.pt2)."""
+    selected, _ = QFileDialog.getOpenFileName(parent, "Choose a segmentation network", str(start),
+                                              "Segmentation networks (*.pth *.pt *.pt2 *.ts);;All files (*)")
+    return _path(selected)
 
 
 def ask_preset_to_load(parent: QWidget, start: str | Path = "") -> Path | None:
