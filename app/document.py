@@ -28,9 +28,10 @@ from .compute import RefineJob, RefineResult
 from .folder import VOID, ImageEntry
 from .scribbles import UNPAINTED, ScribbleLayer
 
-__all__ = ["UnaryKind", "VOID", "available_methods", "default_params", "ImageDocument"]
+__all__ = ["UnaryKind", "VOID", "STROKES_CLASSES", "available_methods", "default_params", "ImageDocument"]
 
-UnaryKind = Literal["mask", "probs"]
+UnaryKind = Literal["mask", "probs", "strokes"]
+STROKES_CLASSES = 2  # classes of a strokes-only image when classes.json names none (background and one object)
 
 
 def available_methods() -> list[str]:
@@ -102,7 +103,8 @@ class ImageDocument(QObject):
 
     @classmethod
     def open(cls, entry: ImageEntry, **kwargs: Any) -> "ImageDocument":
-        """Load ``entry``'s image and its default unary source: the probability map if there is one, else the mask.
+        """Load ``entry``'s image and its default unary source: the probability map if there is one, else the mask,
+        else none: the image starts from nothing, ready for strokes (:meth:`start_from_strokes`).
 
         Keyword arguments are those of the constructor (``method``, ``params``, ``mask_confidence``, ``mask_band``).
         """
@@ -111,12 +113,28 @@ class ImageDocument(QObject):
             doc.set_unary_source("probs", entry.probs)
         elif entry.mask is not None:
             doc.set_unary_source("mask", entry.mask)
+        else:
+            doc.start_from_strokes()
         return doc
+
+    def start_from_strokes(self) -> None:
+        """No mask and no probabilities: a uniform unary over ``classes.json``'s classes (else
+        :data:`STROKES_CLASSES`), so brush strokes alone make the mask (painted pixels hard, the CRF spreads them).
+        Nothing is refined until something is painted."""
+        count = len(self._names) or STROKES_CLASSES
+        self._check_scribbles_fit(count)
+        shape = self.image.shape[:2]
+        self._kind, self._path, self._source = "strokes", None, None
+        self._unary = np.full((count, *shape), 1.0 / count, dtype=np.float32)
+        self._before = np.full(shape, VOID, dtype=np.int64)
+        self._version += 1
+        self._set_result(None)
+        self.unary_changed.emit()
 
     # --- unary -------------------------------------------------------------------------------------------------
     @property
     def unary_kind(self) -> UnaryKind | None:
-        """``"mask"`` or ``"probs"``, None while no unary file is loaded."""
+        """``"mask"``, ``"probs"`` or ``"strokes"`` (no file: strokes alone make the mask), None before any."""
         return self._kind
 
     @property
@@ -165,7 +183,8 @@ class ImageDocument(QObject):
         is a ``"rough_annotation"``, a probability map a ``"network_output"``; None while no unary is loaded."""
         if self._kind is None:
             return None
-        return crfcore.presets.for_unary_source("mask" if self._kind == "mask" else "probabilities")
+        return crfcore.presets.for_unary_source({"mask": "mask", "probs": "probabilities",
+                                                 "strokes": "scribbles"}[self._kind])
 
     def apply_preset(self, kind: str) -> list[str]:
         """Give every method that has a shipped preset of ``kind`` that preset's parameters, and take the mask
@@ -372,9 +391,9 @@ class ImageDocument(QObject):
         self._set_result(result)
 
     def job(self, *, preview: bool = False) -> RefineJob | None:
-        """A snapshot of the inputs for a refinement, or None while no unary is loaded: the loaded unary and a copy
-        of the scribbles, whose painted pixels the worker makes hard (``crfcore.unary.from_scribbles``)."""
-        if self._unary is None:
+        """A snapshot of the inputs for a refinement, or None while no unary is loaded (or, starting from nothing,
+        nothing is painted): the loaded unary and a copy of the scribbles, whose painted pixels the worker makes hard (``crfcore.unary.from_scribbles``)."""
+        if self._unary is None or (self._kind == "strokes" and not self._scribbles.painted):
             return None
         scribbles = self._scribbles.values.copy() if self._scribbles.painted else None
         return RefineJob(image=self.image, unary=self._unary, method=self._method, params=self.params(),

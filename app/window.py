@@ -456,9 +456,15 @@ class MainWindow(QMainWindow):
             self.show_status(f"No mask or probability map found for {document.entry.stem}; choose one with "
                              f"the … button under Unary.", error=True)
             return
-        self.show_status(f"{document.entry.stem}: {document.image.shape[1]}×{document.image.shape[0]}, "
-                         f"{document.num_classes} classes{'; ' + restored if restored else ''}")
-        if document.result is None:
+        if document.unary_kind == "strokes":
+            self.tools.set_tool("brush")
+            self.show_status(f"{document.entry.stem} has no mask or probability map: paint each class with the brush "
+                             f"(D; pick the class in the legend) and the strokes alone make the mask; or choose a "
+                             f"unary with … or Network…{'; ' + restored if restored else ''}")
+        else:
+            self.show_status(f"{document.entry.stem}: {document.image.shape[1]}×{document.image.shape[0]}, "
+                             f"{document.num_classes} classes{'; ' + restored if restored else ''}")
+        if document.result is None and document.job() is not None:
             self.refine_now()
 
     def _on_unary_changed(self) -> None:
@@ -496,7 +502,7 @@ class MainWindow(QMainWindow):
         """In auto mode, switch to the preset kind ``document``'s unary source calls for, if not already on it."""
         kind = document.preset_kind
         if self.auto_presets and kind is not None and kind != self.preset_kind:
-            source = "a mask" if document.unary_kind == "mask" else "a probability map"
+            source = {"mask": "a mask", "probs": "a probability map", "strokes": "strokes alone"}[document.unary_kind]
             self._apply_presets(document, kind, reason=f"the unary is {source}")
         self.panel.show_preset_kind(self.preset_kind, auto=self.auto_presets)
 
@@ -639,6 +645,9 @@ class MainWindow(QMainWindow):
             self.scheduler.submit(job)
         elif self.document is None:
             self.show_status("Nothing to refine: open a folder of images first (Ctrl+O).", error=True)
+        elif self.document.unary_kind == "strokes":
+            self.show_status(f"Nothing to refine yet: {self.document.entry.stem} starts from strokes; paint the "
+                             f"classes with the brush (D) first.")
         else:
             self.show_status(f"Nothing to refine: {self.document.entry.stem} has no mask or probability map yet; "
                              f"choose one with the … button under Unary.", error=True)

@@ -458,3 +458,12 @@ def test_piecewise_paints_no_strip_from_the_hair_to_the_top_edge_on_the_astronau
     sky = win.document.labels[:4, 220:250]  # above the hair: the mask's polygon reaches row 4 here
     assert (sky != 1).all(), int((sky == 1).sum())
     win.scheduler.shutdown()
+
+
+def test_status_messages_and_timing_are_cleared_on_image_change_19(window, qtbot):
+    window.show_status("Refinement failed: something old", error=True)
+    assert window.timing.text()
+    window.next_image()
+    assert "something old" not in window.message.text() and window.message.styleSheet() == ""
+    assert window.timing.text() == ""  # until this image's own refinement arrives
+    qtbot.waitUntil(lambda: bool(window.timing.text()), timeout=TIMEOUT)
