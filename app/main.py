@@ -50,8 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from PySide6.QtWidgets import QApplication
+    if args.selftest:
+        from .selftest import Selftest
+        selftest = Selftest()  # before the QApplication: picks the offscreen platform when there is no screen
+    from .system import ADVICE, advise_on_fatal, preflight
 
+    problem = preflight()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
+    try:
+        from PySide6.QtWidgets import QApplication
+    except ImportError as exc:  # QtGui links the system GL libraries
+        print(f"crf-studio: Qt cannot load ({exc}).\n{ADVICE}", file=sys.stderr)
+        return 1
     from .document import available_methods
     from .window import MainWindow
 
@@ -60,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crf-studio: --method {args.method!r} is not a registered refiner; valid ones are {valid}.",
               file=sys.stderr)
         return 2
-    if args.selftest:
-        from .selftest import Selftest
-        selftest = Selftest()  # before the QApplication: picks the offscreen platform when there is no screen
+    if QApplication.instance() is None:
+        advise_on_fatal()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("CRF Studio")
     app.setOrganizationName("CRF Studio")  # QSettings then writes to the user's config location, never beside us
