@@ -51,6 +51,15 @@ SHORTCUTS = {
     "undo": ["Ctrl+Z"], "redo": ["Ctrl+Shift+Z", "Ctrl+Y"], "accept": ["A"], "export": ["Ctrl+E"],
     "tune": ["Ctrl+T"], "quit": ["Ctrl+Q"], "shortcuts": ["F1"], "about": [], "network": ["Ctrl+Shift+N"],
 }  # and app.widgets.tools.TOOL_SHORTCUTS: V navigate, D brush, X eraser, [ and ] brush size
+DESCRIPTIONS = {
+    "open": "Open a folder of images with masks or probability maps", "previous": "Previous image",
+    "next": "Next image", "refine": "Run the refiner at full resolution", "cancel": "Stop the running refinement",
+    "overlay": "Show or hide the label overlay", "boundary": "Draw only the outlines of the labels",
+    "fit": "Zoom to the whole image", "undo": "Undo the last stroke", "redo": "Redo the undone stroke",
+    "export": "Write the saved masks as VOC, index, COCO, YOLO or binary files",
+    "tune": "Learn the refiner's parameters from images with ground truth", "quit": "Quit CRF Studio",
+    "shortcuts": "This sheet", "about": "Versions and device",
+}  # the Help ▸ Keyboard shortcuts sheet shows them; app.widgets.tools has the tools'
 LEGEND_ROWS = 6  # class rows in view at most; more scroll, so the sliders keep their room at 1280×800
 
 
@@ -200,7 +209,8 @@ class MainWindow(QMainWindow):
             keys = [QKeySequence(k) for k in SHORTCUTS[name]]
             action.setShortcuts(keys)
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            action.setToolTip(f"{text} ({', '.join(k.toString() for k in keys)})" if keys else text)
+            what = DESCRIPTIONS.get(name, text)
+            action.setToolTip(f"{what} ({', '.join(k.toString() for k in keys)})" if keys else what)
             action.setCheckable(checkable)
             (action.toggled if checkable else action.triggered).connect(slot)
             self.addAction(action)
@@ -510,7 +520,7 @@ class MainWindow(QMainWindow):
         self.preset_kind = kind
         document.apply_preset(kind)
         self.panel.show_preset_kind(kind, auto=self.auto_presets)
-        self.panel.show_source(f"the shipped {KIND_TITLES[kind]} presets ({reason})")
+        self.panel.show_source(f"the shipped {KIND_TITLES[kind]} presets")
         self.show_status(f"Using the {KIND_TITLES[kind]} presets ({reason}); the Presets box above the refiner "
                          f"tabs changes this.")
 
@@ -635,7 +645,7 @@ class MainWindow(QMainWindow):
             action = self.qactions[name]
             action.setEnabled(able)
             keys = ", ".join(k.toString() for k in action.shortcuts())
-            action.setToolTip(f"{name.capitalize()} {what} ({keys})" if what else f"{name.capitalize()} ({keys})")
+            action.setToolTip(f"{name.capitalize()} {what} ({keys})" if what else f"{DESCRIPTIONS[name]} ({keys})")
 
     # --- refinement --------------------------------------------------------------------------------------------
     def refine_now(self) -> None:

@@ -20,8 +20,9 @@ def _rows(actions: Mapping[str, QAction]) -> list[tuple[str, str, str]]:
     for action in actions.values():
         keys = ", ".join(k.toString() for k in action.shortcuts())
         if keys:
-            tip = action.toolTip()
-            what = tip[: tip.rfind(" (")] if tip.endswith(")") and " (" in tip else tip
+            what = action.toolTip()
+            for key in (keys, *(k.toString() for k in action.shortcuts())):  # the keys have their own column
+                what = what.replace(f" ({key})", "")
             rows.append((action.text().replace("&", "").rstrip("…"), keys, "" if what == action.text() else what))
     return rows
 
@@ -44,12 +45,14 @@ class ShortcutsDialog(QDialog):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(True)
+        self.table.resizeRowsToContents()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table)
         layout.addWidget(buttons)
-        self.resize(680, 560)
+        self.resize(700, 560)
 
     def keys_of(self, action_text: str) -> str:
         """The keys shown for the action titled ``action_text`` ("" if it is not listed)."""
