@@ -2,7 +2,7 @@
 
 Qt gives a focused line edit or spin box the first say over every key it might type ("shortcut override"), so a
 window's single-letter shortcuts (N, P, R, O, …) stop working after a click into a number box until the canvas is
-clicked. :class:`ShortcutKeys`, installed as an application event filter, lets a key through to the shortcuts when
+clicked. :class:`ShortcutKeys`, installed on the window's number boxes, lets a key through to the shortcuts when
 a number box could not type it (a letter other than a scientific box's ``e``, a bracket), after committing what
 was typed, and makes Enter, Return
 and Escape in a number box hand the focus back to the window's main view after the value is committed.
@@ -14,7 +14,7 @@ from typing import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QKeyEvent, QValidator
-from PySide6.QtWidgets import QAbstractSpinBox
+from PySide6.QtWidgets import QAbstractSpinBox, QWidget
 
 __all__ = ["NUMBER_CHARACTERS", "ShortcutKeys", "number_box"]
 
@@ -42,14 +42,21 @@ def _types(box: QAbstractSpinBox, char: str) -> bool:
 
 
 class ShortcutKeys(QObject):
-    """Application event filter; ``focus_home()`` is called when Enter or Escape leaves a number box.
+    """Event filter of number boxes; ``focus_home()`` is called when Enter or Escape leaves one.
 
-    Install with ``QApplication.instance().installEventFilter(keys)``; remove on close.
+    :meth:`watch` installs it on every spin box under a widget (not on the application: a Python filter there would
+    take the interpreter lock for every event of the program, which the refinement worker also wants).
     """
 
     def __init__(self, focus_home: Callable[[], None], parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._focus_home = focus_home
+
+    def watch(self, root: QWidget) -> None:
+        """Filter the keys of every spin box under ``root`` (and of its line edit)."""
+        for box in root.findChildren(QAbstractSpinBox):
+            box.installEventFilter(self)
+            box.lineEdit().installEventFilter(self)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
         kind = event.type()

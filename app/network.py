@@ -19,14 +19,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from crfcore.project import CATALOG_DIR
 
-__all__ = ["NETWORK_DIR", "PREPROCESSING", "KINDS", "Network", "kind_of", "open_network", "cache_file",
-           "predict_image", "cached"]
+__all__ = ["NETWORK_DIR", "PREPROCESSING", "KINDS", "VOC_CLASSES", "Network", "kind_of", "open_network",
+           "cache_file", "predict_image", "cached"]
 
 _log = logging.getLogger(__name__)
 
@@ -150,7 +150,3 @@ def predict_image(network: Network, image_path: str | os.PathLike, out: str | os
     _log.info("%s: %d classes by %s → %s", Path(image_path).name, logits.shape[0], network.path.name, out)
     return out
 
-
-def missing(root: str | os.PathLike, network_key: str, stems: Sequence[str]) -> list[str]:
-    """The stems whose logits are not cached yet, in the given order."""
-    return [s for s in stems if cached(root, network_key, s) is None]

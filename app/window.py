@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDockWidget, QGroupBox, QHBoxLayout, QLabel, QFrame, QListWidget,
+from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QFrame, QListWidget,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QVBoxLayout,
                                QWidget)
 
@@ -134,7 +134,7 @@ class MainWindow(QMainWindow):
         self.network_jobs.busy_changed.connect(self._on_network_busy)
         self.network_jobs.failed.connect(lambda message: self.show_error("Network", message))
         self.keys = ShortcutKeys(self.focus_canvas, self)
-        QApplication.instance().installEventFilter(self.keys)
+        self.keys.watch(self)
         self.resize(1280, 800)
 
     # --- layout ------------------------------------------------------------------------------------------------
@@ -711,5 +711,4 @@ class MainWindow(QMainWindow):
         self.network_jobs.cancel()
         self.network_jobs.runner.wait()
         self.project_sync.close()
-        QApplication.instance().removeEventFilter(self.keys)
         super().closeEvent(event)

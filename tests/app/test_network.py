@@ -7,7 +7,6 @@ No ``from __future__ import annotations`` here: TorchScript reads the model's ``
 from pathlib import Path
 from typing import List
 
-import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import QSettings
