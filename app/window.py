@@ -13,9 +13,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QFrame, QListWidget,
-                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFrame, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow,
+                               QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
 import crfcore
 import crfcore.presets
@@ -24,9 +23,9 @@ from .autosave import ProjectSync
 from .compute import RefineResult
 from .dialogs import files
 from .dialogs import help as help_dialogs
+from .dialogs.export import ExportDialog
 from .dialogs.help import ShortcutsDialog
 from .dialogs.network import NetworkDialog
-from .dialogs.export import ExportDialog
 from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
 from .exporting import RefineSettings
@@ -462,10 +461,6 @@ class MainWindow(QMainWindow):
         self.brush_controls.set_classes(document.class_names)
         self._show_history()
         self.qactions["accept"].setEnabled(document.unary is not None)
-        if document.unary is None:
-            self.show_status(f"No mask or probability map found for {document.entry.stem}; choose one with "
-                             f"the … button under Unary.", error=True)
-            return
         if document.unary_kind == "strokes":
             self.tools.set_tool("brush")
             self.show_status(f"{document.entry.stem} has no mask or probability map: paint each class with the brush "

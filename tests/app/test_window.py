@@ -377,6 +377,13 @@ def test_save_preset_starts_in_the_presets_folder_and_keeps_the_unary_settings_1
     from PySide6.QtCore import QStandardPaths
 
     QStandardPaths.setTestModeEnabled(True)  # the presets folder under ~/.qttest, not the user's
+    try:
+        _save_and_load_a_preset(window, tmp_path, monkeypatch)
+    finally:
+        QStandardPaths.setTestModeEnabled(False)
+
+
+def _save_and_load_a_preset(window, tmp_path, monkeypatch) -> None:
     asked = []
     path = tmp_path / "mine.json"
     monkeypatch.setattr(files, "ask_preset_to_save", lambda parent, suggested: asked.append(suggested) or path)
