@@ -7,14 +7,17 @@ No ``from __future__ import annotations`` here: TorchScript reads the model's ``
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import QSettings
 from torch import nn
 
 from app.main import build_parser
-from app.network import cache_file, open_network
+from app.network import cache_file, open_network, predict_image
 from app.window import MainWindow
+from crfcore import backbones
+from crfcore.io import save_image
 from tests.app.conftest import make_pair
 
 TIMEOUT = 30_000
@@ -120,3 +123,19 @@ def test_a_file_that_is_no_network_is_refused_with_the_reason_19(tmp_path):
 def test_the_command_line_takes_a_model_19():
     args = build_parser().parse_args(["folder", "--model", "net.pt"])
     assert args.model == Path("net.pt")
+
+
+def test_a_torchvision_weight_file_and_a_pt2_program_load_as_networks_19(tmp_path):
+    weights = tmp_path / "lraspp.pth"
+    torch.save(backbones.get("lraspp_mobilenet_v3_large", num_classes=21).state_dict(), weights)
+    network = open_network(weights, device="cpu")
+    assert (network.kind, network.architecture, network.num_classes) == ("weights", "lraspp_mobilenet_v3_large", 21)
+    assert network.file_classes[:2] == ("background", "aeroplane")  # torchvision's 21 classes are VOC's
+    exported = tmp_path / "disc.pt2"
+    torch.export.save(torch.export.export(_DiscNet().eval(), (torch.zeros(1, 3, 32, 32),)), str(exported))
+    program = open_network(exported, device="cpu")
+    assert program.kind == "exported" and program.num_classes is None
+    image = tmp_path / "img.png"
+    save_image(image, np.full((32, 32, 3), 200, np.uint8))
+    out = predict_image(program, image, tmp_path / "cache" / "img.npz")
+    assert program.num_classes == 2 and np.load(out)["logits"].shape == (2, 32, 32)
