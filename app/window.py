@@ -59,7 +59,7 @@ DESCRIPTIONS = {
     "tune": "Learn the refiner's parameters from images with ground truth", "quit": "Quit CRF Studio",
     "shortcuts": "This sheet", "about": "Versions and device",
 }  # the Help ▸ Keyboard shortcuts sheet shows them; app.widgets.tools has the tools'
-LEGEND_ROWS = 6  # class rows in view at most; more scroll, so the sliders keep their room at 1280×800
+LEGEND_ROWS = 4  # class rows in view at most; more scroll, so the sliders keep their room at 1280×800
 
 
 def format_timing(result: RefineResult) -> str:
@@ -163,7 +163,7 @@ class MainWindow(QMainWindow):
         self.legend_scroll.setWidgetResizable(True)
         self.legend_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.legend_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.legend_scroll.setMaximumHeight(LEGEND_ROWS * (self.fontMetrics().height() + 8))
+        self.legend_scroll.setMaximumHeight(LEGEND_ROWS * self._legend_row_height())
         self.network_button = QPushButton("Network…")
         self.network_button.setToolTip("Run a segmentation network on the folder's images and refine its "
                                        "probabilities (Ctrl+Shift+N).")
@@ -419,8 +419,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_document(None)
         self.unary_picker.set_document(None)
         self.panel.set_document(None)
-        self.legend.set_classes(())
-        self.brush_controls.set_classes(())
+        self._show_classes(())
         self.timing.setText("")
         for name in ("undo", "redo", "accept"):
             self.qactions[name].setEnabled(False)
@@ -456,9 +455,8 @@ class MainWindow(QMainWindow):
         self.canvas.set_document(document)
         self.unary_picker.set_document(document)
         self.panel.set_document(document)
-        self.legend.set_classes(document.class_names)
+        self._show_classes(document.class_names)
         self.legend.set_labels(self.canvas.shown_labels())
-        self.brush_controls.set_classes(document.class_names)
         self._show_history()
         self.qactions["accept"].setEnabled(document.unary is not None)
         if document.unary_kind == "strokes":
@@ -472,10 +470,18 @@ class MainWindow(QMainWindow):
         if document.result is None and document.job() is not None:
             self.refine_now()
 
+    def _legend_row_height(self) -> int:
+        return self.fontMetrics().height() + 8  # a legend row: the text, its swatch and the grid's spacing
+
+    def _show_classes(self, names: tuple[str, ...]) -> None:
+        """Legend rows and brush classes for ``names``; the legend shows them all up to :data:`LEGEND_ROWS`."""
+        self.legend.set_classes(names)
+        self.brush_controls.set_classes(names)
+        self.legend_scroll.setMinimumHeight(min(len(names), LEGEND_ROWS) * self._legend_row_height())
+
     def _on_unary_changed(self) -> None:
-        self.legend.set_classes(self.document.class_names)
+        self._show_classes(self.document.class_names)
         self.legend.set_labels(self.canvas.shown_labels())
-        self.brush_controls.set_classes(self.document.class_names)
         self.qactions["accept"].setEnabled(True)
         self._match_presets(self.document)
         self.schedule_refine(preview=False)
