@@ -144,6 +144,10 @@ class NetworkJobs(QObject):
 
     def _on_report(self, value: tuple) -> None:
         if value[0] == "ready":
-            self.ready.emit(value[1], value[2])
+            stem, path = value[1], value[2]
+            current = self.network is not None and self.root is not None \
+                and path == cache_file(self.root, self.network.key, stem)
+            if current:  # not a late image of a folder or network left since
+                self.ready.emit(stem, path)
         else:
             self.progress.emit(value[1], value[2])
