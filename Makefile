@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PACKAGE_STAMP := $(VENV)/.package-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 VARIANT ?= cpu
 
 .PHONY: run demo test bench eval clean package selftest-package
@@ -15,7 +16,15 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-run: $(STAMP)
+# `make run` installs what the app needs (no test tools, no Ray); `make test` adds them.
+$(RUN_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e ".[app,export]"
+	rm -f $(VENV)/.run-*
+	touch $@
+
+run: $(RUN_STAMP)
 	$(PY) -m app.main resources/samples
 
 demo: $(STAMP)

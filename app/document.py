@@ -29,9 +29,10 @@ from .compute import RefineJob, RefineResult
 from .folder import ImageEntry
 from .scribbles import UNPAINTED, ScribbleLayer
 
-__all__ = ["UnaryKind", "available_methods", "default_params", "ImageDocument"]
+__all__ = ["UnaryKind", "VOID", "STROKES_CLASSES", "available_methods", "default_params", "ImageDocument"]
 
-UnaryKind = Literal["mask", "probs"]
+UnaryKind = Literal["mask", "probs", "strokes"]
+STROKES_CLASSES = 2  # classes of a strokes-only image when classes.json names none (background and one object)
 
 
 def available_methods() -> list[str]:
@@ -103,7 +104,8 @@ class ImageDocument(QObject):
 
     @classmethod
     def open(cls, entry: ImageEntry, **kwargs: Any) -> "ImageDocument":
-        """Load ``entry``'s image and its default unary source: the probability map if there is one, else the mask.
+        """Load ``entry``'s image and its default unary source: the probability map if there is one, else the mask,
+        else none: the image starts from nothing, ready for strokes (:meth:`start_from_strokes`).
 
         Keyword arguments are those of the constructor (``method``, ``params``, ``mask_confidence``, ``mask_band``).
         """
@@ -112,12 +114,28 @@ class ImageDocument(QObject):
             doc.set_unary_source("probs", entry.probs)
         elif entry.mask is not None:
             doc.set_unary_source("mask", entry.mask)
+        else:
+            doc.start_from_strokes()
         return doc
+
+    def start_from_strokes(self) -> None:
+        """No mask and no probabilities: a uniform unary over ``classes.json``'s classes (else
+        :data:`STROKES_CLASSES`), so brush strokes alone make the mask (painted pixels hard, the CRF spreads them).
+        Nothing is refined until something is painted."""
+        count = len(self._names) or STROKES_CLASSES
+        self._check_scribbles_fit(count)
+        shape = self.image.shape[:2]
+        self._kind, self._path, self._source = "strokes", None, None
+        self._unary = np.full((count, *shape), 1.0 / count, dtype=np.float32)
+        self._before = np.full(shape, VOID, dtype=np.int64)
+        self._version += 1
+        self._set_result(None)
+        self.unary_changed.emit()
 
     # --- unary -------------------------------------------------------------------------------------------------
     @property
     def unary_kind(self) -> UnaryKind | None:
-        """``"mask"`` or ``"probs"``, None while no unary file is loaded."""
+        """``"mask"``, ``"probs"`` or ``"strokes"`` (no file: strokes alone make the mask), None before any."""
         return self._kind
 
     @property
@@ -131,8 +149,14 @@ class ImageDocument(QObject):
 
     @property
     def before_labels(self) -> np.ndarray | None:
-        """``(H, W)`` int64 labels of the unary: the mask itself (255 = void) or the argmax of the probabilities."""
+        """``(H, W)`` int64 labels of the unary: the mask itself (:attr:`void` = unannotated) or the argmax of the
+        probabilities."""
         return self._before
+
+    @property
+    def void(self) -> int:
+        """The mask label of unannotated pixels (``classes.json``'s ``"void"``, default 255); never a class."""
+        return self.entry.void
 
     @property
     def num_classes(self) -> int:
@@ -160,7 +184,8 @@ class ImageDocument(QObject):
         is a ``"rough_annotation"``, a probability map a ``"network_output"``; None while no unary is loaded."""
         if self._kind is None:
             return None
-        return crfcore.presets.for_unary_source("mask" if self._kind == "mask" else "probabilities")
+        return crfcore.presets.for_unary_source({"mask": "mask", "probs": "probabilities",
+                                                 "strokes": "scribbles"}[self._kind])
 
     def apply_preset(self, kind: str) -> list[str]:
         """Give every method that has a shipped preset of ``kind`` that preset's parameters, and take the mask
@@ -238,13 +263,13 @@ class ImageDocument(QObject):
     def _from_mask(self, mask: np.ndarray, path: Path, confidence: float,
                    band: float | None) -> tuple[np.ndarray, np.ndarray]:
         labels = mask.astype(np.int64)
-        valid = labels[labels != VOID]
+        valid = labels[labels != self.void]
         found = int(valid.max()) + 1 if valid.size else 0
         count = len(self._names) if self._names else max(2, found)
         if found > count:
             raise ValueError(f"{path.name} holds class {found - 1} but classes.json names {count} classes; add the "
-                             f"missing names or fix the mask.")
-        unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=VOID, band=band)
+                             f"missing names, give the unannotated label as \"void\", or fix the mask.")
+        unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=self.void, band=band)
         return unary.astype(np.float32), labels
 
     # --- refiner -----------------------------------------------------------------------------------------------
@@ -338,7 +363,7 @@ class ImageDocument(QObject):
         """Show a saved mask and its scribbles, e.g. from a reopened project; the undo history starts empty.
 
         Args:
-            labels: ``(H, W)`` integer mask, classes 0..C-1 or 255 (void), shown as the current result (one-hot
+            labels: ``(H, W)`` integer mask, classes 0..C-1 or :attr:`void`, shown as the current result (one-hot
                 probabilities, uniform on void, counted as made from the current inputs); None keeps no result, so
                 the scribbles wait for a refinement.
             scribbles: ``(H, W)`` integer scribbles (:data:`~app.scribbles.UNPAINTED` = none) or None for none.
@@ -358,7 +383,7 @@ class ImageDocument(QObject):
         result = None
         if labels is not None:
             labels = np.asarray(labels, dtype=np.int64)
-            probs = crfcore.unary.from_labels(labels, self.num_classes, confidence=1.0, ignore_index=VOID)
+            probs = crfcore.unary.from_labels(labels, self.num_classes, confidence=1.0, ignore_index=self.void)
             result = RefineResult(probs.astype(np.float32), labels, {"restored": True}, method, False,
                                   self._version + 1)
         self._scribbles = layer
@@ -367,9 +392,9 @@ class ImageDocument(QObject):
         self._set_result(result)
 
     def job(self, *, preview: bool = False) -> RefineJob | None:
-        """A snapshot of the inputs for a refinement, or None while no unary is loaded: the loaded unary and a copy
-        of the scribbles, whose painted pixels the worker makes hard (``crfcore.unary.from_scribbles``)."""
-        if self._unary is None:
+        """A snapshot of the inputs for a refinement, or None while no unary is loaded (or, starting from nothing,
+        nothing is painted): the loaded unary and a copy of the scribbles, whose painted pixels the worker makes hard (``crfcore.unary.from_scribbles``)."""
+        if self._unary is None or (self._kind == "strokes" and not self._scribbles.painted):
             return None
         scribbles = self._scribbles.values.copy() if self._scribbles.painted else None
         return RefineJob(image=self.image, unary=self._unary, method=self._method, params=self.params(),
@@ -381,6 +406,30 @@ class ImageDocument(QObject):
     def scribbles(self) -> np.ndarray:
         """``(H, W)`` int16 read-only scribbles, :data:`~app.scribbles.UNPAINTED` where nothing is painted."""
         return self._scribbles.values
+
+    @property
+    def history(self) -> ScribbleLayer:
+        """The scribbles with their undo history, to hand to a later document of this image
+        (:meth:`adopt_history`)."""
+        return self._scribbles
+
+    def adopt_history(self, layer: ScribbleLayer) -> None:
+        """Take ``layer`` (:attr:`history` of an earlier document of this image) as the scribbles and their undo
+        history. Scribbles equal to the current ones keep the result; others clear it, so the window refines.
+
+        Raises:
+            ValueError: ``layer`` is for another image size, or uses a class the unary lacks.
+        """
+        if layer.values.shape != self.image.shape[:2]:
+            raise ValueError(f"the history is for a {layer.values.shape} image, this one is "
+                             f"{self.image.shape[:2]} (H×W); it belongs to another image.")
+        self._check_scribbles_fit(self.num_classes, layer)
+        same = np.array_equal(layer.values, self._scribbles.values)
+        self._scribbles = layer
+        if not same:
+            self._version += 1
+            self.scribbles_changed.emit()
+            self._set_result(None)
 
     @property
     def can_undo(self) -> bool:

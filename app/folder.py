@@ -11,7 +11,9 @@ Either layout may hold ground-truth masks for fine-tuning (the Fine-tune dialog)
 or ``gt/<stem>.png``. Files named ``*_mask.*`` or ``*_gt.*`` are never taken for images.
 
 ``classes.json`` in the folder is optional: ``{"names": ["background", "cat"]}`` for every image, or
-``{"<stem>": [...], ...}`` per image. No Qt here.
+``{"<stem>": [...], ...}`` per image. Either form may add ``"void": 11``: the mask label of unannotated pixels
+(default 255, VOC's), which the unary, refinement, fine-tuning and export treat as "no label" and never as a class;
+it must lie outside the named classes (CamVid: 11 names, ``"void": 11``). No Qt here.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crfcore.io import IMAGE_SUFFIXES
+from crfcore.labels import VOID  # the default void label; classes.json's "void" overrides it
 
-__all__ = ["IMAGE_SUFFIXES", "PROBS_SUFFIXES", "ImageEntry", "ImageFolder", "scan_folder", "read_classes"]
+__all__ = ["IMAGE_SUFFIXES", "PROBS_SUFFIXES", "VOID", "ImageEntry", "ImageFolder", "scan_folder", "read_classes",
+           "read_void"]
 
 PROBS_SUFFIXES = (".npy", ".npz")
 MASK_TAG = "_mask"
@@ -39,10 +43,11 @@ class ImageEntry:
     Attributes:
         stem: file name without suffix, the key shared by the image and its sources.
         image: path of the RGB (or grey/RGBA, converted on load) image.
-        mask: path of an index mask (one class index per pixel, 255 = void), or None.
+        mask: path of an index mask (one class index per pixel, ``void`` = unannotated), or None.
         probs: path of a ``(C, H, W)`` probability map (``.npy``, or ``.npz`` with one array), or None.
         class_names: names of classes 0..C-1 from ``classes.json``, or None.
         truth: path of a ground-truth index mask (255 = void) for fine-tuning, or None.
+        void: the mask label of unannotated pixels (``classes.json``'s ``"void"``, default 255).
     """
 
     stem: str
@@ -51,14 +56,16 @@ class ImageEntry:
     probs: Path | None = None
     class_names: tuple[str, ...] | None = None
     truth: Path | None = None
+    void: int = VOID
 
 
 @dataclass(frozen=True)
 class ImageFolder:
-    """The images of a folder, sorted by stem."""
+    """The images of a folder, sorted by stem, and the mask label of unannotated pixels (``void``)."""
 
     root: Path
     entries: tuple[ImageEntry, ...]
+    void: int = VOID
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -76,18 +83,41 @@ def _probs_beside(directory: Path, stem: str) -> list[Path]:
     return [directory / f"{stem}{PROBS_TAG}{s}" for s in PROBS_SUFFIXES]
 
 
+_FORMS = '{"names": ["background", "cat"]} or {"<image stem>": ["background", "cat"], ...}, either with an ' \
+         'optional "void": 255'
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); expected {_FORMS}.") from None
+
+
+def read_void(path: str | os.PathLike) -> int:
+    """The void label of a ``classes.json`` (its ``"void"`` entry), :data:`VOID` when it has none.
+
+    Raises:
+        ValueError: ``"void"`` is not an integer label in 0..65535 (masks are 8- or 16-bit).
+    """
+    path = Path(path)
+    data = _read_json(path)
+    value = data.get("void", VOID) if isinstance(data, dict) else VOID
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f'{path}: "void" must be a mask label in 0..65535 (e.g. 11 for CamVid), got {value!r}.')
+    return value
+
+
 def read_classes(path: str | os.PathLike) -> dict[str, tuple[str, ...]] | tuple[str, ...]:
-    """Class names from a ``classes.json``: a tuple for ``{"names": [...]}``, a dict of tuples for ``{stem: [...]}``.
+    """Class names from a ``classes.json``: a tuple for ``{"names": [...]}``, a dict of tuples for ``{stem: [...]}``
+    (a ``"void"`` entry is not a class: see :func:`read_void`).
 
     Raises:
         ValueError: the file is not JSON of either form; the message names the file and both forms.
     """
     path = Path(path)
-    forms = '{"names": ["background", "cat"]} or {"<image stem>": ["background", "cat"], ...}'
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); expected {forms}.") from None
+    forms = _FORMS
+    data = _read_json(path)
 
     def names(value: object, where: str) -> tuple[str, ...]:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
@@ -99,7 +129,7 @@ def read_classes(path: str | os.PathLike) -> dict[str, tuple[str, ...]] | tuple[
         raise ValueError(f"{path} holds a {type(data).__name__}; expected {forms}.")
     if "names" in data:
         return names(data["names"], '"names"')
-    return {stem: names(value, repr(stem)) for stem, value in data.items()}
+    return {stem: names(value, repr(stem)) for stem, value in data.items() if stem != "void"}
 
 
 def scan_folder(path: str | os.PathLike) -> ImageFolder:
@@ -110,7 +140,7 @@ def scan_folder(path: str | os.PathLike) -> ImageFolder:
 
     Raises:
         FileNotFoundError: ``path`` is not a folder.
-        ValueError: the folder holds no image, or ``classes.json`` is malformed.
+        ValueError: the folder holds no image, or ``classes.json`` is malformed (or its void is a named class).
     """
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -125,6 +155,12 @@ def scan_folder(path: str | os.PathLike) -> ImageFolder:
                          f"the README.")
     classes_path = root / CLASSES_FILE
     classes = read_classes(classes_path) if classes_path.is_file() else None
+    void = read_void(classes_path) if classes_path.is_file() else VOID
+    named = [classes] if isinstance(classes, tuple) else list((classes or {}).values())
+    if any(void < len(n) for n in named):
+        raise ValueError(f'{classes_path}: "void" is {void} but the names list {max(map(len, named))} classes, so '
+                         f'label {void} would be both a class and unannotated; list only the classes (labels '
+                         f'0..{void - 1}) or set "void" to a label past them.')
     entries = []
     for image in images:
         stem = image.stem
@@ -137,6 +173,6 @@ def scan_folder(path: str | os.PathLike) -> ImageFolder:
             probs = _first_existing(*_probs_beside(image_dir, stem))
         truth = _first_existing(*_masks(root / "gt", stem), *_masks(image_dir, f"{stem}{TRUTH_TAG}"))
         names = classes.get(stem) if isinstance(classes, dict) else classes
-        entries.append(ImageEntry(stem, image, mask, probs, names, truth))
-    return ImageFolder(root, tuple(entries))
+        entries.append(ImageEntry(stem, image, mask, probs, names, truth, void))
+    return ImageFolder(root, tuple(entries), void)
 

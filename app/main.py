@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("folder", nargs="?", type=Path, help="images with <stem>_mask.png and/or <stem>_probs.npy "
                         "beside them, or images/ + masks/ subfolders; optional classes.json "
                         f"(default: the bundled samples, {SAMPLES})")
+    parser.add_argument("--model", type=Path, metavar="FILE", help="use a segmentation network as the unary source: "
+                        "torchvision weights (.pth, the five architectures of crfcore.backbones), TorchScript or "
+                        "torch.export (.pt2); it runs on the shown image at once and on the folder in the background, "
+                        "its probabilities cached in the folder's project")
     parser.add_argument("--method", help="refiner to start with (default: the first registered, convcrf)")
     parser.add_argument("--device", help="'cpu' or 'cuda' (default: CUDA when available)")
     parser.add_argument("--screenshot", type=Path, metavar="PNG", help="save a picture of the window once the "
@@ -46,8 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from PySide6.QtWidgets import QApplication
+    if args.selftest:
+        from .selftest import Selftest
+        selftest = Selftest()  # before the QApplication: picks the offscreen platform when there is no screen
+    from .system import ADVICE, advise_on_fatal, preflight
 
+    problem = preflight()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
+    try:
+        from PySide6.QtWidgets import QApplication
+    except ImportError as exc:  # QtGui links the system GL libraries
+        print(f"crf-studio: Qt cannot load ({exc}).\n{ADVICE}", file=sys.stderr)
+        return 1
     from .document import available_methods
     from .window import MainWindow
 
@@ -56,16 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crf-studio: --method {args.method!r} is not a registered refiner; valid ones are {valid}.",
               file=sys.stderr)
         return 2
-    if args.selftest:
-        from .selftest import Selftest
-        selftest = Selftest()  # before the QApplication: picks the offscreen platform when there is no screen
+    if QApplication.instance() is None:
+        advise_on_fatal()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("CRF Studio")
     app.setOrganizationName("CRF Studio")  # QSettings then writes to the user's config location, never beside us
     window = MainWindow(device=args.device)
     window.show()
     folder = args.folder if args.folder is not None else (SAMPLES if SAMPLES.is_dir() else None)
-    if folder is not None and window.open_folder(folder) and args.method is not None:
+    opened = folder is not None and window.open_folder(folder)
+    if opened and args.model is not None:
+        window.use_network_file(args.model)
+    if opened and args.method is not None and window.document is not None:
         window.document.set_method(args.method)
     if args.screenshot is not None:
         _screenshot_when_idle(window, args.screenshot)

@@ -16,7 +16,7 @@ import crfcore.presets
 
 __all__ = ["PresetChange", "PresetPolicy"]
 
-UnarySource = Literal["mask", "probs"]
+UnarySource = Literal["mask", "probs", "strokes"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class PresetPolicy:
     def follow(self, source_kind: str | None, unary: UnarySource | None) -> PresetChange | None:
         """In auto mode, the kind a document's unary source calls for, when it differs from the current one."""
         if self.auto and source_kind is not None and source_kind != self.kind:
-            source = "a mask" if unary == "mask" else "a probability map"
+            source = {"mask": "a mask", "probs": "a probability map", "strokes": "strokes alone"}.get(unary, unary)
             return PresetChange(source_kind, f"the unary is {source}")
         return None
 

@@ -209,7 +209,7 @@ def _wait_refined(window: "MainWindow", timeout_s: float) -> tuple["ImageDocumen
     window.scheduler.failed.connect(lambda _rid, message: failures.append(message))
     if window.document is None:
         raise SelftestError(f"no image was opened: {window.message.text()}")
-    if window.document.unary is None:
+    if window.document.job() is None:  # no unary, or starting from strokes with none painted
         raise SelftestError(f"nothing to refine: {window.message.text()}")
 
     def finished() -> bool:

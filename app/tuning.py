@@ -68,7 +68,7 @@ def _unary_fn(entries: dict[str, ImageEntry], confidence: float, band: float | N
     def unary(image_path: Path, image: np.ndarray, num_classes: int) -> np.ndarray:
         entry = entries[image_path.stem]
         return load_unary(entry.probs or entry.mask, num_classes=num_classes, image_shape=image.shape[:2],
-                          confidence=confidence, band=band)
+                          confidence=confidence, band=band, ignore_index=entry.void)
 
     return unary
 
@@ -97,6 +97,9 @@ def run_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
     if settings.learn_compat and not method.learns_compat:
         raise ValueError(f"learn_compat is for mean-field refiners; {settings.method!r} has no compatibility to "
                          f"learn. Untick it.")
+    if len({e.void for e in entries}) > 1:
+        raise ValueError(f"the chosen images disagree on the void label ({sorted({e.void for e in entries})}); "
+                         f"choose images of one folder.")
     by_stem = {e.stem: e for e in entries}
     with tempfile.TemporaryDirectory(prefix="crf-studio-tune-") as tmp:
         root = Path(tmp)
@@ -106,7 +109,8 @@ def run_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
             shutil.copyfile(entry.image, root / "images" / f"{entry.stem}{entry.image.suffix}")
             shutil.copyfile(entry.truth, root / "masks" / f"{entry.stem}{entry.truth.suffix}")
         data = learn.LearnData(root, num_classes=settings.num_classes, val_frac=settings.val_frac,
-                               seed=settings.seed, unary_fn=_unary_fn(by_stem, settings.confidence, settings.band))
+                               seed=settings.seed, void=entries[0].void,
+                               unary_fn=_unary_fn(by_stem, settings.confidence, settings.band))
         if method.training == "piecewise":
             model = crfcore.refiners.get(settings.method, settings.params, num_classes=settings.num_classes)
             config = learn.PiecewiseConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop,

@@ -11,20 +11,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QSlider, QVBoxLayout, QWidget)
+from PySide6.QtCore import QSignalBlocker, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QFrame, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow,
+                               QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
 import crfcore
 
 from .autosave import ProjectSync
 from .compute import RefineResult
+from .dialogs import help as help_dialogs
 from .dialogs.export import ExportDialog
+from .dialogs.help import ShortcutsDialog
+from .dialogs.network import NetworkDialog
 from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
+from .exporting import RefineSettings
 from .folder import ImageFolder, scan_folder
 from .preset_policy import PresetChange, PresetPolicy
+from .keys import ShortcutKeys
+from .network import Network, open_network
+from .network_jobs import NetworkJobs
+from .scribbles import ScribbleLayer
 from .tools import ToolState
 from .widgets import files
 from .widgets.canvas import DEFAULT_OPACITY, Canvas
@@ -40,8 +48,18 @@ SHORTCUTS = {
     "open": ["Ctrl+O"], "next": ["PgDown", "N"], "previous": ["PgUp", "P"], "refine": ["R", "Ctrl+Return"],
     "cancel": ["Esc"], "overlay": ["O"], "boundary": ["E"], "before": ["B"], "background": ["G"], "fit": ["F"],
     "undo": ["Ctrl+Z"], "redo": ["Ctrl+Shift+Z", "Ctrl+Y"], "accept": ["A"], "export": ["Ctrl+E"],
-    "tune": ["Ctrl+T"],
+    "tune": ["Ctrl+T"], "quit": ["Ctrl+Q"], "shortcuts": ["F1"], "about": [], "network": ["Ctrl+Shift+N"],
 }  # and app.widgets.tools.TOOL_SHORTCUTS: V navigate, D brush, X eraser, [ and ] brush size
+DESCRIPTIONS = {
+    "open": "Open a folder of images with masks or probability maps", "previous": "Previous image",
+    "next": "Next image", "refine": "Run the refiner at full resolution", "cancel": "Stop the running refinement",
+    "overlay": "Show or hide the label overlay", "boundary": "Draw only the outlines of the labels",
+    "fit": "Zoom to the whole image", "undo": "Undo the last stroke", "redo": "Redo the undone stroke",
+    "export": "Write the saved masks as VOC, index, COCO, YOLO or binary files",
+    "tune": "Learn the refiner's parameters from images with ground truth", "quit": "Quit CRF Studio",
+    "shortcuts": "This sheet", "about": "Versions and device",
+}  # the Help ▸ Keyboard shortcuts sheet shows them; app.widgets.tools has the tools'
+LEGEND_ROWS = 4  # class rows in view at most; more scroll, so the sliders keep their room at 1280×800
 
 
 def format_timing(result: RefineResult) -> str:
@@ -62,6 +80,9 @@ class MainWindow(QMainWindow):
         self.folder: ImageFolder | None = None
         self.index = -1
         self.document: ImageDocument | None = None
+        self.bad_images: dict[int, str] = {}  # images of the folder that cannot be opened: index -> why
+        self._carried: dict = {}  # refiner, parameters and mask settings handed to the next image opened
+        self._histories: dict[Path, ScribbleLayer] = {}  # undo histories of the folder's images left this session
         self.scheduler = scheduler or RefineScheduler(self, device=device)
         self._first_request = 1  # requests with smaller ids were made for a previous document
         self.presets = PresetPolicy()  # which shipped preset kind the parameters come from
@@ -69,6 +90,8 @@ class MainWindow(QMainWindow):
         self.export_dialog: ExportDialog | None = None
         self.tune_dialog: TuneDialog | None = None
         self.tools = ToolState(self)
+        self.network_jobs = NetworkJobs(self, device=device)
+        self.network_dialog: NetworkDialog | None = None
         self.canvas = Canvas(tools=self.tools)
         self.project_sync = ProjectSync(self)
         self.setCentralWidget(self.canvas)
@@ -79,6 +102,9 @@ class MainWindow(QMainWindow):
         self._build_docks()
         self.qactions = self._build_actions()
         self.qactions.update(tool_actions(self.tools, self))
+        self.shortcuts_dialog: ShortcutsDialog | None = None
+        self.about_box: QMessageBox | None = None
+        self._build_menus()
         self._build_toolbar()
         self._build_edit_toolbar()
         self._build_status_bar(device)
@@ -101,6 +127,12 @@ class MainWindow(QMainWindow):
         self.scheduler.failed.connect(self._on_failed)
         self.scheduler.cancelled.connect(self._on_cancelled)
         self.scheduler.busy_changed.connect(self._on_busy)
+        self.network_jobs.ready.connect(self._on_network_ready)
+        self.network_jobs.progress.connect(self._on_network_progress)
+        self.network_jobs.busy_changed.connect(self._on_network_busy)
+        self.network_jobs.failed.connect(lambda message: self.show_error("Network", message))
+        self.keys = ShortcutKeys(self.focus_canvas, self)
+        self.keys.watch(self)
         self.resize(1280, 800)
 
     # --- layout ------------------------------------------------------------------------------------------------
@@ -125,10 +157,23 @@ class MainWindow(QMainWindow):
         run_row.addWidget(self.cancel_button)
         side = QWidget()
         column = QVBoxLayout(side)
+        self.legend_scroll = QScrollArea()  # many classes scroll here rather than squeeze the sliders
+        self.legend_scroll.setWidget(self.legend)
+        self.legend_scroll.setWidgetResizable(True)
+        self.legend_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.legend_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.legend_scroll.setMaximumHeight(LEGEND_ROWS * self._legend_row_height())
+        self.network_button = QPushButton("Network…")
+        self.network_button.setToolTip("Run a segmentation network on the folder's images and refine its "
+                                       "probabilities (Ctrl+Shift+N).")
+        self.network_button.setEnabled(False)
+        self.network_button.clicked.connect(self.ask_network)
         for title, widget, stretch in (("Unary", self.unary_picker, 0), ("Refiner", self.panel, 1),
-                                       ("Classes", self.legend, 0)):
+                                       ("Classes", self.legend_scroll, 0)):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(widget)
+            if title == "Unary":
+                box.layout().addWidget(self.network_button)
             column.addWidget(box, stretch)
             if title == "Refiner":
                 column.addLayout(run_row)
@@ -152,6 +197,9 @@ class MainWindow(QMainWindow):
             "fit": ("Fit", self.canvas.fit, False), "undo": ("Undo", self.undo, False),
             "redo": ("Redo", self.redo, False), "accept": ("Accept", self.accept_mask, False),
             "export": ("Export…", self.export_masks, False), "tune": ("Fine-tune…", self.fine_tune, False),
+            "quit": ("Quit", self.close, False), "shortcuts": ("Keyboard shortcuts", self.show_shortcuts, False),
+            "about": ("About CRF Studio", self.show_about, False),
+            "network": ("Network…", self.ask_network, False),
         }
         actions = {}
         for name, (text, slot, checkable) in specs.items():
@@ -159,7 +207,8 @@ class MainWindow(QMainWindow):
             keys = [QKeySequence(k) for k in SHORTCUTS[name]]
             action.setShortcuts(keys)
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            action.setToolTip(f"{text} ({', '.join(k.toString() for k in keys)})")
+            what = DESCRIPTIONS.get(name, text)
+            action.setToolTip(f"{what} ({', '.join(k.toString() for k in keys)})" if keys else what)
             action.setCheckable(checkable)
             (action.toggled if checkable else action.triggered).connect(slot)
             self.addAction(action)
@@ -170,9 +219,32 @@ class MainWindow(QMainWindow):
         actions["background"].setToolTip("Draw class 0 as well (G); hidden by default as the usual background.")
         actions["accept"].setToolTip("Save the mask as shown as a new revision in the folder's project (A); edits "
                                      "are saved by themselves.")
-        for name in ("undo", "redo", "accept", "export", "tune"):
+        actions["network"].setToolTip("Use a segmentation network (torchvision weights, TorchScript or .pt2) as the "
+                                      "unary source of this folder (Ctrl+Shift+N).")
+        for name in ("undo", "redo", "accept", "export", "tune", "network"):
             actions[name].setEnabled(False)
         return actions
+
+    def _build_menus(self) -> None:
+        """File, Edit, View, Refine and Help menus over the same actions as the toolbars (keys shown beside)."""
+        menus = {"&File": ("open", None, "export", None, "quit"),
+                 "&Edit": ("undo", "redo", None, "accept", None, "navigate", "brush", "eraser", "shrink", "grow"),
+                 "&View": ("previous", "next", None, "overlay", "boundary", "before", "background", None, "fit"),
+                 "&Refine": ("network", None, "refine", "cancel", None, "tune"), "&Help": ("shortcuts", None, "about")}
+        bar = self.menuBar()
+        for title, names in menus.items():
+            menu = bar.addMenu(title)
+            for name in names:
+                menu.addAction(self.qactions[name]) if name else menu.addSeparator()
+
+    def show_shortcuts(self) -> None:
+        """Help ▸ Keyboard shortcuts (F1): every action and its keys."""
+        self.shortcuts_dialog = ShortcutsDialog(self.qactions, self)
+        self.shortcuts_dialog.show()
+
+    def show_about(self) -> None:
+        """Help ▸ About: versions and the device the refiners run on."""
+        self.about_box = help_dialogs.show_about(self, self.device_label.text().removeprefix("device: "))
 
     def _build_toolbar(self) -> None:
         bar = self.addToolBar("Main")
@@ -210,9 +282,24 @@ class MainWindow(QMainWindow):
         self.save_label.setToolTip("The last mask revision saved into the folder's project (.crfstudio).")
         bar = self.statusBar()
         bar.addWidget(self.message, 1)
+        self.network_label = QLabel("")
+        self.network_progress = QProgressBar()
+        self.network_progress.setMaximumWidth(120)
+        self.network_progress.setMaximumHeight(14)
+        self.network_cancel = QPushButton("Stop network")
+        self.network_cancel.setToolTip("Stop the network's folder run after the image in progress (cached images "
+                                       "stay cached).")
+        self.network_cancel.clicked.connect(self.network_jobs.cancel)
+        for widget in (self.network_label, self.network_progress, self.network_cancel):
+            bar.addPermanentWidget(widget)
+            widget.setVisible(False)
         bar.addPermanentWidget(self.save_label)
         bar.addPermanentWidget(self.timing)
         bar.addPermanentWidget(self.device_label)
+
+    def focus_canvas(self) -> None:
+        """Give the keyboard focus to the canvas (after Enter or Escape in a number box)."""
+        self.canvas.setFocus(Qt.FocusReason.ShortcutFocusReason)
 
     def show_status(self, text: str, *, error: bool = False) -> None:
         """Show ``text`` in the status bar, in red for an error."""
@@ -221,7 +308,7 @@ class MainWindow(QMainWindow):
 
     def show_error(self, title: str, message: str) -> None:
         """An error the user caused by an action (a file, a preset): status bar and a non-blocking message box."""
-        self.show_status(message, error=True)
+        self.show_status(message.splitlines()[0], error=True)
         self.error_box = files.show_error(self, title, message)
 
     # --- images ------------------------------------------------------------------------------------------------
@@ -231,48 +318,112 @@ class MainWindow(QMainWindow):
             self.open_folder(path)
 
     def open_folder(self, path: str | Path) -> bool:
-        """Scan ``path`` and open its first image; False (with a message) if it cannot be used."""
+        """Scan ``path`` and open its first image that opens; False (with a message) if the folder cannot be used.
+
+        From here on the window shows the new folder whatever its images hold: an image that cannot be opened is
+        marked in the list with the reason, and when none opens the canvas is empty, never an image of the folder
+        shown before. Edits land in the project of the folder shown.
+        """
         try:
             folder = scan_folder(path)
         except (OSError, ValueError) as exc:
             self.show_error("Open folder", str(exc))
             return False
-        self.project_sync.watch(None)
+        self._carried = self._carried_settings()
+        self._clear_document()
         self.project_sync.open_folder(folder.root)
         self.folder, self.index = folder, -1
+        self.network_jobs.set_folder(folder.root)
+        self.bad_images = {}
+        self._histories = {}
         self.save_label.setText("")
-        for name in ("export", "tune"):
+        for name in ("export", "tune", "network"):
             self.qactions[name].setEnabled(True)
+        self.network_button.setEnabled(True)
         self.image_list.blockSignals(True)
         self.image_list.clear()
         self.image_list.addItems([entry.stem for entry in folder.entries])
         self.image_list.blockSignals(False)
         self.setWindowTitle(f"CRF Studio — {folder.root}")
-        self.open_index(0)
+        for index in range(len(folder)):
+            if self._open(index, report=False):
+                break
+        if self.bad_images:
+            self._report_bad_images()
         return True
 
     def open_index(self, index: int) -> bool:
         """Open image ``index`` of the folder, keeping the refiner, its parameters and the mask confidence."""
         if self.folder is None or not 0 <= index < len(self.folder) or index == self.index:
             return False
-        entry = self.folder.entries[index]
-        previous = self.document
-        carried = {} if previous is None else {"method": previous.method, "params": previous.all_params(),
-                                                "mask_confidence": previous.mask_confidence,
-                                                "mask_band": previous.mask_band}
+        return self._open(index, report=True)
+
+    def _open(self, index: int, *, report: bool) -> bool:
+        entry = self.network_jobs.entry_for(self.folder.entries[index])
+        self._carried = self._carried_settings()
         try:
-            document = ImageDocument.open(entry, parent=self, **carried)
+            document = ImageDocument.open(entry, parent=self, **self._carried)
         except (OSError, ValueError) as exc:
-            self.show_error("Open image", f"Cannot open {entry.stem}: {exc}")
+            self._mark_bad(index, f"Cannot open {entry.stem}: {exc}")
+            if report:
+                self._report_bad_images()
+            self._select_row(self.index)
             return False
+        previous = self.document
         self.index = index
-        self.image_list.blockSignals(True)
-        self.image_list.setCurrentRow(index)
-        self.image_list.blockSignals(False)
+        self._select_row(index)
         self._set_document(document)
         if previous is not None:
+            self._histories[previous.entry.image] = previous.history
             previous.deleteLater()
+        if self.network_jobs.network is not None and self.network_jobs.cached_file(entry) is None:
+            self.network_jobs.run([entry])
+            self.show_status(f"Running the network on {entry.stem}…")
         return True
+
+    def _carried_settings(self) -> dict:
+        """The refiner, its parameters and the mask settings, carried from the shown image to the next one."""
+        doc = self.document
+        if doc is None:
+            return self._carried
+        return {"method": doc.method, "params": doc.all_params(), "mask_confidence": doc.mask_confidence,
+                "mask_band": doc.mask_band}
+
+    def _select_row(self, index: int) -> None:
+        with QSignalBlocker(self.image_list):
+            self.image_list.setCurrentRow(index)
+
+    def _mark_bad(self, index: int, reason: str) -> None:
+        """Mark image ``index`` in the list as one that cannot be opened, with ``reason`` as its tooltip."""
+        self.bad_images[index] = reason
+        item = self.image_list.item(index)
+        item.setText(f"{self.folder.entries[index].stem}  ✕")
+        item.setForeground(QColor("#d93025"))
+        item.setToolTip(reason)
+
+    def _report_bad_images(self) -> None:
+        bad = [self.bad_images[i] for i in sorted(self.bad_images)]
+        shown = (f"showing {self.document.entry.stem}" if self.document is not None
+                 else "no image of this folder could be opened")
+        self.show_error("Open image", f"{len(bad)} image(s) of {self.folder.root} cannot be opened (marked ✕ in the "
+                        f"list); {shown}.\n" + "\n".join(bad))
+
+    def _clear_document(self) -> None:
+        """Show nothing: no image, no unary, no refiner bound; a pending edit is saved first."""
+        self.canvas.end_stroke()
+        self.scheduler.cancel()
+        self._first_request = self.scheduler.latest_id + 1
+        self.project_sync.watch(None)
+        previous, self.document, self.index = self.document, None, -1
+        self.canvas.set_document(None)
+        self.unary_picker.set_document(None)
+        self.panel.set_document(None)
+        self._show_classes(())
+        self.timing.setText("")
+        for name in ("undo", "redo", "accept"):
+            self.qactions[name].setEnabled(False)
+        if previous is not None:
+            previous.deleteLater()
 
     def next_image(self) -> None:
         if self.folder is not None:
@@ -288,32 +439,48 @@ class MainWindow(QMainWindow):
         self._match_presets(document)  # before a saved mask is restored: it must not be recomputed or cleared
         self.project_sync.watch(document)
         restored = self.project_sync.restore(document)
+        if (history := self._histories.pop(document.entry.image, None)) is not None:
+            try:
+                document.adopt_history(history)
+            except ValueError as exc:  # the unary's classes changed since: the strokes stay as saved, no history
+                restored = f"{restored}; undo history dropped ({exc})" if restored else f"undo history dropped ({exc})"
         self.document = document
         document.method_changed.connect(self._on_method_changed)
         document.params_replaced.connect(lambda _m: self.schedule_refine(preview=False))
         document.unary_changed.connect(self._on_unary_changed)
         document.edited.connect(self._on_edited)
+        self.timing.setText("")  # the last image's timing and save note, not this one's
+        self.save_label.setText("")
         self.canvas.set_document(document)
         self.unary_picker.set_document(document)
         self.panel.set_document(document)
-        self.legend.set_classes(document.class_names)
+        self._show_classes(document.class_names)
         self.legend.set_labels(self.canvas.shown_labels())
-        self.brush_controls.set_classes(document.class_names)
         self._show_history()
         self.qactions["accept"].setEnabled(document.unary is not None)
-        if document.unary is None:
-            self.show_status(f"No mask or probability map found for {document.entry.stem}; choose one with "
-                             f"the … button under Unary.", error=True)
-            return
-        self.show_status(f"{document.entry.stem}: {document.image.shape[1]}×{document.image.shape[0]}, "
-                         f"{document.num_classes} classes{'; ' + restored if restored else ''}")
-        if document.result is None:
+        if document.unary_kind == "strokes":
+            self.tools.set_tool("brush")
+            self.show_status(f"{document.entry.stem} has no mask or probability map: paint each class with the brush "
+                             f"(D; pick the class in the legend) and the strokes alone make the mask; or choose a "
+                             f"unary with … or Network…{'; ' + restored if restored else ''}")
+        else:
+            self.show_status(f"{document.entry.stem}: {document.image.shape[1]}×{document.image.shape[0]}, "
+                             f"{document.num_classes} classes{'; ' + restored if restored else ''}")
+        if document.result is None and document.job() is not None:
             self.refine_now()
 
+    def _legend_row_height(self) -> int:
+        return self.fontMetrics().height() + 8  # a legend row: the text, its swatch and the grid's spacing
+
+    def _show_classes(self, names: tuple[str, ...]) -> None:
+        """Legend rows and brush classes for ``names``; the legend shows them all up to :data:`LEGEND_ROWS`."""
+        self.legend.set_classes(names)
+        self.brush_controls.set_classes(names)
+        self.legend_scroll.setMinimumHeight(min(len(names), LEGEND_ROWS) * self._legend_row_height())
+
     def _on_unary_changed(self) -> None:
-        self.legend.set_classes(self.document.class_names)
+        self._show_classes(self.document.class_names)
         self.legend.set_labels(self.canvas.shown_labels())
-        self.brush_controls.set_classes(self.document.class_names)
         self.qactions["accept"].setEnabled(True)
         self._match_presets(self.document)
         self.schedule_refine(preview=False)
@@ -358,8 +525,80 @@ class MainWindow(QMainWindow):
         self.presets.applied(change)
         document.apply_preset(change.kind)
         self.panel.show_preset_kind(change.kind, auto=self.presets.auto)
+        self.panel.show_source(f"the shipped {KIND_TITLES[change.kind]} presets")
         self.show_status(f"Using the {KIND_TITLES[change.kind]} presets ({change.reason}); the Presets box above "
                          f"the refiner tabs changes this.")
+
+    # --- network unaries ---------------------------------------------------------------------------------------------
+    def ask_network(self) -> None:
+        """Network… (Ctrl+Shift+N): choose a model file, its class names and whether to run the whole folder."""
+        if self.folder is None:
+            return
+        names = next((e.class_names for e in self.folder.entries if e.class_names), ())
+        self.network_dialog = NetworkDialog(self, start=self.folder.root, folder_classes=tuple(names),
+                                            device=self.scheduler.device)
+        self.network_dialog.accepted.connect(lambda: self.use_network(
+            self.network_dialog.network, self.network_dialog.classes(),
+            whole_folder=self.network_dialog.whole_folder.isChecked()))
+        self.network_dialog.open()
+
+    def use_network_file(self, path: str | Path, *, whole_folder: bool = True) -> bool:
+        """Use the model file at ``path`` for the open folder (``crf-studio FOLDER --model FILE``): class names from
+        the file, else ``classes.json`` when the counts fit; False (with a message) if it cannot be loaded."""
+        if self.folder is None:
+            return False
+        try:
+            network = open_network(path, device=self.scheduler.device)
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.show_error("Network", f"Cannot use {Path(path).name} as the unary source: {exc}")
+            return False
+        names = next((e.class_names for e in self.folder.entries if e.class_names), ())
+        if network.file_classes:
+            names = network.file_classes
+        elif network.num_classes is not None and len(names) != network.num_classes:
+            names = ()
+        self.use_network(network, names, whole_folder=whole_folder)
+        return True
+
+    def use_network(self, network: Network, classes: tuple[str, ...] = (), *, whole_folder: bool = True) -> None:
+        """Make ``network`` the folder's unary source: its probabilities for the shown image at once (from the
+        project's cache when computed before), the whole folder in the background when ``whole_folder``; the
+        network-output presets are chosen."""
+        if self.folder is None:
+            return
+        self.network_jobs.use(network, classes)
+        if not self.auto_presets:
+            self.choose_preset_kind("network_output")
+        entries = list(self.folder.entries)
+        if self.document is not None:
+            current = self.folder.entries[self.index]
+            entries.remove(current)
+            entries.insert(0, current)
+            if self.network_jobs.cached_file(current) is not None:
+                self._reopen()
+        self.network_jobs.run(entries if whole_folder else entries[:1])
+        self.show_status(f"Network: {network.describe()}")
+
+    def _reopen(self) -> None:
+        """Open the shown image again (its unary source changed) and refine it."""
+        index, self.index = self.index, -1
+        if self._open(index, report=True):
+            self.refine_now()
+        else:
+            self.index = index
+
+    def _on_network_ready(self, stem: str, path: object) -> None:
+        if self.document is not None and self.document.entry.stem == stem and self.document.entry.probs != path:
+            self._reopen()
+
+    def _on_network_progress(self, done: int, total: int) -> None:
+        self.network_progress.setRange(0, max(total, 1))
+        self.network_progress.setValue(done)
+        self.network_label.setText(f"network: {done}/{total} images")
+
+    def _on_network_busy(self, busy: bool) -> None:
+        for widget in (self.network_label, self.network_progress, self.network_cancel):
+            widget.setVisible(busy)
 
     # --- editing -------------------------------------------------------------------------------------------------
     def pick_class(self, label: int) -> None:
@@ -386,13 +625,19 @@ class MainWindow(QMainWindow):
         if self.folder is not None:
             self.project_sync.flush()
             names = self.document.class_names if self.document is not None else ()
-            self.export_dialog = ExportDialog(self.folder.root, names, self)
+            doc = self.document
+            settings = None if doc is None else RefineSettings(
+                doc.method, doc.params(), doc.mask_confidence, doc.mask_band, tuple(doc.class_names),
+                self.scheduler.device)
+            self.export_dialog = ExportDialog(self.folder.root, names, self, void=self.folder.void,
+                                              entries=self.folder.entries, settings=settings)
             self.export_dialog.open()
 
     def fine_tune(self) -> None:
         """Open the Fine-tune dialog for the current refiner (Ctrl+T)."""
         if self.folder is not None and self.document is not None and self.document.unary is not None:
             self.tune_dialog = TuneDialog(self.folder, self.document, self)
+            self.tune_dialog.applied.connect(self.panel.show_source)
             self.tune_dialog.open()
 
     def _on_edited(self, action: str) -> None:
@@ -405,14 +650,22 @@ class MainWindow(QMainWindow):
             action = self.qactions[name]
             action.setEnabled(able)
             keys = ", ".join(k.toString() for k in action.shortcuts())
-            action.setToolTip(f"{name.capitalize()} {what} ({keys})" if what else f"{name.capitalize()} ({keys})")
+            action.setToolTip(f"{name.capitalize()} {what} ({keys})" if what else f"{DESCRIPTIONS[name]} ({keys})")
 
     # --- refinement --------------------------------------------------------------------------------------------
     def refine_now(self) -> None:
-        """Run the current refiner at full resolution now."""
+        """Run the current refiner at full resolution now; without an image or a unary, say why not."""
         job = self.document.job() if self.document is not None else None
         if job is not None:
             self.scheduler.submit(job)
+        elif self.document is None:
+            self.show_status("Nothing to refine: open a folder of images first (Ctrl+O).", error=True)
+        elif self.document.unary_kind == "strokes":
+            self.show_status(f"Nothing to refine yet: {self.document.entry.stem} starts from strokes; paint the "
+                             f"classes with the brush (D) first.")
+        else:
+            self.show_status(f"Nothing to refine: {self.document.entry.stem} has no mask or probability map yet; "
+                             f"choose one with the … button under Unary.", error=True)
 
     def schedule_refine(self, *, preview: bool) -> None:
         """Run after the debounce interval (a preview while a slider is dragged)."""
@@ -460,5 +713,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
         self.scheduler.shutdown()
+        self.network_jobs.cancel()
+        self.network_jobs.runner.wait()
         self.project_sync.close()
         super().closeEvent(event)

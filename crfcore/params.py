@@ -276,14 +276,22 @@ def from_dict(method: str, values: dict[str, Any]) -> Any:
     return with_overrides(params_for(method)(), **values)
 
 
-def save_preset(path: str | os.PathLike, method: str, params: Any) -> None:
-    """Write ``params`` as a preset JSON file, atomically (a crash leaves the old file or the new one)."""
+def save_preset(path: str | os.PathLike, method: str, params: Any, *,
+                unary: Mapping[str, float] | None = None) -> None:
+    """Write ``params`` as a preset JSON file, atomically (a crash leaves the old file or the new one).
+
+    ``unary``: the mask-unary settings tuned with them (``{"confidence": p, "band": px}``, the ``"unary"`` entry
+    :func:`crfcore.presets.read` reads back), or None to write none.
+    """
     if not isinstance(params, params_for(method)):
         raise InputError(f"params are {type(params).__name__}, but method {method!r} takes "
                          f"{params_for(method).__name__}.")
     from .io import atomic_write
 
-    text = json.dumps({"method": method, "params": to_dict(params)}, indent=2) + "\n"
+    data: dict[str, Any] = {"method": method, "params": to_dict(params)}
+    if unary:
+        data["unary"] = {k: v for k, v in unary.items() if v is not None}
+    text = json.dumps(data, indent=2) + "\n"
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

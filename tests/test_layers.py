@@ -36,16 +36,17 @@ RANKS: dict[str, int] = {
     "crfcore.cli": 12,
     # app, bottom up: Qt-free models; state with signals; the worker; widgets; dialogs; the window; entry points
     "app": 20, "app.folder": 20, "app.scribbles": 20, "app.tools": 20, "app.compute": 20, "app.tuning": 20,
-    "app.preset_policy": 20,
+    "app.preset_policy": 20, "app.exporting": 20, "app.network": 20, "app.palette": 20, "app.system": 20,
     "app.document": 21,
-    "app.autosave": 22, "app.workers": 22,
+    "app.autosave": 22, "app.workers": 22, "app.network_jobs": 22, "app.keys": 22,
     "app.widgets": 23,
     "app.dialogs": 24,
     "app.window": 25,
     "app.selftest": 26, "app.main": 27, "app.bench_latency": 27,
 }
 
-QT_FREE = ("crfcore", "app.compute", "app.folder", "app.tuning", "app.preset_policy")
+QT_FREE = ("crfcore", "app.compute", "app.folder", "app.tuning", "app.preset_policy", "app.exporting", "app.network",
+           "app.palette")
 """Units that import no Qt at all (crfcore, and the app's models that hold no Qt object)."""
 
 NO_WIDGETS = ("app.document", "app.scribbles", "app.tools", "app.autosave", "app.workers")

@@ -4,12 +4,14 @@ The source is the folder's project: each image's latest saved revision and the p
 picks a format (:data:`crfcore.export.FORMATS`), an output folder, whether class 0 is the background (not exported
 as objects by COCO, YOLO and binary), and the YOLO polygon tolerance; the export runs on a
 :class:`~app.workers.TaskRunner` with a progress bar and can be cancelled between masks (files already written stay).
-Errors arrive as one-line messages.
+Errors arrive as one-line messages. Images without a saved mask would be skipped: the dialog says how many and
+offers to refine them with the window's refiner and settings first (:mod:`app.exporting`), so they are included.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
@@ -18,6 +20,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 from crfcore import export
 from crfcore.project import CATALOG_DIR
 
+from ..exporting import RefineSettings, refine_and_save, unsaved
+from ..folder import ImageEntry
 from ..workers import Report, TaskRunner
 from ..widgets import files
 
@@ -27,16 +31,27 @@ FORMAT_TITLES = {"voc": "VOC palette PNG", "index": "Index PNG (8-bit)", "index1
                  "coco": "COCO RLE (annotations.json)", "yolo": "YOLO-seg polygons (.txt)",
                  "binary": "Binary PNG per class"}
 OBJECT_FORMATS = ("coco", "yolo", "binary")  # the formats that leave the background class out
+DEFAULT_TOLERANCE = 1.0  # pixels: YOLO polygons within 1 px of the outline (0 keeps every outline pixel)
 
 
 class ExportDialog(QDialog):
-    """Exports ``root``'s project masks; ``classes`` are the folder's class names (the project's when it has any)."""
+    """Exports ``root``'s project masks; ``classes`` are the folder's class names (the project's when it has any),
+    ``void`` the mask label of unannotated pixels (``classes.json``'s ``"void"``), never exported as a class;
+    ``entries`` the folder's images, ``settings`` how to refine those without a saved mask when the user includes
+    them (None: they can only be skipped)."""
 
-    def __init__(self, root: str | Path, classes: tuple[str, ...] = (), parent: QWidget | None = None) -> None:
+    def __init__(self, root: str | Path, classes: tuple[str, ...] = (), parent: QWidget | None = None, *,
+                 void: int = export.ClassTable.void, entries: Sequence[ImageEntry] = (),
+                 settings: RefineSettings | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export masks")
         self.root = Path(root)
         self.classes = classes
+        self.void = void
+        self.entries = tuple(entries)
+        self.settings = settings
+        self.skipped: list[ImageEntry] = []  # images without a saved mask that can be refined and included
+        self.sourceless: list[ImageEntry] = []  # images without a saved mask, a mask or probabilities
         self.written: list[Path] = []
         self.runner = TaskRunner(self)
         self.format = QComboBox()
@@ -51,7 +66,12 @@ class ExportDialog(QDialog):
         self.tolerance.setRange(0.0, 20.0)
         self.tolerance.setSingleStep(0.5)
         self.tolerance.setSuffix(" px")
-        self.tolerance.setToolTip("YOLO polygon simplification (Douglas–Peucker); 0 keeps the exact pixel outline.")
+        self.tolerance.setValue(DEFAULT_TOLERANCE)
+        self.tolerance.setToolTip("YOLO polygon simplification (Douglas–Peucker): the polygon stays within this "
+                                  "many pixels of the outline; 0 keeps every outline pixel (long polygons).")
+        self.include = QCheckBox()
+        self.include.setToolTip("Refine each image without a saved mask with the window's refiner and settings, "
+                                "save it into the project, and export it with the others.")
         self.progress = QProgressBar()
         self.status = QLabel("Exports each image's latest saved mask (edits are saved by themselves; A saves the "
                              "shown one).")
@@ -67,6 +87,7 @@ class ExportDialog(QDialog):
         form.addRow("Output folder", row)
         form.addRow(self.background)
         form.addRow("YOLO tolerance", self.tolerance)
+        form.addRow(self.include)
         buttons = QDialogButtonBox()
         buttons.addButton(self.export_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.ActionRole)
@@ -86,7 +107,26 @@ class ExportDialog(QDialog):
         self.runner.cancelled.connect(lambda: self.status.setText("Export cancelled; files already written stay."))
         self.runner.busy_changed.connect(self._on_busy)
         self._on_format()
+        self.count_skipped()
         self.resize(560, 0)
+
+    def count_skipped(self) -> None:
+        """Count the folder's images without a saved mask and offer to include those that can be refined."""
+        try:
+            self.skipped, self.sourceless = unsaved(self.root, self.entries)
+        except (OSError, ValueError) as exc:
+            self.skipped, self.sourceless = [], []
+            self.status.setText(f"Cannot read the project in {self.root}: {exc}")
+        count = len(self.skipped)
+        self.include.setText(f"Also refine and include the {count} image(s) without a saved mask")
+        self.include.setEnabled(count > 0 and self.settings is not None)
+        self.include.setVisible(count > 0)
+        saved = len(self.entries) - count - len(self.sourceless)
+        if self.entries:
+            none = (f"; {len(self.sourceless)} have no mask or probabilities and cannot be exported"
+                    if self.sourceless else "")
+            self.status.setText(f"{saved} of {len(self.entries)} image(s) have a saved mask and will be exported; "
+                                f"{count} would be skipped{none}.")
 
     def set_format(self, fmt: str) -> None:
         """Choose ``fmt`` (one of :data:`crfcore.export.FORMATS`)."""
@@ -108,9 +148,10 @@ class ExportDialog(QDialog):
         """Export on a worker thread."""
         if self.runner.busy:
             return
-        if not (self.root / CATALOG_DIR).is_dir():
+        include = self.include.isChecked() and self.include.isEnabled() and bool(self.skipped)
+        if not (self.root / CATALOG_DIR).is_dir() and not include:
             self.status.setText(f"Nothing is saved in {self.root} yet: paint, or press A (Accept) on an image, to "
-                                f"save its mask first.")
+                                f"save its mask first" + (", or tick \"Also refine\"." if self.skipped else "."))
             return
         text = self.output.text().strip()
         if not text:
@@ -120,27 +161,35 @@ class ExportDialog(QDialog):
         if out.exists() and not out.is_dir():
             self.status.setText(f"{out} is a file; choose a folder to export into (it is created if missing).")
             return
-        table = export.ClassTable(tuple(self.classes), background=0 if self.background.isChecked() else None)
+        table = export.ClassTable(tuple(self.classes), background=0 if self.background.isChecked() else None,
+                                  void=self.void)
         self.written = []
         self.progress.setValue(0)
         self.status.setText(f"Exporting {FORMAT_TITLES.get(fmt, fmt)} to {out}…")
 
+        skipped, settings = list(self.skipped) if include else [], self.settings
+
         def work(report: Report) -> list[Path]:
+            if skipped:
+                refine_and_save(self.root, skipped, settings,
+                                on_item=lambda done, total, stem: report(("Refined", done, total, stem)))
             return export.export_masks(self.root, out, fmt, classes=table, tolerance=tolerance,
-                                       on_item=lambda done, total, stem: report((done, total, stem)))
+                                       on_item=lambda done, total, stem: report(("Exported", done, total, stem)))
 
         self.runner.start(work)
 
-    def _on_item(self, value: tuple[int, int, str]) -> None:
-        done, total, stem = value
+    def _on_item(self, value: tuple[str, int, int, str]) -> None:
+        what, done, total, stem = value
         self.progress.setRange(0, total)
         self.progress.setValue(done)
-        self.status.setText(f"Exported {stem} ({done} of {total})")
+        self.status.setText(f"{what} {stem} ({done} of {total})")
 
     def _on_finished(self, written: list[Path]) -> None:
         self.written = written
         self.progress.setValue(self.progress.maximum())
-        self.status.setText(f"Wrote {len(written)} file(s) to {self.output.text()}.")
+        self.count_skipped()
+        skipped = f"; {len(self.skipped)} image(s) without a saved mask skipped" if self.skipped else ""
+        self.status.setText(f"Wrote {len(written)} file(s) to {self.output.text()}{skipped}.")
 
     def _on_busy(self, busy: bool) -> None:
         self.export_button.setEnabled(not busy)

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
                                QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -33,8 +33,21 @@ _CURVES = {"train_loss": ("training loss", "#e8710a"), "train_miou": ("training 
            "val_miou": ("validation mIoU", "#34a853")}
 
 
+def _title(text: str, keys: tuple[str, ...]) -> str:
+    """A plot title that names its curves in their colours: the legend, above the plot, never over the curves."""
+    names = "  ".join(f'<span style="color:{_CURVES[k][1]}">{"●" if k == "val_miou" else "—"} '
+                      f'{_CURVES[k][0]}</span>' for k in keys)
+    return f"{text}   {names}"
+
+
 class TuneDialog(QDialog):
-    """Fine-tunes ``document``'s current refiner on ``folder``'s labelled images; Apply writes the result back."""
+    """Fine-tunes ``document``'s current refiner on ``folder``'s labelled images; Apply writes the result back.
+
+    Signals:
+        applied(str): the tuned parameters were written into the document; the text says where they came from.
+    """
+
+    applied = Signal(str)
 
     def __init__(self, folder: ImageFolder, document: ImageDocument, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -58,9 +71,8 @@ class TuneDialog(QDialog):
         self.val_frac = self._spin(QDoubleSpinBox(), VAL_FRAC)
         self.learn_compat = QCheckBox("Learn a class compatibility matrix (+C)")
         self.learn_compat.setEnabled(crfcore.refiners.method(self.method).learns_compat)
-        self.loss_plot = pg.PlotWidget(title="training loss")
-        self.miou_plot = pg.PlotWidget(title="mIoU (%)")
-        self.miou_plot.addLegend(offset=(10, -10))  # bottom left: the mIoU curves run high
+        self.loss_plot = pg.PlotWidget(title=_title("training loss", ("train_loss",)))
+        self.miou_plot = pg.PlotWidget(title=_title("mIoU (%)", ("train_miou", "val_miou")))
         self.curves = {}
         for key, (name, colour) in _CURVES.items():
             plot = self.loss_plot if key == "train_loss" else self.miou_plot
@@ -83,11 +95,13 @@ class TuneDialog(QDialog):
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.runner.cancel)
         self.apply_button.clicked.connect(self.apply)
+        self.images.itemChanged.connect(lambda _item: self._on_busy(self.runner.busy))
         self.runner.progress.connect(self._on_step)
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(lambda message: self._stopped(f"Fine-tuning failed: {message}"))
         self.runner.cancelled.connect(lambda: self._stopped("Cancelled; nothing was applied."))
         self.runner.busy_changed.connect(self._on_busy)
+        self._on_busy(False)
         self.resize(720, 640)
 
     @staticmethod
@@ -189,7 +203,10 @@ class TuneDialog(QDialog):
         self.status.setText(message)
 
     def _on_busy(self, busy: bool) -> None:
-        self.start_button.setEnabled(not busy)
+        enough = len(self.chosen()) >= 2
+        self.start_button.setEnabled(not busy and enough)
+        self.start_button.setToolTip("" if enough else "Tick at least 2 labelled images (one to train on, one to "
+                                     "validate on); labelled images have a <stem>_gt.png ground truth.")
         self.cancel_button.setEnabled(busy)
         for widget in (self.images, self.steps, self.lr, self.crop, self.val_frac):
             widget.setEnabled(not busy)
@@ -201,6 +218,7 @@ class TuneDialog(QDialog):
             return
         self.document.set_method(self.result.method)
         self.document.set_params(self.result.method, self.result.params)
+        self.applied.emit(f"fine-tuned on {len(self.chosen())} images (validation mIoU {self.result.val_miou:.1f})")
         self.status.setText(f"Applied: {self.result.method} now uses the tuned parameters (save them with Save "
                             f"preset… in the refiner panel).")
         self.apply_button.setEnabled(False)

@@ -1,7 +1,8 @@
 """The canvas: the image, the label overlay (opacity, boundary-only, before/after), zoom and pan (pyqtgraph).
 
 The overlay is an index image drawn through a 256-entry RGBA lookup table: entries 0..C-1 are the class colours of
-:func:`class_colors`, everything else (void 255, the hidden background, non-boundary pixels) is transparent.
+:func:`~app.palette.class_colors`, everything else (void 255, the hidden background, non-boundary pixels) is
+transparent. Boundary-only mode draws 2 px outlines ringed by a dark 1 px halo (entry :data:`HALO`), nearly opaque.
 Mouse: wheel zooms, drag pans; :meth:`Canvas.fit` shows the whole image. With the brush or the eraser
 (:class:`~app.tools.ToolState`) a left drag paints into the document instead, one drag one undo item; the middle
 button still pans. A circle shows the brush under the pointer.
@@ -9,7 +10,7 @@ button still pans. A circle shows the brush under the pointer.
 
 from __future__ import annotations
 
-import colorsys
+from typing import Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,48 +19,67 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QGraphicsEllipseItem, QWidget
 
-from crfcore.labels import VOID
-
-from ..document import ImageDocument
+from ..document import VOID, ImageDocument
+from ..palette import class_colors
 from ..scribbles import UNPAINTED, stroke_pixels
 from ..tools import ToolState
 
-__all__ = ["class_colors", "overlay_lut", "label_boundaries", "Canvas"]
+__all__ = ["BOUNDARY_OPACITY", "HALO", "class_colors", "overlay_lut", "label_boundaries", "Canvas"]
 
 DEFAULT_OPACITY = 0.5
-BACKGROUND_RGB = (190, 190, 190)
-GOLDEN = 0.618034
+BOUNDARY_OPACITY = 0.9  # outlines are thin: boundary-only mode draws them at least this opaque
+HALO = 254  # overlay index of the dark ring around outlines (boundary-only mode; classes must stay below it)
+HALO_RGB = (20, 20, 20)
 
 
-def class_colors(count: int) -> np.ndarray:
-    """``(count, 3)`` uint8 RGB class colours, bright so they read over photographs at half opacity.
-
-    Class 0 (usually the background) is light grey; class i ≥ 1 has hue ``(0.15 + 0.618034·(i−1)) mod 1`` (golden
-    ratio steps keep consecutive classes far apart on the colour wheel), saturation 0.85, value 1.
-    """
-    colors = np.zeros((count, 3), dtype=np.uint8)
-    for index in range(count):
-        if index == 0:
-            colors[0] = BACKGROUND_RGB
-        else:
-            rgb = colorsys.hsv_to_rgb((0.15 + GOLDEN * (index - 1)) % 1.0, 0.85, 1.0)
-            colors[index] = [round(255 * c) for c in rgb]
-    return colors
-
-
-def overlay_lut(count: int, *, show_background: bool) -> np.ndarray:
-    """``(256, 4)`` uint8 RGBA table for label indices: classes 0..count-1 opaque, the rest transparent.
+def overlay_lut(count: int, *, show_background: bool, names: Sequence[str] | None = None) -> np.ndarray:
+    """``(256, 4)`` uint8 RGBA table for label indices: classes 0..count-1 opaque in :func:`class_colors` (of
+    ``names``), :data:`HALO` dark when the classes leave it free, the rest transparent.
 
     ``show_background=False`` makes class 0 transparent too (the usual "background" class).
     """
     if not 0 <= count <= VOID:
         raise ValueError(f"count must be in 0..{VOID} classes, got {count}.")
     lut = np.zeros((256, 4), dtype=np.uint8)
-    lut[:count, :3] = class_colors(count)
+    lut[:count, :3] = class_colors(count, names)
     lut[:count, 3] = 255
+    if count <= HALO:
+        lut[HALO] = (*HALO_RGB, 255)
     if not show_background and count:
         lut[0, 3] = 0
     return lut
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """``mask`` ``(H, W)`` bool grown by one pixel in the four directions."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    return grown
+
+
+def _neighbours(index: np.ndarray) -> list[np.ndarray]:
+    """The labels above, below, left and right of each pixel (:data:`VOID` past the image's border)."""
+    up, down, left, right = (np.full_like(index, VOID) for _ in range(4))
+    up[1:], down[:-1], left[:, 1:], right[:, :-1] = index[:-1], index[1:], index[:, :-1], index[:, 1:]
+    return [up, down, left, right]
+
+
+def _outlines(index: np.ndarray, edge: np.ndarray, count: int, *, hidden: int | None) -> np.ndarray:
+    """Boundary-only overlay: 2 px outlines (both sides of every label edge) in class colours, ringed by a dark 1 px
+    :data:`HALO` when the lookup table has it; edge pixels of the ``hidden`` class take their visible neighbour's
+    colour, so an outline against the hidden background is 2 px wide too. Everything else is :data:`VOID`."""
+    out = np.full_like(index, VOID)
+    out[edge] = index[edge]
+    if hidden is not None:
+        for neighbour in _neighbours(index):
+            take = edge & (out == hidden) & (neighbour != hidden) & (neighbour < count)
+            out[take] = neighbour[take]
+    if count <= HALO:
+        out[_grow(edge) & ~edge] = HALO
+    return out
 
 
 def label_boundaries(labels: np.ndarray) -> np.ndarray:
@@ -236,11 +256,12 @@ class Canvas(pg.GraphicsView):
             self.overlay_item.clear()
         else:
             index = np.minimum(labels, VOID).astype(np.uint8)
+            count = self.document.num_classes
             if self.boundary_only:
-                index[~label_boundaries(labels)] = VOID
-            lut = overlay_lut(self.document.num_classes, show_background=self.show_background)
+                index = _outlines(index, label_boundaries(labels), count, hidden=None if self.show_background else 0)
+            lut = overlay_lut(count, show_background=self.show_background, names=self.document.class_names)
             self.overlay_item.setImage(index, levels=(0, 255), lut=lut, autoLevels=False)
-        self.overlay_item.setOpacity(self.opacity)
+        self.overlay_item.setOpacity(max(self.opacity, BOUNDARY_OPACITY) if self.boundary_only else self.opacity)
         self.overlay_item.setVisible(self.overlay_visible)
         self.overlay_updated.emit()
 
@@ -253,7 +274,7 @@ class Canvas(pg.GraphicsView):
         if not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity must be in 0..1, got {opacity}.")
         self.opacity = float(opacity)
-        self.overlay_item.setOpacity(self.opacity)
+        self.overlay_item.setOpacity(max(self.opacity, BOUNDARY_OPACITY) if self.boundary_only else self.opacity)
 
     def set_boundary_only(self, on: bool) -> None:
         self.boundary_only = bool(on)

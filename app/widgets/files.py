@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import QStandardPaths
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from ..folder import IMAGE_SUFFIXES, PROBS_SUFFIXES
 
-__all__ = ["ask_folder", "ask_output_folder", "ask_unary_file", "ask_preset_to_load", "ask_preset_to_save",
-           "show_error"]
+__all__ = ["ask_folder", "ask_output_folder", "ask_unary_file", "ask_model_file", "ask_preset_to_load", "ask_preset_to_save",
+           "presets_folder", "show_error"]
 
 PRESET_FILTER = "CRF Studio presets (*.json)"
 
@@ -39,6 +40,27 @@ def ask_unary_file(parent: QWidget, start: str | Path = "") -> Path | None:
     selected, _ = QFileDialog.getOpenFileName(parent, "Choose a mask or a probability map", str(start),
                                               f"Masks and probability maps ({masks} {probs});;Masks ({masks});;"
                                               f"Probability maps ({probs})")
+    return _path(selected)
+
+
+def presets_folder() -> Path:
+    """The user's presets folder (``presets`` in the app's data location, e.g. ``~/.local/share/CRF Studio/``),
+    created if missing; the working directory when the platform gives no writable location."""
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    if not base:
+        return Path.cwd()
+    folder = Path(base) / "presets"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return Path.cwd()
+    return folder
+
+
+def ask_model_file(parent: QWidget, start: str | Path = "") -> Path | None:
+    """A segmentation network: torchvision weights (.pth), TorchScript or a torch.export program (.pt2)."""
+    selected, _ = QFileDialog.getOpenFileName(parent, "Choose a segmentation network", str(start),
+                                              "Segmentation networks (*.pth *.pt *.pt2 *.ts);;All files (*)")
     return _path(selected)
 
 

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QMouseEvent, QPixmap
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
-from .canvas import class_colors
+from ..palette import class_colors
 
 __all__ = ["Legend"]
 
@@ -48,7 +48,7 @@ class Legend(QWidget):
             widget.deleteLater()
         self.names = tuple(names)
         self._shares, self._names = [], []
-        for row, (name, rgb) in enumerate(zip(self.names, class_colors(len(self.names)))):
+        for row, (name, rgb) in enumerate(zip(self.names, class_colors(len(self.names), self.names))):
             pixmap = QPixmap(SWATCH_PX, SWATCH_PX)
             pixmap.fill(QColor(*(int(c) for c in rgb)))
             swatch = QLabel()

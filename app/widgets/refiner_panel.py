@@ -29,6 +29,9 @@ KIND_TITLES = {"network_output": "network output", "rough_annotation": "rough an
                "scribbles": "scribbles"}  # crfcore.presets.KINDS
 
 
+EDITED = ", edited"  # appended to the Presets box's source line after a slider or number edit
+
+
 def _label(name: str) -> str:
     return name.replace("_", " ")
 
@@ -97,8 +100,12 @@ class RefinerPanel(QWidget):
         self.kind_combo.setToolTip("Shipped presets per kind of unary: a mask drawn by a person needs a gentler CRF "
                                    "than a network's noisy probabilities. Auto picks the kind of the loaded unary.")
         self.kind_combo.activated.connect(lambda i: self.preset_kind_chosen.emit(self.kind_combo.itemData(i)))
+        self.source = QLabel("Values: the params.py defaults")
+        self.source.setWordWrap(True)
+        self.source.setToolTip("Where the refiner's current values came from.")
         kind_row = QFormLayout()
         kind_row.addRow("Presets", self.kind_combo)
+        kind_row.addRow(self.source)
         self.load_button = QPushButton("Load preset…")
         self.save_button = QPushButton("Save preset…")
         self.reset_button = QPushButton("Reset")
@@ -165,13 +172,15 @@ class RefinerPanel(QWidget):
             self._show_param(method, name)
             self.error.emit(str(exc))
             return
+        if not self.source.text().endswith(EDITED):
+            self.source.setText(f"{self.source.text()}{EDITED}")
         self.param_edited.emit(dragging)
 
     def load_preset(self, path: str | Path | None = None) -> None:
         """Load a preset file (asks for one when ``path`` is None) into the document and switch to its method."""
         if self.document is None:
             return
-        path = path or files.ask_preset_to_load(self)
+        path = path or files.ask_preset_to_load(self, files.presets_folder())
         if not path:
             return
         try:
@@ -186,19 +195,30 @@ class RefinerPanel(QWidget):
         self.document.set_params(preset.method, preset.params)
         if preset.confidence is not None:  # the mask settings it was tuned with
             self.document.set_mask_unary(preset.confidence, preset.band)
+        self.show_source(f"loaded from {Path(path).name}")
 
     def save_preset(self, path: str | Path | None = None) -> None:
-        """Save the current refiner's parameters as a preset (asks for a path when ``path`` is None)."""
+        """Save the current refiner's parameters and the mask settings (confidence, outline band) as a preset; asks
+        for a path, in the user's presets folder, when ``path`` is None."""
         if self.document is None:
             return
-        method = self.document.method
-        path = path or files.ask_preset_to_save(self, f"{method}.json")
+        doc = self.document
+        method = doc.method
+        path = path or files.ask_preset_to_save(self, files.presets_folder() / f"{method}.json")
         if not path:
             return
         try:
-            P.save_preset(path, method, self.document.params(method))
+            P.save_preset(path, method, doc.params(method),
+                          unary={"confidence": doc.mask_confidence, "band": doc.mask_band})
         except (OSError, ValueError) as exc:
             self.error.emit(f"Could not save the preset: {exc}")
+            return
+        self.show_source(f"saved as {Path(path).name}")
+
+    def show_source(self, text: str) -> None:
+        """Say where the current values came from ("the shipped rough annotation presets", "loaded from x.json");
+        an edit appends ", edited"."""
+        self.source.setText(f"Values: {text}")
 
     def show_preset_kind(self, kind: str | None, *, auto: bool) -> None:
         """Show the preset kind in use: "Auto (<kind>)" when it follows the unary source, else the kind itself."""
@@ -211,3 +231,4 @@ class RefinerPanel(QWidget):
         """Back to the params.py defaults for the current refiner."""
         if self.document is not None:
             self.document.reset_params()
+            self.show_source(f"defaults of {crfcore.refiners.method(self.document.method).title}")

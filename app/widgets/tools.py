@@ -11,7 +11,7 @@ from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QKeySequence, QP
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
 from ..tools import SIZE_RANGE, TOOLS, ToolState
-from .canvas import class_colors
+from ..palette import class_colors
 
 __all__ = ["TOOL_SHORTCUTS", "BrushControls", "tool_actions"]
 
@@ -81,7 +81,7 @@ class BrushControls(QWidget):
         """One entry per class, with its overlay colour; keeps the brush's class selected where it exists."""
         with QSignalBlocker(self.label_combo):
             self.label_combo.clear()
-            for index, (name, rgb) in enumerate(zip(names, class_colors(len(names)))):
+            for index, (name, rgb) in enumerate(zip(names, class_colors(len(names), names))):
                 pixmap = QPixmap(12, 12)
                 pixmap.fill(QColor(*(int(c) for c in rgb)))
                 self.label_combo.addItem(QIcon(pixmap), f"{index} {name}", index)

@@ -93,7 +93,8 @@ class UnaryPicker(QWidget):
                 if (kind, path) == (self.document.unary_kind, self.document.unary_path):
                     self.combo.setCurrentIndex(self.combo.count() - 1)
             if self.combo.count() == 0:
-                self.combo.addItem("none found: choose one with …", None)
+                self.combo.addItem("Strokes only: paint with the brush, or choose a file with …"
+                                   if self.document.unary_kind == "strokes" else "none found: choose one with …", None)
             self.confidence.setValue(self.document.mask_confidence)
             self.confidence.setEnabled(self.document.unary_kind == "mask")
             self.band.setValue(self.document.mask_band or 0.0)

@@ -100,12 +100,17 @@ def test_presets_replace_a_whole_parameter_set(folder, qtbot):
         doc.set_params(method, object())
 
 
-def test_job_is_none_until_a_unary_is_loaded(sample_folder, tmp_path):
+def test_job_is_none_until_a_unary_is_loaded_or_a_stroke_painted(sample_folder, tmp_path):
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     (lonely / "x.png").write_bytes((sample_folder / "img0.png").read_bytes())
     doc = ImageDocument.open(scan_folder(lonely).entries[0])
-    assert doc.unary is None and doc.job() is None
+    assert doc.unary_kind == "strokes" and doc.preset_kind == "scribbles" and doc.job() is None  # 19
+    assert np.allclose(doc.unary, 0.5) and (doc.before_labels == 255).all()
+    doc.begin_edit("brush")
+    doc.paint(np.array([3]), np.array([4]), 1)
+    doc.end_edit()
+    assert doc.job().scribbles[3, 4] == 1
     doc.set_unary_source("mask", sample_folder / "img0_mask.png")
     job = doc.job(preview=True)
     assert job.preview and job.unary.shape == (2, 64, 80) and job.method == doc.method

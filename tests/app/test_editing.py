@@ -140,3 +140,57 @@ def test_document_paint_validates_its_label(window):
     with pytest.raises(ValueError, match=r"label must be a class index 0..1"):
         doc.paint(np.array([0]), np.array([0]), 7)
     assert not doc.end_edit()
+
+
+def test_undo_history_is_kept_after_next_then_previous_19(window, qtbot):
+    doc = window.document
+    rows, cols = np.mgrid[4:8, 4:8]
+    for label in (1, 0):
+        with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+            doc.begin_edit("brush")
+            doc.paint(rows.ravel(), cols.ravel(), label)
+            doc.end_edit()
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["undo"].trigger()
+    assert doc.scribbles[4, 4] == 1 and doc.can_redo
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["next"].trigger()
+    assert window.document.entry.stem == "img1" and not window.document.can_undo
+    window.qactions["previous"].trigger()
+    back = window.document
+    assert back is not doc and back.entry.stem == "img0"
+    assert back.scribbles[4, 4] == 1 and back.can_undo and back.can_redo
+    assert window.qactions["undo"].isEnabled() and window.qactions["redo"].isEnabled()
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["undo"].trigger()
+    assert back.scribbles[4, 4] == UNPAINTED
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        window.qactions["redo"].trigger()
+    assert back.scribbles[4, 4] == 1
+
+
+def test_an_image_with_no_mask_and_no_probabilities_starts_from_strokes_19(window, qtbot, sample_folder):
+    from tests.app.conftest import make_pair
+
+    (sample_folder / "img2_mask.png").unlink()
+    window.open_folder(sample_folder)
+    qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
+    started = []
+    window.scheduler.started.connect(lambda rid, preview: started.append(rid))
+    window.open_index(2)
+    doc = window.document
+    assert doc.entry.stem == "img2" and doc.unary_kind == "strokes" and doc.num_classes == 2
+    assert window.tools.tool == "brush" and window.preset_kind == "scribbles"
+    assert doc.result is None and not started and not window.scheduler.pending  # nothing to refine yet
+    assert "paint each class with the brush" in window.message.text()
+    assert window.unary_picker.combo.currentText().startswith("Strokes only")
+    window.qactions["refine"].trigger()
+    assert "Nothing to refine yet" in window.message.text() and not started
+    _, _, truth = make_pair(2)
+    for label, (rows, cols) in ((1, np.mgrid[28:36, 36:44]), (0, np.mgrid[2:6, 2:78]), (0, np.mgrid[58:62, 2:78])):
+        doc.begin_edit("brush")
+        doc.paint(rows.ravel(), cols.ravel(), label)
+        doc.end_edit()
+    qtbot.waitUntil(lambda: doc.result_is_current, timeout=TIMEOUT)
+    agreement = (doc.labels == truth).mean()
+    assert agreement > 0.9, agreement  # strokes alone gave the disc's mask

@@ -103,3 +103,27 @@ def test_cancelling_stops_between_masks(window, qtbot, tmp_path, monkeypatch):
         dialog.export_button.click()
     assert "cancelled" in dialog.status.text() and len(list((tmp_path / "out").iterdir())) == 1
     dialog.close()
+
+
+def test_export_counts_the_images_it_would_skip_and_can_refine_them_in_19(window, qtbot, tmp_path):
+    window.qactions["accept"].trigger()  # img0 saved; img1 and img2 never edited
+    dialog = open_dialog(window, qtbot)
+    assert [e.stem for e in dialog.skipped] == ["img1", "img2"] and not dialog.sourceless
+    assert "1 of 3 image(s) have a saved mask" in dialog.status.text() and "2 would be skipped" in dialog.status.text()
+    assert dialog.include.isEnabled() and "2 image(s)" in dialog.include.text()
+    assert dialog.tolerance.value() == 1.0
+    dialog.set_format("index")
+    dialog.output.setText(str(tmp_path / "without"))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=TIMEOUT):
+        dialog.export_button.click()
+    assert [p.name for p in dialog.written] == ["img0.png"] and "2 image(s) without a saved mask skipped" in \
+        dialog.status.text()
+    dialog.include.setChecked(True)
+    dialog.output.setText(str(tmp_path / "with"))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=TIMEOUT):
+        dialog.export_button.click()
+    assert sorted(p.name for p in dialog.written) == ["img0.png", "img1.png", "img2.png"]
+    assert not dialog.skipped and "skipped" not in dialog.status.text()
+    refined = load_mask(tmp_path / "with" / "img2.png")
+    assert refined.shape == (64, 80) and set(np.unique(refined)) <= {0, 1}
+    dialog.close()

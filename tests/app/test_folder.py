@@ -83,3 +83,23 @@ def test_ground_truth_masks_are_found_in_both_layouts_and_never_taken_for_images
     save_mask(split / "gt" / "x.png", MASK)
     (entry,) = scan_folder(split).entries
     assert entry.truth == split / "gt" / "x.png" and entry.mask is None
+
+
+def test_classes_json_may_give_the_void_label_19(tmp_path):
+    save_image(tmp_path / "a.png", IMAGE)
+    (tmp_path / "classes.json").write_text(json.dumps({"names": ["bg", "fg"], "void": 2}))
+    folder = scan_folder(tmp_path)
+    assert folder.void == folder.entries[0].void == 2 and folder.entries[0].class_names == ("bg", "fg")
+    (tmp_path / "classes.json").write_text(json.dumps({"a": ["bg", "fg"], "void": 7}))
+    assert scan_folder(tmp_path).entries[0].void == 7
+    (tmp_path / "classes.json").write_text(json.dumps({"names": ["bg", "fg"]}))
+    assert scan_folder(tmp_path).void == 255
+
+
+@pytest.mark.parametrize("void, match", [(1, "both a class and unannotated"), ("11", "must be a mask label"),
+                                         (-1, "must be a mask label")])
+def test_a_void_label_that_is_a_class_or_not_a_label_is_refused_19(tmp_path, void, match):
+    save_image(tmp_path / "a.png", IMAGE)
+    (tmp_path / "classes.json").write_text(json.dumps({"names": ["bg", "fg"], "void": void}))
+    with pytest.raises(ValueError, match=match):
+        scan_folder(tmp_path)

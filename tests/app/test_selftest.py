@@ -56,7 +56,7 @@ def test_selftest_fails_on_an_image_without_mask_or_probabilities(folder_factory
     folder = folder_factory(tmp_path / "bare", count=1)
     (folder / "img0_mask.png").unlink()
     assert main([str(folder), "--selftest", "--device", "cpu"]) == 1
-    assert "FAILED: nothing to refine: No mask or probability map found for img0" in capsys.readouterr().err
+    assert "FAILED: nothing to refine: img0 has no mask or probability map" in capsys.readouterr().err
 
 
 def test_selftest_fails_when_something_is_written_into_the_watched_app_folder(window, tmp_path, capsys):

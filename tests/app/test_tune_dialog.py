@@ -41,6 +41,12 @@ def test_tuning_draws_live_curves_and_applies_the_result(labelled_window, qtbot)
     window = labelled_window
     dialog = open_dialog(window, qtbot, steps=3)
     assert dialog.images.count() == 3 and len(dialog.chosen()) == 3
+    for row in (0, 1):
+        dialog.images.item(row).setCheckState(Qt.CheckState.Unchecked)
+    assert not dialog.start_button.isEnabled()  # one ticked image cannot be split into training and validation
+    for row in (0, 1):
+        dialog.images.item(row).setCheckState(Qt.CheckState.Checked)
+    assert dialog.start_button.isEnabled()
     dialog.learn_compat.setChecked(True)
     steps = []
     dialog.runner.progress.connect(lambda value: steps.append(value[0]))
@@ -57,6 +63,7 @@ def test_tuning_draws_live_curves_and_applies_the_result(labelled_window, qtbot)
     with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
         dialog.apply_button.click()  # the panel's preset changes and the image is refined with it
     assert window.document.params("convcrf") == result.params
+    assert window.panel.source.text().startswith("Values: fine-tuned on 3 images")
     assert len(result.params.compat) == 2  # the learned 2×2 compatibility came along
     control = window.panel.forms["convcrf"].controls["compat"]
     assert control.combo.currentText() == "2×2 matrix (from preset)"
@@ -80,8 +87,9 @@ def test_cancel_stops_tuning_and_applies_nothing(labelled_window, qtbot):
 def test_too_few_labelled_images_are_explained(window, qtbot):
     dialog = open_dialog(window, qtbot, steps=1)
     assert dialog.images.count() == 0 and "needs at least 2" in dialog.status.text()
+    assert not dialog.start_button.isEnabled() and "at least 2" in dialog.start_button.toolTip()
     with qtbot.waitSignal(dialog.runner.failed, timeout=TIMEOUT):
-        dialog.start_button.click()
+        dialog.start()  # the worker refuses too
     assert dialog.status.text().startswith("Fine-tuning failed: fine-tuning needs at least 2 labelled images")
     dialog.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -12,10 +13,14 @@ import app.workers
 from app.compute import compute
 from app.widgets import files
 from app.document import available_methods
-from app.widgets.canvas import label_boundaries
+from app.folder import scan_folder
+from app.tuning import _unary_fn
+from app.widgets.canvas import BOUNDARY_OPACITY, HALO, label_boundaries
 from app.window import MainWindow
 import crfcore.presets
 from crfcore import params as P
+from crfcore.io import load_image, load_mask, save_mask
+from crfcore.project import CATALOG_DIR, Project
 from tests.app.conftest import TIMEOUT
 
 
@@ -153,7 +158,10 @@ def test_view_options_change_the_overlay(window):
     window.qactions["boundary"].setChecked(True)
     shown = canvas.overlay_item.image
     labels = window.document.labels
-    assert (shown[~label_boundaries(labels)] == 255).all()
+    edge = label_boundaries(labels)
+    assert np.isin(shown[~edge], [255, HALO]).all() and (shown[~edge] == HALO).any()  # a dark ring outside
+    assert (shown[edge] == 1).all()  # 2 px: both sides of the disc's outline in its colour, background hidden
+    assert canvas.overlay_item.opacity() >= BOUNDARY_OPACITY
     window.qactions["boundary"].setChecked(False)
     window.qactions["before"].setChecked(True)
     assert np.array_equal(canvas.shown_labels(), window.document.before_labels)
@@ -240,3 +248,230 @@ def test_the_outline_band_box_rederives_the_mask_unary(window, qtbot):
     picker.band.setValue(0.0)  # "off"
     assert doc.mask_band is None
     qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
+
+
+def test_a_failed_open_shows_no_stale_image_and_the_next_stroke_lands_in_the_new_folder_19(window, qtbot, tmp_path,
+                                                                                            folder_factory):
+    old = window.document
+    other = folder_factory(tmp_path / "other", count=2)
+    (other / "img0.png").write_bytes(b"not an image")
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        assert window.open_folder(other)
+    doc = window.document
+    assert doc is not old and doc.entry.image == other / "img1.png"
+    assert window.image_list.currentRow() == 1 and window.index == 1
+    assert np.array_equal(window.canvas.image_item.image, doc.image)
+    bad = window.image_list.item(0)
+    assert "✕" in bad.text() and "img0" in bad.toolTip() and "image format" in bad.toolTip()
+    assert "1 image(s)" in window.error_box.text() and "showing img1" in window.error_box.text()
+    rows, cols = np.mgrid[4:8, 4:8]
+    doc.begin_edit("brush")
+    doc.paint(rows.ravel(), cols.ravel(), 1)
+    doc.end_edit()
+    assert window.project_sync.root == other
+    assert (other / CATALOG_DIR).is_dir()
+    with Project.open(other) as project:
+        assert [r.path for r in project.images()] == [(other / "img1.png").resolve()]
+    assert not any(p.name == CATALOG_DIR for p in (tmp_path / "samples").iterdir())
+
+
+def test_a_folder_whose_images_all_fail_shows_an_empty_canvas_19(window, tmp_path, folder_factory):
+    other = folder_factory(tmp_path / "broken", count=1)
+    (other / "img0.png").write_bytes(b"not an image")
+    assert window.open_folder(other)
+    assert window.document is None and window.canvas.document is None
+    assert window.canvas.image_item.image is None
+    assert window.legend.names == () and not window.panel.isEnabled()
+    assert "no image of this folder could be opened" in window.error_box.text()
+    assert window.windowTitle().endswith(str(other))
+    window.qactions["refine"].trigger()  # nothing to refine, nothing raised
+    window.next_image()
+    assert window.document is None
+
+
+def test_void_from_classes_json_is_unannotated_in_the_unary_the_refinement_and_the_export_19(qtbot, tmp_path,
+                                                                                              folder_factory):
+    folder = folder_factory(tmp_path / "camvid_like", count=1)
+    (folder / "classes.json").write_text(json.dumps({"names": ["background", "disc"], "void": 11}))
+    mask = load_mask(folder / "img0_mask.png").astype(np.uint8)
+    mask[:, :16] = 11  # a strip nobody annotated
+    save_mask(folder / "img0_mask.png", mask)
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        assert win.open_folder(folder)
+    doc = win.document
+    assert doc.void == 11 and doc.num_classes == 2 and doc.class_names == ("background", "disc")
+    assert np.allclose(doc.unary[:, :, :16], 0.5)  # uniform: no class is favoured where the mask is void
+    assert set(np.unique(doc.result.labels)) <= {0, 1}  # every pixel refined into a real class
+    assert len(win.legend.shares()) == 2
+    win.qactions["accept"].trigger()
+    win.export_masks()
+    dialog = win.export_dialog
+    assert dialog.void == 11
+    dialog.set_format("coco")
+    dialog.output.setText(str(tmp_path / "coco"))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=TIMEOUT):
+        dialog.start()
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["disc"]
+    win.scheduler.shutdown()
+
+
+def test_fine_tuning_reads_masks_with_the_folders_void_19(tmp_path, folder_factory):
+    folder = folder_factory(tmp_path / "v", count=1)
+    (folder / "classes.json").write_text(json.dumps({"names": ["background", "disc"], "void": 11}))
+    mask = load_mask(folder / "img0_mask.png").astype(np.uint8)
+    mask[:4] = 11
+    save_mask(folder / "img0_mask.png", mask)
+    entry = scan_folder(folder).entries[0]
+    unary = _unary_fn({"img0": entry}, 0.9, None)(entry.image, load_image(entry.image), 2)
+    assert np.allclose(unary[:, :4], 0.5) and not np.allclose(unary[:, 8:], 0.5)
+
+
+def test_single_key_shortcuts_work_after_a_spin_box_edit_19(window, qtbot):
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=TIMEOUT)
+    first = window.document
+    spin = window.panel.forms[first.method].controls["iterations"].spin
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus, timeout=TIMEOUT)
+    spin.selectAll()
+    qtbot.keyClicks(spin, "3")
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        qtbot.keyClick(spin, Qt.Key.Key_N)  # still in the box: N is no digit, so it goes to "next image"
+    assert window.document.entry.stem == "img1" and first.params().iterations == 3  # the typed value counted
+    spin.setFocus()
+    qtbot.keyClick(spin, Qt.Key.Key_O)
+    assert not window.canvas.overlay_item.isVisible()
+    qtbot.keyClick(spin, Qt.Key.Key_Return)  # Enter commits and hands the focus back to the canvas
+    qtbot.waitUntil(window.canvas.hasFocus, timeout=TIMEOUT)
+    spin.setFocus()
+    qtbot.keyClick(spin, Qt.Key.Key_Escape)
+    assert window.canvas.hasFocus()
+
+
+def test_the_menu_bar_has_file_edit_view_refine_help_with_shortcuts_shown_19(window, qtbot):
+    menus = {a.text().replace("&", ""): [b.text() for b in a.menu().actions() if not b.isSeparator()]
+             for a in window.menuBar().actions()}
+    assert list(menus) == ["File", "Edit", "View", "Refine", "Help"]
+    assert menus["File"] == ["Open folder…", "Export…", "Quit"] and "Undo" in menus["Edit"]
+    assert window.qactions["quit"].shortcut().toString() == "Ctrl+Q"
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=TIMEOUT)
+    qtbot.keyClick(window, Qt.Key.Key_F1)
+    sheet = window.shortcuts_dialog
+    assert sheet is not None and sheet.isVisible()
+    assert sheet.keys_of("Next") == "PgDown, N" and sheet.keys_of("Quit") == "Ctrl+Q"
+    assert sheet.keys_of("Brush") == "D"
+    assert sheet.table.item(2, 2).text() == "Next image"  # what each action does
+    window.qactions["about"].trigger()
+    text = window.about_box.text()
+    assert "CRF Studio" in text and "device: cpu" in text and "PyTorch" in text and "Qt " in text
+    window.about_box.close()
+    sheet.close()
+
+
+def test_save_preset_starts_in_the_presets_folder_and_keeps_the_unary_settings_19(window, tmp_path, monkeypatch):
+    from PySide6.QtCore import QStandardPaths
+
+    QStandardPaths.setTestModeEnabled(True)  # the presets folder under ~/.qttest, not the user's
+    try:
+        _save_and_load_a_preset(window, tmp_path, monkeypatch)
+    finally:
+        QStandardPaths.setTestModeEnabled(False)
+
+
+def _save_and_load_a_preset(window, tmp_path, monkeypatch) -> None:
+    asked = []
+    path = tmp_path / "mine.json"
+    monkeypatch.setattr(files, "ask_preset_to_save", lambda parent, suggested: asked.append(suggested) or path)
+    window.document.set_mask_unary(0.8, 3.0)
+    window.panel.save_button.click()
+    assert asked[0].parent == files.presets_folder() and asked[0].parent.name == "presets"
+    preset = crfcore.presets.read(path)
+    assert (preset.confidence, preset.band) == (0.8, 3.0) and preset.params == window.document.params()
+    assert window.panel.source.text() == "Values: saved as mine.json"
+    window.document.set_mask_unary(0.95, None)
+    monkeypatch.setattr(files, "ask_preset_to_load", lambda *a: path)
+    window.panel.load_button.click()
+    assert (window.document.mask_confidence, window.document.mask_band) == (0.8, 3.0)
+    assert window.panel.source.text() == "Values: loaded from mine.json"
+    control = window.panel.forms[window.document.method].controls["iterations"]
+    control.spin.setValue(2)
+    assert window.panel.source.text() == "Values: loaded from mine.json, edited"
+    window.panel.reset_button.click()
+    assert window.panel.source.text().startswith("Values: defaults of")
+    window.choose_preset_kind("scribbles")
+    assert window.panel.source.text() == "Values: the shipped scribbles presets"
+
+
+def test_the_palette_is_distinct_and_a_datasets_own_when_the_names_match_19():
+    from app.palette import CAMVID_NAMES, CAMVID_RGB, class_colors, dataset_of
+    from skimage.color import rgb2lab
+
+    from crfcore.io import voc_palette
+
+    lab = rgb2lab(class_colors(12)[None] / 255.0)[0]
+    distances = np.linalg.norm(lab[:, None] - lab[None], axis=-1) + np.eye(12) * 1e9
+    assert distances.min() > 20  # no two of 12 classes nearly alike (CIELAB ΔE; the old hues had two greens at 8)
+    voc = ["background", "aeroplane", "bicycle", "bird"]
+    assert dataset_of(voc) == "voc" and np.array_equal(class_colors(4, voc), voc_palette(4))
+    camvid = [n.capitalize() for n in CAMVID_NAMES]
+    assert np.array_equal(class_colors(11, camvid), np.array(CAMVID_RGB, dtype=np.uint8))
+    assert dataset_of(["background", "disc"]) is None
+
+
+def test_the_slider_panel_keeps_room_for_sliders_at_1280x800_with_12_classes_19(qtbot, tmp_path, folder_factory):
+    folder = folder_factory(tmp_path / "twelve", count=1)
+    (folder / "classes.json").write_text(json.dumps({"names": [f"class {k}" for k in range(12)]}))
+    mask = np.repeat(np.arange(12, dtype=np.uint8), 7)[:80][None].repeat(64, 0)
+    save_mask(folder / "img0_mask.png", mask)
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    win.resize(1280, 800)
+    win.show()
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        assert win.open_folder(folder)
+    qtbot.wait(50)
+    assert len(win.legend.shares()) == 12
+    sliders = win.panel.tabs.currentWidget().viewport().height()
+    row = win.panel.forms[win.document.method].controls["iterations"].sizeHint().height()
+    assert sliders >= 6 * row, (sliders, row)  # at least six slider rows in view
+    assert win.legend_scroll.verticalScrollBar().maximum() > 0  # the legend scrolls instead of squeezing them
+    win.scheduler.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["network_output", "rough_annotation"])
+def test_piecewise_paints_no_strip_from_the_hair_to_the_top_edge_on_the_astronaut_19(qtbot, kind):
+    """Piecewise had no preset of any kind, so the window ran it on its 7×7 default window with the classic weights;
+    at the top border that one-sided window let the rough mask's label near the edge take over a strip of sky."""
+    from app.main import SAMPLES
+
+    if not (SAMPLES / "astronaut.png").is_file():
+        pytest.skip(f"the bundled samples are not in {SAMPLES}")
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.scheduler.finished, timeout=TIMEOUT):
+        assert win.open_folder(SAMPLES)
+    qtbot.waitUntil(lambda: not win.scheduler.busy and not win.scheduler.pending, timeout=TIMEOUT)
+    assert win.document.entry.stem == "astronaut"
+    win.choose_preset_kind(kind)
+    with qtbot.waitSignal(win.scheduler.finished, timeout=60_000,
+                          check_params_cb=lambda rid, result: result.method == "piecewise" and not result.preview):
+        win.document.set_method("piecewise")
+    assert win.document.params("piecewise") == crfcore.presets.load(kind, "piecewise")
+    sky = win.document.labels[:4, 220:250]  # above the hair: the mask's polygon reaches row 4 here
+    assert (sky != 1).all(), int((sky == 1).sum())
+    win.scheduler.shutdown()
+
+
+def test_status_messages_and_timing_are_cleared_on_image_change_19(window, qtbot):
+    window.show_status("Refinement failed: something old", error=True)
+    assert window.timing.text()
+    window.next_image()
+    assert "something old" not in window.message.text() and window.message.styleSheet() == ""
+    assert window.timing.text() == ""  # until this image's own refinement arrives
+    qtbot.waitUntil(lambda: bool(window.timing.text()), timeout=TIMEOUT)
