@@ -40,7 +40,7 @@ def _entry(cls: type, title: str, **capabilities: Any) -> Method:
 register(_entry(ConvCRF, "ConvCRF", learns_compat=True, learns_features=True, has_presets=True))
 register(_entry(GaussianCRF, "Gaussian CRF", learns_features=True, has_presets=True))
 register(_entry(DenseCRF, "DenseCRF", learns_compat=True, has_presets=True))
-register(_entry(PiecewiseCRF, "Piecewise", training="piecewise"))
+register(_entry(PiecewiseCRF, "Piecewise", training="piecewise", has_presets=True))
 
 
 def get(name: str, params: Any = None, **kwargs: Any) -> nn.Module:
