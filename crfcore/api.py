@@ -27,11 +27,14 @@ class Refinement:
         probs: marginals, same kind (NumPy/torch) and layout as the unary, float32, sum 1 over C.
         labels: ``(H, W)`` or ``(B, H, W)`` int64 argmax labels, same kind as the unary.
         timing: ``{"build_ms", "iterations_ms", "total_ms", "device"}``.
+        scale: the factor the spatial parameters were multiplied by (:func:`crfcore.params.scale_factor`: the
+            image's long side / 500 under ``scale="auto"``); 1.0 when they ran as given.
     """
 
     probs: np.ndarray | Tensor
     labels: np.ndarray | Tensor
     timing: dict[str, Any]
+    scale: float = 1.0
 
 
 def best_device() -> torch.device:
@@ -62,8 +65,8 @@ def resolve_params(method: str, params: Any = None, **overrides: Any) -> Any:
 
 @torch.no_grad()
 def refine(image: np.ndarray | Tensor, unary: np.ndarray | Tensor, method: str = "convcrf", params: Any = None,
-           device: str | torch.device | None = None, *, callback: ProgressCallback | None = None,
-           **overrides: Any) -> Refinement:
+           device: str | torch.device | None = None, *, scale: str | float = "auto",
+           callback: ProgressCallback | None = None, **overrides: Any) -> Refinement:
     """Refine class probabilities with a CRF.
 
     Args:
@@ -73,6 +76,9 @@ def refine(image: np.ndarray | Tensor, unary: np.ndarray | Tensor, method: str =
         method: ``"convcrf"``, ``"densecrf"`` or ``"gaussian"``.
         params: that refiner's params dataclass, or a preset JSON path; None for defaults.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
+        scale: ``"auto"``: spatial parameters (θα, θγ, the window's reach) are given at a 500-px long side and
+            scaled to the image (:func:`crfcore.params.scale_factor`, :func:`crfcore.params.scaled`); a number > 0
+            multiplies them by it, so ``1.0`` runs them in pixels exactly as given.
         callback: ``callback(done, total, q)`` per iteration; raise ``crfcore.Cancelled`` to stop.
         **overrides: any parameter by name, e.g. ``filter_size=7``.
 
@@ -98,6 +104,9 @@ def refine(image: np.ndarray | Tensor, unary: np.ndarray | Tensor, method: str =
         if img.shape[0] != 1:
             raise ValueError(f"image batch is {img.shape[0]} but unary batch is {probs.shape[0]}.")
         img = img.expand(probs.shape[0], -1, -1, -1)
+    # Issue 20's one hook: params hold reference-size (500 px) values; the image gets them scaled to its size.
+    factor = P.scale_factor(img.shape[-2], img.shape[-1], scale)
+    config = P.scaled(config, factor)
     num_classes = probs.shape[1]
     if getattr(config, "compat", "potts") != "potts" and len(config.compat) != num_classes:
         raise ValueError(f"unary has {num_classes} classes, compat is {len(config.compat)}×{len(config.compat)}.")
@@ -119,5 +128,5 @@ def refine(image: np.ndarray | Tensor, unary: np.ndarray | Tensor, method: str =
     timing = {"build_ms": (t1 - t0) * 1e3, "iterations_ms": (t2 - t1) * 1e3,
               "total_ms": (time.perf_counter() - start) * 1e3, "device": str(dev)}
     if as_numpy:
-        return Refinement(q.numpy(), labels.numpy(), timing)
-    return Refinement(q, labels, timing)
+        return Refinement(q.numpy(), labels.numpy(), timing, factor)
+    return Refinement(q, labels, timing, factor)

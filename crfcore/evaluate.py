@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import io, metrics
+from . import params as P
 from .api import refine
 from .synthetic import NoiseRecipe, noisy_unary
 from .unary import DEFAULT_CONFIDENCE, from_labels, rasterize_polygons
@@ -185,7 +186,7 @@ def _unary_options(entry: Entry, polygon: PolygonRecipe) -> tuple[float, float |
 def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protocol: str = "synthetic",
              num_classes: int | None = None, ignore_index: int | None = 255, recipe: NoiseRecipe = NoiseRecipe(),
              polygon: PolygonRecipe = PolygonRecipe(), limit: int | None = None, device: str | None = None,
-             progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict[str, float]]:
+             scale: str | float = "auto", progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict[str, float]]:
     """Run a benchmark protocol on a dataset folder.
 
     Args:
@@ -196,6 +197,9 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
         ignore_index: void label, skipped in scoring; in the synthetic unary it counts as background.
         recipe: the synthetic protocol's noise; polygon: the polygon protocol's drawing and default unary settings.
         limit: evaluate only the first ``limit`` pairs.
+        scale: how spatial parameters follow each image's size, as in :func:`crfcore.refine` (``"auto"``: given
+            at a 500-px long side; a number: that factor, 1.0 = pixels as given). The rows' unary ``band`` and the
+            recipe's scale with them; the noise recipe and the polygon tolerance do not (they model the input).
 
     Returns:
         Row name → ``{"miou", "miou_gt", "accuracy", "boundary_f", "ms_per_image"}`` (percentages, ms; ``miou``
@@ -225,14 +229,16 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
             drawn = polygon_annotation(gt, tolerance=polygon.tolerance, background=polygon.background,
                                        void=ignore_index)
             options = {_unary_options(e, polygon) for e in entries.values()}
-            unaries = {(c, b): from_labels(drawn, num_classes, confidence=c, band=b, ignore_index=-1)
+            factor = P.scale_factor(*gt.shape, scale)
+            unaries = {(c, b): from_labels(drawn, num_classes, confidence=c, band=None if b is None else b * factor,
+                                           ignore_index=-1)
                        for c, b in options}
             unary = from_labels(drawn, num_classes, confidence=polygon.confidence, ignore_index=-1)
         scores[first].add(unary.argmax(0), gt)
         for name, entry in entries.items():
             start = time.perf_counter()
             row_unary = unary if protocol == "synthetic" else unaries[_unary_options(entry, polygon)]
-            result = refine(image, row_unary, method=entry.method, params=entry.params, device=device)
+            result = refine(image, row_unary, method=entry.method, params=entry.params, device=device, scale=scale)
             scores[name].add(result.labels, gt, (time.perf_counter() - start) * 1e3)
         if progress is not None:
             progress(i + 1, len(pairs), image_path.stem)

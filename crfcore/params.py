@@ -4,17 +4,40 @@ Each refiner has a frozen dataclass of parameters; each field carries a :class:`
 step, unit, help, whether a change rebuilds the affinity operator). The CLI flags, the app's sliders, presets and the
 tuner all read these specs, so a default or a range is written nowhere else.
 
-Presets are JSON files ``{"method": "convcrf", "params": {...}}`` that round-trip exactly through
-:func:`save_preset` / :func:`load_preset`.
+Presets are JSON files ``{"method": "convcrf", "params": {...}, "reference_size": 500}`` that round-trip exactly
+through :func:`save_preset` / :func:`load_preset`.
+
+Spatial parameters (issue 20) are defined at a reference size, a long side of :data:`REFERENCE_SIZE` = 500 px (the
+PASCAL VOC photos the classic values come from), and scaled to each image: :func:`scale_factor` gives the factor
+(the image's long side / 500 for ``scale="auto"``, or a number as given), :func:`scaled` applies it. A spec's
+``spatial`` field says how it scales:
+
+======================  ================================================================================
+``spatial``             rule for a factor f
+======================  ================================================================================
+``""``                  not spatial (weights, θβ, iterations, λ, ...): unchanged
+``"length"``            a length in pixels (θα, θγ): multiplied by f, not rounded
+``"blur"``              the blur factor b of a windowed refiner: ``b' = max(1, ⌊b·f + ½⌋)``, rounded
+                        first because the grid is made of whole b×b blocks
+``"window"``            the window k (odd, in pixels of the blurred grid), scaled after b so the reach
+                        k·b follows f: ``k'`` = the odd integer nearest ``k·b·f / b'``, at least 3 (ties
+                        round up). The reach k'·b' is then within b' pixels of k·b·f
+======================  ================================================================================
+
+So f = 1 leaves every value exactly as given, and effective values may leave the slider ranges (those bound what a
+user sets at the reference size: θα = 300 px on a 4000-px photo is 2400 px). The unary's lengths (a mask's outline
+``band`` and ``roughness``, in pixels) scale as lengths too: :data:`UNARY_LENGTHS`, :func:`scaled_unary`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,9 +55,22 @@ __all__ = [
     "from_dict",
     "save_preset",
     "load_preset",
+    "REFERENCE_SIZE",
+    "UNARY_LENGTHS",
+    "scale_factor",
+    "scaled",
+    "scaled_unary",
+    "preset_reference_size",
 ]
 
 Scale = Literal["linear", "log"]
+Spatial = Literal["", "length", "blur", "window"]
+
+REFERENCE_SIZE = 500
+"""Long side in pixels at which spatial parameters are defined (the module docstring)."""
+
+UNARY_LENGTHS = frozenset({"band", "roughness"})
+"""Unary settings that are lengths in pixels, scaled with the image as ``"length"`` specs are (:func:`scaled_unary`)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +96,7 @@ class ParamSpec:
     choices: tuple[Any, ...] = ()
     odd: bool = False
     matrices: bool = False
+    spatial: Spatial = ""
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` coerced to this parameter's type, or raise ``ValueError`` naming the valid range."""
@@ -128,13 +165,13 @@ ITERATIONS = ParamSpec("iterations", 5, "Mean-field iterations.", kind="int", lo
 W_APPEARANCE = ParamSpec("w_appearance", 10.0, "Weight w1 of the appearance (bilateral) kernel: how strongly "
                          "pixels of similar colour and position agree.", low=0.0, high=100.0, step=0.5)
 THETA_ALPHA = ParamSpec("theta_alpha", 80.0, "Spatial range θα of the appearance kernel.", low=1.0, high=300.0,
-                        scale="log", step=1.0, unit="px", rebuilds=True)
+                        scale="log", step=1.0, unit="px", rebuilds=True, spatial="length")
 THETA_BETA = ParamSpec("theta_beta", 13.0, "Colour range θβ of the appearance kernel (RGB 0..255).", low=0.5,
                        high=100.0, scale="log", step=0.5, unit="colour levels", rebuilds=True)
 W_SMOOTHNESS = ParamSpec("w_smoothness", 3.0, "Weight w2 of the smoothness kernel: removes small isolated regions.",
                          low=0.0, high=100.0, step=0.5)
 THETA_GAMMA = ParamSpec("theta_gamma", 3.0, "Spatial range θγ of the smoothness kernel.", low=0.5, high=50.0,
-                        scale="log", step=0.5, unit="px", rebuilds=True)
+                        scale="log", step=0.5, unit="px", rebuilds=True, spatial="length")
 COMPAT = ParamSpec("compat", "potts", "Label compatibility μ: 'potts' (μ = [l ≠ l']) or a C×C matrix.",
                    kind="choice", choices=("potts",))
 FEATURE_TRANSFORMS = ParamSpec("feature_transforms", "identity", "Learned feature transforms A ('+T', "
@@ -157,10 +194,10 @@ class ConvCRFParams:
     feature_transforms: Any = _p(FEATURE_TRANSFORMS)
     filter_size: int = _p(ParamSpec("filter_size", 11, "Window k of the message passing, in pixels of the "
                                     "blurred grid (odd).", kind="int", low=3, high=31, step=2, unit="px",
-                                    rebuilds=True, odd=True))
+                                    rebuilds=True, odd=True, spatial="window"))
     blur: int = _p(ParamSpec("blur", 4, "Blur factor b: the pairwise step runs on a grid downsampled b times "
                              "(faster, wider reach: k·b pixels).", kind="int", low=1, high=8, step=1,
-                             rebuilds=True))
+                             rebuilds=True, spatial="blur"))
 
 
 @dataclass(frozen=True)
@@ -198,9 +235,9 @@ class GaussianCRFParams:
     scales: int = _p(ParamSpec("scales", 1, "Pyramid levels solved jointly (1 = single scale).", kind="int",
                                low=1, high=4, step=1, rebuilds=True))
     filter_size: int = _p(ParamSpec("filter_size", 11, "Window k of the local affinity (odd).", kind="int",
-                                    low=3, high=31, step=2, unit="px", rebuilds=True, odd=True))
+                                    low=3, high=31, step=2, unit="px", rebuilds=True, odd=True, spatial="window"))
     blur: int = _p(ParamSpec("blur", 4, "Blur factor b of the local affinity.", kind="int", low=1, high=8,
-                             step=1, rebuilds=True))
+                             step=1, rebuilds=True, spatial="blur"))
 
 
 @dataclass(frozen=True)
@@ -220,9 +257,9 @@ class PiecewiseParams:
     theta_gamma: float = _p(THETA_GAMMA)
     filter_size: int = _p(ParamSpec("filter_size", 7, "Side k of each range box, in pixels of the blurred grid "
                                     "(odd); the above/below boxes sit k rows above and below.", kind="int", low=3,
-                                    high=15, step=2, unit="px", rebuilds=True, odd=True))
+                                    high=15, step=2, unit="px", rebuilds=True, odd=True, spatial="window"))
     blur: int = _p(ParamSpec("blur", 4, "Blur factor b: the potentials act on a grid downsampled b times.",
-                             kind="int", low=1, high=8, step=1, rebuilds=True))
+                             kind="int", low=1, high=8, step=1, rebuilds=True, spatial="blur"))
     potentials: Any = _p(ParamSpec("potentials", "potts", "Pairwise energies: 'potts' (untrained: Potts on the "
                                    "surrounding box, i.e. ConvCRF) or the six learned K×K matrices written by "
                                    "`crfcore tune --method piecewise`.", kind="choice",
@@ -262,6 +299,61 @@ def with_overrides(params: Any, **overrides: Any) -> Any:
     return dataclasses.replace(params, **clean)
 
 
+def scale_factor(height: int, width: int, scale: str | float = "auto") -> float:
+    """The factor spatial parameters are multiplied by for an ``height × width`` image (pixels).
+
+    ``scale="auto"``: the image's long side / :data:`REFERENCE_SIZE` (1.0 at a 500-px long side, 2.0 at 1000 px);
+    a number: that factor as given (``1.0`` keeps every pixel value as written, the behaviour before issue 20).
+
+    Raises:
+        ValueError: ``scale`` is neither ``"auto"`` nor a finite number > 0, or the size is not positive.
+    """
+    if isinstance(scale, str):
+        if scale != "auto":
+            raise ValueError(f"scale must be 'auto' or a number > 0 (1.0 keeps pixel values as given), got {scale!r}.")
+        if height < 1 or width < 1:
+            raise ValueError(f"image size must be positive for scale='auto', got {height}×{width} (H×W).")
+        return max(height, width) / REFERENCE_SIZE
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be 'auto' or a finite number > 0 (1.0 keeps pixel values as given), "
+                         f"got {scale!r}.")
+    return float(scale)
+
+
+def _nearest_odd(x: float) -> int:
+    """The odd integer nearest ``x`` (ties up)."""
+    return 2 * math.floor((x - 1.0) / 2.0 + 0.5) + 1
+
+
+def scaled(params: Any, factor: float) -> Any:
+    """A copy of the params dataclass ``params`` with its spatial values scaled by ``factor`` (rules in the module
+    docstring); ``params`` itself when ``factor`` is 1. The result is not range-checked: effective values may
+    leave the slider ranges, which bound reference values."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"factor must be a finite number > 0, got {factor!r}.")
+    if factor == 1.0:
+        return params
+    rules = {s.name: s.spatial for s in specs(params) if s.spatial}
+    values = {name: getattr(params, name) * factor for name, rule in rules.items() if rule == "length"}
+    blur = next((name for name, rule in rules.items() if rule == "blur"), None)
+    window = next((name for name, rule in rules.items() if rule == "window"), None)
+    b = getattr(params, blur) if blur is not None else 1
+    if blur is not None:
+        values[blur] = max(1, math.floor(b * factor + 0.5))
+    if window is not None:
+        values[window] = max(3, _nearest_odd(getattr(params, window) * b * factor / values.get(blur, 1)))
+    return dataclasses.replace(params, **values)
+
+
+def scaled_unary(settings: Mapping[str, Any], factor: float) -> dict[str, Any]:
+    """A copy of unary settings (``from_labels`` / ``refine_mask`` keyword arguments) with the lengths of
+    :data:`UNARY_LENGTHS` multiplied by ``factor``; None and ``"auto"`` (measured on the image itself) stay."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"factor must be a finite number > 0, got {factor!r}.")
+    return {k: v * factor if k in UNARY_LENGTHS and isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for k, v in settings.items()}
+
+
 def to_dict(params: Any) -> dict[str, Any]:
     """Plain JSON-able values of a params instance (a compat matrix becomes nested lists)."""
     out = {}
@@ -277,11 +369,14 @@ def from_dict(method: str, values: dict[str, Any]) -> Any:
 
 
 def save_preset(path: str | os.PathLike, method: str, params: Any) -> None:
-    """Write ``params`` as a preset JSON file, atomically (a crash leaves the old file or the new one)."""
+    """Write ``params`` as a preset JSON file, atomically (a crash leaves the old file or the new one).
+
+    ``params`` hold values at the reference size; the file records it as ``"reference_size": 500``."""
     if not isinstance(params, params_for(method)):
         raise ValueError(f"params are {type(params).__name__}, but method {method!r} takes "
                          f"{params_for(method).__name__}.")
-    text = json.dumps({"method": method, "params": to_dict(params)}, indent=2) + "\n"
+    text = json.dumps({"method": method, "params": to_dict(params), "reference_size": REFERENCE_SIZE},
+                      indent=2) + "\n"
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
@@ -293,8 +388,20 @@ def save_preset(path: str | os.PathLike, method: str, params: Any) -> None:
         raise
 
 
+def preset_reference_size(data: Mapping[str, Any], path: str | os.PathLike) -> float:
+    """The ``"reference_size"`` of a preset's JSON object: the long side in pixels its spatial values are defined
+    at; :data:`REFERENCE_SIZE` when absent (files from before issue 20 hold the classic, 500-px values)."""
+    size = data.get("reference_size", REFERENCE_SIZE)
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not math.isfinite(size) or size <= 0:
+        raise ValueError(f"preset {path}: reference_size must be a long side in pixels > 0 (normally "
+                         f"{REFERENCE_SIZE}), got {size!r}.")
+    return float(size)
+
+
 def load_preset(path: str | os.PathLike) -> tuple[str, Any]:
-    """Read a preset file; returns ``(method, params)``. Errors name the file and what is wrong with it."""
+    """Read a preset file; returns ``(method, params)`` with values at the reference size. A file written at
+    another ``"reference_size"`` R has its spatial values converted by :func:`scaled` with factor 500 / R. Errors
+    name the file and what is wrong with it."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -303,8 +410,9 @@ def load_preset(path: str | os.PathLike) -> tuple[str, Any]:
         raise FileNotFoundError(f"preset {path} does not exist.") from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"preset {path} is not a CRF Studio preset ({exc}); it must be JSON of the form "
-                         '{"method": "convcrf", "params": {...}}.') from None
+                         '{"method": "convcrf", "params": {...}, "reference_size": 500}.') from None
+    size = preset_reference_size(data, path)
     try:
-        return method, from_dict(method, values)
+        return method, scaled(from_dict(method, values), REFERENCE_SIZE / size)
     except ValueError as exc:
         raise ValueError(f"preset {path}: {exc}") from None

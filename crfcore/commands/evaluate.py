@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_method_args
+from .common import add_method_args, add_scale_arg
 
 __all__ = ["add_parser", "run", "parse_rows"]
 
@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--json", type=Path, help="also write the table as JSON")
+    add_scale_arg(p)
     poly = p.add_argument_group("polygon protocol")
     poly.add_argument("--tolerance", type=float, help="polygon simplification tolerance [px] (default 4)")
     poly.add_argument("--background", metavar="CLASS|none",
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     table = evaluate(args.data, entries, protocol=args.protocol, num_classes=args.num_classes,
                      ignore_index=args.void, polygon=recipe, limit=args.limit, device=args.device,
-                     progress=progress)
+                     scale=args.scale, progress=progress)
     width = max(10, *(len(name) for name in table))
     print(f"{'':{width}} {'mIoU':>6} {'mIoU-gt':>7} {'acc':>6} {'bF':>6} {'ms/img':>8}   ({args.data})")
     for name, row in table.items():

@@ -21,6 +21,11 @@ kinds whose unary is made from a label mask by :func:`crfcore.unary.from_labels`
 the preset, not in the refiner's params, because they shape the unary rather than the CRF; yet they are tuned
 together with the CRF weights (the two trade against each other), so they travel with them. :attr:`Preset.unary` is
 that entry as ``from_labels`` keyword arguments: ``from_labels(mask, C, **preset.unary)``.
+
+Spatial values (θα, θγ, windows, the unary's ``band``) are stored at the reference size, a 500-px long side
+(:data:`crfcore.params.REFERENCE_SIZE`; a file's optional ``"reference_size"`` says otherwise and is converted on
+reading), and scaled to each image by ``crfcore.refine(..., scale="auto")``; scale a preset's unary settings with
+:func:`crfcore.params.scaled_unary` before ``from_labels``.
 """
 
 from __future__ import annotations
@@ -153,7 +158,8 @@ def read(file: str | os.PathLike) -> Preset:
     kind = data.get("kind")
     if kind is not None and kind not in KINDS:
         raise ValueError(f"preset {file}: kind {kind!r} is not one of {', '.join(map(repr, KINDS))}.")
-    return Preset(method, params, kind, _unary(file, data.get("unary", {})), str(data.get("description", "")))
+    unary = P.scaled_unary(_unary(file, data.get("unary", {})), P.REFERENCE_SIZE / P.preset_reference_size(data, file))
+    return Preset(method, params, kind, unary, str(data.get("description", "")))
 
 
 def get(kind: str, method: str = "convcrf") -> Preset:
