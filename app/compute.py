@@ -215,7 +215,8 @@ def compute(job: RefineJob, *, cache: OperatorCache | None = None, device: str |
     cost_key = ("full_ms", job.image_key, job.image.shape, job.method, str(dev))
     full_ms = cache.full_ms(cost_key) if cache is not None and job.preview else None
     scale = preview_scale(height, width, full_ms=full_ms) if job.preview else 1
-    params = preview_params(job.params, scale)
+    # Issue 20: job.params hold reference-size (500 px) values, as crfcore.refine(scale="auto") takes them.
+    params = preview_params(P.scaled(job.params, P.scale_factor(height, width, "auto")), scale)
     image = as_image_tensor(job.image).to(dev)
     unary = job.unary if job.scribbles is None else crfcore.unary.from_scribbles(
         job.scribbles.astype(np.int64), num_classes, prior=job.unary, unpainted=UNPAINTED)

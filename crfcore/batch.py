@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import io
+from . import params as P
 
 __all__ = ["Task", "RefineSpec", "Outcome", "Refiner", "Engine", "ENGINES", "UNARY_SUFFIXES", "find_tasks",
            "refine_file", "run_batch", "quiet_per_image_logs"]
@@ -65,10 +66,12 @@ class RefineSpec:
         device: "cpu" or "cuda".
         num_classes: C of every unary; None takes it from each file.
         confidence: probability of a mask's label in its unary, (1/C, 1]; None for the default.
-        band: uncertain band along a mask's outlines in pixels (``crfcore.unary.from_labels``); None for none.
+        band: uncertain band along a mask's outlines in pixels (``crfcore.unary.from_labels``) at the reference
+            size when ``scale`` is "auto" (scaled with each image, as the spatial params are); None for none.
         threads: torch threads per worker (set in the calling process too when it runs the tasks itself); None
             leaves torch's default (pool workers then use 1).
         resize: scale a unary of the image's aspect ratio but another size (a network's output) to the image.
+        scale: how spatial parameters follow each image's size, as in :func:`crfcore.refine` ("auto" or a number).
     """
 
     method: str = "convcrf"
@@ -79,6 +82,7 @@ class RefineSpec:
     band: float | None = None
     threads: int | None = None
     resize: bool = False
+    scale: str | float = "auto"
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class Refiner:
                              "the CUDA build of CRF Studio.")
         if spec.threads is not None:
             torch.set_num_threads(spec.threads)
+        P.scale_factor(1, 1, spec.scale)  # a bad scale fails here, before any image
         self.spec = spec
         self.params = resolve_params(spec.method, spec.params)
 
@@ -116,7 +121,8 @@ class Refiner:
         """``image`` (H, W, 3) uint8, ``probs`` (C, H, W) float32 → ``(H, W)`` int64 labels."""
         from .api import refine
 
-        return refine(image, probs, self.spec.method, params=self.params, device=self.spec.device).labels
+        return refine(image, probs, self.spec.method, params=self.params, device=self.spec.device,
+                      scale=self.spec.scale).labels
 
 
 def refine_file(task: Task, refiner: Refiner) -> Outcome:
@@ -128,8 +134,11 @@ def refine_file(task: Task, refiner: Refiner) -> Outcome:
         return Outcome(task, "failed", task.problem)
     try:
         image = io.load_image(task.image)
+        band = refiner.spec.band
+        if band is not None:
+            band *= P.scale_factor(*image.shape[:2], refiner.spec.scale)
         probs = load_unary(task.unary, num_classes=refiner.spec.num_classes, image_shape=image.shape[:2],
-                           confidence=refiner.spec.confidence, band=refiner.spec.band, resize=refiner.spec.resize)
+                           confidence=refiner.spec.confidence, band=band, resize=refiner.spec.resize)
         io.save_mask(task.out, refiner(image, probs))
     except Exception as exc:  # one bad image must not stop the batch; the reason goes in the summary
         return Outcome(task, "failed", f"{type(exc).__name__}: {exc}", time.perf_counter() - start)

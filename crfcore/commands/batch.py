@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..batch import Outcome, RefineSpec, find_tasks, quiet_per_image_logs, run_batch
-from .common import add_method_args, params_from_args, unary_options
+from .common import add_method_args, add_scale_arg, params_from_args, unary_options
 
 __all__ = ["add_parser", "run"]
 
@@ -49,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="uncertain band along a mask's outlines [px] (masks only; default: the preset's, else none)")
     p.add_argument("--resize", action="store_true",
                    help="scale unaries of the image's aspect ratio but another size (network outputs) to the image")
+    add_scale_arg(p)
     add_method_args(p)
     p.set_defaults(func=run)
 
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = find_tasks(args.in_dir, args.out, unary_dir=args.unary_dir)
     options = unary_options(args)
     spec = RefineSpec(method, params, device=args.device, num_classes=args.num_classes,
-                      confidence=options.get("confidence"), band=options.get("band"), resize=args.resize)
+                      confidence=options.get("confidence"), band=options.get("band"), resize=args.resize,
+                      scale=args.scale)
     if args.engine == "ray":
         from ..batch_ray import connect
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_method_args, params_from_args, unary_options
+from .common import add_method_args, add_scale_arg, params_from_args, unary_options
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="uncertain band along a mask's outlines [px] (masks only; default: the preset's, else none)")
     p.add_argument("--probs", type=Path, help="also write the refined probabilities (.npy, (C, H, W) float32)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_scale_arg(p)
     add_method_args(p)
     p.set_defaults(func=run)
 
@@ -36,16 +37,17 @@ def run(args: argparse.Namespace) -> int:
     from crfcore.unary_io import load_unary
 
     method, params = params_from_args(args)
-    options = unary_options(args)
     image = io.load_image(args.image)
+    factor = crfcore.params.scale_factor(*image.shape[:2], args.scale)
+    options = crfcore.params.scaled_unary(unary_options(args), factor)  # --band and a preset's: reference pixels
     probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2], **options)
-    result = crfcore.refine(image, probs, method=method, params=params, device=args.device)
+    result = crfcore.refine(image, probs, method=method, params=params, device=args.device, scale=args.scale)
     io.save_mask(args.out, result.labels.astype(np.int64))
     if args.probs:
         with io.atomic_write(args.probs) as tmp:
             np.save(tmp, result.probs)
     t = result.timing
-    log.info("%s: %s %d×%d, %d classes: build %.0f ms, iterations %.0f ms, total %.0f ms on %s → %s",
-             args.image.name, method, image.shape[0], image.shape[1], probs.shape[0], t["build_ms"],
-             t["iterations_ms"], t["total_ms"], t["device"], args.out)
+    log.info("%s: %s %d×%d, %d classes, spatial scale %.3g: build %.0f ms, iterations %.0f ms, total %.0f ms on "
+             "%s → %s", args.image.name, method, image.shape[0], image.shape[1], probs.shape[0], result.scale,
+             t["build_ms"], t["iterations_ms"], t["total_ms"], t["device"], args.out)
     return 0

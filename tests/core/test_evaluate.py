@@ -132,8 +132,8 @@ def test_polygon_protocol_unary_uses_each_rows_band(tiny_dataset, monkeypatch) -
     real = E.refine
     monkeypatch.setattr(E, "refine", spy)
     evaluate(tiny_dataset, {"own": Entry("convcrf", None, 0.9, 3.0), "default": Entry("convcrf")},
-             protocol="polygon", polygon=PolygonRecipe(confidence=0.8, band=2.0), limit=1)
-    evaluate(tiny_dataset, {"plain": Entry("convcrf", None, 0.9)}, protocol="polygon", limit=1)
+             protocol="polygon", polygon=PolygonRecipe(confidence=0.8, band=2.0), limit=1, scale=1.0)
+    evaluate(tiny_dataset, {"plain": Entry("convcrf", None, 0.9)}, protocol="polygon", limit=1, scale=1.0)
     gt = io.load_mask(io.find_pairs(tiny_dataset)[0][1])
     drawn = polygon_annotation(gt)
     assert len(seen) == 3
