@@ -47,6 +47,7 @@ __all__ = [
     "DenseCRFParams",
     "GaussianCRFParams",
     "PiecewiseParams",
+    "UnaryParams",
     "PARAMS_BY_METHOD",
     "specs",
     "params_for",
@@ -264,6 +265,39 @@ class PiecewiseParams:
                                    "surrounding box, i.e. ConvCRF) or the six learned K×K matrices written by "
                                    "`crfcore tune --method piecewise`.", kind="choice",
                                    choices=("potts",), matrices=True))
+
+
+@dataclass(frozen=True)
+class UnaryParams:
+    """How a mask (and brush strokes) becomes a unary in :func:`crfcore.refine_mask` (see :mod:`crfcore.appearance`).
+
+    They shape the unary, not the CRF, yet trade against the CRF weights, so a preset's ``"unary"`` entry holds them
+    beside its ``"params"``.
+    """
+
+    confidence: float = _p(ParamSpec("confidence", 0.9, "Probability of a mask's label where the mask is sure "
+                                      "(outside the uncertain zone).", low=0.51, high=1.0, step=0.01))
+    roughness_scale: float = _p(ParamSpec("roughness_scale", 1.0, "Multiplies the estimated roughness "
+                                          "(roughness='auto'): the uncertain zone's width is this times how far "
+                                          "the outline lies from strong image edges.", low=0.25, high=4.0,
+                                          scale="log", step=0.05))
+    colour_weight: float = _p(ParamSpec("colour_weight", 1.0, "Weight w of the colour models' log-likelihood "
+                                        "ratio against the mask prior inside the uncertain zone (0: mask prior "
+                                        "only).", low=0.0, high=10.0, step=0.05))
+    prior_width: float = _p(ParamSpec("prior_width", 1.0, "Width σ of the mask prior, in units of a class's reach: "
+                                      "a class d px away scores −d²/2(σρ)² (larger: the colours alone decide).",
+                                      low=0.1, high=10.0, scale="log", step=0.05))
+    thin_fraction: float = _p(ParamSpec("thin_fraction", 0.5, "κ: a region is doubted at most κ times its own width "
+                                        "(its largest inner distance) from its outline, so thin structures keep a "
+                                        "core.", low=0.1, high=2.0, step=0.05))
+    components: int = _p(ParamSpec("components", 5, "Gaussian components K per class colour model.", kind="int",
+                                   low=1, high=12, step=1))
+    position_weight: float = _p(ParamSpec("position_weight", 0.0, "Position in the colour models: 0 for one "
+                                          "colour model per class over the image; > 0 lets a class's colours vary "
+                                          "across the image (components follow regions; 1: the image's longer "
+                                          "side spans 255 colour levels).", low=0.0, high=4.0, step=0.05))
+    rounds: int = _p(ParamSpec("rounds", 2, "GrabCut rounds: fit the colour models, refine with the CRF, refit on "
+                               "the refined labels, refine again.", kind="int", low=1, high=5, step=1))
 
 
 PARAMS_BY_METHOD: dict[str, type] = {
