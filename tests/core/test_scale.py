@@ -157,3 +157,86 @@ def test_preset_without_reference_size_is_at_500px_and_bad_sizes_are_named(tmp_p
     path.write_text(json.dumps({"method": "densecrf", "params": {}, "reference_size": -3}))
     with pytest.raises(ValueError, match="reference_size must be a long side in pixels"):
         P.load_preset(path)
+
+
+def _dataset(tmp_path, sizes: list[tuple[int, int]]):
+    from crfcore import io
+
+    for k, (h, w) in enumerate(sizes):
+        image, probs = _case(h, w, 2, seed=k)
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        io.save_image(tmp_path / "images" / f"s{k}.png", image)
+        io.save_mask(tmp_path / "masks" / f"s{k}.png", probs.argmax(0).astype(np.int64))
+    return tmp_path
+
+
+def test_learn_data_long_side_resamples_every_image_up_or_down(tmp_path) -> None:
+    from crfcore.learn import LearnData
+
+    data = LearnData(_dataset(tmp_path, [(30, 40), (200, 100), (64, 64)]), long_side=50, val_frac=0.4)
+    assert sorted(tuple(data.sample(s).labels.shape) for s in data.pairs) == [(38, 50), (50, 25), (50, 50)]
+    with pytest.raises(ValueError, match="give max_side .* or long_side"):
+        LearnData(tmp_path, long_side=50, max_side=40)
+
+
+def test_tune_result_goes_back_to_the_reference_size_keeping_the_window() -> None:
+    from crfcore.commands.tune import _to_reference
+
+    reference = P.ConvCRFParams(filter_size=7, blur=3)
+    learned = dataclasses.replace(P.scaled(reference, 0.5), theta_alpha=30.0, theta_gamma=2.0, w_appearance=7.0)
+    back = _to_reference(learned, reference, 0.5)
+    assert (back.theta_alpha, back.theta_gamma, back.w_appearance) == (60.0, 4.0, 7.0)
+    assert (back.filter_size, back.blur) == (7, 3)
+
+
+def test_eval_polygon_band_follows_the_image_under_auto(tmp_path, monkeypatch) -> None:
+    import crfcore.evaluate as E
+
+    seen = []
+    real = E.from_labels
+
+    def spy(labels, num_classes, **kwargs):
+        seen.append(kwargs.get("band"))
+        return real(labels, num_classes, **kwargs)
+
+    monkeypatch.setattr(E, "from_labels", spy)
+    folder = _dataset(tmp_path, [(50, 100)])
+    E.evaluate(folder, {"a": E.Entry("convcrf", P.ConvCRFParams(iterations=1), 0.9, 5.0)}, protocol="polygon")
+    E.evaluate(folder, {"a": E.Entry("convcrf", P.ConvCRFParams(iterations=1), 0.9, 5.0)}, protocol="polygon",
+               max_side=1000, scale=1.0)
+    assert seen[0] == pytest.approx(5.0 * 100 / 500) and seen[2] == 5.0
+
+
+def test_batch_spec_applies_the_scale_and_rejects_a_bad_one(tmp_path) -> None:
+    from crfcore.batch import RefineSpec, Refiner
+
+    image, probs = _case(40, 100)
+    params = P.ConvCRFParams(iterations=1)
+    labels = Refiner(RefineSpec("convcrf", params))(image, probs)
+    assert np.array_equal(labels, crfcore.refine(image, probs, params=params, scale="auto").labels)
+    pixels = Refiner(RefineSpec("convcrf", params, scale=1.0))(image, probs)
+    assert np.array_equal(pixels, crfcore.refine(image, probs, params=params, scale=1.0).labels)
+    with pytest.raises(ValueError, match="scale must be 'auto' or a"):
+        Refiner(RefineSpec("convcrf", params, scale="big"))
+
+
+def test_refine_mask_scales_a_numeric_roughness_and_reports_the_scale() -> None:
+    from crfcore.mask_refine import refine_mask
+
+    image, probs = _case(50, 100)
+    mask = probs.argmax(0).astype(np.int64)
+    auto = refine_mask(image, mask, roughness=10.0, rounds=1, iterations=1)
+    assert auto.scale == 0.2 and auto.timing["roughness_px"] == pytest.approx(2.0)
+    pixels = refine_mask(image, mask, roughness=10.0, rounds=1, iterations=1, scale=1.0)
+    assert pixels.scale == 1.0 and pixels.timing["roughness_px"] == 10.0
+
+
+def test_cli_scale_flag_parses_auto_and_numbers_and_names_itself_on_error() -> None:
+    import argparse
+
+    from crfcore.commands.common import parse_scale
+
+    assert parse_scale("auto") == "auto" and parse_scale("0.5") == 0.5
+    with pytest.raises(argparse.ArgumentTypeError, match="--scale must be 'auto' or a number > 0"):
+        parse_scale("-2")
