@@ -9,6 +9,7 @@ are also warm-started from their previous solution for the same image, which a s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -174,7 +175,7 @@ def preview_params(params: Any, scale: int) -> Any:
         spec = next(s for s in P.specs(params) if s.name == "filter_size")
         cells = params.filter_size * params.blur / (scale * changes["blur"])  # the full run's reach, in preview cells
         changes["filter_size"] = min(params.filter_size, max(int(spec.low), 2 * round((cells - 1) / 2) + 1))
-    return P.with_overrides(params, **changes)
+    return dataclasses.replace(params, **changes)  # not range-checked: effective values (issue 20) may leave them
 
 
 def _operator_key(job: RefineJob, params: Any, scale: int, device: torch.device) -> Hashable:

@@ -36,8 +36,8 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 

@@ -25,3 +25,12 @@ def test_spatial_sliders_show_the_effective_value_beside_the_reference_value(tmp
     document.set_param("theta_alpha", 40.0, method="convcrf")
     assert controls["theta_alpha"].effective.text() == "→ 80 px here"
     assert P.scale_factor(256, 1000, "auto") == 2.0
+
+
+def test_previews_of_a_large_image_take_effective_values_beyond_the_slider_ranges():
+    from app.compute import preview_params
+
+    effective = P.scaled(P.ConvCRFParams(theta_alpha=300.0), 8.0)  # a 4000-px photo: θα 2400 px, blur 32
+    preview = preview_params(effective, 2)
+    assert (preview.theta_alpha, preview.blur) == (1200.0, 16)
+    assert preview.filter_size * preview.blur * 2 == effective.filter_size * effective.blur
