@@ -136,7 +136,7 @@ def refine_file(task: Task, refiner: Refiner) -> Outcome:
         image = io.load_image(task.image)
         band = refiner.spec.band
         if band is not None:
-            band *= P.scale_factor(*image.shape[:2], refiner.spec.scale)
+            band = P.scaled_length(band, P.scale_factor(*image.shape[:2], refiner.spec.scale))
         probs = load_unary(task.unary, num_classes=refiner.spec.num_classes, image_shape=image.shape[:2],
                            confidence=refiner.spec.confidence, band=band, resize=refiner.spec.resize)
         io.save_mask(task.out, refiner(image, probs))

@@ -270,8 +270,8 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
                                        void=ignore_index)
             options = {_unary_options(e, polygon) for e in entries.values()}
             factor = P.scale_factor(*gt.shape, scale)
-            unaries = {(c, b): from_labels(drawn, num_classes, confidence=c, band=None if b is None else b * factor,
-                                           ignore_index=-1)
+            unaries = {(c, b): from_labels(drawn, num_classes, confidence=c, ignore_index=-1,
+                                           band=None if b is None else P.scaled_length(b, factor))
                        for c, b in options}
             unary = from_labels(drawn, num_classes, confidence=polygon.confidence, ignore_index=-1)
         scores[first].add(unary.argmax(0), gt)

@@ -165,7 +165,7 @@ def refine_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *,
     else:
         if isinstance(roughness, bool) or not np.isfinite(roughness) or roughness <= 0:
             raise ValueError(f"roughness must be 'auto' or a number of pixels > 0, got {roughness!r}.")
-        rho = float(roughness) * factor
+        rho = P.scaled_length(float(roughness), factor)
 
     dev = torch.device(device) if device is not None else best_device()
     image_t = torch.from_numpy(img).to(dev).permute(2, 0, 1).float()

@@ -12,17 +12,15 @@ PASCAL VOC photos the classic values come from), and scaled to each image: :func
 (the image's long side / 500 for ``scale="auto"``, or a number as given), :func:`scaled` applies it. A spec's
 ``spatial`` field says how it scales:
 
-======================  ================================================================================
-``spatial``             rule for a factor f
-======================  ================================================================================
-``""``                  not spatial (weights, θβ, iterations, λ, ...): unchanged
-``"length"``            a length in pixels (θα, θγ): multiplied by f, not rounded
-``"blur"``              the blur factor b of a windowed refiner: ``b' = max(1, ⌊b·f + ½⌋)``, rounded
-                        first because the grid is made of whole b×b blocks
-``"window"``            the window k (odd, in pixels of the blurred grid), scaled after b so the reach
-                        k·b follows f: ``k'`` = the odd integer nearest ``k·b·f / b'``, at least 3 (ties
-                        round up). The reach k'·b' is then within b' pixels of k·b·f
-======================  ================================================================================
+- ``""``: not spatial (weights, θβ, iterations, λ, ...): unchanged.
+- ``"length"``: a length ℓ in pixels (θα, θγ): ``ℓ' = max(ℓ·f, min(ℓ, 1))``, not rounded: scaled, but never pushed
+  below one pixel, the grid's resolution (a length under 1 px no longer reaches a neighbour; one set below 1 px
+  stays as set).
+- ``"blur"``: the blur factor b of a windowed refiner: ``b' = max(1, ⌊b·f + ½⌋)``, rounded first because the grid
+  is made of whole b×b blocks.
+- ``"window"``: the window k (odd, in pixels of the blurred grid), scaled after b so that the reach k·b follows f:
+  ``k'`` = the odd integer nearest ``k·b·f / b'``, at least 3 (ties round up). The reach k'·b' is then within b'
+  pixels of k·b·f.
 
 So f = 1 leaves every value exactly as given, and effective values may leave the slider ranges (those bound what a
 user sets at the reference size: θα = 300 px on a 4000-px photo is 2400 px). The unary's lengths (a mask's outline
@@ -61,6 +59,7 @@ __all__ = [
     "scale_factor",
     "scaled",
     "scaled_unary",
+    "scaled_length",
     "preset_reference_size",
 ]
 
@@ -354,6 +353,12 @@ def scale_factor(height: int, width: int, scale: str | float = "auto") -> float:
     return float(scale)
 
 
+def scaled_length(value: float, factor: float) -> float:
+    """A length in pixels (θ, a mask's band or roughness) scaled by ``factor``, but not below one pixel unless it was
+    set below one: ``max(value·factor, min(value, 1))`` (the ``"length"`` rule of the module docstring)."""
+    return max(value * factor, min(value, 1.0))
+
+
 def _nearest_odd(x: float) -> int:
     """The odd integer nearest ``x`` (ties up)."""
     return 2 * math.floor((x - 1.0) / 2.0 + 0.5) + 1
@@ -368,7 +373,7 @@ def scaled(params: Any, factor: float) -> Any:
     if factor == 1.0:
         return params
     rules = {s.name: s.spatial for s in specs(params) if s.spatial}
-    values = {name: getattr(params, name) * factor for name, rule in rules.items() if rule == "length"}
+    values = {name: scaled_length(getattr(params, name), factor) for name, rule in rules.items() if rule == "length"}
     blur = next((name for name, rule in rules.items() if rule == "blur"), None)
     window = next((name for name, rule in rules.items() if rule == "window"), None)
     b = getattr(params, blur) if blur is not None else 1
@@ -381,11 +386,14 @@ def scaled(params: Any, factor: float) -> Any:
 
 def scaled_unary(settings: Mapping[str, Any], factor: float) -> dict[str, Any]:
     """A copy of unary settings (``from_labels`` / ``refine_mask`` keyword arguments) with the lengths of
-    :data:`UNARY_LENGTHS` multiplied by ``factor``; None and ``"auto"`` (measured on the image itself) stay."""
+    :data:`UNARY_LENGTHS` scaled by ``factor`` as ``"length"`` specs are (not below 1 px); None and ``"auto"``
+    (measured on the image itself) stay."""
     if not (math.isfinite(factor) and factor > 0):
         raise ValueError(f"factor must be a finite number > 0, got {factor!r}.")
-    return {k: v * factor if k in UNARY_LENGTHS and isinstance(v, (int, float)) and not isinstance(v, bool) else v
-            for k, v in settings.items()}
+    def length(k: str, v: Any) -> bool:
+        return k in UNARY_LENGTHS and isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    return {k: scaled_length(v, factor) if length(k, v) else v for k, v in settings.items()}
 
 
 def to_dict(params: Any) -> dict[str, Any]:

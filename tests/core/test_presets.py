@@ -149,4 +149,4 @@ def test_refine_cli_makes_a_mask_unary_with_the_presets_unary_settings_unless_fl
     assert main(args) == 0  # scale auto: the band is given at a 500-px long side, this image's is 20 px
     np.testing.assert_array_equal(made[0], from_labels(mask, 2, confidence=0.8, band=3.0))
     np.testing.assert_array_equal(made[1], from_labels(mask, 2, confidence=0.9, band=1.5))
-    np.testing.assert_array_equal(made[2], from_labels(mask, 2, confidence=0.8, band=3.0 * 20 / 500))
+    np.testing.assert_array_equal(made[2], from_labels(mask, 2, confidence=0.8, band=1.0))  # 3·20/500, ≥ 1 px

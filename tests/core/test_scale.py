@@ -94,9 +94,18 @@ def test_window_rounding_keeps_k_odd_and_the_reach_within_one_cell(k: int, b: in
 
 
 def test_scaled_unary_scales_lengths_only() -> None:
-    settings_ = {"confidence": 0.9, "band": 2.0, "roughness": "auto"}
-    assert P.scaled_unary(settings_, 0.5) == {"confidence": 0.9, "band": 1.0, "roughness": "auto"}
+    settings_ = {"confidence": 0.9, "band": 4.0, "roughness": "auto"}
+    assert P.scaled_unary(settings_, 0.5) == {"confidence": 0.9, "band": 2.0, "roughness": "auto"}
     assert P.scaled_unary({"band": None, "roughness": 4}, 2.0) == {"band": None, "roughness": 8}
+
+
+def test_lengths_scale_down_to_one_pixel_and_no_further() -> None:
+    # the pixel grid cannot resolve less; a value set below 1 px stays as set
+    tiny = P.scaled(P.ConvCRFParams(), 0.1)  # a 50-px image
+    assert (tiny.theta_alpha, tiny.theta_gamma) == (8.0, 1.0)
+    assert P.scaled(P.DenseCRFParams(theta_gamma=0.6), 0.5).theta_gamma == 0.6
+    assert P.scaled_unary({"band": 2.0}, 0.25) == {"band": 1.0}
+    assert P.scaled_length(0.8, 0.5) == 0.8 and P.scaled_length(3.0, 2.0) == 6.0
 
 
 def test_refine_at_500px_auto_equals_scale_one_and_reports_it() -> None:
@@ -227,7 +236,7 @@ def test_refine_mask_scales_a_numeric_roughness_and_reports_the_scale() -> None:
     image, probs = _case(50, 100)
     mask = probs.argmax(0).astype(np.int64)
     auto = refine_mask(image, mask, roughness=10.0, rounds=1, iterations=1)
-    assert auto.scale == 0.2 and auto.timing["roughness_px"] == pytest.approx(2.0)
+    assert auto.scale == 0.2 and auto.timing["roughness_px"] == pytest.approx(2.0)  # 10 px at 500 → 2 px at 100
     pixels = refine_mask(image, mask, roughness=10.0, rounds=1, iterations=1, scale=1.0)
     assert pixels.scale == 1.0 and pixels.timing["roughness_px"] == 10.0
 
