@@ -131,7 +131,7 @@ def test_scribbled_pixels_stay_fixed_and_pull_their_region(method: str) -> None:
     scribbles[18:22, 20:28] = 1
     scribbles[2:5, 2:46] = 0
     probs = crfcore.unary.from_scribbles(scribbles, 2)
-    r = crfcore.refine(image, probs, method=method)
+    r = crfcore.refine(image, probs, method=method, scale=1.0)  # the defaults in pixels of this 48-px image
     painted = scribbles >= 0
     assert (r.labels[painted] == scribbles[painted]).all()  # one-hot unaries hold, whatever the pairwise weight
     assert (r.labels == truth).mean() > 0.95  # and the strokes spread over their regions
