@@ -364,16 +364,18 @@ def _nearest_odd(x: float) -> int:
     return 2 * math.floor((x - 1.0) / 2.0 + 0.5) + 1
 
 
-def scaled(params: Any, factor: float) -> Any:
+def scaled(params: Any, factor: float, *, floor: bool = True) -> Any:
     """A copy of the params dataclass ``params`` with its spatial values scaled by ``factor`` (rules in the module
     docstring); ``params`` itself when ``factor`` is 1. The result is not range-checked: effective values may
-    leave the slider ranges, which bound reference values."""
+    leave the slider ranges, which bound reference values. ``floor=False`` multiplies lengths without the 1-px
+    floor, so that ``1 / factor`` takes them back exactly (``crfcore tune`` converts learned values that way)."""
     if not (math.isfinite(factor) and factor > 0):
         raise ValueError(f"factor must be a finite number > 0, got {factor!r}.")
     if factor == 1.0:
         return params
     rules = {s.name: s.spatial for s in specs(params) if s.spatial}
-    values = {name: scaled_length(getattr(params, name), factor) for name, rule in rules.items() if rule == "length"}
+    values = {name: scaled_length(getattr(params, name), factor) if floor else getattr(params, name) * factor
+              for name, rule in rules.items() if rule == "length"}
     blur = next((name for name, rule in rules.items() if rule == "blur"), None)
     window = next((name for name, rule in rules.items() if rule == "window"), None)
     b = getattr(params, blur) if blur is not None else 1

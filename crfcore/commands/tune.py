@@ -80,7 +80,7 @@ def _progress(label: str) -> Any:
 def _to_reference(learned: Any, reference: Any, factor: float) -> Any:
     """Learned values at the training size back at the reference size: lengths divided by ``factor``; the window
     (``blur``, ``filter_size``), which is not learned, as the reference params had it (no double rounding)."""
-    out = P.scaled(learned, 1.0 / factor)
+    out = P.scaled(learned, 1.0 / factor, floor=False)
     windows = {s.name: getattr(reference, s.name) for s in P.specs(reference) if s.spatial in ("blur", "window")}
     return dataclasses.replace(out, **windows)
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         factor, sides = side / P.REFERENCE_SIZE, {"long_side": side}
     else:
         factor, sides = float(args.scale), {"max_side": args.max_side}
-    params = P.scaled(params, factor)
+    params = P.scaled(params, factor, floor=False)  # exact, so that the learned values convert back exactly
     data = LearnData(args.data, num_classes=args.num_classes, val_frac=args.val_frac, seed=args.seed,
                      void=args.void, limit=args.limit, **sides)
     names = _PIECEWISE_FLAGS if piecewise else _FINETUNE_FLAGS

@@ -197,6 +197,8 @@ def test_tune_result_goes_back_to_the_reference_size_keeping_the_window() -> Non
     back = _to_reference(learned, reference, 0.5)
     assert (back.theta_alpha, back.theta_gamma, back.w_appearance) == (60.0, 4.0, 7.0)
     assert (back.filter_size, back.blur) == (7, 3)
+    tiny = P.scaled(reference, 0.1, floor=False)  # a 50-px training size: θγ 0.3 px, no 1-px floor, so exact back
+    assert _to_reference(tiny, reference, 0.1).theta_gamma == pytest.approx(3.0)
 
 
 def test_eval_polygon_band_follows_the_image_under_auto(tmp_path, monkeypatch) -> None:
