@@ -269,6 +269,8 @@ class ImageDocument(QObject):
         if found > count:
             raise ValueError(f"{path.name} holds class {found - 1} but classes.json names {count} classes; add the "
                              f"missing names, give the unannotated label as \"void\", or fix the mask.")
+        if band is not None:  # issue 20: the band is set at a 500-px long side, as the refiner's spatial params
+            band = P.scaled_length(band, P.scale_factor(*labels.shape, "auto"))
         unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=self.void, band=band)
         return unary.astype(np.float32), labels
 

@@ -10,7 +10,9 @@ from .api import Refinement, best_device, refine
 from .image_refiner import ImageRefiner
 from .inference import Cancelled
 from .labels import VOID
+from .mask_refine import refine_mask
+from . import appearance
 
-__all__ = ["refine", "ImageRefiner", "Refinement", "Cancelled", "VOID", "best_device", "params", "presets", "refiners",
-           "registry", "unary", "metrics", "backbones"]
+__all__ = ["refine", "refine_mask", "ImageRefiner", "Refinement", "Cancelled", "VOID", "best_device", "appearance",
+           "params", "presets", "refiners", "registry", "unary", "metrics", "backbones"]
 __version__ = "0.1.0"

@@ -27,13 +27,15 @@ from typing import Any, Callable
 import numpy as np
 
 from . import io, metrics
+from . import params as P
 from .api import refine
 from .labels import VOID
 from .polygons import outlines, signed_area
 from .synthetic import NoiseRecipe, noisy_unary
 from .unary import DEFAULT_CONFIDENCE, from_labels, rasterize_polygons
 
-__all__ = ["PROTOCOLS", "Score", "Entry", "PolygonRecipe", "region_polygons", "polygon_annotation", "evaluate"]
+__all__ = ["PROTOCOLS", "Score", "Entry", "PolygonRecipe", "region_polygons", "polygon_annotation", "resize_pair",
+           "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,39 @@ def polygon_annotation(gt: np.ndarray, *, tolerance: float = PolygonRecipe.toler
     return rasterize_polygons(polygons, np.asarray(gt).shape, background=-1 if background is None else background)
 
 
+def resize_pair(image: np.ndarray, mask: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its mask resized so that the longer side is ``max_side`` pixels (smaller images are enlarged).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB; resized by :func:`skimage.transform.resize` (bilinear, Gaussian
+            anti-aliasing when shrinking), rounded back to uint8.
+        mask: ``(H, W)`` integer labels; resized by nearest neighbour (each output pixel centre takes the label of
+            the input pixel it falls in), so no label is invented and void stays void.
+        max_side: the longer output side, pixels ≥ 1; the shorter is scaled by the same factor and rounded (≥ 1).
+
+    Returns:
+        ``(image, mask)`` of shape ``(H', W', 3)`` uint8 and ``(H', W')`` with the mask's dtype; the inputs
+        themselves when the longer side is already ``max_side``.
+    """
+    from skimage.transform import resize
+
+    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1:
+        raise ValueError(f"max_side must be a whole number of pixels >= 1, got {max_side!r}.")
+    h, w = mask.shape
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"image is {image.shape[0]}×{image.shape[1]} but mask is {h}×{w} (H×W); give a mask of the "
+                         f"image's size.")
+    if max(h, w) == max_side:
+        return image, mask
+    scale = max_side / max(h, w)
+    out_h, out_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = resize(image.astype(np.float64), (out_h, out_w, image.shape[2]), order=1, mode="edge",
+                     anti_aliasing=scale < 1, preserve_range=True)
+    rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8), mask[rows[:, None], cols[None, :]]
+
+
 def _entry(row: str, value: Entry | tuple, protocol: str) -> Entry:
     entry = value if isinstance(value, Entry) else Entry(*value)
     for name in ("confidence", "band"):
@@ -177,7 +212,8 @@ def _unary_options(entry: Entry, polygon: PolygonRecipe) -> tuple[float, float |
 
 def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protocol: str = "synthetic",
              num_classes: int | None = None, ignore_index: int | None = VOID, recipe: NoiseRecipe = NoiseRecipe(),
-             polygon: PolygonRecipe = PolygonRecipe(), limit: int | None = None, device: str | None = None,
+             polygon: PolygonRecipe = PolygonRecipe(), limit: int | None = None, max_side: int | None = None,
+             device: str | None = None, scale: str | float = "auto",
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict[str, float]]:
     """Run a benchmark protocol on a dataset folder.
 
@@ -189,6 +225,12 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
         ignore_index: void label, skipped in scoring; in the synthetic unary it counts as background.
         recipe: the synthetic protocol's noise; polygon: the polygon protocol's drawing and default unary settings.
         limit: evaluate only the first ``limit`` pairs.
+        max_side: resize every image and mask so that the longer side is this many pixels
+            (:func:`resize_pair`) before the protocol runs; tolerances and scores are then in pixels of that size.
+        scale: how spatial parameters follow each image's size, as in :func:`crfcore.refine` (``"auto"``: given
+            at a 500-px long side; a number: that factor, 1.0 = pixels as given), after ``max_side``. The rows' and
+            the recipe's unary ``band`` scale with them; the noise recipe and the polygon tolerance do not (they
+            model the input).
 
     Returns:
         Row name → ``{"miou", "miou_gt", "accuracy", "boundary_f", "ms_per_image"}`` (percentages, ms; ``miou``
@@ -211,6 +253,8 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
     for i, ((image_path, mask_path), gt) in enumerate(zip(pairs, masks)):
         image = io.load_image(image_path)
         io.check_pair(image, gt, image_path, mask_path)
+        if max_side is not None:
+            image, gt = resize_pair(image, gt, max_side)
         if protocol == "synthetic":
             unary = noisy_unary(gt, num_classes, image_id=image_path.stem, recipe=recipe, void=ignore_index)
             unaries = {None: unary}
@@ -218,14 +262,16 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
             drawn = polygon_annotation(gt, tolerance=polygon.tolerance, background=polygon.background,
                                        void=ignore_index)
             options = {_unary_options(e, polygon) for e in entries.values()}
-            unaries = {(c, b): from_labels(drawn, num_classes, confidence=c, band=b, ignore_index=-1)
+            factor = P.scale_factor(*gt.shape, scale)
+            unaries = {(c, b): from_labels(drawn, num_classes, confidence=c, ignore_index=-1,
+                                           band=None if b is None else P.scaled_length(b, factor))
                        for c, b in options}
             unary = from_labels(drawn, num_classes, confidence=polygon.confidence, ignore_index=-1)
         scores[first].add(unary.argmax(0), gt)
         for name, entry in entries.items():
             start = time.perf_counter()
             row_unary = unary if protocol == "synthetic" else unaries[_unary_options(entry, polygon)]
-            result = refine(image, row_unary, method=entry.method, params=entry.params, device=device)
+            result = refine(image, row_unary, method=entry.method, params=entry.params, device=device, scale=scale)
             scores[name].add(result.labels, gt, (time.perf_counter() - start) * 1e3)
         if progress is not None:
             progress(i + 1, len(pairs), image_path.stem)

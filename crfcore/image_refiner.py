@@ -23,6 +23,7 @@ It holds what makes a slider live:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -64,12 +65,15 @@ class Refinement:
         probs: marginals, same kind (NumPy/torch) and layout as the unary, float32, sum 1 over C.
         labels: ``(H, W)`` or ``(B, H, W)`` int64 argmax labels, same kind as the unary.
         timing: ``{"build_ms", "iterations_ms", "total_ms", "device"}`` (milliseconds), and from an
-            :class:`ImageRefiner` also ``cached`` and ``scale``.
+            :class:`ImageRefiner` also ``cached`` and ``preview_scale``.
+        scale: the factor the spatial parameters were multiplied by (:func:`crfcore.params.scale_factor`: the
+            image's long side / 500 under ``scale="auto"``); 1.0 when they ran as given.
     """
 
     probs: np.ndarray | Tensor
     labels: np.ndarray | Tensor
     timing: dict[str, Any]
+    scale: float = 1.0
 
 
 def best_device() -> torch.device:
@@ -132,7 +136,7 @@ def preview_params(params: Any, scale: int) -> Any:
         spec = next(s for s in P.specs(params) if s.name == "filter_size")
         cells = params.filter_size * params.blur / (scale * changes["blur"])  # the full run's reach, in preview cells
         changes["filter_size"] = min(params.filter_size, max(int(spec.low), 2 * round((cells - 1) / 2) + 1))
-    return P.with_overrides(params, **changes)
+    return dataclasses.replace(params, **changes)  # not range-checked: effective values (issue 20) may leave them
 
 
 class _LRU:
@@ -201,14 +205,17 @@ class ImageRefiner:
 
     @torch.no_grad()
     def refine(self, unary: np.ndarray | Tensor, method: str = "convcrf", params: Any = None, *,
-               preview: bool | int | None = None, callback: ProgressCallback | None = None, fixed: Fixed = "auto",
-               **overrides: Any) -> Refinement:
+               scale: str | float = "auto", preview: bool | int | None = None,
+               callback: ProgressCallback | None = None, fixed: Fixed = "auto", **overrides: Any) -> Refinement:
         """Refine class probabilities of this image.
 
         Args:
             unary: ``(C, H, W)`` or ``(B, C, H, W)`` class probabilities, sum 1 over C, at the image's size.
             method: a registered refiner name (``crfcore.refiners.names()``).
             params: that refiner's params dataclass, or a preset JSON path; None for defaults.
+            scale: ``"auto"``: spatial parameters (θα, θγ, the window's reach) are given at a 500-px long side and
+                scaled to the image (:func:`crfcore.params.scale_factor`, :func:`crfcore.params.scaled`); a number
+                > 0 multiplies them by it, so ``1.0`` runs them in pixels exactly as given.
             preview: None or False for a full-size run; True for a preview sized by :func:`preview_scale` (and this
                 image's last full-run time with ``method``); an int ≥ 1 for that downsampling factor. A preview
                 runs on the downsampled image with :func:`preview_params` and returns full-size results.
@@ -222,7 +229,8 @@ class ImageRefiner:
         Returns:
             :class:`~crfcore.api.Refinement`: ``probs`` in the unary's kind and layout, full size; ``labels``;
             ``timing`` with ``build_ms``, ``iterations_ms``, ``total_ms`` (milliseconds), ``device``, ``cached``
-            (the operator was reused, build ≈ 0) and ``scale`` (1, or the preview's downsampling factor).
+            (the operator was reused, build ≈ 0) and ``preview_scale`` (1, or the preview's downsampling factor);
+            ``scale``: the spatial factor used.
 
         Raises:
             ValueError: unknown method or parameter, bad unary, a size or batch other than the image's, a compat
@@ -235,11 +243,13 @@ class ImageRefiner:
         probs, batched = as_prob_tensor(unary)
         probs, image = self._match(probs)
         num_classes, (height, width) = probs.shape[1], probs.shape[-2:]
+        factor = P.scale_factor(height, width, scale)  # issue 20: reference-size (500 px) values to this image's
+        config = P.scaled(config, factor)
         compat = getattr(config, "compat", "potts")
         if compat != "potts" and len(compat) != num_classes:
             raise InputError(f"unary has {num_classes} classes, compat is {len(compat)}×{len(compat)}; reset the "
                              f"preset's compat to 'potts' or use a matching one.")
-        scale = self._scale(preview, method)
+        scale = self._scale(preview, method)  # from here on: the preview's downsampling factor
         config = preview_params(config, scale)
         held = self._fixed(fixed, probs)
         probs = probs.to(self.device, torch.float32)
@@ -280,12 +290,12 @@ class ImageRefiner:
             q, labels = q[0], labels[0]
         timing = {"build_ms": (t1 - t0) * 1e3, "iterations_ms": (t2 - t1) * 1e3,
                   "total_ms": (time.perf_counter() - start) * 1e3, "device": str(self.device), "cached": cached,
-                  "scale": scale}
+                  "preview_scale": scale}
         if scale == 1 and (not cached or method not in self._full_ms):
             self._full_ms[method] = timing["total_ms"]  # refining this image from scratch: sizes its previews
         if as_numpy:
-            return Refinement(q.numpy(), labels.numpy(), timing)
-        return Refinement(q, labels, timing)
+            return Refinement(q.numpy(), labels.numpy(), timing, factor)
+        return Refinement(q, labels, timing, factor)
 
     def _match(self, probs: Tensor) -> tuple[Tensor, Tensor]:
         """The unary and the image with equal batch sizes; raises when sizes or batches differ."""

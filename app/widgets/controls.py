@@ -3,7 +3,8 @@
 Numbers get a slider and a spin box (log-scaled where ``spec.scale == "log"``, odd values only where ``spec.odd``),
 choices a combo box, booleans a check box. A control emits ``edited(name, value, dragging)`` when the user changes it
 (``dragging`` while a slider is held) and ``released(name)`` when a slider is let go; :meth:`ParamControl.set_value`
-updates it from the document without emitting (napari's blocker habit).
+updates it from the document without emitting (napari's blocker habit). A spatial number (``spec.spatial``) is set at
+the 500-px reference size; :meth:`NumberControl.show_effective` writes its value on the current image beside it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QSlider, QSpinBox, QWidget
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSlider, QSpinBox,
+                               QWidget)
 
-from crfcore.params import ParamSpec
+from crfcore.params import REFERENCE_SIZE, ParamSpec
 
 __all__ = ["SLIDER_STEPS", "SliderScale", "ParamControl", "NumberControl", "ChoiceControl", "BoolControl",
            "make_control", "describe_spec"]
@@ -149,6 +151,11 @@ class NumberControl(ParamControl):
             self.spin.setSuffix(f" {spec.unit}" if len(spec.unit) <= 3 else "")
         self.layout().addWidget(self.slider, 1)
         self.layout().addWidget(self.spin)
+        self.effective = QLabel()  # spatial specs: the value on this image (show_effective)
+        self.effective.setToolTip(f"The value on this image: set at a {REFERENCE_SIZE}-px long side, scaled by the "
+                                  f"image's long side / {REFERENCE_SIZE}.")
+        self.effective.setVisible(False)
+        self.layout().addWidget(self.effective)
         self._value: float | int = spec.default
         self.set_value(spec.default)
         self.slider.valueChanged.connect(self._on_slider)
@@ -163,6 +170,13 @@ class NumberControl(ParamControl):
         with QSignalBlocker(self.slider), QSignalBlocker(self.spin):
             self.slider.setValue(self.scale.to_position(value))
             self.spin.setValue(value)
+
+    def show_effective(self, value: float | int | None) -> None:
+        """Show ``value``, this parameter on the current image, beside the reference value; None hides it."""
+        self.effective.setVisible(value is not None)
+        if value is not None:
+            unit = f" {self.spec.unit}" if self.spec.unit else ""
+            self.effective.setText(f"→ {value:.3g}{unit} here")
 
     def _on_slider(self, position: int) -> None:
         value = self.scale.to_value(position)

@@ -4,7 +4,8 @@ the shipped preset kind (or "auto": the kind that matches the unary source), pre
 The panel writes to the :class:`~app.document.ImageDocument` and follows it: a control's edit calls
 ``document.set_param``; a document change (preset, reset, another image) updates the controls without re-emitting.
 After writing, it emits ``param_edited(dragging)`` / ``param_released()`` so the window can schedule a refinement
-(a preview while dragging, a full run on release).
+(a preview while dragging, a full run on release). Spatial parameters show their value on the document's image
+beside the reference value (``crfcore.params.scaled`` by the image's long side / 500, as refinement applies it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from crfcore import params as P
 
 from . import files
 from ..document import ImageDocument
-from .controls import ParamControl, make_control
+from .controls import NumberControl, ParamControl, make_control
 
 __all__ = ["ParamForm", "RefinerPanel"]
 
@@ -56,6 +57,14 @@ class ParamForm(QWidget):
         """Show ``params`` (the method's dataclass) without emitting edits."""
         for name, control in self.controls.items():
             control.set_value(getattr(params, name))
+
+    def show_effective(self, params: Any, factor: float | None) -> None:
+        """Beside each spatial control, its value in ``params`` scaled by ``factor`` (None hides them)."""
+        effective = P.scaled(params, factor) if factor is not None else None
+        for spec in P.specs(params):
+            control = self.controls[spec.name]
+            if spec.spatial and isinstance(control, NumberControl):
+                control.show_effective(getattr(effective, spec.name) if effective is not None else None)
 
 
 class RefinerPanel(QWidget):
@@ -139,12 +148,15 @@ class RefinerPanel(QWidget):
         self.document = document
         self.setEnabled(document is not None)
         if document is None:
+            for method in self.forms:
+                self._show_effective(method)
             return
         document.method_changed.connect(self._show_method)
         document.param_changed.connect(self._show_param)
         document.params_replaced.connect(self._show_params)
         for method, form in self.forms.items():
             form.set_params(document.params(method))
+            self._show_effective(method)
         self._show_method(document.method)
 
     # --- document → widgets ------------------------------------------------------------------------------------
@@ -154,9 +166,18 @@ class RefinerPanel(QWidget):
 
     def _show_param(self, method: str, name: str) -> None:
         self.forms[method].controls[name].set_value(getattr(self.document.params(method), name))
+        self._show_effective(method)
 
     def _show_params(self, method: str) -> None:
         self.forms[method].set_params(self.document.params(method))
+        self._show_effective(method)
+
+    def _show_effective(self, method: str) -> None:
+        if self.document is None:
+            self.forms[method].show_effective(P.params_for(method)(), None)
+            return
+        height, width = self.document.image.shape[:2]
+        self.forms[method].show_effective(self.document.params(method), P.scale_factor(height, width, "auto"))
 
     # --- widgets → document ------------------------------------------------------------------------------------
     def _on_tab(self, index: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import io
+from .. import params as P
 from ..errors import InputError
 
 __all__ = ["Task", "RefineSpec", "Outcome", "Refiner", "UNARY_SUFFIXES", "DEFAULT_VOID", "find_tasks",
@@ -53,11 +54,13 @@ class RefineSpec:
         device: "cpu" or "cuda".
         num_classes: C of every unary; None takes it from each file.
         confidence: probability of a mask's label in its unary, (1/C, 1]; None for the default.
-        band: uncertain band along a mask's outlines in pixels (``crfcore.unary.from_labels``); None for none.
+        band: uncertain band along a mask's outlines in pixels (``crfcore.unary.from_labels``) at the reference
+            size when ``scale`` is "auto" (scaled with each image, as the spatial params are); None for none.
         threads: torch threads per worker (set in the calling process too when it runs the tasks itself); None
             leaves torch's default (pool workers then use 1).
         resize: scale a unary of the image's aspect ratio but another size (a network's output) to the image.
         void: the mask label of unannotated pixels (uniform in the unary; ``crfcore batch --void``).
+        scale: how spatial parameters follow each image's size, as in :func:`crfcore.refine` ("auto" or a number).
     """
 
     method: str = "convcrf"
@@ -69,6 +72,7 @@ class RefineSpec:
     threads: int | None = None
     resize: bool = False
     void: int = DEFAULT_VOID
+    scale: str | float = "auto"
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Refiner:
         as_device(spec.device)
         if spec.threads is not None:
             torch.set_num_threads(spec.threads)
+        P.scale_factor(1, 1, spec.scale)  # a bad scale fails here, before any image
         self.spec = spec
         self.params = resolve_params(spec.method, spec.params)
 
@@ -105,7 +110,8 @@ class Refiner:
         """``image`` (H, W, 3) uint8, ``probs`` (C, H, W) float32 → ``(H, W)`` int64 labels."""
         from ..api import refine
 
-        return refine(image, probs, self.spec.method, params=self.params, device=self.spec.device).labels
+        return refine(image, probs, self.spec.method, params=self.params, device=self.spec.device,
+                      scale=self.spec.scale).labels
 
 
 def refine_file(task: Task, refiner: Refiner) -> Outcome:
@@ -117,8 +123,11 @@ def refine_file(task: Task, refiner: Refiner) -> Outcome:
         return Outcome(task, "failed", task.problem)
     try:
         image = io.load_image(task.image)
+        band = refiner.spec.band
+        if band is not None:
+            band = P.scaled_length(band, P.scale_factor(*image.shape[:2], refiner.spec.scale))
         probs = load_unary(task.unary, num_classes=refiner.spec.num_classes, image_shape=image.shape[:2],
-                           confidence=refiner.spec.confidence, band=refiner.spec.band, resize=refiner.spec.resize,
+                           confidence=refiner.spec.confidence, band=band, resize=refiner.spec.resize,
                            ignore_index=refiner.spec.void)
         io.save_mask(task.out, refiner(image, probs))
     except Exception as exc:  # one bad image must not stop the batch; the reason goes in the summary

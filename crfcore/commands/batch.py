@@ -16,7 +16,7 @@ from typing import TextIO
 
 from ..batch import DEFAULT_VOID, Outcome, RefineSpec, find_tasks, quiet_per_image_logs, run_batch
 from ..errors import InputError
-from .common import add_method_args, params_from_args, unary_options
+from .common import add_method_args, add_scale_arg, params_from_args, unary_options
 
 __all__ = ["add_parser", "run"]
 
@@ -52,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"mask label of unannotated pixels, uniform in the unary (default {DEFAULT_VOID})")
     p.add_argument("--resize", action="store_true",
                    help="scale unaries of the image's aspect ratio but another size (network outputs) to the image")
+    add_scale_arg(p)
     add_method_args(p)
     p.set_defaults(func=run)
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     options = unary_options(args)
     spec = RefineSpec(method, params, device=args.device, num_classes=args.num_classes,
                       confidence=options.get("confidence"), band=options.get("band"), resize=args.resize,
-                      void=args.void)
+                      void=args.void, scale=args.scale)
     engine_options = {"address": args.address} if args.engine == "ray" else None
     progress = _Progress(len(tasks), sys.stderr)
     with nullcontext() if args.verbose else quiet_per_image_logs():  # the engine starts only if there is work

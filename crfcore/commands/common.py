@@ -8,7 +8,7 @@ from typing import Any
 from .. import params as P
 from ..errors import InputError
 
-__all__ = ["add_method_args", "params_from_args"]
+__all__ = ["add_method_args", "add_scale_arg", "parse_scale", "params_from_args"]
 
 
 def add_method_args(parser: argparse.ArgumentParser, *, default: str = "convcrf") -> None:
@@ -26,6 +26,25 @@ def add_method_args(parser: argparse.ArgumentParser, *, default: str = "convcrf"
             unit = f" [{spec.unit}]" if spec.unit else ""
             group.add_argument(f"--{spec.name.replace('_', '-')}", dest=f"param_{spec.name}", type=kind,
                                metavar=spec.name.upper(), help=f"{spec.help}{unit} (default {spec.default})")
+
+
+def parse_scale(text: str) -> str | float:
+    """``--scale`` value: ``"auto"`` or a number > 0 (argparse type; errors name the flag)."""
+    if text == "auto":
+        return text
+    try:
+        return P.scale_factor(1, 1, float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scale must be 'auto' or a number > 0 (1.0 keeps pixel values as "
+                                         f"given), got {text!r}") from None
+
+
+def add_scale_arg(parser: argparse.ArgumentParser) -> None:
+    """``--scale auto|F``: how spatial parameters (θα, θγ, windows, a mask's band) follow the image size."""
+    parser.add_argument("--scale", type=parse_scale, default="auto", metavar="auto|F",
+                        help=f"auto (default): spatial parameters and --band are given at a "
+                             f"{P.REFERENCE_SIZE}-px long side and scaled to each image (long side / "
+                             f"{P.REFERENCE_SIZE}); a number multiplies them by it, 1.0 keeps pixels as given")
 
 
 def params_from_args(args: argparse.Namespace) -> tuple[str, Any]:

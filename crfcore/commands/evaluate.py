@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..labels import VOID
-from .common import add_method_args
+from .common import add_method_args, add_scale_arg
 
 __all__ = ["add_parser", "run", "parse_rows"]
 
@@ -32,8 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, help="C (default: largest label + 1)")
     p.add_argument("--void", type=int, default=VOID, help="void label, ignored in scoring (CamVid: 11)")
     p.add_argument("--limit", type=int, help="only the first N pairs")
+    p.add_argument("--max-side", type=int, metavar="N",
+                   help="resize images (anti-aliased) and masks (nearest) so the longer side is N px, larger or "
+                        "smaller, before the protocol; tolerances are then in px at that size")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--json", type=Path, help="also write the table as JSON")
+    add_scale_arg(p)
     poly = p.add_argument_group("polygon protocol")
     poly.add_argument("--tolerance", type=float, help="polygon simplification tolerance [px] (default 4)")
     poly.add_argument("--background", metavar="CLASS|none",
@@ -132,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\r  {done}/{total} {name:<30}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     table = evaluate(args.data, entries, protocol=args.protocol, num_classes=args.num_classes,
-                     ignore_index=args.void, polygon=recipe, limit=args.limit, device=args.device,
-                     progress=progress)
+                     ignore_index=args.void, polygon=recipe, limit=args.limit, max_side=args.max_side,
+                     device=args.device, scale=args.scale, progress=progress)
     width = max(10, *(len(name) for name in table))
     print(f"{'':{width}} {'mIoU':>6} {'mIoU-gt':>7} {'acc':>6} {'bF':>6} {'ms/img':>8}   ({args.data})")
     for name, row in table.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_method_args, params_from_args, unary_options
+from .common import add_method_args, add_scale_arg, params_from_args, unary_options
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probs", type=Path, help="also write the refined probabilities (.npy, or .npz with key "
                                               "'probs'; (C, H, W) float32)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_scale_arg(p)
     add_method_args(p)
     p.set_defaults(func=run)
 
@@ -46,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--probs {args.probs}: use a .npy or .npz file name.")
     method, params = params_from_args(args)
     device = as_device(args.device)  # before any work: a device this machine lacks is a usage error
-    options = unary_options(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     image = io.load_image(args.image)
+    factor = crfcore.params.scale_factor(*image.shape[:2], args.scale)
+    options = crfcore.params.scaled_unary(unary_options(args), factor)  # --band and a preset's: reference pixels
     probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2], classes=classes,
                        coco_image=args.coco_image, **options)
-    result = crfcore.refine(image, probs, method=method, params=params, device=device)
+    result = crfcore.refine(image, probs, method=method, params=params, device=device, scale=args.scale)
     io.save_mask(args.out, result.labels.astype(np.int64))
     if args.probs:
         with io.atomic_write(args.probs) as tmp, open(tmp, "wb") as handle:  # a handle: np.save adds no suffix
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 np.save(handle, result.probs)
     t = result.timing
-    log.info("%s: %s %d×%d, %d classes: build %.0f ms, iterations %.0f ms, total %.0f ms on %s → %s",
-             args.image.name, method, image.shape[0], image.shape[1], probs.shape[0], t["build_ms"],
-             t["iterations_ms"], t["total_ms"], t["device"], args.out)
+    log.info("%s: %s %d×%d, %d classes, spatial scale %.3g: build %.0f ms, iterations %.0f ms, total %.0f ms on "
+             "%s → %s", args.image.name, method, image.shape[0], image.shape[1], probs.shape[0], result.scale,
+             t["build_ms"], t["iterations_ms"], t["total_ms"], t["device"], args.out)
     return 0

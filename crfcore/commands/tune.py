@@ -3,19 +3,25 @@
 Methods with mean-field or G-CRF inference are fine-tuned through inference (ConvCRF §5.2, ``--learn-compat`` "+C",
 ``--learn-features`` "+T"); ``--method piecewise`` trains range-box potentials piecewise (Lin et al. 2016). The
 unaries are the synthetic noise of ``crfcore eval``.
+
+With ``--scale auto`` (the default) every image is resampled to the 500-px reference long side (``--max-side M``:
+to M, the learned spatial values then converted to 500 px), so the preset holds reference-size values whatever the
+images' sizes (issue 20); ``--scale F`` trains on the images as they are with spatial values multiplied by F.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .. import params as P
 from ..labels import VOID
-from .common import add_method_args, params_from_args
+from .common import add_method_args, add_scale_arg, params_from_args
 
 __all__ = ["add_parser", "run"]
 
@@ -41,7 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help=spec.help[0].lower() + spec.help[1:].rstrip("."))
     p.add_argument("--num-classes", type=int, help="C (default: largest label + 1)")
     p.add_argument("--void", type=int, default=VOID, help="void label, ignored (CamVid: 11)")
-    p.add_argument("--max-side", type=int, help="downscale images so the longer side is at most this (faster)")
+    p.add_argument("--max-side", type=int, help="downscale images so the longer side is at most this (faster); with "
+                                                 "--scale auto, resample every image to this long side")
+    add_scale_arg(p)
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.add_argument("--checkpoint", type=Path, help="checkpoint file; an existing one is resumed")
     p.add_argument("--curves", type=Path, help="curves CSV (default: the preset's name with .csv)")
@@ -72,6 +80,14 @@ def _progress(label: str) -> Any:
     return show
 
 
+def _to_reference(learned: Any, reference: Any, factor: float) -> Any:
+    """Learned values at the training size back at the reference size: lengths divided by ``factor``; the window
+    (``blur``, ``filter_size``), which is not learned, as the reference params had it (no double rounding)."""
+    out = P.scaled(learned, 1.0 / factor, floor=False)
+    windows = {s.name: getattr(reference, s.name) for s in P.specs(reference) if s.spatial in ("blur", "window")}
+    return dataclasses.replace(out, **windows)
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import refiners
     from ..learn import (FinetuneConfig, LearnData, PiecewiseConfig, fine_tune, plot_png, save_result,
@@ -92,8 +108,15 @@ def run(args: argparse.Namespace) -> int:
     if piecewise and args.checkpoint is not None:
         raise ValueError("--checkpoint applies to fine-tuning; piecewise training runs without inference and "
                          "takes seconds, so it has no checkpoints.")
+    reference = params
+    if args.scale == "auto":  # train at one long side; the factor takes reference values to it and back
+        side = args.max_side or P.REFERENCE_SIZE
+        factor, sides = side / P.REFERENCE_SIZE, {"long_side": side}
+    else:
+        factor, sides = float(args.scale), {"max_side": args.max_side}
+    params = P.scaled(params, factor, floor=False)  # exact, so that the learned values convert back exactly
     data = LearnData(args.data, num_classes=args.num_classes, val_frac=args.val_frac, seed=args.seed,
-                     void=args.void, max_side=args.max_side, limit=args.limit)
+                     void=args.void, limit=args.limit, **sides)
     names = _PIECEWISE_FLAGS if piecewise else _FINETUNE_FLAGS
     given = {n: getattr(args, f"cfg_{n}") for n in names if getattr(args, f"cfg_{n}") is not None}
     foreign = [n for n in set(_FINETUNE_FLAGS + _PIECEWISE_FLAGS) - set(names) if getattr(args, f"cfg_{n}") is not None]
@@ -111,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         model = refiners.get(method, params, num_classes=data.num_classes, **{k: v for k, v in extra.items() if v})
         result = fine_tune(model, data, config=FinetuneConfig(seed=args.seed, **given), checkpoint=args.checkpoint,
                           callback=_progress(f"tune {method}"))
+    result = dataclasses.replace(result, params=_to_reference(result.params, reference, factor))
     save_result(result, args.output)
     curves = args.curves or args.output.with_suffix(".csv")
     plot = args.plot or args.output.with_suffix(".png")

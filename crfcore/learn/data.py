@@ -93,6 +93,9 @@ class LearnData:
             instead of the synthetic noise.
         max_side: downscale images (area-averaged), masks (nearest) and unaries (bilinear) so the longer side is at
             most this many pixels; None keeps the full size. The unary is made at full size first.
+        long_side: resample every image, mask and unary as ``max_side`` does, up or down, so the longer side is
+            exactly this many pixels (``crfcore tune`` learns at the 500-px reference size this way, issue 20);
+            None keeps the sizes. Not together with ``max_side``.
         limit: use only the first ``limit`` pairs (sorted by stem) before splitting.
         cache_size: samples kept in memory (a VOC-sized sample with 21 classes takes about 16 MB).
 
@@ -103,9 +106,14 @@ class LearnData:
 
     def __init__(self, folder: str | os.PathLike, *, num_classes: int | None = None, val_frac: float = VAL_FRAC.default,
                  seed: int = SEED.default, void: int = VOID, recipe: NoiseRecipe = NoiseRecipe(), unary_fn: UnaryFn | None = None,
-                 max_side: int | None = None, limit: int | None = None, cache_size: int = 64) -> None:
-        if max_side is not None and max_side < 16:
-            raise ValueError(f"max_side must be at least 16 pixels (or None for full size), got {max_side}.")
+                 max_side: int | None = None, long_side: int | None = None, limit: int | None = None,
+                 cache_size: int = 64) -> None:
+        for name, side in (("max_side", max_side), ("long_side", long_side)):
+            if side is not None and side < 16:
+                raise ValueError(f"{name} must be at least 16 pixels (or None for full size), got {side}.")
+        if max_side is not None and long_side is not None:
+            raise ValueError(f"give max_side ({max_side}) or long_side ({long_side}), not both: long_side resamples "
+                             f"every image to that long side, max_side only shrinks larger ones.")
         pairs = io.find_pairs(folder)[:limit]
         self.folder = Path(folder)
         self.pairs = {image.stem: (image, mask) for image, mask in pairs}
@@ -113,6 +121,7 @@ class LearnData:
         self.recipe = recipe
         self.unary_fn = unary_fn
         self.max_side = max_side
+        self.long_side = long_side
         self.train_stems, self.val_stems = split_stems(list(self.pairs), val_frac, seed=seed)
         if num_classes is None:
             top = max(int(np.max(np.where(m == void, 0, m))) for m in (io.load_mask(p) for _, p in pairs))
@@ -187,8 +196,9 @@ class LearnData:
         labels_t = torch.from_numpy(labels)
         probs = probs.float()
         h, w = labels.shape
-        if self.max_side is not None and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
+        target = self.max_side if self.max_side is not None and max(h, w) > self.max_side else self.long_side
+        if target is not None and target != max(h, w):
+            scale = target / max(h, w)
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
             image_t = F.interpolate(image_t, size=size, mode="bilinear", antialias=True, align_corners=False)
             image_t = image_t.round().clamp(0, 255)

@@ -20,7 +20,14 @@ Each preset is a file ``crfcore/presets/<kind>.<method>.json`` that :func:`crfco
 kinds whose unary is made from a label mask by :func:`crfcore.unary.from_labels` (``band`` optional). These live in
 the preset, not in the refiner's params, because they shape the unary rather than the CRF; yet they are tuned
 together with the CRF weights (the two trade against each other), so they travel with them. :attr:`Preset.unary` is
-that entry as ``from_labels`` keyword arguments: ``from_labels(mask, C, **preset.unary)``.
+that entry as ``from_labels`` keyword arguments: ``from_labels(mask, C, **preset.unary)``; :attr:`Preset.appearance`
+is the whole entry as :class:`crfcore.params.UnaryParams` (the colour-model unary of :func:`crfcore.refine_mask`:
+confidence, roughness scale, colour weight, ...), its defaults where the entry is silent.
+
+Spatial values (θα, θγ, windows, the unary's ``band``) are stored at the reference size, a 500-px long side
+(:data:`crfcore.params.REFERENCE_SIZE`; a file's optional ``"reference_size"`` says otherwise and is converted on
+reading), and scaled to each image by ``crfcore.refine(..., scale="auto")``; scale a preset's unary settings with
+:func:`crfcore.params.scaled_unary` before ``from_labels``.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class Preset:
         unary: the file's ``"unary"`` entry as :func:`crfcore.unary.from_labels` keyword arguments, validated:
             ``confidence`` (the probability of a mask's label, in (0.5, 1]) and ``band`` (pixels > 0), each only
             when the file gives it; empty when the unary is not made from a mask, or the caller chooses.
+        appearance: the ``"unary"`` entry as :class:`crfcore.params.UnaryParams` (for :func:`crfcore.refine_mask`).
         description: what the preset is for; may be empty.
     """
 
@@ -74,6 +82,7 @@ class Preset:
     kind: str | None = None
     unary: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+    appearance: P.UnaryParams = field(default_factory=P.UnaryParams)
 
     @property
     def confidence(self) -> float | None:
@@ -114,8 +123,9 @@ def path(kind: str, method: str = "convcrf") -> Path:
     return file
 
 
-UNARY_OPTIONS = ("confidence", "band")
-"""The settings a preset's ``"unary"`` entry may hold (keyword arguments of :func:`crfcore.unary.from_labels`)."""
+UNARY_OPTIONS = ("band", *(s.name for s in P.specs(P.UnaryParams)))
+"""The settings a preset's ``"unary"`` entry may hold: :func:`crfcore.unary.from_labels`' ``band`` and the fields of
+:class:`crfcore.params.UnaryParams` (``confidence`` serves both)."""
 
 
 def _unary(file: Path, unary: Any) -> dict[str, float]:
@@ -156,7 +166,13 @@ def read(file: str | os.PathLike) -> Preset:
     kind = data.get("kind")
     if kind is not None and kind not in KINDS:
         raise ValueError(f"preset {file}: kind {kind!r} is not one of {', '.join(map(repr, KINDS))}.")
-    return Preset(method, params, kind, _unary(file, data.get("unary", {})), str(data.get("description", "")))
+    entry = data.get("unary", {})
+    unary = P.scaled_unary(_unary(file, entry), P.REFERENCE_SIZE / P.preset_reference_size(data, file))
+    try:
+        appearance = P.with_overrides(P.UnaryParams(), **{k: v for k, v in entry.items() if k != "band"})
+    except ValueError as exc:
+        raise ValueError(f"preset {file}: unary {exc}") from None
+    return Preset(method, params, kind, unary, str(data.get("description", "")), appearance)
 
 
 def get(kind: str, method: str = "convcrf") -> Preset:

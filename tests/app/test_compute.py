@@ -41,7 +41,7 @@ def test_refiners_keep_the_latest_images_and_the_times_of_dropped_ones(monkeypat
     compute(make_job(height=96, width=128, image_key="b"), refiners=refiners, device="cpu")
     assert len(refiners) == 1  # "a" was dropped ...
     preview = compute(make_job(height=96, width=128, image_key="a", preview=True), refiners=refiners, device="cpu")
-    assert preview.preview and preview.timing["scale"] == 96 // 32  # ... but its full-run time still sizes previews
+    assert preview.preview and preview.timing["preview_scale"] == 96 // 32  # ... but its full-run time still sizes previews
     with pytest.raises(ValueError, match="size must be >= 1"):
         Refiners(size=0)
 

@@ -153,7 +153,9 @@ def test_a_mask_band_rederives_the_unary_with_uncertain_outlines(folder, qtbot):
     with qtbot.waitSignal(doc.unary_changed):
         doc.set_mask_unary(0.9, 2.0)
     assert (doc.mask_confidence, doc.mask_band) == (0.9, 2.0)
-    np.testing.assert_allclose(doc.unary, crfcore.unary.from_labels(mask, 2, confidence=0.9, band=2.0))
+    factor = crfcore.params.scale_factor(*mask.shape, "auto")  # the band is set at a 500-px long side (issue 20)
+    band = crfcore.params.scaled_length(2.0, factor)
+    np.testing.assert_allclose(doc.unary, crfcore.unary.from_labels(mask, 2, confidence=0.9, band=band))
     with pytest.raises(ValueError, match="mask band must be a finite number of pixels > 0"):
         doc.set_mask_unary(0.9, -1.0)
     assert doc.mask_band == 2.0  # unchanged by the refused value

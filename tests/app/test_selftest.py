@@ -19,18 +19,22 @@ from crfcore.io import load_image, load_mask
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_selftest_refines_the_folders_first_image_and_writes_its_mask(sample_folder, tmp_path, qapp, capsys):
+def test_selftest_refines_the_folders_first_image_and_writes_its_mask(folder_factory, tmp_path, qapp, capsys):
+    # 480 px wide: the rough-annotation preset's pixel-sized settings act as at the 500-px reference (on an 80-px
+    # thumbnail, scaled to it, they leave this mask as it is)
+    sample_folder = folder_factory(tmp_path / "samples", count=2, height=400, width=480)
     out = tmp_path / "out"
     assert main([str(sample_folder), "--selftest", "--selftest-out", str(out), "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and "selftest OK" in lines[0]
-    assert "refined img0 (80×64, 2 classes) with convcrf on cpu in " in lines[0]
+    assert "refined img0 (480×400, 2 classes) with convcrf on cpu in " in lines[0]
     if sys.platform.startswith("linux"):
         assert " s after process start;" in lines[0]
     refined = load_mask(out / "img0_refined.png")
     coarse = load_mask(sample_folder / "img0_mask.png")
     preset = crfcore.presets.get("rough_annotation", "convcrf")  # a mask: the window picks this kind
-    unary = crfcore.unary.from_labels(coarse, 2, ignore_index=255, **preset.unary)
+    factor = crfcore.params.scale_factor(*coarse.shape, "auto")
+    unary = crfcore.unary.from_labels(coarse, 2, ignore_index=255, **crfcore.params.scaled_unary(preset.unary, factor))
     expected = crfcore.refine(load_image(sample_folder / "img0.png"), unary, method="convcrf", params=preset.params,
                               device="cpu")
     np.testing.assert_array_equal(refined, expected.labels)  # the window's result, not the coarse mask

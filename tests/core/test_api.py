@@ -54,12 +54,14 @@ def test_batch_elements_are_refined_independently() -> None:
 
 
 def test_refine_improves_a_blocky_mask_on_a_clean_edge() -> None:
-    # Two flat colours split at column 10; the mask puts the split at column 7 with low confidence.
+    # Two flat colours split at column 10; the mask puts the split at column 7 with low confidence. The θ's are
+    # pixels of this 20-px image (scale=1.0), not of the 500-px reference size.
     image = np.zeros((16, 20, 3), np.uint8)
     image[:, 10:] = 200
     truth = (np.arange(20)[None, :] >= 10).repeat(16, 0)
     rough = (np.arange(20)[None, :] >= 7).repeat(16, 0).astype(np.int64)
-    r = crfcore.refine(image, from_labels(rough, 2, confidence=0.55), blur=1, theta_alpha=20, theta_beta=10)
+    r = crfcore.refine(image, from_labels(rough, 2, confidence=0.55), blur=1, theta_alpha=20, theta_beta=10,
+                       scale=1.0)
     assert (r.labels == truth).mean() > (rough == truth).mean()
 
 
@@ -129,7 +131,7 @@ def test_scribbled_pixels_stay_fixed_and_pull_their_region(method: str) -> None:
     scribbles[18:22, 20:28] = 1
     scribbles[2:5, 2:46] = 0
     probs = crfcore.unary.from_scribbles(scribbles, 2)
-    r = crfcore.refine(image, probs, method=method)
+    r = crfcore.refine(image, probs, method=method, scale=1.0)  # the defaults in pixels of this 48-px image
     painted = scribbles >= 0
     assert (r.labels[painted] == scribbles[painted]).all()  # one-hot unaries hold, whatever the pairwise weight
     assert (r.labels == truth).mean() > 0.95  # and the strokes spread over their regions

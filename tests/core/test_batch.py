@@ -175,7 +175,9 @@ def test_cli_batch_makes_mask_unaries_with_the_presets_confidence_and_band(tmp_p
     for k in range(3):
         image = io.load_image(dataset / "images" / f"im{k}.png")
         mask = io.load_mask(dataset / "masks" / f"im{k}.png")
+        factor = crfcore.params.scale_factor(*mask.shape, "auto")  # bands are set at a 500-px long side (issue 20)
         for out, band in (("out", settings.band), ("wide", 6.0)):
-            probs = crfcore.unary.from_labels(mask, 3, confidence=settings.confidence, band=band)
+            probs = crfcore.unary.from_labels(mask, 3, confidence=settings.confidence,
+                                              band=crfcore.params.scaled_length(band, factor))
             expected = crfcore.refine(image, probs, method="convcrf", params=settings.params, device="cpu").labels
             np.testing.assert_array_equal(io.load_mask(tmp_path / out / f"im{k}.png"), expected)

@@ -132,8 +132,8 @@ def test_polygon_protocol_unary_uses_each_rows_band(tiny_dataset, monkeypatch) -
     real = E.refine
     monkeypatch.setattr(E, "refine", spy)
     evaluate(tiny_dataset, {"own": Entry("convcrf", None, 0.9, 3.0), "default": Entry("convcrf")},
-             protocol="polygon", polygon=PolygonRecipe(confidence=0.8, band=2.0), limit=1)
-    evaluate(tiny_dataset, {"plain": Entry("convcrf", None, 0.9)}, protocol="polygon", limit=1)
+             protocol="polygon", polygon=PolygonRecipe(confidence=0.8, band=2.0), limit=1, scale=1.0)
+    evaluate(tiny_dataset, {"plain": Entry("convcrf", None, 0.9)}, protocol="polygon", limit=1, scale=1.0)
     gt = io.load_mask(io.find_pairs(tiny_dataset)[0][1])
     drawn = polygon_annotation(gt)
     assert len(seen) == 3
@@ -221,3 +221,44 @@ def test_eval_rows_take_presets_by_kind_or_file_and_flags_only_where_they_apply(
         parse_rows("convcrf", str(file), {})
     with pytest.raises(ValueError, match="lists 'convcrf' twice"):
         parse_rows("convcrf,convcrf", None, {})
+
+
+def test_resize_pair_makes_the_longer_side_max_side_nearest_for_masks_antialiased_for_images() -> None:
+    from crfcore.evaluate import resize_pair
+
+    mask = np.arange(24, dtype=np.int64).reshape(4, 6)
+    image = np.full((4, 6, 3), 77, np.uint8)
+    big_image, big_mask = resize_pair(image, mask, 12)
+    assert big_image.shape == (8, 12, 3) and big_mask.shape == (8, 12)
+    np.testing.assert_array_equal(big_mask, np.repeat(np.repeat(mask, 2, 0), 2, 1))  # nearest, pixel centres
+    assert (big_image == 77).all()
+    checker = np.where((np.add.outer(np.arange(100), np.arange(60)) % 2)[..., None], 255, 0).astype(np.uint8)
+    checker = np.repeat(checker, 3, axis=2)
+    labels = np.where(np.arange(100)[:, None] < 50, 1, 255) * np.ones((1, 60), np.int64)
+    small_image, small_mask = resize_pair(checker, labels, 25)
+    assert small_image.shape == (25, 15, 3) and small_mask.shape == (25, 15)
+    assert np.abs(small_image.astype(float) - 127.5).max() < 20  # anti-aliased: the checkerboard averages to grey
+    assert set(np.unique(small_mask).tolist()) == {1, 255}  # nearest: no label invented, void stays void
+    assert (small_mask[:12] == 1).all() and (small_mask[12:] == 255).all()  # centre of row 12: input row 50
+    same_image, same_mask = resize_pair(image, mask, 6)
+    assert same_image is image and same_mask is mask
+    with pytest.raises(ValueError, match="max_side must be a whole number of pixels >= 1, got 0"):
+        resize_pair(image, mask, 0)
+    with pytest.raises(ValueError, match=r"image is 4×6 but mask is 3×6"):
+        resize_pair(image, mask[:3], 12)
+
+
+def test_eval_max_side_resizes_before_the_protocol(tiny_dataset, monkeypatch) -> None:
+    import crfcore.evaluate as E
+
+    shapes = []
+
+    def spy(image, unary, **kwargs):
+        shapes.append((image.shape, unary.shape))
+        return real(image, unary, **kwargs)
+
+    real = E.refine
+    monkeypatch.setattr(E, "refine", spy)
+    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--tolerance", "2", "--max-side", "28",
+                 "--iterations", "1", "--limit", "1"]) == 0
+    assert shapes == [((24, 28, 3), (3, 24, 28))]

@@ -294,10 +294,11 @@ def test_refine_gaussian_is_identity_for_a_dominant_unary_and_smooths_otherwise(
     image = (rng.random((12, 16, 3)) * 255).astype(np.uint8)
     probs = rng.random((3, 12, 16)).astype(np.float32)
     probs /= probs.sum(0)
-    strong = crfcore.refine(image, probs, method="gaussian", lam=1e3, w_appearance=0.1, w_smoothness=0.1)
+    # scale=1.0: the default θ's in pixels of this 16-px image (under "auto" they would shrink 31 times)
+    strong = crfcore.refine(image, probs, method="gaussian", lam=1e3, w_appearance=0.1, w_smoothness=0.1, scale=1.0)
     assert strong.probs.shape == probs.shape and strong.labels.shape == (12, 16)
     assert np.abs(strong.probs - probs).max() < 1e-2
-    smooth = crfcore.refine(image, probs, method="gaussian", lam=0.1, scales=2)
+    smooth = crfcore.refine(image, probs, method="gaussian", lam=0.1, scales=2, scale=1.0)
     assert np.allclose(smooth.probs.sum(0), 1, atol=1e-5)
     assert np.abs(np.diff(smooth.probs, axis=2)).mean() < 0.1 * np.abs(np.diff(probs, axis=2)).mean()
 

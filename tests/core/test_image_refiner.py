@@ -45,7 +45,7 @@ def test_preview_runs_at_reduced_size_and_returns_full_size():
     image, unary = make_input(300, 400)
     assert preview_scale(300, 400) == 2 and preview_scale(100, 100) == 1
     result = ImageRefiner(image, device="cpu").refine(unary, preview=True)
-    assert result.timing["scale"] == 2
+    assert result.timing["preview_scale"] == 2
     assert result.probs.shape == (3, 300, 400) and result.labels.shape == (300, 400)
     np.testing.assert_allclose(result.probs.sum(0), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="preview must be None, True, False or a downsampling factor"):
@@ -92,12 +92,12 @@ def test_a_full_run_records_its_time_and_sizes_the_next_preview(monkeypatch):
     image, unary = make_input(96, 128)
     refiner = ImageRefiner(image, device="cpu")
     full = refiner.refine(unary)
-    assert full.timing["scale"] == 1 and refiner.full_ms["convcrf"] > 0
+    assert full.timing["preview_scale"] == 1 and refiner.full_ms["convcrf"] > 0
     preview = refiner.refine(unary, preview=True)
-    assert preview.timing["scale"] == 96 // 32  # as coarse as allowed, not the pixel budget's 1
+    assert preview.timing["preview_scale"] == 96 // 32  # as coarse as allowed, not the pixel budget's 1
     assert preview.probs.shape == full.probs.shape
     again = ImageRefiner(image, device="cpu", full_ms=refiner.full_ms)  # times carried to a new refiner
-    assert again.refine(unary, preview=True).timing["scale"] == 96 // 32
+    assert again.refine(unary, preview=True).timing["preview_scale"] == 96 // 32
 
 
 def test_tolerance_solvers_are_warm_started_from_the_previous_solution():

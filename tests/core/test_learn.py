@@ -131,7 +131,8 @@ def test_tuned_preset_reloads_to_the_same_outputs(tmp_path: Path) -> None:
     sample = data.val()[0]
     with torch.no_grad():
         expected = model(sample.image[None], sample.unary[None])[0]
-    reloaded = crfcore.refine(sample.image, sample.unary, method="convcrf", params=path, device="cpu")
+    # the model ran its values in pixels of the toy image: so does refine with scale=1.0
+    reloaded = crfcore.refine(sample.image, sample.unary, method="convcrf", params=path, device="cpu", scale=1.0)
     assert (reloaded.probs - expected).abs().max().item() <= 1e-5
 
 
@@ -205,9 +206,12 @@ def test_tune_command_writes_preset_curves_and_plot(tmp_path: Path, capsys: pyte
     folder = toy_folder(tmp_path / "d")
     out = tmp_path / "p.json"
     code = main(["tune", "--data", str(folder), "--method", "convcrf", "--learn-compat", "--val-frac", "0.25",
-                 "--steps", "2", "--crop", "24", "--batch-size", "1", "--filter-size", "5", "-o", str(out)])
+                 "--steps", "2", "--crop", "24", "--batch-size", "1", "--filter-size", "5", "--max-side", "48", "-o",
+                 str(out)])
     assert code == 0
-    assert P.load_preset(out)[0] == "convcrf" and out.with_suffix(".csv").exists() and out.with_suffix(".png").exists()
+    method, params = P.load_preset(out)
+    assert method == "convcrf" and out.with_suffix(".csv").exists() and out.with_suffix(".png").exists()
+    assert (params.filter_size, params.blur) == (5, 4)  # trained at a 48-px long side, stored at the 500-px one
     captured = capsys.readouterr()
     assert "validation mIoU" in captured.out and "2/2" in captured.err
     assert main(["tune", "--data", str(folder), "--method", "piecewise", "--learn-features", "-o", str(out)]) == 2

@@ -63,11 +63,12 @@ def test_rough_annotation_keeps_a_perfect_mask_and_moves_a_shifted_edge_towards_
     gt[:, 20:] = 1
     image = np.where(gt[..., None] == 1, [200, 60, 40], [40, 90, 200]).astype(np.uint8)
     found = presets.get("rough_annotation", "convcrf")
-    kept = crfcore.refine(image, from_labels(gt, 2, **found.unary), params=found.params).labels
+    # scale=1.0: the preset's pixel values on this 48-px image, as on the 500-px images it was tuned for
+    kept = crfcore.refine(image, from_labels(gt, 2, **found.unary), params=found.params, scale=1.0).labels
     np.testing.assert_array_equal(kept, gt)
     shifted = np.roll(gt, 3, axis=1)
     shifted[:, :3] = 0
-    moved = crfcore.refine(image, from_labels(shifted, 2, **found.unary), params=found.params).labels
+    moved = crfcore.refine(image, from_labels(shifted, 2, **found.unary), params=found.params, scale=1.0).labels
     assert (moved == gt).mean() > (shifted == gt).mean()
 
 
@@ -80,8 +81,8 @@ def test_scribbles_preset_spreads_strokes_further_than_the_defaults() -> None:
     strokes[20:28, 2:4] = 0
     strokes[20:28, 60:62] = 1
     unary = from_scribbles(strokes, 2)
-    spread = crfcore.refine(image, unary, params=presets.load("scribbles")).labels
-    classic = crfcore.refine(image, unary, params=presets.load("network_output")).labels
+    spread = crfcore.refine(image, unary, params=presets.load("scribbles"), scale=1.0).labels  # pixels as tuned
+    classic = crfcore.refine(image, unary, params=presets.load("network_output"), scale=1.0).labels
     assert (spread == gt).mean() >= (classic == gt).mean() and (spread == gt).mean() > 0.95
 
 
@@ -148,10 +149,12 @@ def test_refine_cli_makes_a_mask_unary_with_the_presets_unary_settings_unless_fl
     preset = _write(tmp_path, unary={"confidence": 0.8, "band": 3})
     args = ["refine", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "-o", str(tmp_path / "out.png"),
             "--num-classes", "2", "--preset", preset]
-    assert main(args) == 0
-    assert main([*args, "--band", "1.5", "--confidence", "0.9"]) == 0
+    assert main([*args, "--scale", "1.0"]) == 0
+    assert main([*args, "--scale", "1.0", "--band", "1.5", "--confidence", "0.9"]) == 0
+    assert main(args) == 0  # scale auto: the band is given at a 500-px long side, this image's is 20 px
     np.testing.assert_array_equal(made[0], from_labels(mask, 2, confidence=0.8, band=3.0))
     np.testing.assert_array_equal(made[1], from_labels(mask, 2, confidence=0.9, band=1.5))
+    np.testing.assert_array_equal(made[2], from_labels(mask, 2, confidence=0.8, band=1.0))  # 3·20/500, ≥ 1 px
 
 
 def test_the_registry_says_which_methods_ship_presets():
