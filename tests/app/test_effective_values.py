@@ -28,7 +28,7 @@ def test_spatial_sliders_show_the_effective_value_beside_the_reference_value(tmp
 
 
 def test_previews_of_a_large_image_take_effective_values_beyond_the_slider_ranges():
-    from app.compute import preview_params
+    from crfcore.image_refiner import preview_params
 
     effective = P.scaled(P.ConvCRFParams(theta_alpha=300.0), 8.0)  # a 4000-px photo: θα 2400 px, blur 32
     preview = preview_params(effective, 2)

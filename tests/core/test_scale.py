@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 import crfcore
 from crfcore import params as P
 from crfcore import presets
-from crfcore.refiners import REGISTRY
 
 METHODS = ("convcrf", "densecrf", "gaussian", "piecewise")
 
@@ -132,11 +131,11 @@ def test_refine_auto_runs_the_scaled_parameters(method: str) -> None:
 
 @pytest.mark.parametrize("method", ["convcrf", "densecrf", "gaussian", "piecewise"])
 def test_scale_one_reproduces_the_unscaled_refiner_bit_for_bit(method: str) -> None:
-    # Before issue 20 crfcore.refine built REGISTRY[method](params) and ran it on the image as given: same here.
+    # Before issue 20 crfcore.refine built the refiner from params and ran it on the image as given: same here.
     image, probs = _case(90, 130, seed=3)
     params = P.params_for(method)(**({"max_iter": 20} if method == "gaussian" else {"iterations": 3}))
     got = crfcore.refine(image, probs, method=method, params=params, scale=1.0, device="cpu")
-    model = REGISTRY[method](params)
+    model = crfcore.refiners.get(method, params)
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         q = model(img, torch.from_numpy(probs)[None], op=model.build(img))
