@@ -21,7 +21,7 @@ from .features import FeatureTransform, appearance_features, smoothness_features
 from .inference import ProgressCallback, hard_pixels, mean_field, unary_energy
 from .affinity import PooledBackend
 from .affinity.lattice import LatticeBackend, LatticeOp
-from .affinity.local import downsample
+from .affinity.local import BandRunner, downsample
 from .inference.gaussian import gaussian_crf, unary_scores
 
 __all__ = ["GaussianKernels", "MeanFieldCRF", "ConvCRF", "DenseCRF", "GaussianCRF", "register", "get", "names",
@@ -186,6 +186,21 @@ class ConvCRF(MeanFieldCRF):
 
     def backend(self) -> LocalBackend:
         return LocalBackend(self.config.filter_size, self.config.blur)
+
+    # Without autograd, build and inference run their full-resolution steps as single-threaded ops and their band
+    # loops on a BandRunner's workers (crfcore.affinity.local), which keeps a loaded machine's thread barriers out.
+    def build(self, image: Tensor) -> AffinityOp:
+        if torch.is_grad_enabled():
+            return super().build(image)
+        with BandRunner():
+            return super().build(image)
+
+    def forward(self, image: Tensor, probs: Tensor, *, op: AffinityOp | None = None, iterations: int | None = None,
+                callback: ProgressCallback | None = None) -> Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(image, probs, op=op, iterations=iterations, callback=callback)
+        with BandRunner():
+            return super().forward(image, probs, op=op, iterations=iterations, callback=callback)
 
 
 @register("gaussian")
