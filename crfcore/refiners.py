@@ -259,7 +259,13 @@ class GaussianCRF(nn.Module):
 
     def build(self, image: Tensor) -> AffinityOp | tuple[AffinityOp, ...]:
         """The unweighted operator for ``image`` ``(B, 3, H, W)``, or one per level (a tuple) when ``scales`` > 1;
-        reuse it while the θ's are unchanged."""
+        reuse it while the θ's are unchanged. Without autograd its ops run on one thread each (as ConvCRF's)."""
+        if torch.is_grad_enabled():
+            return self._build(image)
+        with BandRunner():
+            return self._build(image)
+
+    def _build(self, image: Tensor) -> AffinityOp | tuple[AffinityOp, ...]:
         features = self.kernels.features(image)
         backend = self.backend()
         ops = [backend.build(features)]
