@@ -205,7 +205,7 @@ class LocalOp:
             raise ValueError(f"q has shape {tuple(q.shape)}, but the operator was built for batch "
                              f"{self.features[0].shape[0]} and size {self.size}.")
         h, w = self.grid_size
-        if not self._needs_grad() and not q.requires_grad:
+        if not self.needs_grad() and not q.requires_grad:
             small = downsample(q, self.blur).permute(0, 2, 3, 1).contiguous()  # (B, h, w, C)
             message = torch.empty_like(small)
             with BandRunner() as run:
@@ -232,6 +232,10 @@ class LocalOp:
             out[:, y0:min(h, y0 + rows)] = self.message_rows(q, y0, min(h, y0 + rows))
 
         run(band, -(-h // rows))
+
+    def prepare(self, row_elements: int) -> None:
+        """Make the weighted filters now (once), before band workers read them; ``row_elements`` = B·w·C."""
+        self._full_combined(band_rows(row_elements))
 
     def message_rows(self, q: Tensor, y0: int, y1: int) -> Tensor:
         """The message of grid rows ``[y0, y1)`` in channels-last order, no autograd.
@@ -265,7 +269,8 @@ class LocalOp:
                                                     q[:, ya + dy:yb + dy, xa + dx:xb + dx])
         return acc
 
-    def _needs_grad(self) -> bool:
+    def needs_grad(self) -> bool:
+        """Whether applying needs autograd: grad mode on and the weights or features require gradients."""
         return torch.is_grad_enabled() and (self.weights.requires_grad
                                             or any(f.requires_grad for f in self.features))
 
@@ -288,7 +293,7 @@ class LocalOp:
     def _full_combined(self, rows: int) -> Tensor | None:
         """Weighted filters ``(B, k², h, w)`` for the whole grid, kept while weights and features are fixed;
         None when they exceed ``cache_bytes`` and must be made band by band in every ``apply``."""
-        needs_grad = self._needs_grad()
+        needs_grad = self.needs_grad()
         if self._combined is not None and not needs_grad:
             return self._combined
         if self._filters is not None:

@@ -4,8 +4,8 @@ Speed: iterations and milliseconds for conjugate gradient to reach ``--tol`` (re
 the pooled local window — before: Jacobi-preconditioned CG at image size; the default: ``pooled_conjugate_gradient``,
 preconditioned by λ + 2D + 2S and stepped on the pooled grid — learned-style low-rank embeddings, and with
 ``--lattice`` the permutohedral lattice, next to the ConvCRF defaults (build + five mean-field iterations) on the same
-input (the peer), with each total's ratio to the peer's. The lattice's W is not symmetric (its blur runs the lattice directions in one order),
-which the G-CRF rejects; it is measured symmetrised, ``½(W + Wᵀ)``, with ``Wᵀ`` from autograd.
+input (the peer), with each total's ratio to the peer's. The lattice's W is not symmetric (its blur runs the lattice
+directions in one order), which the G-CRF rejects; it is measured symmetrised, ``½(W + Wᵀ)``, with ``Wᵀ`` from autograd.
 
 Memory: forward plus backward, each configuration in a fresh process: the G-CRF with exactly 5, 20, 80 CG iterations
 (a tolerance it cannot reach, so the count is fixed; the backward solve runs as many) and ConvCRF mean field unrolled

@@ -106,7 +106,7 @@ def _banded(energy: Tensor, op: AffinityOp, compat: Tensor | None, self_term: Te
     if not hasattr(op, "message_rows") or self_term is not None:
         return False
     if torch.is_grad_enabled() and (energy.requires_grad or (compat is not None and compat.requires_grad)
-                                    or op._needs_grad()):
+                                    or op.needs_grad()):
         return False
     return True
 
@@ -114,10 +114,11 @@ def _banded(energy: Tensor, op: AffinityOp, compat: Tensor | None, self_term: Te
 def _upsample_rows(size: int, grid: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """Row indices ``i0, i1`` ``(size,)`` of the grid and weights ``λ`` ``(size,)`` of ``F.interpolate``'s bilinear,
     ``align_corners=False`` resize from ``grid`` to ``size`` rows: row y = (1 − λ)·grid[i0] + λ·grid[i1]."""
-    src = ((torch.arange(size, dtype=torch.float64) + 0.5) * (grid / size) - 0.5).clamp_min(0.0)
+    src = ((torch.arange(size, dtype=torch.float32) + 0.5) * torch.tensor(grid / size, dtype=torch.float32)
+           - 0.5).clamp_min(0.0)  # in float32, as torch's kernel computes it
     i0 = src.floor().long().clamp_max(grid - 1)
     i1 = (i0 + 1).clamp_max(grid - 1)
-    return i0.to(device), i1.to(device), (src - i0).to(torch.float32).to(device)
+    return i0.to(device), i1.to(device), (src - i0).to(device)
 
 
 def _banded_mean_field(energy: Tensor, op: AffinityOp, iterations: int, compat: Tensor | None,
@@ -179,13 +180,13 @@ def _banded_mean_field(energy: Tensor, op: AffinityOp, iterations: int, compat: 
                 logits = logits @ mix
         else:
             wide = state["wide"]
-            logits = torch.lerp(wide.index_select(1, i0[y0:y1]), wide.index_select(1, i1[y0:y1]),
-                                lam[y0:y1].view(1, -1, 1, 1))
+            weight = lam[y0:y1].view(1, -1, 1, 1)  # (1 − λ)·row i0 + λ·row i1, in the order torch's kernel sums
+            logits = wide.index_select(1, i0[y0:y1]).mul_(1 - weight).addcmul_(wide.index_select(1, i1[y0:y1]), weight)
         finish(b, logits.add_(neg[:, y0:y1]))
 
     with BandRunner() as run:
         run(start, len(bands))
-        op._full_combined(band_rows(batch * gw * classes))  # the filters, made once before the workers read them
+        op.prepare(batch * gw * classes)  # the filters, made once before the workers read them
         for t in range(iterations):
             state["last"] = t == iterations - 1
             if out is None and state["last"]:
