@@ -9,7 +9,7 @@ mask label l (void: none) and a class c present in the mask:
     d_c(x)    Euclidean distance [px] from x to the nearest pixel labelled c (0 on c's own pixels)
     t_c(x)    depth of a pixel of c: its distance to the nearest pixel not labelled c (image border excluded)
     m_c(x)    c's own width near x: the largest depth of c within ρ of x (so a 3 px pole has m ≈ 2, a wall m ≫ ρ)
-    ρ_c(x)    c's reach: min(max(κ · m_c, m_c − THIN_CORE), ρ) at x's nearest pixel of c; κ = ``thin_fraction``
+    ρ_c(x)    c's reach: min(κ · m_c, ρ) taken at x's nearest pixel of c; κ = ``thin_fraction``
     zone      t_l(x) ≤ ρ_l(x): x is doubted (void pixels always are)
     cand(x)   {l} ∪ {c : d_c(x) ≤ ρ_c(x)}: the classes x may belong to (all modelled classes when none is near)
     conf_c    pixels of c with t_c > ρ_c, or on c's ridge (t_c ≥ m_c): the model's training pixels
@@ -43,15 +43,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ColourModels", "MaskGeometry", "LOG_RATIO_CLIP", "ROUGHNESS_PERCENTILE", "THIN_CORE", "mask_geometry",
+__all__ = ["ColourModels", "MaskGeometry", "LOG_RATIO_CLIP", "ROUGHNESS_PERCENTILE", "mask_geometry",
            "fit_colour_models", "colour_log_likelihood", "appearance_probs", "estimate_roughness"]
 
 LOG_RATIO_CLIP = 12.0
 """L: a class's colour log-likelihood ratio against the best candidate is clipped at −L (nats), so one outlier colour
 cannot outweigh the prior without bound."""
-
-THIN_CORE = 2.0
-"""Pixels: a region keeps at least this much of its own half-width undoubted, beyond ``thin_fraction`` of it."""
 
 ROUGHNESS_PERCENTILE = 80.0
 """Percentile of outline-to-edge distances that :func:`estimate_roughness` reports (robust to the outline's share that
@@ -102,7 +99,7 @@ def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thi
         present[c] = True
         depth = distance_transform_edt(inside) if not inside.all() else np.full((h, w), np.inf)
         width = maximum_filter(np.where(inside, depth, 0.0), size=window)
-        own = np.minimum(np.maximum(thin_fraction * width, width - THIN_CORE), roughness)
+        own = np.minimum(thin_fraction * width, roughness)
         d, (iy, ix) = distance_transform_edt(~inside, return_indices=True)
         dist[c] = d
         reach[c] = own[iy, ix]

@@ -240,7 +240,7 @@ class UnaryParams:
 
     confidence: float = _p(ParamSpec("confidence", 0.9, "Probability of a mask's label where the mask is sure "
                                       "(outside the uncertain zone).", low=0.51, high=1.0, step=0.01))
-    roughness_scale: float = _p(ParamSpec("roughness_scale", 1.0, "Multiplies the estimated roughness "
+    roughness_scale: float = _p(ParamSpec("roughness_scale", 1.5, "Multiplies the estimated roughness "
                                           "(roughness='auto'): the uncertain zone's width is this times how far "
                                           "the outline lies from strong image edges.", low=0.25, high=4.0,
                                           scale="log", step=0.05))
@@ -253,7 +253,7 @@ class UnaryParams:
     colour_smoothing: float = _p(ParamSpec("colour_smoothing", 0.0, "σ of the Gaussian blur of the colour "
                                            "log-likelihoods, so specks of odd colour do not flip alone (0: none).",
                                            low=0.0, high=8.0, step=0.25, unit="px"))
-    thin_fraction: float = _p(ParamSpec("thin_fraction", 0.25, "κ: a region is doubted at most κ times its own width "
+    thin_fraction: float = _p(ParamSpec("thin_fraction", 0.2, "κ: a region is doubted at most κ times its own width "
                                         "(its largest inner distance) from its outline, so thin structures keep a "
                                         "core.", low=0.1, high=2.0, step=0.05))
     components: int = _p(ParamSpec("components", 5, "Gaussian components K per class colour model.", kind="int",
