@@ -152,7 +152,8 @@ def _check_entry(row: str, value: Entry | tuple, protocol: str) -> Entry:
     entry = value if isinstance(value, Entry) else Entry(*value)
     if entry.method not in refiners.names() and entry.method not in peers.PEERS:
         raise ValueError(f"row {row!r}: {entry.method!r} is neither a registered refiner "
-                         f"({', '.join(map(repr, refiners.names()))}) nor a peer ({', '.join(map(repr, peers.PEERS))}).")
+                         f"({', '.join(map(repr, refiners.names()))}) nor a peer "
+                         f"({', '.join(map(repr, peers.PEERS))}).")
     rough = entry.roughness
     if not (rough == "auto" or (isinstance(rough, (int, float)) and not isinstance(rough, bool) and rough > 0)):
         raise ValueError(f"row {row!r}: roughness must be 'auto' or a number of pixels > 0, got {rough!r}.")
