@@ -54,7 +54,7 @@ ROUGHNESS_PERCENTILE = 80.0
 """Percentile of outline-to-edge distances that :func:`estimate_roughness` reports (robust to the outline's share that
 runs along no edge, yet near the largest offsets)."""
 
-_MAX_SAMPLES = 20000  # training pixels per class (seeded subsample); the mixture fit cost stays bounded
+_MAX_SAMPLES = 5000  # training pixels per class (seeded subsample); the mixture fit cost stays bounded
 _EM_ITERATIONS = 10
 _COV_REG = 4.0  # colour levels²: added to every covariance diagonal (flat regions stay non-singular)
 _MIN_SAMPLES_PER_COMPONENT = 8
@@ -139,17 +139,23 @@ def _features(image: Tensor, pos_scale: float) -> Tensor:
 
 def _gauss_logpdf(x: Tensor, means: Tensor, chol: Tensor) -> Tensor:
     """``(N, K)`` log N(x; μ_k, L_k L_kᵀ) for ``x`` (N, D), ``means`` (K, D), ``chol`` (K, D, D)."""
-    diff = (x.unsqueeze(0) - means.unsqueeze(1)).transpose(1, 2)  # (K, D, N)
-    sol = torch.linalg.solve_triangular(chol, diff, upper=False)
-    maha = (sol * sol).sum(1)  # (K, N)
+    k, d = means.shape
+    eye = torch.eye(d, device=x.device, dtype=x.dtype).expand(k, d, d)
+    whiten = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(1, 2)  # L_k^{-T}, (K, D, D)
+    flat = whiten.permute(1, 0, 2).reshape(d, k * d)
+    y = (x @ flat).view(-1, k, d) - torch.einsum("kd,kde->ke", means, whiten)  # (N, K, D)
+    maha = y.square().sum(2)
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)
-    d = x.shape[1]
-    return (-0.5 * (maha + logdet.unsqueeze(1) + d * math.log(2 * math.pi))).T
+    return -0.5 * (maha + logdet + d * math.log(2 * math.pi))
 
 
 def _fit_one(x: Tensor, k: int, reg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """EM for a ``k``-component full-covariance mixture on ``x`` (N, D); deterministic initialisation: the points
     sorted by brightness, cut into ``k`` equal groups (GrabCut initialises by clustering)."""
+    dtype = x.dtype
+    centre = x.mean(0)
+    x = (x - centre).double()  # centred, float64: second moments of 0..255 values lose nothing
+    reg = reg.double()
     n, d = x.shape
     order = torch.argsort(x[:, :3].sum(1), stable=True)
     resp = torch.zeros(n, k, device=x.device, dtype=x.dtype)
@@ -157,13 +163,12 @@ def _fit_one(x: Tensor, k: int, reg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     for _ in range(_EM_ITERATIONS):
         nk = resp.sum(0) + 1e-6
         means = (resp.T @ x) / nk.unsqueeze(1)
-        diff = x.unsqueeze(0) - means.unsqueeze(1)  # (K, N, D)
-        cov = torch.einsum("kn,kni,knj->kij", resp.T, diff, diff) / nk.view(-1, 1, 1) + reg
+        second = (resp.T.unsqueeze(2) * x.unsqueeze(0)).transpose(1, 2) @ x  # (K, D, D) Σ_n r_nk x_n x_nᵀ
+        cov = second / nk.view(-1, 1, 1) - means.unsqueeze(2) * means.unsqueeze(1) + reg
         chol = torch.linalg.cholesky(cov)
         log_w = torch.log(nk / n)
-        logp = _gauss_logpdf(x, means, chol) + log_w
-        resp = torch.softmax(logp, 1)
-    return log_w, means, chol
+        resp = torch.softmax(_gauss_logpdf(x, means, chol) + log_w, 1)
+    return log_w.to(dtype), (means + centre.double()).to(dtype), chol.to(dtype)
 
 
 def fit_colour_models(image: Tensor, samples: Tensor, num_classes: int, *, components: int,
@@ -177,7 +182,7 @@ def fit_colour_models(image: Tensor, samples: Tensor, num_classes: int, *, compo
             none (``fitted`` False: its colour term is neutral, see :func:`colour_log_likelihood`).
         position_weight: 0 for colour only; > 0 adds (x, y) features scaled so ``position_weight`` · max(H, W) px
             spans 255 colour levels.
-        seed: seeds the subsample of classes with more than 20 000 pixels.
+        seed: seeds the subsample of classes with more than 5000 pixels.
     """
     h, w = image.shape[-2:]
     pos_scale = position_weight * 255.0 / max(h, w)
@@ -225,8 +230,29 @@ def colour_log_likelihood(models: ColourModels, image: Tensor, pixels: Tensor | 
     return out
 
 
+def _smoothed_log_likelihood(models: ColourModels, image: Tensor, sigma: float) -> Tensor:
+    """``(C, H·W)`` colour log-likelihoods, each floored at the pixel's best class − 2L and blurred by a Gaussian of
+    ``sigma`` px (0: none), so a speck of odd colour inside a region does not flip alone; -inf where no model."""
+    loglik = colour_log_likelihood(models, image)
+    fitted = models.fitted
+    if sigma <= 0 or not bool(fitted.any()):
+        return loglik
+    h, w = image.shape[-2:]
+    best = loglik[fitted].max(0).values
+    ll = torch.maximum(loglik[fitted], best - 2 * LOG_RATIO_CLIP).view(1, -1, h, w)
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = torch.exp(-torch.arange(-radius, radius + 1, device=image.device, dtype=ll.dtype) ** 2 / (2 * sigma ** 2))
+    taps = taps / taps.sum()
+    n = ll.shape[1]
+    ll = torch.nn.functional.pad(ll, (radius, radius, radius, radius), mode="replicate")
+    ll = torch.nn.functional.conv2d(ll, taps.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n)
+    ll = torch.nn.functional.conv2d(ll, taps.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)
+    loglik[fitted] = ll.view(n, -1)
+    return loglik
+
+
 def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels, *, confidence: float,
-                     colour_weight: float, prior_width: float, labels: np.ndarray,
+                     colour_weight: float, prior_width: float, labels: np.ndarray, smoothing: float = 0.0,
                      strokes: np.ndarray | None = None) -> Tensor:
     """The unary ``(C, H, W)`` float32 probabilities of the module docstring, on the image's device.
 
@@ -234,6 +260,7 @@ def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels
         image: ``(3, H, W)`` float32 0..255.
         geometry: from :func:`mask_geometry` of ``labels``.
         labels: ``(H, W)`` int, -1 unknown (strokes already painted in).
+        smoothing: σ [px] of the Gaussian blur of the colour log-likelihoods (0: none).
         strokes: ``(H, W)`` int, -1 unpainted; painted pixels become one-hot.
     """
     dev = image.device
@@ -253,7 +280,7 @@ def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels
         fitted = models.fitted.unsqueeze(1)
         none_near = ~cand.any(0, keepdim=True)
         cand = torch.where(none_near, fitted | own, cand)  # void far from every class: every modelled class
-        loglik = colour_log_likelihood(models, image, pix)
+        loglik = _smoothed_log_likelihood(models, image, smoothing)[:, pix]
         masked = torch.where(cand & fitted, loglik, torch.full_like(loglik, -math.inf))
         norm = torch.logsumexp(masked, 0, keepdim=True)
         ratio = (masked - norm).clamp_min(-LOG_RATIO_CLIP)

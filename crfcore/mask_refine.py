@@ -176,6 +176,7 @@ def refine_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *,
                                    position_weight=settings.position_weight)
         probs = appearance_probs(image_t, geometry, models, confidence=settings.confidence,
                                  colour_weight=settings.colour_weight, prior_width=settings.prior_width,
+                                 smoothing=settings.colour_smoothing,
                                  labels=work, strokes=painted)
         timing["unary_ms"] += (time.perf_counter() - t0) * 1e3
         result = refine(image_t, probs, method=method, params=config, device=dev)
