@@ -264,8 +264,8 @@ def evaluate(folder: str | Path, methods: Mapping[str, Entry | tuple], *, protoc
         limit: evaluate only the first ``limit`` pairs.
         max_side: resize every image and mask so that the longer side is this many pixels
             (:func:`resize_pair`) before the protocol runs; tolerances and scores are then in pixels of that size.
-        thin_width: pixels; classes whose median width is at most this are thin (:func:`crfcore.protocols.
-            thin_classes`).
+        thin_width: pixels; classes whose median width is at most this are thin
+            (:func:`crfcore.protocols.thin_classes`).
 
     Returns:
         Row name → figures (percentages, ms): ``miou`` (over classes in ground truth or prediction), ``miou_gt``
