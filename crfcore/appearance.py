@@ -9,7 +9,7 @@ mask label l (void: none) and a class c present in the mask:
     d_c(x)    Euclidean distance [px] from x to the nearest pixel labelled c (0 on c's own pixels)
     t_c(x)    depth of a pixel of c: its distance to the nearest pixel not labelled c (image border excluded)
     m_c(x)    c's own width near x: the largest depth of c within ρ of x (so a 3 px pole has m ≈ 2, a wall m ≫ ρ)
-    ρ_c(x)    c's reach: clip(κ · m_c, 1, ρ) taken at x's nearest pixel of c; κ = ``thin_fraction``
+    ρ_c(x)    c's reach: min(max(κ · m_c, m_c − THIN_CORE), ρ) at x's nearest pixel of c; κ = ``thin_fraction``
     zone      t_l(x) ≤ ρ_l(x): x is doubted (void pixels always are)
     cand(x)   {l} ∪ {c : d_c(x) ≤ ρ_c(x)}: the classes x may belong to (all modelled classes when none is near)
     conf_c    pixels of c with t_c > ρ_c, or on c's ridge (t_c ≥ m_c): the model's training pixels
@@ -43,12 +43,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ColourModels", "MaskGeometry", "LOG_RATIO_CLIP", "ROUGHNESS_PERCENTILE", "mask_geometry",
+__all__ = ["ColourModels", "MaskGeometry", "LOG_RATIO_CLIP", "ROUGHNESS_PERCENTILE", "THIN_CORE", "mask_geometry",
            "fit_colour_models", "colour_log_likelihood", "appearance_probs", "estimate_roughness"]
 
 LOG_RATIO_CLIP = 12.0
 """L: a class's colour log-likelihood ratio against the best candidate is clipped at −L (nats), so one outlier colour
 cannot outweigh the prior without bound."""
+
+THIN_CORE = 2.0
+"""Pixels: a region keeps at least this much of its own half-width undoubted, beyond ``thin_fraction`` of it."""
 
 ROUGHNESS_PERCENTILE = 80.0
 """Percentile of outline-to-edge distances that :func:`estimate_roughness` reports (robust to the outline's share that
@@ -58,6 +61,7 @@ _MAX_SAMPLES = 5000  # training pixels per class (seeded subsample); the mixture
 _EM_ITERATIONS = 10
 _COV_REG = 4.0  # colour levels²: added to every covariance diagonal (flat regions stay non-singular)
 _MIN_SAMPLES_PER_COMPONENT = 8
+_EDGE_LOW, _EDGE_HIGH = 0.15, 0.3  # Canny hysteresis thresholds, fractions of the largest channel's 99th-percentile gradient
 
 
 @dataclass
@@ -98,7 +102,7 @@ def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thi
         present[c] = True
         depth = distance_transform_edt(inside) if not inside.all() else np.full((h, w), np.inf)
         width = maximum_filter(np.where(inside, depth, 0.0), size=window)
-        own = np.clip(thin_fraction * width, 1.0, roughness)
+        own = np.minimum(np.maximum(thin_fraction * width, width - THIN_CORE), roughness)
         d, (iy, ix) = distance_transform_edt(~inside, return_indices=True)
         dist[c] = d
         reach[c] = own[iy, ix]
@@ -304,7 +308,7 @@ def estimate_roughness(image: np.ndarray, labels: np.ndarray, *, percentile: flo
     """How far the mask's outline lies from strong image edges: a robust statistic, pixels ≥ 1.
 
     Strong edges are the union of Canny edges (Canny 1986) of the three colour channels (Gaussian σ = ``sigma``,
-    thresholds at the 80th/90th percentile of the gradient magnitude); outline pixels are mask pixels with a
+    hysteresis thresholds at 0.15 and 0.3 of the largest channel 99th-percentile gradient magnitude); outline pixels are mask pixels with a
     4-neighbour of another label (unknown = -1 and the image border do not count). The result is the
     ``percentile``-th percentile of the distance [px] from each outline pixel to the nearest edge pixel, clipped to
     [1, ``max_roughness``] (default: an eighth of the shorter image side). A mask offset by k px from the object's
@@ -317,15 +321,17 @@ def estimate_roughness(image: np.ndarray, labels: np.ndarray, *, percentile: flo
     Returns:
         The roughness ρ [px]; 1.0 when the mask has no outline or the image no edge.
     """
-    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import distance_transform_edt, gaussian_gradient_magnitude
     from skimage.feature import canny
 
     h, w = labels.shape
     cap = max_roughness if max_roughness is not None else max(1.0, min(h, w) / 8.0)
     edges = np.zeros((h, w), bool)
-    for ch in range(3):
-        edges |= canny(image[..., ch].astype(np.float32), sigma=sigma, low_threshold=0.8, high_threshold=0.9,
-                       use_quantiles=True)
+    channels = [image[..., ch].astype(np.float32) for ch in range(3)]
+    top = max(float(np.percentile(gaussian_gradient_magnitude(c, sigma), 99.0)) for c in channels)
+    for channel in channels if top > 0 else ():
+        # skimage's canny measures the Sobel magnitude (about 8x the unit-step gradient) of the smoothed image
+        edges |= canny(channel, sigma=sigma, low_threshold=_EDGE_LOW * 8 * top, high_threshold=_EDGE_HIGH * 8 * top)
     outline = np.zeros((h, w), bool)
     known = labels >= 0
     for a, b, sl_a, sl_b in ((labels[1:], labels[:-1], np.s_[1:], np.s_[:-1]),

@@ -250,10 +250,10 @@ class UnaryParams:
     prior_width: float = _p(ParamSpec("prior_width", 1.0, "Width σ of the mask prior, in units of a class's reach: "
                                       "a class d px away scores −d²/2(σρ)² (larger: the colours alone decide).",
                                       low=0.1, high=10.0, scale="log", step=0.05))
-    colour_smoothing: float = _p(ParamSpec("colour_smoothing", 1.0, "σ of the Gaussian blur of the colour "
+    colour_smoothing: float = _p(ParamSpec("colour_smoothing", 0.0, "σ of the Gaussian blur of the colour "
                                            "log-likelihoods, so specks of odd colour do not flip alone (0: none).",
                                            low=0.0, high=8.0, step=0.25, unit="px"))
-    thin_fraction: float = _p(ParamSpec("thin_fraction", 0.5, "κ: a region is doubted at most κ times its own width "
+    thin_fraction: float = _p(ParamSpec("thin_fraction", 0.25, "κ: a region is doubted at most κ times its own width "
                                         "(its largest inner distance) from its outline, so thin structures keep a "
                                         "core.", low=0.1, high=2.0, step=0.05))
     components: int = _p(ParamSpec("components", 5, "Gaussian components K per class colour model.", kind="int",
