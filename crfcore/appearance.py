@@ -8,7 +8,7 @@ mask label l (void: none) and a class c present in the mask:
 
     d_c(x)    Euclidean distance [px] from x to the nearest pixel labelled c (0 on c's own pixels)
     t_c(x)    depth of a pixel of c: its distance to the nearest pixel not labelled c (image border excluded)
-    m_c(x)    c's own width near x: the largest depth of c within ρ of x (so a 3 px pole has m ≈ 2, a wall m ≫ ρ)
+    m_c(x)    c's own width near x: the largest depth of c within ρ/κ of x (so a 3 px pole has m ≈ 2, a wall m ≫ ρ)
     ρ_c(x)    c's reach: min(κ · m_c, ρ) taken at x's nearest pixel of c; κ = ``thin_fraction``
     zone      t_l(x) ≤ ρ_l(x): x is doubted (void pixels always are)
     cand(x)   {l} ∪ {c : d_c(x) ≤ ρ_c(x)}: the classes x may belong to (all modelled classes when none is near)
@@ -50,7 +50,7 @@ LOG_RATIO_CLIP = 12.0
 """L: a class's colour log-likelihood ratio against the best candidate is clipped at −L (nats), so one outlier colour
 cannot outweigh the prior without bound."""
 
-ROUGHNESS_PERCENTILE = 80.0
+ROUGHNESS_PERCENTILE = 90.0
 """Percentile of outline-to-edge distances that :func:`estimate_roughness` reports (robust to the outline's share that
 runs along no edge, yet near the largest offsets)."""
 
@@ -93,7 +93,7 @@ def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thi
     reach = np.ones((num_classes, h, w), np.float32)
     confident = np.zeros((num_classes, h, w), bool)
     zone = labels < 0
-    window = 2 * int(math.ceil(roughness)) + 1
+    window = 2 * int(math.ceil(roughness / thin_fraction)) + 1  # sees the medial depth m wherever κ·m < ρ
     for c in np.unique(labels[labels >= 0]).tolist():
         inside = labels == c
         present[c] = True
