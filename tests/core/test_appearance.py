@@ -33,8 +33,8 @@ def _two_mixtures() -> tuple[np.ndarray, np.ndarray, dict]:
 
 def _log_mixture(x: np.ndarray, mixture: tuple) -> float:
     """Hand formula: log Σ_k π_k N(x; μ_k, 4 I) in 3-D."""
-    terms = [math.log(w) - np.sum((x - np.array(mu, float)) ** 2) / (2 * COV_REG) - 1.5 * math.log(2 * math.pi * COV_REG)
-             for w, mu in mixture]
+    norm = 1.5 * math.log(2 * math.pi * COV_REG)
+    terms = [math.log(w) - np.sum((x - np.array(mu, float)) ** 2) / (2 * COV_REG) - norm for w, mu in mixture]
     return float(np.logaddexp.reduce(terms))
 
 
