@@ -309,8 +309,8 @@ def estimate_roughness(image: np.ndarray, labels: np.ndarray, *, percentile: flo
     hysteresis thresholds at 0.15 and 0.3 of the largest channel 99th-percentile gradient magnitude); outline
     pixels are mask pixels with a 4-neighbour of another label (unknown = -1 and the image border do not count).
     The result is the ``percentile``-th percentile of the distance [px] from each outline pixel to the nearest edge
-    pixel, clipped to [1, ``max_roughness``] (default: an eighth of the shorter image side). A mask offset by k px from the object's
-    edges (a dilation or erosion by k) gives about k.
+    pixel, clipped to [1, ``max_roughness``] (default: an eighth of the shorter image side). A mask offset by k px
+    from the object's edges (a dilation or erosion by k) gives about k.
 
     Args:
         image: ``(H, W, 3)`` uint8.
