@@ -8,8 +8,8 @@ mask label l (void: none) and a class c present in the mask:
 
     d_c(x)    Euclidean distance [px] from x to the nearest pixel labelled c (0 on c's own pixels)
     t_c(x)    depth of a pixel of c: its distance to the nearest pixel not labelled c (image border excluded)
-    m_c(x)    c's own width near x: the largest depth of c within ρ of x (so a 3 px pole has m ≈ 2, a wall m ≫ ρ)
-    ρ_c(x)    c's reach: clip(κ · m_c, 1, ρ) taken at x's nearest pixel of c; κ = ``thin_fraction``
+    m_c(x)    c's own width near x: the largest depth of c within ρ/κ of x (a 3 px pole: m ≈ 2; a wall: m ≫ ρ)
+    ρ_c(x)    c's reach: min(κ · m_c, ρ) taken at x's nearest pixel of c; κ = ``thin_fraction``
     zone      t_l(x) ≤ ρ_l(x): x is doubted (void pixels always are)
     cand(x)   {l} ∪ {c : d_c(x) ≤ ρ_c(x)}: the classes x may belong to (all modelled classes when none is near)
     conf_c    pixels of c with t_c > ρ_c, or on c's ridge (t_c ≥ m_c): the model's training pixels
@@ -50,14 +50,16 @@ LOG_RATIO_CLIP = 12.0
 """L: a class's colour log-likelihood ratio against the best candidate is clipped at −L (nats), so one outlier colour
 cannot outweigh the prior without bound."""
 
-ROUGHNESS_PERCENTILE = 80.0
+ROUGHNESS_PERCENTILE = 90.0
 """Percentile of outline-to-edge distances that :func:`estimate_roughness` reports (robust to the outline's share that
 runs along no edge, yet near the largest offsets)."""
 
-_MAX_SAMPLES = 20000  # training pixels per class (seeded subsample); the mixture fit cost stays bounded
+_MAX_SAMPLES = 5000  # training pixels per class (seeded subsample); the mixture fit cost stays bounded
 _EM_ITERATIONS = 10
 _COV_REG = 4.0  # colour levels²: added to every covariance diagonal (flat regions stay non-singular)
 _MIN_SAMPLES_PER_COMPONENT = 8
+# Canny hysteresis thresholds, fractions of the largest channel's 99th-percentile gradient magnitude
+_EDGE_LOW, _EDGE_HIGH = 0.15, 0.3
 
 
 @dataclass
@@ -92,13 +94,13 @@ def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thi
     reach = np.ones((num_classes, h, w), np.float32)
     confident = np.zeros((num_classes, h, w), bool)
     zone = labels < 0
-    window = 2 * int(math.ceil(roughness)) + 1
+    window = 2 * int(math.ceil(roughness / thin_fraction)) + 1  # sees the medial depth m wherever κ·m < ρ
     for c in np.unique(labels[labels >= 0]).tolist():
         inside = labels == c
         present[c] = True
         depth = distance_transform_edt(inside) if not inside.all() else np.full((h, w), np.inf)
         width = maximum_filter(np.where(inside, depth, 0.0), size=window)
-        own = np.clip(thin_fraction * width, 1.0, roughness)
+        own = np.minimum(thin_fraction * width, roughness)
         d, (iy, ix) = distance_transform_edt(~inside, return_indices=True)
         dist[c] = d
         reach[c] = own[iy, ix]
@@ -139,17 +141,23 @@ def _features(image: Tensor, pos_scale: float) -> Tensor:
 
 def _gauss_logpdf(x: Tensor, means: Tensor, chol: Tensor) -> Tensor:
     """``(N, K)`` log N(x; μ_k, L_k L_kᵀ) for ``x`` (N, D), ``means`` (K, D), ``chol`` (K, D, D)."""
-    diff = (x.unsqueeze(0) - means.unsqueeze(1)).transpose(1, 2)  # (K, D, N)
-    sol = torch.linalg.solve_triangular(chol, diff, upper=False)
-    maha = (sol * sol).sum(1)  # (K, N)
+    k, d = means.shape
+    eye = torch.eye(d, device=x.device, dtype=x.dtype).expand(k, d, d)
+    whiten = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(1, 2)  # L_k^{-T}, (K, D, D)
+    flat = whiten.permute(1, 0, 2).reshape(d, k * d)
+    y = (x @ flat).view(-1, k, d) - torch.einsum("kd,kde->ke", means, whiten)  # (N, K, D)
+    maha = y.square().sum(2)
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)
-    d = x.shape[1]
-    return (-0.5 * (maha + logdet.unsqueeze(1) + d * math.log(2 * math.pi))).T
+    return -0.5 * (maha + logdet + d * math.log(2 * math.pi))
 
 
 def _fit_one(x: Tensor, k: int, reg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """EM for a ``k``-component full-covariance mixture on ``x`` (N, D); deterministic initialisation: the points
     sorted by brightness, cut into ``k`` equal groups (GrabCut initialises by clustering)."""
+    dtype = x.dtype
+    centre = x.mean(0)
+    x = (x - centre).double()  # centred, float64: second moments of 0..255 values lose nothing
+    reg = reg.double()
     n, d = x.shape
     order = torch.argsort(x[:, :3].sum(1), stable=True)
     resp = torch.zeros(n, k, device=x.device, dtype=x.dtype)
@@ -157,13 +165,12 @@ def _fit_one(x: Tensor, k: int, reg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     for _ in range(_EM_ITERATIONS):
         nk = resp.sum(0) + 1e-6
         means = (resp.T @ x) / nk.unsqueeze(1)
-        diff = x.unsqueeze(0) - means.unsqueeze(1)  # (K, N, D)
-        cov = torch.einsum("kn,kni,knj->kij", resp.T, diff, diff) / nk.view(-1, 1, 1) + reg
+        second = (resp.T.unsqueeze(2) * x.unsqueeze(0)).transpose(1, 2) @ x  # (K, D, D) Σ_n r_nk x_n x_nᵀ
+        cov = second / nk.view(-1, 1, 1) - means.unsqueeze(2) * means.unsqueeze(1) + reg
         chol = torch.linalg.cholesky(cov)
         log_w = torch.log(nk / n)
-        logp = _gauss_logpdf(x, means, chol) + log_w
-        resp = torch.softmax(logp, 1)
-    return log_w, means, chol
+        resp = torch.softmax(_gauss_logpdf(x, means, chol) + log_w, 1)
+    return log_w.to(dtype), (means + centre.double()).to(dtype), chol.to(dtype)
 
 
 def fit_colour_models(image: Tensor, samples: Tensor, num_classes: int, *, components: int,
@@ -177,7 +184,7 @@ def fit_colour_models(image: Tensor, samples: Tensor, num_classes: int, *, compo
             none (``fitted`` False: its colour term is neutral, see :func:`colour_log_likelihood`).
         position_weight: 0 for colour only; > 0 adds (x, y) features scaled so ``position_weight`` · max(H, W) px
             spans 255 colour levels.
-        seed: seeds the subsample of classes with more than 20 000 pixels.
+        seed: seeds the subsample of classes with more than 5000 pixels.
     """
     h, w = image.shape[-2:]
     pos_scale = position_weight * 255.0 / max(h, w)
@@ -225,8 +232,29 @@ def colour_log_likelihood(models: ColourModels, image: Tensor, pixels: Tensor | 
     return out
 
 
+def _smoothed_log_likelihood(models: ColourModels, image: Tensor, sigma: float) -> Tensor:
+    """``(C, H·W)`` colour log-likelihoods, each floored at the pixel's best class − 2L and blurred by a Gaussian of
+    ``sigma`` px (0: none), so a speck of odd colour inside a region does not flip alone; -inf where no model."""
+    loglik = colour_log_likelihood(models, image)
+    fitted = models.fitted
+    if sigma <= 0 or not bool(fitted.any()):
+        return loglik
+    h, w = image.shape[-2:]
+    best = loglik[fitted].max(0).values
+    ll = torch.maximum(loglik[fitted], best - 2 * LOG_RATIO_CLIP).view(1, -1, h, w)
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = torch.exp(-torch.arange(-radius, radius + 1, device=image.device, dtype=ll.dtype) ** 2 / (2 * sigma ** 2))
+    taps = taps / taps.sum()
+    n = ll.shape[1]
+    ll = torch.nn.functional.pad(ll, (radius, radius, radius, radius), mode="replicate")
+    ll = torch.nn.functional.conv2d(ll, taps.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n)
+    ll = torch.nn.functional.conv2d(ll, taps.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)
+    loglik[fitted] = ll.view(n, -1)
+    return loglik
+
+
 def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels, *, confidence: float,
-                     colour_weight: float, prior_width: float, labels: np.ndarray,
+                     colour_weight: float, prior_width: float, labels: np.ndarray, smoothing: float = 0.0,
                      strokes: np.ndarray | None = None) -> Tensor:
     """The unary ``(C, H, W)`` float32 probabilities of the module docstring, on the image's device.
 
@@ -234,6 +262,7 @@ def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels
         image: ``(3, H, W)`` float32 0..255.
         geometry: from :func:`mask_geometry` of ``labels``.
         labels: ``(H, W)`` int, -1 unknown (strokes already painted in).
+        smoothing: σ [px] of the Gaussian blur of the colour log-likelihoods (0: none).
         strokes: ``(H, W)`` int, -1 unpainted; painted pixels become one-hot.
     """
     dev = image.device
@@ -253,7 +282,7 @@ def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels
         fitted = models.fitted.unsqueeze(1)
         none_near = ~cand.any(0, keepdim=True)
         cand = torch.where(none_near, fitted | own, cand)  # void far from every class: every modelled class
-        loglik = colour_log_likelihood(models, image, pix)
+        loglik = _smoothed_log_likelihood(models, image, smoothing)[:, pix]
         masked = torch.where(cand & fitted, loglik, torch.full_like(loglik, -math.inf))
         norm = torch.logsumexp(masked, 0, keepdim=True)
         ratio = (masked - norm).clamp_min(-LOG_RATIO_CLIP)
@@ -277,11 +306,11 @@ def estimate_roughness(image: np.ndarray, labels: np.ndarray, *, percentile: flo
     """How far the mask's outline lies from strong image edges: a robust statistic, pixels ≥ 1.
 
     Strong edges are the union of Canny edges (Canny 1986) of the three colour channels (Gaussian σ = ``sigma``,
-    thresholds at the 80th/90th percentile of the gradient magnitude); outline pixels are mask pixels with a
-    4-neighbour of another label (unknown = -1 and the image border do not count). The result is the
-    ``percentile``-th percentile of the distance [px] from each outline pixel to the nearest edge pixel, clipped to
-    [1, ``max_roughness``] (default: an eighth of the shorter image side). A mask offset by k px from the object's
-    edges (a dilation or erosion by k) gives about k.
+    hysteresis thresholds at 0.15 and 0.3 of the largest channel 99th-percentile gradient magnitude); outline
+    pixels are mask pixels with a 4-neighbour of another label (unknown = -1 and the image border do not count).
+    The result is the ``percentile``-th percentile of the distance [px] from each outline pixel to the nearest edge
+    pixel, clipped to [1, ``max_roughness``] (default: an eighth of the shorter image side). A mask offset by k px
+    from the object's edges (a dilation or erosion by k) gives about k.
 
     Args:
         image: ``(H, W, 3)`` uint8.
@@ -290,15 +319,17 @@ def estimate_roughness(image: np.ndarray, labels: np.ndarray, *, percentile: flo
     Returns:
         The roughness ρ [px]; 1.0 when the mask has no outline or the image no edge.
     """
-    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import distance_transform_edt, gaussian_gradient_magnitude
     from skimage.feature import canny
 
     h, w = labels.shape
     cap = max_roughness if max_roughness is not None else max(1.0, min(h, w) / 8.0)
     edges = np.zeros((h, w), bool)
-    for ch in range(3):
-        edges |= canny(image[..., ch].astype(np.float32), sigma=sigma, low_threshold=0.8, high_threshold=0.9,
-                       use_quantiles=True)
+    channels = [image[..., ch].astype(np.float32) for ch in range(3)]
+    top = max(float(np.percentile(gaussian_gradient_magnitude(c, sigma), 99.0)) for c in channels)
+    for channel in channels if top > 0 else ():
+        # skimage's canny measures the Sobel magnitude (about 8x the unit-step gradient) of the smoothed image
+        edges |= canny(channel, sigma=sigma, low_threshold=_EDGE_LOW * 8 * top, high_threshold=_EDGE_HIGH * 8 * top)
     outline = np.zeros((h, w), bool)
     known = labels >= 0
     for a, b, sl_a, sl_b in ((labels[1:], labels[:-1], np.s_[1:], np.s_[:-1]),

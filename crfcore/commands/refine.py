@@ -1,4 +1,10 @@
-"""``crfcore refine IMAGE UNARY -o OUT.png``: refine one image and write its label mask."""
+"""``crfcore refine IMAGE UNARY -o OUT.png``: refine one image and write its label mask.
+
+A label-mask image (PNG, BMP, ...) goes through :func:`crfcore.refine_mask` (colour models learned from the mask,
+roughness-aware, optional ``--strokes``); probabilities, logits and annotation files through :func:`crfcore.refine`.
+A band (``--band``, or the ``"unary"`` entry of the ``--preset`` file) asks for the plain outline-band mask unary
+(:func:`crfcore.unary.from_labels`) instead of colour models.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..labels import VOID
 from .common import add_method_args, add_scale_arg, params_from_args, unary_options
 
 log = logging.getLogger(__name__)
@@ -23,7 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--confidence", type=float,
                    help="probability given to a mask's label (masks only; default: the preset's, else 0.7)")
     p.add_argument("--band", type=float,
-                   help="uncertain band along a mask's outlines [px] (masks only; default: the preset's, else none)")
+                   help="plain outline-band unary without colour models: uncertain band along a mask's outlines [px] "
+                        "(masks only; default: the --preset file's band, else colour models via crfcore.refine_mask)")
+    p.add_argument("--roughness", default="auto", type=_roughness,
+                   help="masks: how far the outline may be off [px], or 'auto' to estimate it (default auto)")
+    p.add_argument("--strokes", type=Path,
+                   help="masks: brush strokes PNG, class index where painted, --void elsewhere (hard labels)")
+    p.add_argument("--void", type=int, default=VOID, help=f"mask value of unannotated pixels (default {VOID})")
     p.add_argument("--classes", help="class names in index order, comma-separated, background first (needed for "
                                      "labelme files; maps COCO categories)")
     p.add_argument("--coco-image", help="COCO image id or file name (needed when the file has several images)")
@@ -33,6 +46,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_scale_arg(p)
     add_method_args(p)
     p.set_defaults(func=run)
+
+
+def _roughness(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {value!r}") from None
+
+
+_ARRAY_SUFFIXES = (".npy", ".npz", ".tif", ".tiff", ".json")
+
+
+def _is_mask_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() not in _ARRAY_SUFFIXES
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,15 +74,35 @@ def run(args: argparse.Namespace) -> int:
 
     if args.probs is not None and args.probs.suffix.lower() not in (".npy", ".npz"):
         raise InputError(f"--probs {args.probs}: use a .npy or .npz file name.")
-    method, params = params_from_args(args)
     device = as_device(args.device)  # before any work: a device this machine lacks is a usage error
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     image = io.load_image(args.image)
-    factor = crfcore.params.scale_factor(*image.shape[:2], args.scale)
-    options = crfcore.params.scaled_unary(unary_options(args), factor)  # --band and a preset's: reference pixels
-    probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2], classes=classes,
-                       coco_image=args.coco_image, **options)
-    result = crfcore.refine(image, probs, method=method, params=params, device=device, scale=args.scale)
+    options = unary_options(args)
+    if _is_mask_image(args.unary) and "band" not in options:
+        mask = io.load_mask(args.unary)
+        strokes = None
+        if args.strokes is not None:
+            painted = io.load_mask(args.strokes)
+            strokes = np.where(painted == args.void, -1, painted).astype(np.int64)
+        settings = {"confidence": args.confidence} if args.confidence is not None else {}
+        overrides = {k.removeprefix("param_"): v for k, v in vars(args).items()
+                     if k.startswith("param_") and v is not None}
+        result = crfcore.refine_mask(image, mask, num_classes=args.num_classes, method=args.method,
+                                     params=args.preset, roughness=args.roughness, strokes=strokes, void=args.void,
+                                     device=device, scale=args.scale, **settings, **overrides)
+        method, probs = args.method, result.probs
+        log.info("%s: roughness %.1f px, unary %.0f ms over %d round(s)", args.image.name,
+                 result.timing["roughness_px"], result.timing["unary_ms"], result.timing["rounds"])
+    else:
+        if args.strokes is not None:
+            raise InputError("--strokes needs a label-mask image as UNARY (and no --band); the probability and "
+                             "annotation unaries take no strokes.")
+        method, params = params_from_args(args)
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        factor = crfcore.params.scale_factor(*image.shape[:2], args.scale)
+        options = crfcore.params.scaled_unary(options, factor)  # --band and a preset's: reference pixels
+        probs = load_unary(args.unary, num_classes=args.num_classes, image_shape=image.shape[:2], classes=classes,
+                           coco_image=args.coco_image, ignore_index=args.void, **options)
+        result = crfcore.refine(image, probs, method=method, params=params, device=device, scale=args.scale)
     io.save_mask(args.out, result.labels.astype(np.int64))
     if args.probs:
         with io.atomic_write(args.probs) as tmp, open(tmp, "wb") as handle:  # a handle: np.save adds no suffix

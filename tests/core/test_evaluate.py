@@ -92,7 +92,7 @@ def tiny_dataset(tmp_path):
 
 
 def test_polygon_protocol_scores_the_annotation_then_each_row(tiny_dataset) -> None:
-    table = evaluate(tiny_dataset, {"conv": Entry("convcrf", None, 0.9), "dflt": ("convcrf", None)},
+    table = evaluate(tiny_dataset, {"conv": Entry("convcrf", overrides={"confidence": 0.9}), "dflt": ("convcrf", None)},
                      protocol="polygon", polygon=PolygonRecipe(tolerance=3.0))
     assert list(table) == ["annotation", "conv", "dflt"]
     conf = np.zeros((3, 3), np.int64)
@@ -104,71 +104,73 @@ def test_polygon_protocol_scores_the_annotation_then_each_row(tiny_dataset) -> N
     assert all(0 <= row["miou"] <= 100 and row["ms_per_image"] >= 0 for row in table.values())
 
 
-def test_polygon_protocol_unary_uses_each_rows_confidence(tiny_dataset, monkeypatch) -> None:
+def test_mask_protocol_rows_go_through_refine_mask_with_their_roughness_and_settings(tiny_dataset, monkeypatch) -> None:
     import crfcore.evaluate as E
 
     seen = []
 
-    def spy(image, unary, **kwargs):
-        seen.append(float(unary.max()))
-        return real(image, unary, **kwargs)
+    def spy(image, mask, **kwargs):
+        seen.append((mask, kwargs))
+        return real(image, mask, **kwargs)
 
-    real = E.refine
-    monkeypatch.setattr(E, "refine", spy)
-    evaluate(tiny_dataset, {"a": Entry("convcrf", None, 0.95), "b": Entry("convcrf")}, protocol="polygon",
-             polygon=PolygonRecipe(confidence=0.8), limit=1)
-    assert seen == pytest.approx([0.95, 0.8])
-
-
-def test_polygon_protocol_unary_uses_each_rows_band(tiny_dataset, monkeypatch) -> None:
-    import crfcore.evaluate as E
-
-    seen = []
-
-    def spy(image, unary, **kwargs):
-        seen.append(unary)
-        return real(image, unary, **kwargs)
-
-    real = E.refine
-    monkeypatch.setattr(E, "refine", spy)
-    evaluate(tiny_dataset, {"own": Entry("convcrf", None, 0.9, 3.0), "default": Entry("convcrf")},
-             protocol="polygon", polygon=PolygonRecipe(confidence=0.8, band=2.0), limit=1, scale=1.0)
-    evaluate(tiny_dataset, {"plain": Entry("convcrf", None, 0.9)}, protocol="polygon", limit=1, scale=1.0)
+    real = E.refine_mask
+    monkeypatch.setattr(E, "refine_mask", spy)
+    evaluate(tiny_dataset, {"a": Entry("convcrf", None, 3.0, {"confidence": 0.95, "iterations": 2}),
+                            "b": Entry("densecrf", None)}, protocol="polygon", limit=1)
     gt = io.load_mask(io.find_pairs(tiny_dataset)[0][1])
-    drawn = polygon_annotation(gt)
-    assert len(seen) == 3
-    for unary, (confidence, band) in zip(seen, [(0.9, 3.0), (0.8, 2.0), (0.9, None)]):
-        np.testing.assert_array_equal(unary, from_labels(drawn, 3, confidence=confidence, band=band,
-                                                         ignore_index=-1))
+    (mask_a, kw_a), (mask_b, kw_b) = seen
+    np.testing.assert_array_equal(mask_a, polygon_annotation(gt))
+    assert kw_a == {"num_classes": 3, "method": "convcrf", "params": None, "roughness": 3.0, "void": -1,
+                    "device": None, "scale": "auto", "confidence": 0.95, "iterations": 2}
+    assert (kw_b["method"], kw_b["roughness"], "confidence" in kw_b) == ("densecrf", "auto", False)
 
 
-def test_eval_cli_band_flag_replaces_the_presets_band(tiny_dataset, tmp_path, monkeypatch) -> None:
+def test_eval_cli_settings_reach_every_refiner_row_and_presets_become_files(tiny_dataset, tmp_path,
+                                                                            monkeypatch) -> None:
     import crfcore.evaluate as E
+    from crfcore import presets
 
-    bands = []
+    rows = {}
 
-    def spy(folder, entries, *, polygon, **kwargs):
-        bands.extend(E._unary_options(e, polygon)[1] for e in entries.values())
-        return {"annotation": {"miou": 0, "miou_gt": 0, "accuracy": 0, "boundary_f": 0, "ms_per_image": 0}}
+    def spy(folder, entries, **kwargs):
+        rows.update(entries)
+        return {"annotation": {"miou": 0, "miou_gt": 0, "accuracy": 0, "boundary_f": 0, "thin_recall": float("nan"),
+                               "ms_per_image": 0, "thin_classes": []}}
 
     monkeypatch.setattr(E, "evaluate", spy)
-    file = tmp_path / "banded.json"
-    file.write_text(json.dumps({"method": "convcrf", "params": {}, "unary": {"confidence": 0.9, "band": 5}}))
-    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--method", f"convcrf,convcrf:{file}"]) == 0
-    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--method", f"convcrf:{file}",
-                 "--band", "2"]) == 0
-    assert bands == [None, 5.0, 2.0]
+    file = tmp_path / "mine.json"
+    file.write_text(json.dumps({"method": "convcrf", "params": {}, "unary": {"confidence": 0.8}}))
+    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--method",
+                 f"convcrf,convcrf:{file},densecrf:rough_annotation,grabcut", "--roughness", "6",
+                 "--colour-weight", "2", "--iterations", "3"]) == 0
+    assert rows["convcrf"] == Entry("convcrf", None, 6.0, {"colour_weight": 2.0, "iterations": 3})
+    assert rows[f"convcrf:{file}"] == Entry("convcrf", file, 6.0, {"colour_weight": 2.0, "iterations": 3})
+    assert rows["densecrf:rough_annotation"] == Entry("densecrf", presets.path("rough_annotation", "densecrf"), 6.0,
+                                                      {"colour_weight": 2.0, "iterations": 3})
+    assert rows["grabcut"] == Entry("grabcut", None, 6.0, {})
 
 
-def test_synthetic_protocol_keeps_its_unary_row_and_refuses_a_confidence(tiny_dataset) -> None:
+def test_synthetic_protocol_keeps_its_unary_row_and_refuses_a_roughness(tiny_dataset) -> None:
     table = evaluate(tiny_dataset, {"convcrf": ("convcrf", None)})
     assert list(table) == ["unary", "convcrf"]
-    with pytest.raises(ValueError, match="only the polygon protocol uses"):
-        evaluate(tiny_dataset, {"convcrf": ("convcrf", None, 0.9)})
-    with pytest.raises(ValueError, match=r"gives a band \(4\), which only the polygon protocol uses"):
-        evaluate(tiny_dataset, {"convcrf": Entry("convcrf", band=4)})
-    with pytest.raises(ValueError, match="not a valid protocol. Valid protocols are 'synthetic', 'polygon'"):
+    with pytest.raises(ValueError, match=r"gives a roughness \(4\), which the synthetic protocol does not use"):
+        evaluate(tiny_dataset, {"convcrf": Entry("convcrf", roughness=4)})
+    with pytest.raises(ValueError, match="not a valid protocol. Valid protocols are 'synthetic', 'polygon', 'perturb', "
+                                         "'strokes'"):
         evaluate(tiny_dataset, {}, protocol="scribble")
+
+
+def test_rows_are_checked_against_the_protocol(tiny_dataset) -> None:
+    with pytest.raises(ValueError, match="the peer 'grabcut' runs on the polygon and perturb protocols, not strokes"):
+        evaluate(tiny_dataset, {"g": Entry("grabcut")}, protocol="strokes")
+    with pytest.raises(ValueError, match="the peer 'random_walker' runs on the strokes protocol, not polygon"):
+        evaluate(tiny_dataset, {"r": Entry("random_walker")}, protocol="polygon")
+    with pytest.raises(ValueError, match="the peer 'grabcut' takes no params, settings; drop them"):
+        evaluate(tiny_dataset, {"g": Entry("grabcut", overrides={"confidence": 0.9})}, protocol="polygon")
+    with pytest.raises(ValueError, match="'crfasrnn' is neither a registered refiner"):
+        evaluate(tiny_dataset, {"x": Entry("crfasrnn")}, protocol="polygon")
+    with pytest.raises(ValueError, match="roughness must be 'auto' or a number of pixels > 0, got -2"):
+        evaluate(tiny_dataset, {"x": Entry("convcrf", roughness=-2)}, protocol="polygon")
 
 
 def test_from_labels_of_the_annotation_has_its_argmax(tiny_dataset) -> None:
@@ -179,30 +181,42 @@ def test_from_labels_of_the_annotation_has_its_argmax(tiny_dataset) -> None:
     np.testing.assert_array_equal(probs.argmax(0)[known], drawn[known])
 
 
-@pytest.mark.parametrize("protocol", ["synthetic", "polygon"])
-def test_eval_cli_runs_both_protocols(tiny_dataset, tmp_path, capsys, protocol: str) -> None:
+@pytest.mark.parametrize("protocol", ["synthetic", "polygon", "perturb", "strokes"])
+def test_eval_cli_runs_every_protocol(tiny_dataset, tmp_path, capsys, protocol: str) -> None:
     out = tmp_path / "table.json"
-    rows = "convcrf" if protocol == "synthetic" else "convcrf,convcrf:rough_annotation"
+    rows = {"synthetic": "convcrf", "polygon": "convcrf,convcrf:rough_annotation", "perturb": "densecrf",
+            "strokes": "convcrf"}[protocol]
+    extra = {"perturb": ["--offset", "-2", "--jitter", "1"], "strokes": ["--budget", "2"]}.get(protocol, [])
     code = main(["eval", "--data", str(tiny_dataset), "--protocol", protocol, "--method", rows,
-                 "--iterations", "2", "--json", str(out)])
+                 "--iterations", "2", "--json", str(out), *extra])
     assert code == 0
     printed = capsys.readouterr().out
     table = json.loads(out.read_text())
-    first = "unary" if protocol == "synthetic" else "annotation"
-    assert list(table) == [first, *rows.split(",")]
+    first = {"synthetic": ["unary"], "strokes": []}.get(protocol, ["annotation"])
+    assert list(table) == [*first, *rows.split(",")]
     for name in table:
-        assert name in printed
+        assert name in printed and table[name]["peer"] is False
+        assert 0 <= table[name]["miou"] <= 100 and 0 <= table[name]["boundary_f"] <= 100
+    if protocol == "strokes":
+        assert {"miou@1", "miou@2", "noc@85", "noc@90", "ms_per_stroke"} <= set(table["convcrf"])
+        assert "miou@3" not in table["convcrf"]
 
 
 def test_eval_cli_errors_name_the_fix(tiny_dataset, capsys) -> None:
     assert main(["eval", "--data", str(tiny_dataset), "--confidence", "0.9"]) == 2
-    assert "--confidence applies to the polygon protocol only" in capsys.readouterr().err
+    assert "--confidence is a refine_mask setting, which the synthetic protocol does not use" in capsys.readouterr().err
     assert main(["eval", "--data", str(tiny_dataset), "--method", "crfasrnn"]) == 2
-    assert "'crfasrnn' is not a registered refiner" in capsys.readouterr().err
+    assert "'crfasrnn' is neither a registered refiner" in capsys.readouterr().err
     assert main(["eval", "--data", str(tiny_dataset), "--method", "convcrf", "--lam", "2"]) == 2
     assert "--lam is not a parameter of any listed refiner" in capsys.readouterr().err
     assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--background", "sky"]) == 2
     assert "--background must be a class index or 'none'" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--offset", "3"]) == 2
+    assert "--offset applies to the perturb protocol only; add --protocol perturb" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "perturb", "--background", "none"]) == 2
+    assert "the perturb protocol grows regions into a background class" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--method", "grabcut:scribbles"]) == 2
+    assert "the peer 'grabcut' takes no preset" in capsys.readouterr().err
 
 
 def test_eval_rows_take_presets_by_kind_or_file_and_flags_only_where_they_apply(tmp_path) -> None:
@@ -211,12 +225,12 @@ def test_eval_rows_take_presets_by_kind_or_file_and_flags_only_where_they_apply(
 
     file = tmp_path / "mine.json"
     file.write_text(json.dumps({"method": "densecrf", "params": {"iterations": 3}, "unary": {"confidence": 0.85}}))
-    rows = parse_rows(f"convcrf,convcrf:rough_annotation,densecrf:{file}", None, {"filter_size": 7})
-    (m0, p0, u0), (m1, p1, u1), (m2, p2, u2) = rows.values()
-    assert (m0, p0.filter_size, u0) == ("convcrf", 7, {})
-    rough = presets.get("rough_annotation", "convcrf")
-    assert (p1.theta_alpha, p1.filter_size, u1) == (rough.params.theta_alpha, 7, dict(rough.unary))
-    assert (m2, p2.iterations, u2) == ("densecrf", 3, {"confidence": 0.85})
+    rows = parse_rows(f"convcrf,convcrf:rough_annotation,densecrf:{file},grabcut", None, {"filter_size": 7},
+                      {"confidence": 0.8})
+    assert list(rows.values()) == [("convcrf", None, {"filter_size": 7, "confidence": 0.8}),
+                                   ("convcrf", presets.path("rough_annotation", "convcrf"),
+                                    {"filter_size": 7, "confidence": 0.8}),
+                                   ("densecrf", file, {"confidence": 0.8}), ("grabcut", None, {})]
     with pytest.raises(ValueError, match=f"preset {file} is for method 'densecrf', not 'convcrf'"):
         parse_rows("convcrf", str(file), {})
     with pytest.raises(ValueError, match="lists 'convcrf' twice"):
@@ -253,12 +267,12 @@ def test_eval_max_side_resizes_before_the_protocol(tiny_dataset, monkeypatch) ->
 
     shapes = []
 
-    def spy(image, unary, **kwargs):
-        shapes.append((image.shape, unary.shape))
-        return real(image, unary, **kwargs)
+    def spy(image, mask, **kwargs):
+        shapes.append((image.shape, mask.shape))
+        return real(image, mask, **kwargs)
 
-    real = E.refine
-    monkeypatch.setattr(E, "refine", spy)
+    real = E.refine_mask
+    monkeypatch.setattr(E, "refine_mask", spy)
     assert main(["eval", "--data", str(tiny_dataset), "--protocol", "polygon", "--tolerance", "2", "--max-side", "28",
-                 "--iterations", "1", "--limit", "1"]) == 0
-    assert shapes == [((24, 28, 3), (3, 24, 28))]
+                 "--iterations", "1", "--limit", "1", "--rounds", "1"]) == 0
+    assert shapes == [((24, 28, 3), (24, 28))]
