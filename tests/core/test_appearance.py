@@ -118,7 +118,7 @@ def test_refine_mask_from_strokes_only(method):
     strokes = np.full(truth.shape, -1, np.int64)
     strokes[20:24, 5:12] = 0
     strokes[30:34, 45:55] = 1
-    r = crfcore.refine_mask(image, None, strokes=strokes, method=method, device="cpu")
+    r = crfcore.refine_mask(image, None, strokes=strokes, method=method, device="cpu", scale=1.0)
     assert isinstance(r.labels, np.ndarray) and r.labels.shape == truth.shape and r.probs.shape == (2, 48, 64)
     assert (r.labels == truth).mean() > 0.97
     assert (r.labels[strokes >= 0] == strokes[strokes >= 0]).all()  # strokes are hard
@@ -129,9 +129,9 @@ def test_refine_mask_moves_an_offset_mask_to_the_colour_edge():
     image, truth = _halves(48, 160)
     mask = np.zeros_like(truth)
     mask[:, 86:] = 1
-    r = crfcore.refine_mask(image, mask, roughness=8, device="cpu")
+    r = crfcore.refine_mask(image, mask, roughness=8, device="cpu", scale=1.0)
     assert (r.labels == truth).mean() > 0.98
-    auto = crfcore.refine_mask(image, mask, device="cpu")
+    auto = crfcore.refine_mask(image, mask, device="cpu", scale=1.0)
     scale = crfcore.presets.get("rough_annotation", "convcrf").appearance.roughness_scale
     assert auto.timing["roughness_px"] == pytest.approx(6 * scale, abs=scale)
     assert (auto.labels == truth).mean() > 0.98
@@ -143,15 +143,15 @@ def test_refine_mask_keeps_a_thin_structure_inside_a_wide_zone():
     image[:, 14:17] = (250, 250, 250)
     mask = truth.copy()
     mask[:, 14:17] = 2
-    r = crfcore.refine_mask(image, mask, num_classes=3, roughness=10, device="cpu")
+    r = crfcore.refine_mask(image, mask, num_classes=3, roughness=10, device="cpu", scale=1.0)
     assert (r.labels[:, 14:17] == 2).mean() > 0.95
 
 
 def test_refine_mask_is_deterministic_and_takes_tensors():
     image, truth = _halves()
     mask = np.where(np.arange(64)[None, :] >= 36, 1, 0).repeat(48, 0)
-    a = crfcore.refine_mask(image, mask, device="cpu")
-    b = crfcore.refine_mask(torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(mask), device="cpu")
+    a = crfcore.refine_mask(image, mask, device="cpu", scale=1.0)
+    b = crfcore.refine_mask(torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(mask), device="cpu", scale=1.0)
     assert isinstance(b.labels, torch.Tensor)
     np.testing.assert_array_equal(a.labels, b.labels.numpy())
     np.testing.assert_allclose(a.probs, b.probs.numpy(), atol=1e-6)
@@ -162,7 +162,7 @@ def test_refine_mask_small_class_without_confident_pixels_falls_back():
     image, truth = _halves()
     mask = truth.copy()
     mask[10:12, 10:12] = 2
-    r = crfcore.refine_mask(image, mask, num_classes=3, device="cpu")
+    r = crfcore.refine_mask(image, mask, num_classes=3, device="cpu", scale=1.0)
     assert r.labels.shape == mask.shape
 
 
@@ -170,7 +170,7 @@ def test_refine_mask_void_pixels_are_filled():
     image, truth = _halves()
     mask = truth.copy()
     mask[:, 28:36] = 255
-    r = crfcore.refine_mask(image, mask, roughness=4, device="cpu")
+    r = crfcore.refine_mask(image, mask, roughness=4, device="cpu", scale=1.0)
     assert (r.labels == truth).mean() > 0.97
 
 
@@ -191,13 +191,13 @@ def test_refine_mask_rejects_bad_input_with_clear_message(kwargs, match):
     image, _ = _halves()
     mask = kwargs.pop("mask")
     with pytest.raises(ValueError, match=match):
-        crfcore.refine_mask(image, mask, device="cpu", **kwargs)
+        crfcore.refine_mask(image, mask, device="cpu", scale=1.0, **kwargs)
 
 
 def test_refine_mask_takes_the_kind_preset_and_overrides():
     image, truth = _halves()
     mask = np.where(np.arange(64)[None, :] >= 36, 1, 0).repeat(48, 0)
-    r = crfcore.refine_mask(image, mask, device="cpu", rounds=1, iterations=1)
+    r = crfcore.refine_mask(image, mask, device="cpu", scale=1.0, rounds=1, iterations=1)
     assert r.timing["rounds"] == 1
     shipped = crfcore.presets.get("rough_annotation", "convcrf")
     assert isinstance(shipped.appearance, P.UnaryParams)

@@ -200,22 +200,23 @@ def test_tune_result_goes_back_to_the_reference_size_keeping_the_window() -> Non
     assert _to_reference(tiny, reference, 0.1).theta_gamma == pytest.approx(3.0)
 
 
-def test_eval_polygon_band_follows_the_image_under_auto(tmp_path, monkeypatch) -> None:
+def test_eval_polygon_rows_pass_the_scale_to_refine_mask(tmp_path, monkeypatch) -> None:
+    # refine_mask scales a numeric roughness itself (test below); the protocol hands it the rows' scale unchanged
     import crfcore.evaluate as E
 
     seen = []
-    real = E.from_labels
+    real = E.refine_mask
 
-    def spy(labels, num_classes, **kwargs):
-        seen.append(kwargs.get("band"))
-        return real(labels, num_classes, **kwargs)
+    def spy(image, mask, **kwargs):
+        seen.append((kwargs["roughness"], kwargs["scale"]))
+        return real(image, mask, **kwargs)
 
-    monkeypatch.setattr(E, "from_labels", spy)
+    monkeypatch.setattr(E, "refine_mask", spy)
     folder = _dataset(tmp_path, [(50, 100)])
-    E.evaluate(folder, {"a": E.Entry("convcrf", P.ConvCRFParams(iterations=1), 0.9, 5.0)}, protocol="polygon")
-    E.evaluate(folder, {"a": E.Entry("convcrf", P.ConvCRFParams(iterations=1), 0.9, 5.0)}, protocol="polygon",
-               max_side=1000, scale=1.0)
-    assert seen[0] == pytest.approx(5.0 * 100 / 500) and seen[2] == 5.0
+    entry = E.Entry("convcrf", P.ConvCRFParams(iterations=1), 5.0, {"rounds": 1})
+    E.evaluate(folder, {"a": entry}, protocol="polygon")
+    E.evaluate(folder, {"a": entry}, protocol="polygon", max_side=1000, scale=1.0)
+    assert seen == [(5.0, "auto"), (5.0, 1.0)]
 
 
 def test_batch_spec_applies_the_scale_and_rejects_a_bad_one(tmp_path) -> None:
