@@ -1,11 +1,10 @@
 """refine_mask against refine alone: what the colour-model unary costs on top of the CRF, in one run.
 
 Input: a real photo and its ground truth (VOC 2007_000346 from ../shared, or ``$CRF_SHARED``, when present, else a
-seeded synthetic scene)
-resized to ``--megapixels`` (aspect kept), the truth turned into a rough annotation by the polygon protocol at
-``--tolerance`` px (:func:`crfcore.protocols.polygon_annotation`). Per refiner, the same mask runs through
-:func:`crfcore.refine_mask` (its shipped ``rough_annotation`` preset, ``roughness="auto"``: roughness estimate,
-colour models, the preset's rounds of CRF) and through :func:`crfcore.refine` alone (the mask as a
+seeded synthetic scene) resized to ``--megapixels`` (aspect kept), the truth turned into a rough annotation by the
+polygon protocol at ``--tolerance`` px (:func:`crfcore.protocols.polygon_annotation`). Per refiner, the same mask
+runs through :func:`crfcore.refine_mask` (its shipped ``rough_annotation`` preset, ``roughness="auto"``: roughness
+estimate, colour models, the preset's rounds of CRF) and through :func:`crfcore.refine` alone (the mask as a
 :func:`crfcore.unary.from_labels` unary at the preset's confidence, the same CRF params, one run): the peer is the
 path the app took before colour models. The table gives the median wall time of each, their ratio, and
 refine_mask's unary time, rounds and estimated roughness. Timings on a shared machine are noisy; compare within a run.
