@@ -8,7 +8,7 @@ mask label l (void: none) and a class c present in the mask:
 
     d_c(x)    Euclidean distance [px] from x to the nearest pixel labelled c (0 on c's own pixels)
     t_c(x)    depth of a pixel of c: its distance to the nearest pixel not labelled c (image border excluded)
-    m_c(x)    c's own width near x: the largest depth of c within ρ of x (so a 3 px pole has m ≈ 2, a wall m ≫ ρ)
+    m_c(x)    c's own width near x: the largest depth of c within ρ/κ of x (a 3 px pole: m ≈ 2; a wall: m ≫ ρ)
     ρ_c(x)    c's reach: min(κ · m_c, ρ) taken at x's nearest pixel of c; κ = ``thin_fraction``
     zone      t_l(x) ≤ ρ_l(x): x is doubted (void pixels always are)
     cand(x)   {l} ∪ {c : d_c(x) ≤ ρ_c(x)}: the classes x may belong to (all modelled classes when none is near)
@@ -50,7 +50,7 @@ LOG_RATIO_CLIP = 12.0
 """L: a class's colour log-likelihood ratio against the best candidate is clipped at −L (nats), so one outlier colour
 cannot outweigh the prior without bound."""
 
-ROUGHNESS_PERCENTILE = 80.0
+ROUGHNESS_PERCENTILE = 90.0
 """Percentile of outline-to-edge distances that :func:`estimate_roughness` reports (robust to the outline's share that
 runs along no edge, yet near the largest offsets)."""
 
@@ -58,7 +58,8 @@ _MAX_SAMPLES = 5000  # training pixels per class (seeded subsample); the mixture
 _EM_ITERATIONS = 10
 _COV_REG = 4.0  # colour levels²: added to every covariance diagonal (flat regions stay non-singular)
 _MIN_SAMPLES_PER_COMPONENT = 8
-_EDGE_LOW, _EDGE_HIGH = 0.15, 0.3  # Canny hysteresis thresholds, fractions of the largest channel's 99th-percentile gradient
+# Canny hysteresis thresholds, fractions of the largest channel's 99th-percentile gradient magnitude
+_EDGE_LOW, _EDGE_HIGH = 0.15, 0.3
 
 
 @dataclass
@@ -93,7 +94,7 @@ def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thi
     reach = np.ones((num_classes, h, w), np.float32)
     confident = np.zeros((num_classes, h, w), bool)
     zone = labels < 0
-    window = 2 * int(math.ceil(roughness)) + 1
+    window = 2 * int(math.ceil(roughness / thin_fraction)) + 1  # sees the medial depth m wherever κ·m < ρ
     for c in np.unique(labels[labels >= 0]).tolist():
         inside = labels == c
         present[c] = True
@@ -305,11 +306,11 @@ def estimate_roughness(image: np.ndarray, labels: np.ndarray, *, percentile: flo
     """How far the mask's outline lies from strong image edges: a robust statistic, pixels ≥ 1.
 
     Strong edges are the union of Canny edges (Canny 1986) of the three colour channels (Gaussian σ = ``sigma``,
-    hysteresis thresholds at 0.15 and 0.3 of the largest channel 99th-percentile gradient magnitude); outline pixels are mask pixels with a
-    4-neighbour of another label (unknown = -1 and the image border do not count). The result is the
-    ``percentile``-th percentile of the distance [px] from each outline pixel to the nearest edge pixel, clipped to
-    [1, ``max_roughness``] (default: an eighth of the shorter image side). A mask offset by k px from the object's
-    edges (a dilation or erosion by k) gives about k.
+    hysteresis thresholds at 0.15 and 0.3 of the largest channel 99th-percentile gradient magnitude); outline
+    pixels are mask pixels with a 4-neighbour of another label (unknown = -1 and the image border do not count).
+    The result is the ``percentile``-th percentile of the distance [px] from each outline pixel to the nearest edge
+    pixel, clipped to [1, ``max_roughness``] (default: an eighth of the shorter image side). A mask offset by k px
+    from the object's edges (a dilation or erosion by k) gives about k.
 
     Args:
         image: ``(H, W, 3)`` uint8.

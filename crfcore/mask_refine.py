@@ -124,8 +124,8 @@ def refine_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *,
     painted = _as_labels(strokes, "strokes")
     for name, arr in (("mask", labels), ("strokes", painted)):
         if arr is not None and arr.shape != (h, w):
-            raise ValueError(f"{name} is {arr.shape[0]}×{arr.shape[1]} but image is {h}×{w} (H×W); resize the {name} "
-                             f"to the image with nearest-neighbour sampling.")
+            raise ValueError(f"{name} is {arr.shape[0]}×{arr.shape[1]} but image is {h}×{w} (H×W); resize the "
+                             f"{name} to the image with nearest-neighbour sampling.")
     if labels is None and (painted is None or not (painted >= 0).any()):
         raise ValueError("refine_mask needs a mask or at least one painted stroke pixel (strokes >= 0); got neither.")
     known = labels[labels != void] if labels is not None and void is not None else labels

@@ -240,14 +240,14 @@ class UnaryParams:
 
     confidence: float = _p(ParamSpec("confidence", 0.9, "Probability of a mask's label where the mask is sure "
                                       "(outside the uncertain zone).", low=0.51, high=1.0, step=0.01))
-    roughness_scale: float = _p(ParamSpec("roughness_scale", 1.5, "Multiplies the estimated roughness "
+    roughness_scale: float = _p(ParamSpec("roughness_scale", 1.0, "Multiplies the estimated roughness "
                                           "(roughness='auto'): the uncertain zone's width is this times how far "
                                           "the outline lies from strong image edges.", low=0.25, high=4.0,
                                           scale="log", step=0.05))
-    colour_weight: float = _p(ParamSpec("colour_weight", 1.0, "Weight w of the colour models' log-likelihood "
+    colour_weight: float = _p(ParamSpec("colour_weight", 0.5, "Weight w of the colour models' log-likelihood "
                                         "ratio against the mask prior inside the uncertain zone (0: mask prior "
                                         "only).", low=0.0, high=10.0, step=0.05))
-    prior_width: float = _p(ParamSpec("prior_width", 1.0, "Width σ of the mask prior, in units of a class's reach: "
+    prior_width: float = _p(ParamSpec("prior_width", 0.3, "Width σ of the mask prior, in units of a class's reach: "
                                       "a class d px away scores −d²/2(σρ)² (larger: the colours alone decide).",
                                       low=0.1, high=10.0, scale="log", step=0.05))
     colour_smoothing: float = _p(ParamSpec("colour_smoothing", 0.0, "σ of the Gaussian blur of the colour "
@@ -262,8 +262,9 @@ class UnaryParams:
                                           "colour model per class over the image; > 0 lets a class's colours vary "
                                           "across the image (components follow regions; 1: the image's longer "
                                           "side spans 255 colour levels).", low=0.0, high=4.0, step=0.05))
-    rounds: int = _p(ParamSpec("rounds", 2, "GrabCut rounds: fit the colour models, refine with the CRF, refit on "
-                               "the refined labels, refine again.", kind="int", low=1, high=5, step=1))
+    rounds: int = _p(ParamSpec("rounds", 1, "GrabCut rounds: fit the colour models and refine with the CRF; each "
+                               "further round refits on the refined labels and refines again (a second round changed "
+                               "horse mIoU by under 0.05 at twice the time).", kind="int", low=1, high=5, step=1))
 
 
 PARAMS_BY_METHOD: dict[str, type] = {

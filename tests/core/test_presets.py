@@ -92,9 +92,9 @@ def test_unknown_names_raise_listing_the_valid_ones() -> None:
         presets.for_unary_source("brush")
     with pytest.raises(ValueError, match="'noisy' is not a preset kind. Valid kinds are 'network_output'"):
         presets.load("noisy")
-    with pytest.raises(ValueError, match="no 'scribbles' preset for method 'piecewise'; presets of that kind "
+    with pytest.raises(ValueError, match="no 'scribbles' preset for method 'gaussian'; presets of that kind "
                                          "exist for 'convcrf'"):
-        presets.load("scribbles", "piecewise")
+        presets.load("scribbles", "gaussian")
 
 
 def _write(tmp_path, **extra) -> str:
