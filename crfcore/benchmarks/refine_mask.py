@@ -1,10 +1,10 @@
 """refine_mask against refine alone: what the colour-model unary costs on top of the CRF, in one run.
 
-Input: a real photo and its ground truth (VOC 2007_000346 from ../shared when present, else a seeded synthetic scene)
-resized to ``--megapixels`` (aspect kept), the truth turned into a rough annotation by the polygon protocol at
-``--tolerance`` px (:func:`crfcore.protocols.polygon_annotation`). Per refiner, the same mask runs through
-:func:`crfcore.refine_mask` (its shipped ``rough_annotation`` preset, ``roughness="auto"``: roughness estimate,
-colour models, the preset's rounds of CRF) and through :func:`crfcore.refine` alone (the mask as a
+Input: a real photo and its ground truth (VOC 2007_000346 from ../shared, or ``$CRF_SHARED``, when present, else a
+seeded synthetic scene) resized to ``--megapixels`` (aspect kept), the truth turned into a rough annotation by the
+polygon protocol at ``--tolerance`` px (:func:`crfcore.protocols.polygon_annotation`). Per refiner, the same mask
+runs through :func:`crfcore.refine_mask` (its shipped ``rough_annotation`` preset, ``roughness="auto"``: roughness
+estimate, colour models, the preset's rounds of CRF) and through :func:`crfcore.refine` alone (the mask as a
 :func:`crfcore.unary.from_labels` unary at the preset's confidence, the same CRF params, one run): the peer is the
 path the app took before colour models. The table gives the median wall time of each, their ratio, and
 refine_mask's unary time, rounds and estimated roughness. Timings on a shared machine are noisy; compare within a run.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def sample_annotation(megapixels: float, tolerance: float) -> tuple[np.ndarray, 
     from ..evaluate import resize_pair
     from ..protocols import polygon_annotation
 
-    root = Path(__file__).resolve().parents[2].parent / "shared/data/voc"
+    root = Path(os.environ.get("CRF_SHARED", Path(__file__).resolve().parents[2].parent / "shared")) / "data/voc"
     image_path, mask_path = root / "images/2007_000346.png", root / "masks/2007_000346.png"
     if image_path.exists() and mask_path.exists():
         image, gt = io.load_image(image_path), io.load_mask(mask_path)
