@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["downsample", "upsample", "upsample_adjoint"]
+__all__ = ["downsample", "upsample"]
 
 
 def downsample(x: Tensor, factor: int) -> Tensor:
@@ -33,10 +33,3 @@ def upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def upsample_adjoint(q: Tensor, grid: tuple[int, int]) -> Tensor:
-    """``Uᵀ q``: the exact adjoint of :func:`upsample` from ``grid`` to ``q``'s size; ``(B, C, H, W)`` → ``(B, C,
-    *grid)``."""
-    b, c, h, w = q.shape
-    return torch.ops.aten.upsample_bilinear2d_backward(q, [h, w], [b, c, *grid], False, None, None)

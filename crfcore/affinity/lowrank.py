@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .grid import downsample, upsample, upsample_adjoint
+from .grid import downsample, upsample
 from .local import check_features
 
 __all__ = ["LowRankBackend", "LowRankOp", "PooledBackend", "PooledOp"]
@@ -140,12 +140,18 @@ class PooledOp:
         if tuple(q.shape[-2:]) != self.size:
             raise ValueError(f"q has shape {tuple(q.shape)}, but the operator was built for size {self.size}.")
         c = (self.size[0] * self.size[1]) / (self.grid[0] * self.grid[1])
-        small = upsample_adjoint(q, self.grid) / c
+        small = _upsample_adjoint(q, self.grid) / c
         message = upsample(self.inner.apply(small), self.size)
         self_term = self.weights[0] * self.self_terms[0]
         for w, s in zip(self.weights[1:], self.self_terms[1:]):
             self_term = self_term + w * s
         return message - self_term * q
+
+
+def _upsample_adjoint(q: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``Uᵀ q``: the exact adjoint of :func:`~crfcore.affinity.local.upsample` to ``q``'s size, ``(B, C, h, w)``."""
+    b, c, h, w = q.shape
+    return torch.ops.aten.upsample_bilinear2d_backward(q, [h, w], [b, c, *grid], False, None, None)
 
 
 def _axis(small: int, big: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:

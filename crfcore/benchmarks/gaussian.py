@@ -1,11 +1,10 @@
 """Gaussian CRF: conjugate-gradient cost per backend, and backward-pass memory against unrolled mean field.
 
 Speed: iterations and milliseconds for conjugate gradient to reach ``--tol`` (relative residual) on one image, for
-the pooled local window — before: Jacobi-preconditioned CG at image size; the default: ``pooled_conjugate_gradient``,
-preconditioned by λ + 2D + 2S and stepped on the pooled grid — learned-style low-rank embeddings, and with
-``--lattice`` the permutohedral lattice, next to the ConvCRF defaults (build + five mean-field iterations) on the same
-input (the peer), with each total's ratio to the peer's. The lattice's W is not symmetric (its blur runs the lattice
-directions in one order), which the G-CRF rejects; it is measured symmetrised, ``½(W + Wᵀ)``, with ``Wᵀ`` from autograd.
+every backend available — the pooled local window (the refiner's default), learned-style low-rank embeddings, and the
+permutohedral lattice when ``crfcore.affinity`` has ``LatticeBackend`` — next to five ConvCRF mean-field iterations
+on the same input (the peer). The lattice's W is not symmetric (its blur runs the lattice directions in one order),
+which the G-CRF rejects; it is measured symmetrised, ``½(W + Wᵀ)``, with ``Wᵀ`` from autograd.
 
 Memory: forward plus backward, each configuration in a fresh process: the G-CRF with exactly 5, 20, 80 CG iterations
 (a tolerance it cannot reach, so the count is fixed; the backward solve runs as many) and ConvCRF mean field unrolled
@@ -25,8 +24,7 @@ from typing import Any
 
 import torch
 
-from ..inference.gaussian import (ConvergenceWarning, GaussianSystem, conjugate_gradient, pooled_conjugate_gradient,
-                                  unary_scores)
+from ..inference.gaussian import ConvergenceWarning, GaussianSystem, conjugate_gradient, unary_scores
 from ..params import ConvCRFParams, GaussianCRFParams, specs
 from ..refiners import ConvCRF, GaussianCRF
 from ._util import in_subprocess, peak_rss_growth_mb, reset_peak_rss, sample_case, sync
@@ -44,7 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: speed, memory")
-    p.add_argument("--lattice", action="store_true", help="also time the symmetrised lattice (slow)")
 
 
 def colour_embeddings(image: torch.Tensor, dims: int, theta_beta: float, *, seed: int = 0) -> torch.Tensor:
@@ -98,7 +95,7 @@ def _speed(backend: str, w: int, h: int, classes: int, tol: float, max_iter: int
     params = model.config
     sync(device)
     t0 = time.perf_counter()
-    if backend in ("local", "local-plain"):
+    if backend == "local":
         op = model.build(img).weighted(model.kernels.weights())
     elif backend == "lowrank":
         emb = colour_embeddings(img, dims, params.theta_beta)
@@ -111,11 +108,7 @@ def _speed(backend: str, w: int, h: int, classes: int, tol: float, max_iter: int
     diag = system.diagonal()
     sync(device)
     t1 = time.perf_counter()
-    rhs = params.lam * scores.flatten(2)
-    if backend == "local":  # what GaussianCRF runs: preconditioned by λ + 2D + 2S, stepped on the pooled grid
-        result = pooled_conjugate_gradient(system, rhs, tol=tol, max_iter=max_iter)
-    else:
-        result = conjugate_gradient(system.matvec, rhs, diag, tol=tol, max_iter=max_iter)
+    result = conjugate_gradient(system.matvec, params.lam * scores.flatten(2), diag, tol=tol, max_iter=max_iter)
     sync(device)
     t2 = time.perf_counter()
     return {"build_ms": (t1 - t0) * 1e3, "solve_ms": (t2 - t1) * 1e3, "iterations": result.iterations,
@@ -172,6 +165,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import affinity
+
     w, h = _size(args.size)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     defaults = GaussianCRFParams()
@@ -179,13 +174,11 @@ def run(args: argparse.Namespace) -> int:
           f"{args.threads or torch.get_num_threads()} threads; default GaussianCRFParams (λ={defaults.lam:g}, "
           f"k={defaults.filter_size}, b={defaults.blur})")
     if "speed" not in skip:
-        backends = ["local-plain", "local", "lowrank"] + (["lattice"] if args.lattice else [])
+        backends = ["local", "lowrank"] + (["lattice"] if hasattr(affinity, "LatticeBackend") else [])
         print(f"\nCG to tol {args.tol:g} (relative residual), single scale")
         print(f"{'backend':<28} {'build ms':>9} {'iters':>6} {'solve ms':>9} {'ms/iter':>8} {'residual':>9}")
-        labels = {"local-plain": "pooled local, Jacobi (before)", "local": "pooled local, grid PCG (default)",
-                  "lowrank": f"low-rank D={args.embedding_dims}",
+        labels = {"local": "local k×k, pooled b (default)", "lowrank": f"low-rank D={args.embedding_dims}",
                   "lattice": "lattice, ½(W+Wᵀ) by autograd"}
-        totals = {}
         for name in backends:
             try:
                 r, _ = in_subprocess(_speed, name, w, h, args.classes, args.tol, args.max_iter, args.embedding_dims,
@@ -193,15 +186,11 @@ def run(args: argparse.Namespace) -> int:
             except RuntimeError as exc:
                 print(f"{labels[name]:<28} failed: {exc}")
                 continue
-            totals[name] = r["build_ms"] + r["solve_ms"]
             print(f"{labels[name]:<28} {r['build_ms']:>9.0f} {r['iterations']:>6} {r['solve_ms']:>9.0f} "
                   f"{r['solve_ms'] / max(1, r['iterations']):>8.1f} {r['residual']:>9.1e}", flush=True)
         peer, _ = in_subprocess(_meanfield_ms, w, h, args.classes, args.device, args.threads)
         print(f"{'peer: ConvCRF mean field':<28} {peer['build_ms']:>9.0f} {peer['iterations']:>6} "
               f"{peer['solve_ms']:>9.0f} {peer['solve_ms'] / peer['iterations']:>8.1f} {'-':>9}")
-        peer_total = peer["build_ms"] + peer["solve_ms"]
-        print("build + solve ÷ ConvCRF defaults' build + 5 iterations: " + ", ".join(
-            f"{labels[name].split(' (')[0]} {total / peer_total:.2f}x" for name, total in totals.items()))
     if "memory" not in skip:
         mw, mh = _size(args.memory_size) if args.memory_size else (w, h)
         counts = [int(c) for c in args.counts.split(",")]

@@ -23,15 +23,6 @@ scores B_s (B average-pooled) and affinity W_s, coupled by ``μ/2 |X_s − U X_{
 
 symmetric positive definite, applied matrix-free and solved jointly; the output is the finest level X_0.
 
-**Pooled affinities** (the default, :class:`~crfcore.affinity.PooledOp`: ``W = U K Uᵀ/c − S`` with U the bilinear
-upsampling from an h×w grid, K the grid's kernel, S diagonal): ``A = G − (2/c) U K Uᵀ`` with the diagonal
-``G = λ + 2D + 2S``. Conjugate gradient preconditioned by G then keeps every residual in the form ``α e + U s``
-(e the first residual, α one number per column, s a grid vector) and every search direction and iterate in the form
-``G⁻¹(α e + U s)``; with ``g = UᵀG⁻¹e`` and the 3×3 stencils of ``M = UᵀG⁻¹U`` and ``UᵀU``, each step — one K, one
-M, inner products and the residual norm — runs on the grid, b² times smaller than the image, and gives the same
-iterates as the full-size method. The image-size solution is assembled once at the end (and for ``callback``), and
-its true residual is checked there; if rounding left it above ``tol``, the plain iteration finishes from it.
-
 **Gradients**: X = A⁻¹λB, so for a loss ℓ with g = ∂ℓ/∂X, y = A⁻¹g (A is symmetric), ∂ℓ/∂B = λy, and for any
 parameter θ of A or of λ, ∂ℓ/∂θ = ∂/∂θ [yᵀ(λB − A(θ)X)] with X held fixed. No iterate of the forward solve is kept.
 """
@@ -49,12 +40,11 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..affinity import AffinityOp
-from ..affinity.grid import downsample, upsample, upsample_adjoint
-from ..affinity.local import BandRunner
+from ..affinity.grid import downsample
 from .meanfield import ProgressCallback, unary_energy
 
-__all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "conjugate_gradient", "pooled_conjugate_gradient",
-           "gaussian_crf", "level_sizes", "unary_scores"]
+__all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "conjugate_gradient", "gaussian_crf",
+           "level_sizes", "unary_scores"]
 
 MatVec = Callable[[Tensor], Tensor]
 _SYMMETRY_TOL = 1e-3  # relative asymmetry above which an op is rejected (see _check_symmetric)
@@ -309,12 +299,8 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
         def hook(k: int, total: int, x: Tensor) -> None:
             callback(k, total, x[..., :n0].unflatten(-1, system.sizes[0]))
     with torch.no_grad():
-        if len(ops) == 1 and _is_pooled(ops[0]):
-            result = pooled_conjugate_gradient(system, rhs.detach(), tol=tol, max_iter=max_iter, x0=start,
-                                               callback=hook)
-        else:
-            result = conjugate_gradient(system.matvec, rhs.detach(), diag, tol=tol, max_iter=max_iter, x0=start,
-                                        callback=hook)
+        result = conjugate_gradient(system.matvec, rhs.detach(), diag, tol=tol, max_iter=max_iter, x0=start,
+                                    callback=hook)
     if not result.converged:
         warnings.warn(_stop_message("forward", result, tol, max_iter), ConvergenceWarning, stacklevel=2)
     x = result.x
@@ -323,120 +309,6 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
         if residual.requires_grad:
             x = x + _AdjointSolve.apply(residual, _adjoint_solver(system, diag, tol, max_iter))
     return x[..., :n0].unflatten(-1, system.sizes[0])
-
-
-def _is_pooled(op: AffinityOp) -> bool:
-    """Whether ``op`` is a pooled operator ``U K Uᵀ/c − S`` (:class:`~crfcore.affinity.PooledOp`)."""
-    return all(hasattr(op, name) for name in ("inner", "self_terms", "grid", "weights", "size"))
-
-
-def _gram_stencil(weight: Tensor, grid: tuple[int, int]) -> Tensor:
-    """The 3×3 stencil of ``Uᵀ diag(weight) U`` on the grid, ``(B, 3, 3, h, w)``: entry ``[:, dy+1, dx+1, y, x]``
-    couples grid node (y, x) with (y+dy, x+dx). ``weight`` is ``(B, 1, H, W)``; U is bilinear upsampling."""
-    from ..affinity.lowrank import _axis
-
-    batch, _, height, width = weight.shape
-    h, w = grid
-    ys, xs = _axis(h, height, weight), _axis(w, width, weight)
-    y_idx, x_idx = (ys[0], ys[1]), (xs[0], xs[1])
-    y_wt, x_wt = (1 - ys[2], ys[2]), (1 - xs[2], xs[2])
-    out = weight.new_zeros(batch, 9 * h * w)
-    flat = weight.reshape(batch, -1)
-    for a in (0, 1):
-        for b in (0, 1):
-            rows = (y_idx[b] - y_idx[a] + 1) * 3 * h * w + y_idx[a] * w  # (H,): offset row and node row
-            row_wt = y_wt[a] * y_wt[b]
-            for c in (0, 1):
-                for d in (0, 1):
-                    cols = (x_idx[d] - x_idx[c] + 1) * h * w + x_idx[c]
-                    index = (rows[:, None] + cols[None, :]).reshape(-1)
-                    values = flat * (row_wt[:, None] * (x_wt[c] * x_wt[d])[None, :]).reshape(1, -1)
-                    out.index_add_(1, index, values)
-    return out.view(batch, 3, 3, h, w)
-
-
-def _apply_stencil(stencil: Tensor, s: Tensor) -> Tensor:
-    """``Σ_{dy,dx} stencil[:, dy+1, dx+1] ⊙ s(· + (dy, dx))`` for ``s`` ``(B, C, h, w)``; nodes off the grid add 0."""
-    h, w = s.shape[-2:]
-    out = torch.zeros_like(s)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            ya, yb, xa, xb = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
-            if ya < yb and xa < xb:
-                out[:, :, ya:yb, xa:xb].addcmul_(stencil[:, dy + 1, dx + 1, ya:yb, xa:xb].unsqueeze(1),
-                                                 s[:, :, ya + dy:yb + dy, xa + dx:xb + dx])
-    return out
-
-
-def _grid_dot(a: Tensor, b: Tensor) -> Tensor:
-    """Per-column inner products of ``(B, C, h, w)`` tensors, ``(B, C, 1, 1)``."""
-    return torch.einsum("bchw,bchw->bc", a, b)[..., None, None]
-
-
-def pooled_conjugate_gradient(system: GaussianSystem, rhs: Tensor, *, tol: float, max_iter: int,
-                              x0: Tensor | None = None,
-                              callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
-    """Conjugate gradient preconditioned by ``G = λ + 2D + 2S`` for a single-level system of a pooled op, run on
-    the op's grid (module docstring, "Pooled affinities"). Same arguments and result as :func:`conjugate_gradient`
-    (``rhs`` ``(B, C, N)``); ``iterations`` counts grid steps plus any full-size steps that finished the solve.
-    Its small ops run on one thread each (:class:`~crfcore.affinity.local.BandRunner`)."""
-    with BandRunner():
-        return _pooled_cg(system, rhs, tol, max_iter, x0, callback)
-
-
-def _pooled_cg(system: GaussianSystem, rhs: Tensor, tol: float, max_iter: int, x0: Tensor | None,
-               callback: Callable[[int, int, Tensor], None] | None) -> CGResult:
-    op = system.ops[0]
-    size, grid = system.sizes[0], tuple(op.grid)
-    c = (size[0] * size[1]) / (grid[0] * grid[1])
-    self_term = sum(w * t for w, t in zip(op.weights, op.self_terms))
-    g_inv = (system.diagonals[0] + 2 * self_term).reciprocal()  # (B, 1, H, W)
-    full = rhs.unflatten(-1, size)
-    start = torch.zeros_like(full) if x0 is None else x0.unflatten(-1, size)
-    e = full.clone() if x0 is None else (rhs - system.matvec(x0)).unflatten(-1, size)
-    g = upsample_adjoint(g_inv * e, grid)
-    h_vec = upsample_adjoint(e, grid)
-    rho = _grid_dot(e, g_inv * e)
-    e_sq = _grid_dot(e, e)
-    m_stencil, n_stencil = _gram_stencil(g_inv, grid), _gram_stencil(torch.ones_like(g_inv), grid)
-    rhs_sq = _grid_dot(full, full)
-    scale = torch.where(rhs_sq > 0, rhs_sq, torch.ones_like(rhs_sq)).rsqrt()
-
-    a_r, s_r = torch.ones_like(rho), torch.zeros_like(g)  # r = a_r e + U s_r, z = G⁻¹ r
-    a_p, s_p, ms_p = a_r.clone(), s_r.clone(), s_r.clone()  # p = G⁻¹(a_p e + U s_p); ms_p = M s_p
-    a_x, s_x = torch.zeros_like(rho), torch.zeros_like(g)  # x = x0 + G⁻¹(a_x e + U s_x)
-    rz = rho.clone()
-
-    def assemble() -> Tensor:
-        return torch.addcmul(start, g_inv, a_x * e + upsample(s_x, size))
-
-    def residual_of(a: Tensor, s_vec: Tensor) -> float:
-        r_sq = a * a * e_sq + 2 * a * _grid_dot(h_vec, s_vec) + _grid_dot(s_vec, _apply_stencil(n_stencil, s_vec))
-        return float((r_sq.clamp_min(0).sqrt() * scale).max())
-
-    residual = residual_of(a_r, s_r)
-    done = 0
-    while residual > tol and done < max_iter:
-        t = s_p - (2 / c) * op.inner.apply(a_p * g + ms_p)  # A p = a_p e + U t
-        p_ap = a_p * a_p * rho + a_p * _grid_dot(g, t) + a_p * _grid_dot(g, s_p) + _grid_dot(ms_p, t)
-        alpha = _safe_div(rz, p_ap)
-        a_x, s_x = a_x + alpha * a_p, s_x.addcmul_(alpha, s_p)
-        a_r, s_r = a_r - alpha * a_p, s_r.addcmul_(alpha, t, value=-1.0)
-        ms_r = _apply_stencil(m_stencil, s_r)
-        rz_next = a_r * a_r * rho + 2 * a_r * _grid_dot(g, s_r) + _grid_dot(s_r, ms_r)
-        beta = _safe_div(rz_next, rz)
-        a_p, s_p, ms_p = a_r + beta * a_p, s_p.mul_(beta).add_(s_r), ms_p.mul_(beta).add_(ms_r)
-        rz = rz_next
-        done += 1
-        residual = residual_of(a_r, s_r)
-        if callback is not None:
-            callback(done, max_iter, assemble().flatten(2))
-    x = assemble().flatten(2)
-    # The grid recurrences hold in exact arithmetic; the true residual decides.
-    true = conjugate_gradient(system.matvec, rhs, system.diagonal(), tol=tol, max_iter=max(0, max_iter - done),
-                              x0=x, callback=None if callback is None else
-                              (lambda k, total, xk: callback(done + k, max_iter, xk)))
-    return CGResult(true.x, done + true.iterations, true.residual, true.converged)
 
 
 def _check_symmetric(op: AffinityOp, level: int, batch: int, size: tuple[int, int], like: Tensor) -> None:

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from .. import params as P
 from ..affinity import AffinityOp, LocalBackend, PooledBackend
 from ..affinity.grid import downsample
-from ..affinity.local import BandRunner
 from ..inference import ProgressCallback
 from ..inference.gaussian import gaussian_crf, unary_scores
 from .kernels import GaussianKernels
@@ -75,13 +74,7 @@ class GaussianCRF(nn.Module):
 
     def build(self, image: Tensor) -> AffinityOp | tuple[AffinityOp, ...]:
         """The unweighted operator for ``image`` ``(B, 3, H, W)``, or one per level (a tuple) when ``scales`` > 1;
-        reuse it while the θ's are unchanged. Without autograd its ops run on one thread each (as ConvCRF's)."""
-        if torch.is_grad_enabled():
-            return self._build(image)
-        with BandRunner():
-            return self._build(image)
-
-    def _build(self, image: Tensor) -> AffinityOp | tuple[AffinityOp, ...]:
+        reuse it while the θ's are unchanged."""
         features = self.kernels.features(image)
         backend = self.backend()
         ops = [backend.build(features)]

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from .. import params as P
 from ..affinity import AffinityOp, LocalBackend
 from ..affinity.lattice import LatticeBackend, LatticeOp
-from ..affinity.local import BandRunner
 from ..inference import ProgressCallback, held_pixels, mean_field, unary_energy
 from .kernels import GaussianKernels
 
@@ -101,21 +100,6 @@ class ConvCRF(MeanFieldCRF):
 
     def backend(self) -> LocalBackend:
         return LocalBackend(self.config.filter_size, self.config.blur)
-
-    # Without autograd, build and inference run their full-resolution steps as single-threaded ops and their band
-    # loops on a BandRunner's workers (crfcore.affinity.local), which keeps a loaded machine's thread barriers out.
-    def build(self, image: Tensor) -> AffinityOp:
-        if torch.is_grad_enabled():
-            return super().build(image)
-        with BandRunner():
-            return super().build(image)
-
-    def forward(self, image: Tensor, probs: Tensor, *, op: AffinityOp | None = None, iterations: int | None = None,
-                callback: ProgressCallback | None = None, fixed: Tensor | str | None = "auto") -> Tensor:
-        if torch.is_grad_enabled():
-            return super().forward(image, probs, op=op, iterations=iterations, callback=callback, fixed=fixed)
-        with BandRunner():
-            return super().forward(image, probs, op=op, iterations=iterations, callback=callback, fixed=fixed)
 
 
 class DenseCRF(MeanFieldCRF):

@@ -7,7 +7,7 @@ import torch
 
 from crfcore.affinity import ExactBackend
 from crfcore.affinity.grid import downsample, upsample
-from crfcore.inference import hard_pixels, mean_field, unary_energy
+from crfcore.inference import mean_field, unary_energy
 from crfcore.params import ConvCRFParams
 from crfcore.refiners import ConvCRF, get
 
@@ -88,29 +88,3 @@ def test_current_params_round_trip_learned_values() -> None:
 def test_learn_compat_needs_num_classes() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         ConvCRF(learn_compat=True)
-
-
-@pytest.mark.parametrize("k,blur,shape", [(5, 1, (14, 18)), (3, 2, (14, 18)), (5, 3, (13, 17)), (3, 4, (10, 9))])
-@pytest.mark.parametrize("potts", [True, False], ids=["potts", "compat"])
-def test_banded_mean_field_matches_autograd_path(k: int, blur: int, shape: tuple[int, int], potts: bool) -> None:
-    """The no-grad band loop (channels-last, fused resampling, fixed pixels by index) against the plain loop that
-    runs with autograd; two images in the batch, some pixels hard, a callback seeing every iteration."""
-    g = torch.Generator().manual_seed(3)
-    image = torch.rand(2, 3, *shape, generator=g) * 255
-    probs = torch.softmax(torch.randn(2, 4, *shape, generator=g) * 2, dim=1)
-    probs[0, :, 2:4, 3:6] = torch.tensor([0.0, 1.0, 0.0, 0.0]).view(4, 1, 1)
-    probs[1, :, -1, -2:] = torch.tensor([0.0, 0.0, 0.0, 1.0]).view(4, 1)
-    fixed = hard_pixels(probs)
-    model = ConvCRF(ConvCRFParams(filter_size=k, blur=blur, w_appearance=3.0, w_smoothness=2.0))
-    compat = None if potts else torch.rand(4, 4, generator=g) * (1 - torch.eye(4))
-    op = model.build(image).weighted(model.kernels.weights())
-    seen: list[torch.Tensor] = []
-    with torch.no_grad():
-        banded = mean_field(unary_energy(probs), op, iterations=3, compat=compat, fixed=fixed,
-                            callback=lambda t, n, q: seen.append(q.clone()))
-    energy = unary_energy(probs).requires_grad_()
-    plain = [mean_field(energy, op, iterations=t, compat=compat, fixed=fixed).detach() for t in (1, 2, 3)]
-    assert (banded - plain[-1]).abs().max().item() <= 1e-5
-    assert len(seen) == 3 and all((s - p).abs().max().item() <= 1e-5 for s, p in zip(seen, plain))
-    hard = fixed.expand_as(banded)
-    assert (banded[hard] - torch.softmax(-unary_energy(probs), dim=1)[hard]).abs().max().item() == 0.0

@@ -339,31 +339,3 @@ def test_current_params_round_trip_learned_lam():
     with torch.no_grad():
         model.log_lam.fill_(math.log(5.0))
     assert model.current_params().lam == pytest.approx(5.0)
-
-
-@pytest.mark.parametrize("shape,blur,batch", [((12, 14), 2, 1), ((13, 11), 3, 2)])
-@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
-def test_grid_pcg_of_pooled_op_matches_dense_solve_without_image_size_steps(monkeypatch, shape, blur, batch, warm):
-    """The pooled solve steps on the grid only: it reaches tol by itself (the image-size finishing iteration runs 0
-    steps), matches the dense solve, and its callback sees the assembled image-size iterate of every step."""
-    import crfcore.inference.gaussian as gaussian
-
-    img = _image(*shape, batch=batch)
-    op = PooledBackend(LocalBackend(5, 1), blur).build(_features(img)).weighted(torch.tensor([3.0, 1.0], dtype=D64))
-    scores = torch.randn(batch, 3, *shape, dtype=D64)
-    x0 = torch.randn(batch, 3, *shape, dtype=D64) if warm else None
-    finishing: list[int] = []
-    plain = gaussian.conjugate_gradient
-
-    def spy(*args, **kwargs):
-        result = plain(*args, **kwargs)
-        finishing.append(result.iterations)
-        return result
-
-    monkeypatch.setattr(gaussian, "conjugate_gradient", spy)
-    seen: list[torch.Tensor] = []
-    x = gaussian_crf(op, scores, lam=0.7, tol=1e-9, max_iter=500, x0=x0, callback=lambda k, t, xk: seen.append(xk))
-    assert finishing == [0]
-    dense = _dense_solve(_dense_matrix(op, batch, *shape), scores, 0.7)
-    assert _rel_err(x, dense) <= 1e-7
-    assert len(seen) >= 2 and _rel_err(seen[-1], dense) <= 1e-7 and _rel_err(seen[0], dense) > 1e-7
