@@ -12,7 +12,7 @@ VARIANT ?= cpu
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e ".[app,export,test,cluster]"
+	$(PY) -m pip install --quiet -e ".[app,export,test,cluster,bench]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
