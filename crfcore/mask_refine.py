@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,11 @@ from torch import Tensor
 
 from . import params as P
 from . import presets
-from .api import Refinement, best_device, refine, resolve_params
-from .appearance import appearance_probs, estimate_roughness, fit_colour_models, mask_geometry
+from .api import Refinement, best_device, resolve_params
+from .appearance import MaskGeometry, appearance_probs, estimate_roughness, fit_colour_models, mask_geometry
+from .image_refiner import ImageRefiner
 
-__all__ = ["refine_mask", "resolve_settings"]
+__all__ = ["RoughMask", "rough_mask", "refine_mask", "resolve_settings"]
 
 
 def _as_labels(x: np.ndarray | Tensor | None, name: str) -> np.ndarray | None:
@@ -80,6 +82,110 @@ def _eroded(labels: Tensor, num_classes: int) -> Tensor:
     return (-torch.nn.functional.max_pool2d(-onehot, 3, stride=1, padding=1))[0] > 0.5
 
 
+@dataclass
+class RoughMask:
+    """An image with its rough mask and strokes, validated and measured: the unary of each GrabCut round.
+
+    Built by :func:`rough_mask`; :func:`refine_mask` refines :meth:`unary` round by round, and the app refines the
+    first round's unary live (with ``rounds`` = 1, the default, that is exactly :func:`refine_mask`).
+
+    Attributes:
+        image: ``(3, H, W)`` float32 0..255 on the compute device.
+        labels: ``(H, W)`` int64 NumPy, the mask with strokes painted in, -1 unknown (void or unpainted).
+        strokes: ``(H, W)`` int64 NumPy or None, -1 unpainted.
+        num_classes: C ≥ 2.
+        roughness: ρ [px] at this image's size, the uncertain zone's width.
+        factor: the spatial scale factor (:func:`crfcore.params.scale_factor`) the refiner should run at.
+        settings: the unary settings.
+        geometry: the zone, reaches and training pixels (:func:`crfcore.appearance.mask_geometry`).
+    """
+
+    image: Tensor
+    labels: np.ndarray
+    strokes: np.ndarray | None
+    num_classes: int
+    roughness: float
+    factor: float
+    settings: P.UnaryParams
+    geometry: MaskGeometry
+
+    def unary(self, refined: Tensor | np.ndarray | None = None) -> Tensor:
+        """``(C, H, W)`` float32 probabilities on the image's device: colour models fitted on the confident pixels
+        (first round, ``refined`` None) or also on the zone pixels inside the regions of a previous round's
+        ``(H, W)`` labels (GrabCut's refit), combined with the mask prior in the zone."""
+        dev = self.image.device
+        samples = torch.from_numpy(self.geometry.confident).to(dev)
+        if refined is not None:
+            refined = torch.as_tensor(refined, device=dev).long()
+            samples = samples | (torch.from_numpy(self.geometry.zone).to(dev) & _eroded(refined, self.num_classes))
+        s = self.settings
+        models = fit_colour_models(self.image, samples, self.num_classes, components=s.components,
+                                   position_weight=s.position_weight)
+        return appearance_probs(self.image, self.geometry, models, confidence=s.confidence,
+                                colour_weight=s.colour_weight, prior_width=s.prior_width,
+                                smoothing=s.colour_smoothing, labels=self.labels, strokes=self.strokes)
+
+
+def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, num_classes: int | None = None,
+               roughness: float | str = "auto", strokes: np.ndarray | Tensor | None = None, void: int | None = 255,
+               device: str | torch.device | None = None, scale: str | float = "auto",
+               settings: P.UnaryParams | None = None) -> RoughMask:
+    """Validate an image, a rough mask and strokes, estimate the roughness and measure the mask's geometry.
+
+    The arguments are :func:`refine_mask`'s (``settings``: the unary settings, default :class:`UnaryParams`).
+
+    Raises:
+        ValueError: see :func:`refine_mask`.
+    """
+    settings = settings if settings is not None else P.UnaryParams()
+    img = _as_image(image)
+    h, w = img.shape[:2]
+    labels = _as_labels(mask, "mask")
+    painted = _as_labels(strokes, "strokes")
+    for name, arr in (("mask", labels), ("strokes", painted)):
+        if arr is not None and arr.shape != (h, w):
+            raise ValueError(f"{name} is {arr.shape[0]}×{arr.shape[1]} but image is {h}×{w} (H×W); resize the "
+                             f"{name} to the image with nearest-neighbour sampling.")
+    if labels is None and (painted is None or not (painted >= 0).any()):
+        raise ValueError("refine_mask needs a mask or at least one painted stroke pixel (strokes >= 0); got neither.")
+    known = labels[labels != void] if labels is not None and void is not None else labels
+    highest = max(int(known.max()) if known is not None and known.size else 0,
+                  int(painted.max()) if painted is not None else 0)
+    if num_classes is None:
+        num_classes = max(2, highest + 1)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+    if known is not None and known.size and (known.min() < 0 or known.max() >= num_classes):
+        bad = sorted(set(np.unique(known[(known < 0) | (known >= num_classes)]).tolist()))[:10]
+        raise ValueError(f"mask holds values {bad} outside 0..{num_classes - 1} (void={void}); pass num_classes="
+                         f"{max(bad) + 1} or map them to void.")
+    if painted is not None and ((painted < -1) | (painted >= num_classes)).any():
+        bad = sorted(set(np.unique(painted[(painted < -1) | (painted >= num_classes)]).tolist()))[:10]
+        raise ValueError(f"strokes hold values {bad}; expected -1 (unpainted) or a class 0..{num_classes - 1}.")
+    if not 1.0 / num_classes < settings.confidence <= 1.0:
+        raise ValueError(f"confidence must be in (1/{num_classes}, 1], got {settings.confidence}.")
+    factor = P.scale_factor(h, w, scale)
+
+    work = np.full((h, w), -1, np.int64) if labels is None else labels.copy()
+    if labels is not None and void is not None:
+        work[labels == void] = -1
+    if painted is not None:
+        work = np.where(painted >= 0, painted, work)
+    if isinstance(roughness, str):
+        if roughness != "auto":
+            raise ValueError(f"roughness must be 'auto' or a number of pixels > 0, got {roughness!r}.")
+        rho = (estimate_roughness(img, work) * settings.roughness_scale if labels is not None
+               else max(h, w) / 8.0)
+    else:
+        if isinstance(roughness, bool) or not np.isfinite(roughness) or roughness <= 0:
+            raise ValueError(f"roughness must be 'auto' or a number of pixels > 0, got {roughness!r}.")
+        rho = P.scaled_length(float(roughness), factor)
+    dev = torch.device(device) if device is not None else best_device()
+    image_t = torch.from_numpy(img).to(dev).permute(2, 0, 1).float()
+    geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction)
+    return RoughMask(image_t, work, painted, num_classes, rho, factor, settings, geometry)
+
+
 @torch.no_grad()
 def refine_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, num_classes: int | None = None,
                 method: str = "convcrf", params: Any = None, roughness: float | str = "auto",
@@ -122,78 +228,27 @@ def refine_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *,
         pixels keep the mask prior alone (documented fallback, no error).
     """
     start = time.perf_counter()
-    img = _as_image(image)
-    h, w = img.shape[:2]
-    labels = _as_labels(mask, "mask")
-    painted = _as_labels(strokes, "strokes")
-    for name, arr in (("mask", labels), ("strokes", painted)):
-        if arr is not None and arr.shape != (h, w):
-            raise ValueError(f"{name} is {arr.shape[0]}×{arr.shape[1]} but image is {h}×{w} (H×W); resize the "
-                             f"{name} to the image with nearest-neighbour sampling.")
-    if labels is None and (painted is None or not (painted >= 0).any()):
-        raise ValueError("refine_mask needs a mask or at least one painted stroke pixel (strokes >= 0); got neither.")
-    known = labels[labels != void] if labels is not None and void is not None else labels
-    highest = max(int(known.max()) if known is not None and known.size else 0,
-                  int(painted.max()) if painted is not None else 0)
-    if num_classes is None:
-        num_classes = max(2, highest + 1)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
-    if known is not None and known.size and (known.min() < 0 or known.max() >= num_classes):
-        bad = sorted(set(np.unique(known[(known < 0) | (known >= num_classes)]).tolist()))[:10]
-        raise ValueError(f"mask holds values {bad} outside 0..{num_classes - 1} (void={void}); pass num_classes="
-                         f"{max(bad) + 1} or map them to void.")
-    if painted is not None and ((painted < -1) | (painted >= num_classes)).any():
-        bad = sorted(set(np.unique(painted[(painted < -1) | (painted >= num_classes)]).tolist()))[:10]
-        raise ValueError(f"strokes hold values {bad}; expected -1 (unpainted) or a class 0..{num_classes - 1}.")
-    factor = P.scale_factor(h, w, scale)
-    kind = "rough_annotation" if labels is not None else "scribbles"
+    kind = "rough_annotation" if mask is not None else "scribbles"
     config, settings = resolve_settings(method, params, kind, **overrides)
-    if not 1.0 / num_classes < settings.confidence <= 1.0:
-        raise ValueError(f"confidence must be in (1/{num_classes}, 1], got {settings.confidence}.")
-
-    work = np.full((h, w), -1, np.int64) if labels is None else labels.copy()
-    if labels is not None and void is not None:
-        work[labels == void] = -1
-    if painted is not None:
-        work = np.where(painted >= 0, painted, work)
-    if isinstance(roughness, str):
-        if roughness != "auto":
-            raise ValueError(f"roughness must be 'auto' or a number of pixels > 0, got {roughness!r}.")
-        rho = (estimate_roughness(img, work) * settings.roughness_scale if labels is not None
-               else max(h, w) / 8.0)
-    else:
-        if isinstance(roughness, bool) or not np.isfinite(roughness) or roughness <= 0:
-            raise ValueError(f"roughness must be 'auto' or a number of pixels > 0, got {roughness!r}.")
-        rho = P.scaled_length(float(roughness), factor)
-
-    dev = torch.device(device) if device is not None else best_device()
-    image_t = torch.from_numpy(img).to(dev).permute(2, 0, 1).float()
-    geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction)
-    confident = torch.from_numpy(geometry.confident).to(dev)
-    zone = torch.from_numpy(geometry.zone).to(dev)
-    samples = confident
+    rough = rough_mask(image, mask, num_classes=num_classes, roughness=roughness, strokes=strokes, void=void,
+                       device=device, scale=scale, settings=settings)
+    refiner = ImageRefiner(rough.image, device=rough.image.device, cache_size=2)
     timing = {"build_ms": 0.0, "iterations_ms": 0.0, "unary_ms": 0.0}
-    result = None
+    labels = None
     for _ in range(settings.rounds):
         t0 = time.perf_counter()
-        models = fit_colour_models(image_t, samples, num_classes, components=settings.components,
-                                   position_weight=settings.position_weight)
-        probs = appearance_probs(image_t, geometry, models, confidence=settings.confidence,
-                                 colour_weight=settings.colour_weight, prior_width=settings.prior_width,
-                                 smoothing=settings.colour_smoothing,
-                                 labels=work, strokes=painted)
+        probs = rough.unary(labels)
         timing["unary_ms"] += (time.perf_counter() - t0) * 1e3
-        result = refine(image_t, probs, method=method, params=config, device=dev, scale=factor)
+        result = refiner.refine(probs, method, config, scale=rough.factor)
         timing["build_ms"] += result.timing["build_ms"]
         timing["iterations_ms"] += result.timing["iterations_ms"]
-        samples = confident | (zone & _eroded(result.labels, num_classes))
+        labels = result.labels
     like = mask if mask is not None else strokes
     probs_out, labels_out = result.probs, result.labels
     if not isinstance(like, Tensor):
         probs_out, labels_out = probs_out.cpu().numpy(), labels_out.cpu().numpy()
     else:
         probs_out, labels_out = probs_out.to(like.device), labels_out.to(like.device)
-    timing.update({"total_ms": (time.perf_counter() - start) * 1e3, "device": str(dev), "roughness_px": rho,
-                   "rounds": settings.rounds})
-    return Refinement(probs_out, labels_out, timing, factor)
+    timing.update({"total_ms": (time.perf_counter() - start) * 1e3, "device": str(refiner.device),
+                   "roughness_px": rough.roughness, "rounds": settings.rounds})
+    return Refinement(probs_out, labels_out, timing, rough.factor)

@@ -201,3 +201,19 @@ def test_refine_mask_takes_the_kind_preset_and_overrides():
     assert r.timing["rounds"] == 1
     shipped = crfcore.presets.get("rough_annotation", "convcrf")
     assert isinstance(shipped.appearance, P.UnaryParams)
+
+
+@pytest.mark.parametrize("method", ["convcrf", "gaussian"])
+def test_rough_mask_unary_on_an_image_refiner_is_refine_mask(method):
+    """The app's path (the first round's unary refined on the image's ImageRefiner) equals refine_mask at rounds 1."""
+    from crfcore.mask_refine import resolve_settings, rough_mask
+
+    image, truth = _halves(48, 96)
+    mask = np.zeros_like(truth)
+    mask[:, 52:] = 1
+    config, settings = resolve_settings(method, None, "rough_annotation", rounds=1)
+    rough = rough_mask(image, mask, device="cpu", settings=settings)
+    got = crfcore.ImageRefiner(image, device="cpu").refine(rough.unary(), method, config, scale=rough.factor)
+    want = crfcore.refine_mask(image, mask, method=method, device="cpu", rounds=1)
+    np.testing.assert_array_equal(got.labels.numpy(), want.labels)
+    np.testing.assert_allclose(got.probs.numpy(), want.probs, atol=1e-6)
