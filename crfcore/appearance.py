@@ -44,11 +44,15 @@ import torch
 from torch import Tensor
 
 __all__ = ["ColourModels", "MaskGeometry", "LOG_RATIO_CLIP", "ROUGHNESS_PERCENTILE", "mask_geometry",
-           "fit_colour_models", "colour_log_likelihood", "appearance_probs", "estimate_roughness"]
+           "fit_colour_models", "colour_log_likelihood", "colour_calibration", "appearance_probs",
+           "estimate_roughness", "CALIBRATION_GRID"]
 
 LOG_RATIO_CLIP = 12.0
 """L: a class's colour log-likelihood ratio against the best candidate is clipped at −L (nats), so one outlier colour
 cannot outweigh the prior without bound."""
+
+CALIBRATION_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+"""Candidate factors of :func:`colour_calibration` (1: the mixtures' own log-likelihoods)."""
 
 ROUGHNESS_PERCENTILE = 90.0
 """Percentile of outline-to-edge distances that :func:`estimate_roughness` reports (robust to the outline's share that
@@ -72,6 +76,7 @@ class MaskGeometry:
         reach: ``(C, H, W)`` float32 ρ_c at each pixel [px].
         zone: ``(H, W)`` bool, doubted pixels (void included).
         confident: ``(C, H, W)`` bool, the training pixels of each class.
+        roughness: ρ [px], the zone's largest width.
     """
 
     present: np.ndarray
@@ -79,6 +84,7 @@ class MaskGeometry:
     reach: np.ndarray
     zone: np.ndarray
     confident: np.ndarray
+    roughness: float
 
 
 def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thin_fraction: float) -> MaskGeometry:
@@ -106,7 +112,7 @@ def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thi
         reach[c] = own[iy, ix]
         confident[c] = inside & ((depth > own) | (depth >= width))
         zone |= inside & (depth <= own)
-    return MaskGeometry(present, dist, reach, zone, confident)
+    return MaskGeometry(present, dist, reach, zone, confident, float(roughness))
 
 
 @dataclass
@@ -253,9 +259,49 @@ def _smoothed_log_likelihood(models: ColourModels, image: Tensor, sigma: float) 
     return loglik
 
 
+def colour_calibration(loglik: Tensor, geometry: MaskGeometry, labels: Tensor, fitted: Tensor, *,
+                       max_pixels: int = 20_000) -> float:
+    """The factor a ≥ 0 that calibrates the colour models' log-likelihoods on the image's own confident pixels.
+
+    Calibration pixels are training pixels of a class l with another present class within 2ρ (the band just outside
+    the uncertain zone, where colours must tell l from its neighbours); a minimises the Brier score of their labels
+    under softmax(a · log P(I | k)) over k ∈ {l} ∪ {classes within 2ρ} (a proper score that, unlike the log-loss, a
+    few confidently wrong colours cannot dominate), searched on :data:`CALIBRATION_GRID`. Where
+    the classes' colours overlap (street scenes) a is small and the mask prior decides; where they differ (a horse on
+    grass) a is large. a = 1 when no pixel qualifies.
+
+    Args:
+        loglik: ``(C, H·W)`` colour log-likelihoods (-inf where no model).
+        labels: ``(H·W,)`` int64, each pixel's mask label (unknown pixels filled with the nearest).
+        fitted: ``(C,)`` bool, classes with a colour model.
+        max_pixels: calibration pixels used at most (an even stride through them).
+    """
+    dev = loglik.device
+    num_classes = loglik.shape[0]
+    confident = torch.from_numpy(geometry.confident.reshape(num_classes, -1)).to(dev).any(0)
+    pix = torch.nonzero(confident & fitted[labels]).squeeze(1)
+    if pix.numel() == 0:
+        return 1.0
+    dist = torch.from_numpy(geometry.dist.reshape(num_classes, -1)).to(dev)[:, pix]
+    own = torch.nn.functional.one_hot(labels[pix], num_classes).T.bool()
+    near = (dist <= 2 * geometry.roughness) & ~own & fitted.unsqueeze(1)
+    keep = near.any(0)
+    if not bool(keep.any()):
+        return 1.0
+    stride = max(1, int(keep.sum()) // max_pixels)
+    idx = torch.nonzero(keep).squeeze(1)[::stride]
+    ll, cand, own = loglik[:, pix[idx]], (near | own)[:, idx], own[:, idx]
+    best = torch.where(cand, ll, torch.full_like(ll, -math.inf)).max(0).values
+    ll = torch.where(cand, torch.maximum(ll, best - 2 * LOG_RATIO_CLIP), torch.full_like(ll, -math.inf))
+    target = own.float()
+    brier = [float((torch.softmax(torch.where(cand, a * ll, ll), 0) - target).square().sum(0).mean())
+             for a in CALIBRATION_GRID]
+    return float(CALIBRATION_GRID[int(np.argmin(brier))])
+
+
 def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels, *, confidence: float,
                      colour_weight: float, prior_width: float, labels: np.ndarray, smoothing: float = 0.0,
-                     strokes: np.ndarray | None = None) -> Tensor:
+                     strokes: np.ndarray | None = None, calibrate: bool = False) -> Tensor:
     """The unary ``(C, H, W)`` float32 probabilities of the module docstring, on the image's device.
 
     Args:
@@ -264,6 +310,7 @@ def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels
         labels: ``(H, W)`` int, -1 unknown (strokes already painted in).
         smoothing: σ [px] of the Gaussian blur of the colour log-likelihoods (0: none).
         strokes: ``(H, W)`` int, -1 unpainted; painted pixels become one-hot.
+        calibrate: multiply the colour log-likelihoods by :func:`colour_calibration`'s factor first.
     """
     dev = image.device
     num_classes, h, w = geometry.dist.shape
@@ -282,7 +329,11 @@ def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels
         fitted = models.fitted.unsqueeze(1)
         none_near = ~cand.any(0, keepdim=True)
         cand = torch.where(none_near, fitted | own, cand)  # void far from every class: every modelled class
-        loglik = _smoothed_log_likelihood(models, image, smoothing)[:, pix]
+        loglik = _smoothed_log_likelihood(models, image, smoothing)
+        if calibrate:
+            a = colour_calibration(loglik, geometry, lab.reshape(-1).clamp_min(0), models.fitted)
+            loglik = torch.where(torch.isfinite(loglik), loglik * a, loglik)
+        loglik = loglik[:, pix]
         masked = torch.where(cand & fitted, loglik, torch.full_like(loglik, -math.inf))
         norm = torch.logsumexp(masked, 0, keepdim=True)
         ratio = (masked - norm).clamp_min(-LOG_RATIO_CLIP)

@@ -76,6 +76,14 @@ def resolve_settings(method: str, params: Any, kind: str, **overrides: Any) -> t
     return config, appearance
 
 
+def _fill_nearest(labels: np.ndarray) -> np.ndarray:
+    """``labels`` with each -1 pixel given the label of its nearest labelled pixel (Euclidean)."""
+    from scipy.ndimage import distance_transform_edt
+
+    _, (iy, ix) = distance_transform_edt(labels < 0, return_indices=True)
+    return labels[iy, ix]
+
+
 def _eroded(labels: Tensor, num_classes: int) -> Tensor:
     """``(C, H, W)`` bool: pixels whose 3×3 neighbourhood holds one label (refit samples away from new outlines)."""
     onehot = torch.nn.functional.one_hot(labels, num_classes).permute(2, 0, 1).float().unsqueeze(0)
@@ -91,7 +99,8 @@ class RoughMask:
 
     Attributes:
         image: ``(3, H, W)`` float32 0..255 on the compute device.
-        labels: ``(H, W)`` int64 NumPy, the mask with strokes painted in, -1 unknown (void or unpainted).
+        labels: ``(H, W)`` int64 NumPy, the mask with strokes painted in; with a mask, its void pixels take the
+            nearest label (and are doubted: in the zone, never training pixels); strokes alone: -1 unpainted.
         strokes: ``(H, W)`` int64 NumPy or None, -1 unpainted.
         num_classes: C ≥ 2.
         roughness: ρ [px] at this image's size, the uncertain zone's width.
@@ -123,7 +132,8 @@ class RoughMask:
                                    position_weight=s.position_weight)
         return appearance_probs(self.image, self.geometry, models, confidence=s.confidence,
                                 colour_weight=s.colour_weight, prior_width=s.prior_width,
-                                smoothing=s.colour_smoothing, labels=self.labels, strokes=self.strokes)
+                                smoothing=s.colour_smoothing, labels=self.labels, strokes=self.strokes,
+                                calibrate=s.calibrate)
 
 
 def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, num_classes: int | None = None,
@@ -182,7 +192,12 @@ def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, 
         rho = P.scaled_length(float(roughness), factor)
     dev = torch.device(device) if device is not None else best_device()
     image_t = torch.from_numpy(img).to(dev).permute(2, 0, 1).float()
+    unknown = work < 0
+    if labels is not None and unknown.any() and not unknown.all():
+        work = _fill_nearest(work)  # the nearest label is an unannotated pixel's prior; the zone doubts it
     geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction)
+    geometry.zone |= unknown
+    geometry.confident &= ~unknown
     return RoughMask(image_t, work, painted, num_classes, rho, factor, settings, geometry)
 
 

@@ -300,6 +300,9 @@ class UnaryParams:
     colour_smoothing: float = _p(ParamSpec("colour_smoothing", 0.0, "σ of the Gaussian blur of the colour "
                                            "log-likelihoods, so specks of odd colour do not flip alone (0: none).",
                                            low=0.0, high=8.0, step=0.25, unit="px"))
+    calibrate: bool = _p(ParamSpec("calibrate", True, "Calibrate the colour models on the image's own confident "
+                                   "pixels near other classes (crfcore.appearance.colour_calibration): where "
+                                   "classes share colours the mask prior decides.", kind="bool"))
     thin_fraction: float = _p(ParamSpec("thin_fraction", 0.2, "κ: a region is doubted at most κ times its own width "
                                         "(its largest inner distance) from its outline, so thin structures keep a "
                                         "core.", low=0.1, high=2.0, step=0.05))

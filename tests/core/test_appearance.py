@@ -217,3 +217,36 @@ def test_rough_mask_unary_on_an_image_refiner_is_refine_mask(method):
     want = crfcore.refine_mask(image, mask, method=method, device="cpu", rounds=1)
     np.testing.assert_array_equal(got.labels.numpy(), want.labels)
     np.testing.assert_allclose(got.probs.numpy(), want.probs, atol=1e-6)
+
+
+def _calibration(image: np.ndarray, labels: np.ndarray) -> float:
+    from crfcore.appearance import colour_calibration
+
+    geometry = mask_geometry(labels, 2, 4.0, thin_fraction=0.5)
+    img = torch.from_numpy(image).permute(2, 0, 1).float()
+    models = fit_colour_models(img, torch.from_numpy(geometry.confident), 2, components=2)
+    loglik = colour_log_likelihood(models, img)
+    return colour_calibration(loglik, geometry, torch.from_numpy(labels).reshape(-1), models.fitted)
+
+
+def test_colour_calibration_trusts_distinct_colours_and_ignores_shared_ones():
+    from crfcore.appearance import CALIBRATION_GRID
+
+    image, truth = _halves()
+    assert _calibration(image, truth) == CALIBRATION_GRID[-1]  # two clearly different colours: full weight
+    rng = np.random.default_rng(3)
+    shared = rng.integers(0, 256, (48, 64, 3)).astype(np.uint8)  # both classes draw from one colour distribution
+    assert _calibration(shared, truth) <= 0.1  # (not 0: the mixtures are scored on the pixels they were fitted on)
+
+
+def test_refine_mask_unknown_sliver_takes_the_nearest_label_when_colours_cannot_tell():
+    """Unannotated (void) pixels between two regions of one colour distribution: the nearest label, as an annotator
+    would fill them, not whichever class the colours slightly prefer."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(60, 200, (40, 60, 3)).astype(np.uint8)
+    mask = np.zeros((40, 60), np.int64)
+    mask[:, 30:] = 1
+    drawn = mask.copy()
+    drawn[:, 27:33] = 255
+    r = crfcore.refine_mask(image, drawn, roughness=3, device="cpu", scale=1.0, w_appearance=0.0)
+    np.testing.assert_array_equal(r.labels, mask)
