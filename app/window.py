@@ -386,8 +386,8 @@ class MainWindow(QMainWindow):
         doc = self.document
         if doc is None:
             return self._carried
-        return {"method": doc.method, "params": doc.all_params(), "mask_confidence": doc.mask_confidence,
-                "mask_band": doc.mask_band}
+        return {"method": doc.method, "params": doc.all_params(), "unary_settings": doc.unary_settings,
+                "roughness": doc.roughness}
 
     def _select_row(self, index: int) -> None:
         with QSignalBlocker(self.image_list):
@@ -457,7 +457,7 @@ class MainWindow(QMainWindow):
         self._show_classes(document.class_names)
         self.legend.set_labels(self.canvas.shown_labels())
         self._show_history()
-        self.qactions["accept"].setEnabled(document.unary is not None)
+        self.qactions["accept"].setEnabled(document.has_unary)
         if document.unary_kind == "strokes":
             self.tools.set_tool("brush")
             self.show_status(f"{document.entry.stem} has no mask or probability map: paint each class with the brush "
@@ -488,8 +488,8 @@ class MainWindow(QMainWindow):
     def _on_method_changed(self, method: str) -> None:
         doc = self.document
         settings = self.presets.mask_settings(method, doc.unary_kind)
-        if settings is not None:  # this refiner's preset was tuned with its own mask settings
-            doc.set_mask_unary(*settings)
+        if settings is not None:  # this refiner's preset was tuned with its own unary settings
+            doc.set_unary_settings(settings)
         self.refine_now()
 
     # --- presets -------------------------------------------------------------------------------------------------
@@ -627,7 +627,7 @@ class MainWindow(QMainWindow):
             names = self.document.class_names if self.document is not None else ()
             doc = self.document
             settings = None if doc is None else RefineSettings(
-                doc.method, doc.params(), doc.mask_confidence, doc.mask_band, tuple(doc.class_names),
+                doc.method, doc.params(), doc.unary_settings, doc.roughness, tuple(doc.class_names),
                 self.scheduler.device)
             self.export_dialog = ExportDialog(self.folder.root, names, self, void=self.folder.void,
                                               entries=self.folder.entries, settings=settings)
@@ -635,7 +635,7 @@ class MainWindow(QMainWindow):
 
     def fine_tune(self) -> None:
         """Open the Fine-tune dialog for the current refiner (Ctrl+T)."""
-        if self.folder is not None and self.document is not None and self.document.unary is not None:
+        if self.folder is not None and self.document is not None and self.document.has_unary:
             self.tune_dialog = TuneDialog(self.folder, self.document, self)
             self.tune_dialog.applied.connect(self.panel.show_source)
             self.tune_dialog.open()
