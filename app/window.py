@@ -10,6 +10,7 @@ folder's project and restores them when the folder is opened again.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
@@ -21,12 +22,8 @@ import crfcore
 from .autosave import ProjectSync
 from .compute import RefineResult
 from .dialogs import help as help_dialogs
-from .dialogs.export import ExportDialog
 from .dialogs.help import ShortcutsDialog
-from .dialogs.network import NetworkDialog
-from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
-from .exporting import RefineSettings
 from .folder import ImageFolder, scan_folder
 from .preset_policy import PresetChange, PresetPolicy
 from .keys import ShortcutKeys
@@ -41,6 +38,11 @@ from .widgets.refiner_panel import KIND_TITLES, RefinerPanel
 from .widgets.tools import BrushControls, tool_actions
 from .widgets.unary_picker import UnaryPicker
 from .workers import RefineScheduler
+
+if TYPE_CHECKING:  # the dialogs are imported when first opened: they are not on the first screen
+    from .dialogs.export import ExportDialog
+    from .dialogs.network import NetworkDialog
+    from .dialogs.tune import TuneDialog
 
 __all__ = ["MainWindow", "format_timing"]
 
@@ -534,6 +536,8 @@ class MainWindow(QMainWindow):
         """Network… (Ctrl+Shift+N): choose a model file, its class names and whether to run the whole folder."""
         if self.folder is None:
             return
+        from .dialogs.network import NetworkDialog
+
         names = next((e.class_names for e in self.folder.entries if e.class_names), ())
         self.network_dialog = NetworkDialog(self, start=self.folder.root, folder_classes=tuple(names),
                                             device=self.scheduler.device)
@@ -623,6 +627,9 @@ class MainWindow(QMainWindow):
     def export_masks(self) -> None:
         """Open the Export dialog for the folder's project (Ctrl+E); a pending edit is saved first."""
         if self.folder is not None:
+            from .dialogs.export import ExportDialog
+            from .exporting import RefineSettings
+
             self.project_sync.flush()
             names = self.document.class_names if self.document is not None else ()
             doc = self.document
@@ -636,6 +643,8 @@ class MainWindow(QMainWindow):
     def fine_tune(self) -> None:
         """Open the Fine-tune dialog for the current refiner (Ctrl+T)."""
         if self.folder is not None and self.document is not None and self.document.has_unary:
+            from .dialogs.tune import TuneDialog
+
             self.tune_dialog = TuneDialog(self.folder, self.document, self)
             self.tune_dialog.applied.connect(self.panel.show_source)
             self.tune_dialog.open()
