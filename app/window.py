@@ -217,7 +217,7 @@ class MainWindow(QMainWindow):
             actions[name] = action
         actions["overlay"].setChecked(True)
         actions["cancel"].setEnabled(False)
-        actions["before"].setToolTip("Show the unary's labels, before refinement (B).")
+        actions["before"].setToolTip("Show the unary's labels, before refinement (B)")
         actions["background"].setToolTip("Draw class 0 as well (G); hidden by default as the usual background.")
         actions["accept"].setToolTip("Save the mask as shown as a new revision in the folder's project (A); edits "
                                      "are saved by themselves.")
