@@ -110,3 +110,24 @@ def test_unary_settings_from_the_window_reach_the_refinement(window, qtbot):
                                    device="cpu", **dataclasses.asdict(settings))
     np.testing.assert_array_equal(doc.result.labels, expected.labels)
     assert window.unary_picker.confidence.value() == pytest.approx(0.8)
+
+
+def test_the_confidence_box_sets_the_unary_settings_confidence(window, qtbot):
+    doc, box = window.document, window.unary_picker.confidence
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        box.setValue(0.75)
+    assert doc.mask_confidence == 0.75 and doc.job().rough.settings.confidence == 0.75
+    _idle(window, qtbot)
+
+
+def test_export_refines_an_unsaved_mask_as_refine_mask(sample_folder):
+    from app.exporting import RefineSettings, refine_entry
+    from app.folder import scan_folder
+
+    entry = scan_folder(sample_folder).entries[0]
+    settings = RefineSettings("convcrf", P.ConvCRFParams(iterations=3), P.UnaryParams(colour_weight=1.5), 4.0,
+                              ("background", "disc"), "cpu")
+    expected = crfcore.refine_mask(load_image(entry.image), load_mask(entry.mask).astype(np.int64), num_classes=2,
+                                   method="convcrf", params=settings.params, roughness=4.0, device="cpu",
+                                   **dataclasses.asdict(settings.unary))
+    np.testing.assert_array_equal(refine_entry(entry, settings), expected.labels)
