@@ -96,7 +96,7 @@ class ProjectSync(QObject):
         result, so the window refines them.
         """
         project = self._project
-        if project is None or document.unary is None:
+        if project is None or not document.has_unary:
             return ""
         try:
             ids = {record.path: record.id for record in project.images()}

@@ -2,13 +2,18 @@
 
 No Qt here; :mod:`app.workers` runs :func:`compute` on a thread pool. Everything numeric (the operator cache, preview
 sizing, warm starts, timing, labels) is the refiner's, so the results equal ``crfcore.refine``'s for the same inputs;
-what this adds is the job (a snapshot of the document), brush strokes made into hard unaries, a cancel check
-between steps, and :class:`Refiners`, which keeps the refiners of the images refined lately.
+what this adds is the job (a snapshot of the document), the unary of a mask or of strokes made on the worker as
+``crfcore.refine_mask`` makes it (:class:`RoughInput`, ``crfcore.mask_refine.rough_mask(...).unary()``, so a full
+run equals ``crfcore.refine_mask``'s with one GrabCut round), brush strokes on a probability map made into hard
+unaries, a cancel check between steps, and :class:`Refiners`, which keeps the refiners of the images refined lately
+and the rough-mask unaries they were given.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
@@ -17,13 +22,35 @@ import numpy as np
 import torch
 
 import crfcore
+from crfcore import params as P
 
 from .scribbles import UNPAINTED
 
-__all__ = ["IMAGES_KEPT", "RefineJob", "RefineResult", "Refiners", "compute"]
+__all__ = ["IMAGES_KEPT", "UNARIES_KEPT", "RoughInput", "RefineJob", "RefineResult", "Refiners", "compute"]
 
 IMAGES_KEPT = 2  # per-image refiners kept (the current image and the one before), each with its operators
 TIMES_KEPT = 256  # full-run times kept (one set per image and device) for images whose refiner was dropped
+UNARIES_KEPT = 4  # rough-mask unaries kept (the current inputs and a few before, e.g. the state an undo returns to)
+
+
+@dataclass(frozen=True, eq=False)
+class RoughInput:
+    """A mask and/or brush strokes to make the unary from, as ``crfcore.refine_mask`` does
+    (``crfcore.mask_refine.rough_mask(image, mask, ...).unary()``, the first GrabCut round's colour-model unary).
+
+    Attributes:
+        mask: ``(H, W)`` int64 labels 0..C-1 or ``void``, or None (strokes alone).
+        num_classes: C ≥ 2.
+        roughness: ``"auto"`` (estimated from the image and the mask) or pixels > 0 at the reference 500-px long side.
+        settings: the unary settings (:class:`crfcore.params.UnaryParams`).
+        void: the mask's unannotated label.
+    """
+
+    mask: np.ndarray | None
+    num_classes: int
+    roughness: float | str = "auto"
+    settings: P.UnaryParams = field(default_factory=P.UnaryParams)
+    void: int = 255
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,10 +59,12 @@ class RefineJob:
 
     Attributes:
         image: ``(H, W, 3)`` uint8, 0..255.
-        unary: ``(C, H, W)`` float32 probabilities, sum 1 over C.
-        scribbles: ``(H, W)`` int16 brush strokes (class index, ``UNPAINTED`` = -1 elsewhere) or None; painted
-            pixels get a hard (one-hot) unary, ``crfcore.unary.from_scribbles`` with ``unary`` as the prior, made on
-            the worker.
+        unary: ``(C, H, W)`` float32 probabilities, sum 1 over C (a probability map), or None when ``rough`` makes
+            the unary.
+        scribbles: ``(H, W)`` int16 brush strokes (class index, ``UNPAINTED`` = -1 elsewhere) or None. With
+            ``unary``, painted pixels get a hard (one-hot) unary, ``crfcore.unary.from_scribbles`` with ``unary`` as
+            the prior; with ``rough``, they are ``refine_mask``'s ``strokes`` (hard, and they train the colour
+            models). Made on the worker.
         method: a registered refiner name.
         params: that refiner's params dataclass.
         image_key: identifies the image for the operator cache (its path); equal keys must mean equal images.
@@ -43,16 +72,24 @@ class RefineJob:
             is dragged.
         version: the document's input version the unary was taken at (see ``ImageDocument.version``); the result
             carries it back so a result made before the latest edit is recognised.
+        rough: the mask and unary settings the worker makes the unary from (cached per image in
+            :class:`Refiners`), or None when ``unary`` is given.
     """
 
     image: np.ndarray
-    unary: np.ndarray
+    unary: np.ndarray | None
     method: str
     params: Any
     image_key: str
     preview: bool = False
     version: int = 0
     scribbles: np.ndarray | None = None
+    rough: RoughInput | None = None
+
+    def __post_init__(self) -> None:
+        if (self.unary is None) == (self.rough is None):
+            raise ValueError("a RefineJob needs exactly one of unary (probabilities) and rough (a mask or strokes to "
+                             "make the unary from).")
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,7 +100,9 @@ class RefineResult:
         probs: ``(C, H, W)`` float32 marginals at the image's full size, sum 1 over C.
         labels: ``(H, W)`` int64 argmax labels.
         timing: ``build_ms``, ``iterations_ms``, ``total_ms`` (milliseconds), ``device``, ``cached`` (the operator
-            was reused, build_ms ≈ 0) and ``scale`` (1, or the preview's downsampling factor).
+            was reused, build_ms ≈ 0) and ``scale`` (1, or the preview's downsampling factor); with a rough-mask
+            unary also ``unary_ms`` (0 when cached) and ``roughness_px`` (the uncertain zone's width at the image's
+            size, estimated under Auto).
         method: the refiner that made it.
         preview: True for a reduced-resolution preview.
         version: the job's ``version``.
@@ -82,7 +121,8 @@ class RefineResult:
 class Refiners:
     """The :class:`crfcore.ImageRefiner` of each image refined lately, least recently used dropped first; safe to
     share between threads. A dropped refiner's full-run times are kept, so a revisited image's previews are sized
-    as before."""
+    as before. It also keeps the last :data:`UNARIES_KEPT` rough-mask unaries (:meth:`rough_unary`), keyed by the
+    image and the contents of the mask, strokes and settings, so a slider drag does not remake them."""
 
     def __init__(self, size: int = IMAGES_KEPT) -> None:
         if size < 1:
@@ -90,6 +130,7 @@ class Refiners:
         self.size = size
         self._refiners: OrderedDict[Hashable, crfcore.ImageRefiner] = OrderedDict()
         self._times: OrderedDict[Hashable, dict[str, float]] = OrderedDict()
+        self._unaries: OrderedDict[Hashable, tuple[torch.Tensor, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, job: RefineJob, device: torch.device) -> crfcore.ImageRefiner:
@@ -111,13 +152,58 @@ class Refiners:
                 self._times.popitem(last=False)
         return refiner
 
+    def rough_unary(self, job: RefineJob, device: torch.device) -> tuple[torch.Tensor, float, bool]:
+        """``(unary, roughness_px, cached)`` of ``job.rough``: ``(C, H, W)`` float32 on ``device``, made by
+        :func:`rough_unary` unless the same inputs were made lately."""
+        key = _rough_key(job, device)
+        with self._lock:
+            hit = self._unaries.get(key)
+            if hit is not None:
+                self._unaries.move_to_end(key)
+                return (*hit, True)
+        unary, roughness = rough_unary(job, device)
+        with self._lock:
+            self._unaries[key] = (unary, roughness)
+            while len(self._unaries) > UNARIES_KEPT:
+                self._unaries.popitem(last=False)
+        return unary, roughness, False
+
     def clear(self) -> None:
         with self._lock:
             self._refiners.clear()
             self._times.clear()
+            self._unaries.clear()
 
     def __len__(self) -> int:
         return len(self._refiners)
+
+
+def _digest(array: np.ndarray | None) -> tuple | None:
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    return array.shape, str(array.dtype), hashlib.blake2b(array.data, digest_size=16).digest()
+
+
+def _rough_key(job: RefineJob, device: torch.device) -> Hashable:
+    rough = job.rough
+    return (job.image_key, job.image.shape, str(device), _digest(rough.mask), _digest(job.scribbles),
+            rough.num_classes, rough.roughness, rough.settings, rough.void)
+
+
+def rough_unary(job: RefineJob, device: str | torch.device | None = None) -> tuple[torch.Tensor, float]:
+    """``(unary, roughness_px)`` of a job with ``rough``: ``crfcore.mask_refine.rough_mask(...).unary()`` of its
+    image, mask and strokes, ``(C, H, W)`` float32 on ``device``, and the uncertain zone's width in pixels at the
+    image's size. Takes 0.1–2 s (colour models fitted on the image); :meth:`Refiners.rough_unary` caches it."""
+    from crfcore.mask_refine import rough_mask  # the colour models: not needed until a mask is refined
+
+    rough = job.rough
+    if rough is None:
+        raise ValueError("rough_unary needs a job with rough (a mask or strokes); this job carries a unary.")
+    strokes = None if job.scribbles is None else job.scribbles.astype(np.int64)
+    made = rough_mask(job.image, rough.mask, num_classes=rough.num_classes, roughness=rough.roughness,
+                      strokes=strokes, void=rough.void, device=device, settings=rough.settings)
+    return made.unary(), made.roughness
 
 
 def compute(job: RefineJob, *, refiners: Refiners | None = None, device: str | torch.device | None = None,
@@ -144,8 +230,18 @@ def compute(job: RefineJob, *, refiners: Refiners | None = None, device: str | t
     check()
     dev = torch.device(device) if device is not None else crfcore.best_device()
     refiner = refiners.get(job, dev) if refiners is not None else crfcore.ImageRefiner(job.image, device=dev)
-    unary = job.unary if job.scribbles is None else crfcore.unary.from_scribbles(
-        job.scribbles.astype(np.int64), job.unary.shape[0], prior=job.unary, unpainted=UNPAINTED)
+    extra: dict[str, Any] = {}
+    if job.rough is not None:
+        start = time.perf_counter()
+        unary, roughness, cached = (refiners.rough_unary(job, dev) if refiners is not None
+                                    else (*rough_unary(job, dev), False))
+        extra = {"unary_ms": 0.0 if cached else (time.perf_counter() - start) * 1e3, "roughness_px": roughness}
+        check()
+    elif job.scribbles is not None:
+        unary = crfcore.unary.from_scribbles(job.scribbles.astype(np.int64), job.unary.shape[0], prior=job.unary,
+                                             unpainted=UNPAINTED)
+    else:
+        unary = job.unary
 
     def callback(done: int, total: int, _q: torch.Tensor) -> None:
         check()
@@ -153,4 +249,10 @@ def compute(job: RefineJob, *, refiners: Refiners | None = None, device: str | t
             progress(done, total)
 
     result = refiner.refine(unary, job.method, job.params, preview=job.preview, callback=callback)
-    return RefineResult(result.probs, result.labels, result.timing, job.method, job.preview, job.version, job.params)
+    probs, labels = result.probs, result.labels
+    if isinstance(probs, torch.Tensor):  # a rough-mask unary is a tensor on the device: so are the marginals
+        probs, labels = probs.cpu().numpy(), labels.cpu().numpy()
+    timing = {**result.timing, **extra}
+    if extra:
+        timing["total_ms"] = result.timing["total_ms"] + extra["unary_ms"]
+    return RefineResult(probs, labels, timing, job.method, job.preview, job.version, job.params)

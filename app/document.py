@@ -4,9 +4,15 @@ Widgets observe an :class:`ImageDocument` through its signals and write to it th
 first (napari's model habit, STYLE.md): a setter either stores a valid value and emits, or raises ``ValueError``
 naming the argument, what was expected and the fix.
 
+A mask (and brush strokes, with or without a mask) becomes a unary as in ``crfcore.refine_mask``: colour models
+learned from the mask's confident part and the strokes (``crfcore.mask_refine.rough_mask(...).unary()``, made on the
+worker and cached there, :mod:`app.compute`), shaped by the unary settings (:class:`crfcore.params.UnaryParams`) and
+the roughness (Auto or pixels). A probability map is the unary itself.
+
 Brush edits live in a :class:`~app.scribbles.ScribbleLayer` with its undo history: painted pixels are hard unaries
-for the next refinement (``crfcore.unary.from_scribbles`` with the loaded unary as the prior) and override the refined
-labels in :attr:`ImageDocument.labels`, the mask the user sees and saves. :attr:`ImageDocument.version` counts changes
+for the next refinement (on a probability map ``crfcore.unary.from_scribbles`` with it as the prior; on a mask or
+alone ``refine_mask``'s ``strokes``, which also train the colour models) and override the refined labels in
+:attr:`ImageDocument.labels`, the mask the user sees and saves. :attr:`ImageDocument.version` counts changes
 of the refinement's inputs (unary, scribbles); a result remembers the version it was made from.
 """
 
@@ -25,14 +31,16 @@ from crfcore.io import load_image, load_mask
 from crfcore.labels import VOID
 from crfcore.unary_io import load_unary
 
-from .compute import RefineJob, RefineResult
+from .compute import RefineJob, RefineResult, RoughInput
 from .folder import ImageEntry
 from .scribbles import UNPAINTED, ScribbleLayer
 
-__all__ = ["UnaryKind", "VOID", "STROKES_CLASSES", "available_methods", "default_params", "ImageDocument"]
+__all__ = ["UnaryKind", "VOID", "STROKES_CLASSES", "ROUGH_KINDS", "available_methods", "default_params",
+           "ImageDocument"]
 
 UnaryKind = Literal["mask", "probs", "strokes"]
 STROKES_CLASSES = 2  # classes of a strokes-only image when classes.json names none (background and one object)
+ROUGH_KINDS = ("rough_annotation", "scribbles")  # preset kinds whose "unary" entry holds the mask's unary settings
 
 
 def available_methods() -> list[str]:
@@ -49,7 +57,8 @@ class ImageDocument(QObject):
     """State of one image. Build with :meth:`open`; widgets connect to the signals.
 
     Signals:
-        unary_changed: the unary probabilities and "before" labels changed (source, file or mask confidence).
+        unary_changed: the unary source, its "before" labels or how a mask or strokes become the unary (unary
+            settings, roughness) changed.
         method_changed(str): the active refiner.
         param_changed(str, str): ``(method, name)`` of one parameter set through :meth:`set_param`.
         params_replaced(str): a method's whole parameter set was replaced (preset, reset).
@@ -68,8 +77,8 @@ class ImageDocument(QObject):
     edited = Signal(str)
 
     def __init__(self, entry: ImageEntry, image: np.ndarray, *, method: str | None = None,
-                 params: Mapping[str, Any] | None = None, mask_confidence: float = crfcore.unary.DEFAULT_CONFIDENCE,
-                 mask_band: float | None = None, parent: QObject | None = None) -> None:
+                 params: Mapping[str, Any] | None = None, unary_settings: P.UnaryParams | None = None,
+                 roughness: float | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}; load it with "
@@ -89,13 +98,14 @@ class ImageDocument(QObject):
         self._method = methods[0]
         if method is not None:
             self.set_method(method)
-        self._check_confidence(mask_confidence)
-        self._confidence = float(mask_confidence)
-        self._band = crfcore.unary.check_band(mask_band, "mask_band")
+        self._settings = self._check_settings(unary_settings if unary_settings is not None else P.UnaryParams())
+        self._roughness = self._check_roughness(roughness)
+        self._roughness_px: float | None = None
         self._kind: UnaryKind | None = None
         self._path: Path | None = None
         self._source: np.ndarray | None = None
         self._unary: np.ndarray | None = None
+        self._count = 0
         self._before: np.ndarray | None = None
         self._names: tuple[str, ...] = entry.class_names or ()
         self._result: RefineResult | None = None
@@ -107,7 +117,7 @@ class ImageDocument(QObject):
         """Load ``entry``'s image and its default unary source: the probability map if there is one, else the mask,
         else none: the image starts from nothing, ready for strokes (:meth:`start_from_strokes`).
 
-        Keyword arguments are those of the constructor (``method``, ``params``, ``mask_confidence``, ``mask_band``).
+        Keyword arguments are those of the constructor (``method``, ``params``, ``unary_settings``, ``roughness``).
         """
         doc = cls(entry, load_image(entry.image), **kwargs)
         if entry.probs is not None:
@@ -119,14 +129,14 @@ class ImageDocument(QObject):
         return doc
 
     def start_from_strokes(self) -> None:
-        """No mask and no probabilities: a uniform unary over ``classes.json``'s classes (else
-        :data:`STROKES_CLASSES`), so brush strokes alone make the mask (painted pixels hard, the CRF spreads them).
-        Nothing is refined until something is painted."""
+        """No mask and no probabilities: ``classes.json``'s classes (else :data:`STROKES_CLASSES`), and brush strokes
+        alone make the mask (``crfcore.refine_mask(image, None, strokes=...)``: painted pixels hard, their colours
+        learned, the CRF spreads them). Nothing is refined until something is painted."""
         count = len(self._names) or STROKES_CLASSES
         self._check_scribbles_fit(count)
         shape = self.image.shape[:2]
         self._kind, self._path, self._source = "strokes", None, None
-        self._unary = np.full((count, *shape), 1.0 / count, dtype=np.float32)
+        self._unary, self._count, self._roughness_px = None, count, None
         self._before = np.full(shape, VOID, dtype=np.int64)
         self._version += 1
         self._set_result(None)
@@ -144,8 +154,19 @@ class ImageDocument(QObject):
 
     @property
     def unary(self) -> np.ndarray | None:
-        """``(C, H, W)`` float32 class probabilities, sum 1 over C; None while no unary is loaded."""
+        """``(C, H, W)`` float32 class probabilities of a probability map, sum 1 over C; None for a mask or strokes
+        (their unary is made on the worker, :class:`~app.compute.RoughInput`) and while no source is loaded."""
         return self._unary
+
+    @property
+    def has_unary(self) -> bool:
+        """True once a source is loaded (a probability map, a mask, or strokes alone): the classes are known."""
+        return self._kind is not None
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """``(H, W)`` int64 labels of a mask source (:attr:`void` = unannotated), else None."""
+        return self._source if self._kind == "mask" else None
 
     @property
     def before_labels(self) -> np.ndarray | None:
@@ -160,7 +181,7 @@ class ImageDocument(QObject):
 
     @property
     def num_classes(self) -> int:
-        return 0 if self._unary is None else self._unary.shape[0]
+        return self._count
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -168,15 +189,32 @@ class ImageDocument(QObject):
         return self._names or tuple(f"class {i}" for i in range(self.num_classes))
 
     @property
+    def unary_settings(self) -> P.UnaryParams:
+        """How a mask and strokes become the unary (``crfcore.refine_mask``'s unary settings)."""
+        return self._settings
+
+    @property
     def mask_confidence(self) -> float:
-        """Probability a mask gives its own label, in (0.5, 1] (see ``crfcore.unary.from_labels``)."""
-        return self._confidence
+        """Probability a mask gives its own label where it is sure, in (0.5, 1] (``unary_settings.confidence``)."""
+        return self._settings.confidence
+
+    @property
+    def roughness(self) -> float | None:
+        """How far a mask's outline may be off, pixels at the reference 500-px long side (scaled to the image as
+        the refiner's spatial parameters), or None for Auto (estimated from the image and the mask)."""
+        return self._roughness
 
     @property
     def mask_band(self) -> float | None:
-        """Width in pixels of the uncertain band along a mask's outlines, or None (see
-        ``crfcore.unary.from_labels``)."""
-        return self._band
+        """:attr:`roughness` (None under Auto): the outline band the Fine-tune dialog makes its training unaries
+        with (``crfcore.unary.from_labels``), the nearest that unary has to the roughness."""
+        return self._roughness
+
+    @property
+    def roughness_px(self) -> float | None:
+        """The uncertain zone's width in pixels at this image's size that the last result's unary used (estimated
+        under Auto); None before a result from a mask or strokes."""
+        return self._roughness_px
 
     @property
     def preset_kind(self) -> str | None:
@@ -188,19 +226,23 @@ class ImageDocument(QObject):
                                                  "strokes": "scribbles"}[self._kind])
 
     def apply_preset(self, kind: str) -> list[str]:
-        """Give every method that has a shipped preset of ``kind`` that preset's parameters, and take the mask
-        settings (confidence, band) from the active method's preset; returns the methods whose parameters changed.
+        """Give every method that has a shipped preset of ``kind`` that preset's parameters, and, for a kind made
+        from a mask or strokes (:data:`ROUGH_KINDS`), take the unary settings from the active method's preset
+        (:class:`crfcore.params.UnaryParams` defaults when it has none, as ``crfcore.refine_mask``); returns the
+        methods whose parameters changed.
 
         Raises:
             ValueError: ``kind`` is not a preset kind.
         """
+        methods = crfcore.presets.methods(kind)
+        if kind in ROUGH_KINDS:
+            self.set_unary_settings(crfcore.presets.get(kind, self._method).appearance if self._method in methods
+                                    else P.UnaryParams())
         changed = []
-        for method in crfcore.presets.methods(kind):
+        for method in methods:
             if method not in self._params:
                 continue
             preset = crfcore.presets.get(kind, method)
-            if method == self._method and preset.confidence is not None:
-                self.set_mask_unary(preset.confidence, preset.band)
             if preset.params != self._params[method]:
                 self.set_params(method, preset.params)
                 changed.append(method)
@@ -225,54 +267,77 @@ class ImageDocument(QObject):
                 raise ValueError(f"{path.name} is {source.shape[0]}×{source.shape[1]} but the image is "
                                  f"{self.image.shape[0]}×{self.image.shape[1]} (H×W); use a mask made for this "
                                  f"image.")
-            unary, before = self._from_mask(source, path, self._confidence, self._band)
+            source = source.astype(np.int64)
+            unary, count = None, self._mask_classes(source, path)
         else:
             source = load_unary(path, num_classes=len(self._names) or None, image_shape=self.image.shape[:2],
-                                confidence=self._confidence)
-            unary, before = source, source.argmax(0).astype(np.int64)
-        self._check_scribbles_fit(unary.shape[0])
-        self._kind, self._path, self._source, self._unary, self._before = kind, path, source, unary, before
+                                confidence=self._settings.confidence)
+            unary, count = source, source.shape[0]
+        self._check_scribbles_fit(count)
+        self._kind, self._path, self._source, self._unary, self._count = kind, path, source, unary, count
+        self._before = source if kind == "mask" else source.argmax(0).astype(np.int64)
+        self._roughness_px = None
         self._version += 1
         self._set_result(None)
         self.unary_changed.emit()
 
     def set_mask_confidence(self, confidence: float) -> None:
-        """Change the probability a mask gives its own label; re-derives the unary when the source is a mask."""
-        self.set_mask_unary(confidence, self._band)
+        """Change the probability a mask gives its own label where it is sure (``unary_settings.confidence``)."""
+        self.set_unary_settings(P.with_overrides(self._settings, confidence=confidence))
 
-    def set_mask_unary(self, confidence: float, band: float | None) -> None:
-        """Change how a mask becomes a unary (``crfcore.unary.from_labels``'s ``confidence`` and ``band``, pixels or
-        None); re-derives the unary when the source is a mask."""
-        self._check_confidence(confidence)
-        band = crfcore.unary.check_band(band, "mask band")
-        if (confidence, band) == (self._confidence, self._band):
-            return
-        if self._kind == "mask":
-            self._unary, self._before = self._from_mask(self._source, self._path, confidence, band)
+    def set_unary_settings(self, settings: P.UnaryParams) -> None:
+        """Change how a mask and strokes become the unary; the next refinement of a mask or strokes remakes it.
+
+        Raises:
+            ValueError: not a :class:`crfcore.params.UnaryParams`, or a confidence outside (1/C, 1].
+        """
+        settings = self._check_settings(settings)
+        if settings != self._settings:
+            self._settings = settings
+            self._changed_rough_input()
+
+    def set_roughness(self, roughness: float | None) -> None:
+        """Set the roughness: pixels > 0 at the reference 500-px long side, or None for Auto."""
+        roughness = self._check_roughness(roughness)
+        if roughness != self._roughness:
+            self._roughness = roughness
+            self._changed_rough_input()
+
+    def _changed_rough_input(self) -> None:
+        if self._kind in ("mask", "strokes"):
             self._version += 1
-        self._confidence, self._band = float(confidence), band
-        if self._kind == "mask":
             self._set_result(None)
             self.unary_changed.emit()
 
     @staticmethod
-    def _check_confidence(confidence: float) -> None:
-        if not 0.5 < confidence <= 1.0:
-            raise ValueError(f"mask_confidence must be in (0.5, 1], got {confidence}; 1 makes the mask hard.")
+    def _check_settings(settings: Any) -> P.UnaryParams:
+        if not isinstance(settings, P.UnaryParams):
+            raise ValueError(f"unary settings must be crfcore.params.UnaryParams, got {type(settings).__name__}.")
+        if not 0.5 < settings.confidence <= 1.0:
+            raise ValueError(f"mask confidence must be in (0.5, 1], got {settings.confidence}; 1 makes the mask hard.")
+        return settings
 
-    def _from_mask(self, mask: np.ndarray, path: Path, confidence: float,
-                   band: float | None) -> tuple[np.ndarray, np.ndarray]:
-        labels = mask.astype(np.int64)
+    @staticmethod
+    def _check_roughness(roughness: float | None) -> float | None:
+        if roughness is None:
+            return None
+        if isinstance(roughness, bool) or not isinstance(roughness, (int, float)) or not np.isfinite(roughness) \
+                or roughness <= 0:
+            raise ValueError(f"roughness must be a number of pixels > 0 (at a 500-px long side) or None for Auto, "
+                             f"got {roughness!r}.")
+        return float(roughness)
+
+    def _mask_classes(self, labels: np.ndarray, path: Path) -> int:
         valid = labels[labels != self.void]
         found = int(valid.max()) + 1 if valid.size else 0
         count = len(self._names) if self._names else max(2, found)
         if found > count:
             raise ValueError(f"{path.name} holds class {found - 1} but classes.json names {count} classes; add the "
                              f"missing names, give the unannotated label as \"void\", or fix the mask.")
-        if band is not None:  # issue 20: the band is set at a 500-px long side, as the refiner's spatial params
-            band = P.scaled_length(band, P.scale_factor(*labels.shape, "auto"))
-        unary = crfcore.unary.from_labels(labels, count, confidence=confidence, ignore_index=self.void, band=band)
-        return unary.astype(np.float32), labels
+        if valid.size and int(valid.min()) < 0:
+            raise ValueError(f"{path.name} holds the negative label {int(valid.min())}; labels are class indices "
+                             f"0..{count - 1} or the void label {self.void}.")
+        return count
 
     # --- refiner -----------------------------------------------------------------------------------------------
     @property
@@ -358,6 +423,8 @@ class ImageDocument(QObject):
     def _set_result(self, result: RefineResult | None) -> None:
         if result is None and self._result is None:
             return
+        if result is not None and "roughness_px" in result.timing:
+            self._roughness_px = float(result.timing["roughness_px"])
         self._result = result
         self.result_changed.emit()
 
@@ -371,7 +438,7 @@ class ImageDocument(QObject):
             scribbles: ``(H, W)`` integer scribbles (:data:`~app.scribbles.UNPAINTED` = none) or None for none.
             method: the refiner that made the mask, for display.
         """
-        if self._unary is None:
+        if not self.has_unary:
             raise ValueError("restore() needs a unary first (the class count); load a mask or probability map.")
         shape = self.image.shape[:2]
         for name, array in (("mask", labels), ("scribbles", scribbles)):
@@ -395,13 +462,18 @@ class ImageDocument(QObject):
 
     def job(self, *, preview: bool = False) -> RefineJob | None:
         """A snapshot of the inputs for a refinement, or None while no unary is loaded (or, starting from nothing,
-        nothing is painted): the loaded unary and a copy of the scribbles, whose painted pixels the worker makes hard (``crfcore.unary.from_scribbles``)."""
-        if self._unary is None or (self._kind == "strokes" and not self._scribbles.painted):
+        nothing is painted): a probability map, or the mask (None for strokes alone) with the unary settings and
+        roughness the worker makes the unary from (:class:`~app.compute.RoughInput`), and a copy of the scribbles."""
+        if not self.has_unary or (self._kind == "strokes" and not self._scribbles.painted):
             return None
         scribbles = self._scribbles.values.copy() if self._scribbles.painted else None
+        rough = None
+        if self._kind != "probs":
+            rough = RoughInput(self.mask, self._count, "auto" if self._roughness is None else self._roughness,
+                               self._settings, self.void)
         return RefineJob(image=self.image, unary=self._unary, method=self._method, params=self.params(),
                          image_key=str(self.entry.image), preview=preview, version=self._version,
-                         scribbles=scribbles)
+                         scribbles=scribbles, rough=rough)
 
     # --- scribbles and undo --------------------------------------------------------------------------------------
     @property
@@ -457,7 +529,7 @@ class ImageDocument(QObject):
 
     def begin_edit(self, name: str) -> None:
         """Start one undo item (a brush drag): everything painted until :meth:`end_edit` is undone at once."""
-        if self._unary is None:
+        if not self.has_unary:
             raise ValueError("painting needs a unary (the classes); load a mask or probability map first.")
         self._scribbles.begin(name)
 

@@ -8,14 +8,16 @@ includes it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 import crfcore
-from crfcore.io import load_image
+from crfcore import params as P
+from crfcore.io import load_image, load_mask
 from crfcore.project import CATALOG_DIR, Project
 from crfcore.unary_io import load_unary
 
@@ -28,14 +30,15 @@ EXPORT_NOTE = "refined for export"
 
 @dataclass(frozen=True)
 class RefineSettings:
-    """How the window refines: ``method`` with ``params`` (its dataclass), masks made unaries with ``confidence`` in
-    (0.5, 1] and an outline ``band`` (pixels or None), ``class_names`` (C names; empty: from the files), ``device``
+    """How the window refines: ``method`` with ``params`` (its dataclass), masks made unaries as
+    ``crfcore.refine_mask`` makes them with ``unary`` (:class:`crfcore.params.UnaryParams`) and ``roughness``
+    (pixels at the reference size, or None for Auto), ``class_names`` (C names; empty: from the files), ``device``
     (None = best)."""
 
     method: str
     params: Any
-    confidence: float = crfcore.unary.DEFAULT_CONFIDENCE
-    band: float | None = None
+    unary: P.UnaryParams = field(default_factory=P.UnaryParams)
+    roughness: float | None = None
     class_names: tuple[str, ...] = ()
     device: str | None = None
 
@@ -53,7 +56,8 @@ def unsaved(root: str | Path, entries: Sequence[ImageEntry]) -> tuple[list[Image
 
 
 def refine_entry(entry: ImageEntry, settings: RefineSettings) -> np.ndarray:
-    """``(H, W)`` int64 refined labels of ``entry`` from its probability map (else its mask).
+    """``(H, W)`` int64 refined labels of ``entry`` from its probability map (``crfcore.refine``), else its mask
+    (``crfcore.refine_mask`` with one GrabCut round per the settings, as the window refines it).
 
     Raises:
         ValueError: the entry has no unary source, or a file is unreadable (the message names it).
@@ -62,9 +66,19 @@ def refine_entry(entry: ImageEntry, settings: RefineSettings) -> np.ndarray:
         raise ValueError(f"{entry.stem} has no mask or probability map to refine.")
     image = load_image(entry.image)
     names = settings.class_names or entry.class_names or ()
-    unary = load_unary(entry.probs or entry.mask, num_classes=len(names) or None, image_shape=image.shape[:2],
-                       confidence=settings.confidence, band=None if entry.probs else settings.band,
-                       ignore_index=entry.void)
+    if entry.probs is None:
+        mask = load_mask(entry.mask)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"{entry.mask.name} is {mask.shape[0]}×{mask.shape[1]} but {entry.image.name} is "
+                             f"{image.shape[0]}×{image.shape[1]} (H×W); use a mask made for this image.")
+        result = crfcore.refine_mask(image, mask.astype(np.int64), num_classes=len(names) or None,
+                                     method=settings.method, params=settings.params,
+                                     roughness="auto" if settings.roughness is None else settings.roughness,
+                                     void=entry.void, device=settings.device,
+                                     **dataclasses.asdict(settings.unary))
+        return np.asarray(result.labels, dtype=np.int64)
+    unary = load_unary(entry.probs, num_classes=len(names) or None, image_shape=image.shape[:2],
+                       confidence=settings.unary.confidence, ignore_index=entry.void)
     result = crfcore.refine(image, unary, method=settings.method, params=settings.params, device=settings.device)
     return np.asarray(result.labels, dtype=np.int64)
 

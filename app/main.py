@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from PySide6.QtWidgets import QWidget
+    from PySide6.QtWidgets import QApplication, QWidget
 
     from .window import MainWindow
 
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "refine times, then quit: 0 on success, 1 with the reason otherwise (app.selftest)")
     parser.add_argument("--selftest-out", type=Path, metavar="DIR", help="where --selftest writes the refined "
                         "mask (default: a new temporary folder)")
+    parser.add_argument("--startup-time", action="store_true", help="print the seconds from process start to the "
+                        "window shown with the folder's first image (its refinement may still run), then quit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
 
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1
+    import crfcore  # noqa: F401  torch before Qt: PySide6's import hook would otherwise wrap torch's ~1,000 imports
+
     try:
         from PySide6.QtWidgets import QApplication
     except ImportError as exc:  # QtGui links the system GL libraries
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         window.use_network_file(args.model)
     if opened and args.method is not None and window.document is not None:
         window.document.set_method(args.method)
+    if args.startup_time:
+        return _print_startup_time(app, window)
     if args.screenshot is not None:
         _screenshot_when_idle(window, args.screenshot)
         return 0
@@ -103,6 +109,29 @@ def save_screenshot(widget: "QWidget", path: Path) -> None:
     rows = np.frombuffer(image.constBits(), dtype=np.uint8).reshape(image.height(), image.bytesPerLine())
     rgb = rows[:, : image.width() * 3].reshape(image.height(), image.width(), 3)
     Image.fromarray(rgb).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+def _print_startup_time(app: "QApplication", window: "MainWindow") -> int:
+    """Paint the window once, print ``startup <s> s (CPU <c> s)`` and close: the seconds since the process began
+    (Linux ``/proc``) and the CPU seconds the main thread used until then (less sensitive to a busy machine; the
+    first refinement's worker thread is not counted).
+
+    Returns 0, or 1 where the process start time is unknown (not Linux)."""
+    import time
+
+    from .selftest import seconds_since_process_start
+
+    window.repaint()  # the first frame: the window with its first image
+    app.processEvents()
+    seconds = seconds_since_process_start()
+    cpu = time.thread_time()
+    window.scheduler.cancel()
+    window.close()
+    if seconds is None:
+        print("crf-studio: --startup-time needs /proc (Linux) to know when the process began.", file=sys.stderr)
+        return 1
+    print(f"startup {seconds:.2f} s (CPU {cpu:.2f} s)", flush=True)
+    return 0
 
 
 def _screenshot_when_idle(window: "MainWindow", path: Path) -> None:

@@ -3,8 +3,9 @@
 In auto mode (the default) the kind follows the unary source: a mask gets the ``"rough_annotation"`` presets, a
 probability map the ``"network_output"`` ones (``ImageDocument.preset_kind``), now and for every image opened later.
 Choosing a kind (``crfcore.presets.KINDS``) fixes it whatever the unary source until auto is chosen again. When the
-refiner changes while a mask is the unary, that refiner's preset of the current kind also brings the mask settings
-(confidence, band) it was tuned with.
+refiner changes while a mask or strokes make the unary, that refiner's preset of the current kind also brings the
+unary settings (:class:`crfcore.params.UnaryParams`: confidence, roughness scale, colour weight, ...) it was tuned
+with.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import crfcore.presets
+from crfcore import params as P
 
 __all__ = ["PresetChange", "PresetPolicy"]
 
@@ -72,10 +74,13 @@ class PresetPolicy:
         """Record that ``change`` was applied."""
         self.kind = change.kind
 
-    def mask_settings(self, method: str, unary: UnarySource | None) -> tuple[float, float | None] | None:
-        """``(confidence, band)`` to make the mask unary with after switching to ``method``, when auto mode is on,
-        the unary is a mask and ``method``'s preset of the current kind was tuned with its own; else None."""
-        if not self.auto or self.kind is None or unary != "mask" or method not in crfcore.presets.methods(self.kind):
+    def mask_settings(self, method: str, unary: UnarySource | None) -> P.UnaryParams | None:
+        """The unary settings to make a mask's or strokes' unary with after switching to ``method``, when auto mode
+        is on, the unary is a mask or strokes, and the current kind is one made from them (``"rough_annotation"``,
+        ``"scribbles"``): ``method``'s preset's (the defaults when it has none, as ``crfcore.refine_mask``); else
+        None."""
+        if not self.auto or self.kind not in ("rough_annotation", "scribbles") or unary not in ("mask", "strokes"):
             return None
-        preset = crfcore.presets.get(self.kind, method)
-        return None if preset.confidence is None else (preset.confidence, preset.band)
+        if method not in crfcore.presets.methods(self.kind):
+            return P.UnaryParams()
+        return crfcore.presets.get(self.kind, method).appearance

@@ -10,6 +10,7 @@ folder's project and restores them when the folder is opened again.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
@@ -21,12 +22,8 @@ import crfcore
 from .autosave import ProjectSync
 from .compute import RefineResult
 from .dialogs import help as help_dialogs
-from .dialogs.export import ExportDialog
 from .dialogs.help import ShortcutsDialog
-from .dialogs.network import NetworkDialog
-from .dialogs.tune import TuneDialog
 from .document import ImageDocument, available_methods
-from .exporting import RefineSettings
 from .folder import ImageFolder, scan_folder
 from .preset_policy import PresetChange, PresetPolicy
 from .keys import ShortcutKeys
@@ -41,6 +38,11 @@ from .widgets.refiner_panel import KIND_TITLES, RefinerPanel
 from .widgets.tools import BrushControls, tool_actions
 from .widgets.unary_picker import UnaryPicker
 from .workers import RefineScheduler
+
+if TYPE_CHECKING:  # the dialogs are imported when first opened: they are not on the first screen
+    from .dialogs.export import ExportDialog
+    from .dialogs.network import NetworkDialog
+    from .dialogs.tune import TuneDialog
 
 __all__ = ["MainWindow", "format_timing"]
 
@@ -215,7 +217,7 @@ class MainWindow(QMainWindow):
             actions[name] = action
         actions["overlay"].setChecked(True)
         actions["cancel"].setEnabled(False)
-        actions["before"].setToolTip("Show the unary's labels, before refinement (B).")
+        actions["before"].setToolTip("Show the unary's labels, before refinement (B)")
         actions["background"].setToolTip("Draw class 0 as well (G); hidden by default as the usual background.")
         actions["accept"].setToolTip("Save the mask as shown as a new revision in the folder's project (A); edits "
                                      "are saved by themselves.")
@@ -386,8 +388,8 @@ class MainWindow(QMainWindow):
         doc = self.document
         if doc is None:
             return self._carried
-        return {"method": doc.method, "params": doc.all_params(), "mask_confidence": doc.mask_confidence,
-                "mask_band": doc.mask_band}
+        return {"method": doc.method, "params": doc.all_params(), "unary_settings": doc.unary_settings,
+                "roughness": doc.roughness}
 
     def _select_row(self, index: int) -> None:
         with QSignalBlocker(self.image_list):
@@ -457,7 +459,7 @@ class MainWindow(QMainWindow):
         self._show_classes(document.class_names)
         self.legend.set_labels(self.canvas.shown_labels())
         self._show_history()
-        self.qactions["accept"].setEnabled(document.unary is not None)
+        self.qactions["accept"].setEnabled(document.has_unary)
         if document.unary_kind == "strokes":
             self.tools.set_tool("brush")
             self.show_status(f"{document.entry.stem} has no mask or probability map: paint each class with the brush "
@@ -488,8 +490,8 @@ class MainWindow(QMainWindow):
     def _on_method_changed(self, method: str) -> None:
         doc = self.document
         settings = self.presets.mask_settings(method, doc.unary_kind)
-        if settings is not None:  # this refiner's preset was tuned with its own mask settings
-            doc.set_mask_unary(*settings)
+        if settings is not None:  # this refiner's preset was tuned with its own unary settings
+            doc.set_unary_settings(settings)
         self.refine_now()
 
     # --- presets -------------------------------------------------------------------------------------------------
@@ -534,6 +536,8 @@ class MainWindow(QMainWindow):
         """Network… (Ctrl+Shift+N): choose a model file, its class names and whether to run the whole folder."""
         if self.folder is None:
             return
+        from .dialogs.network import NetworkDialog
+
         names = next((e.class_names for e in self.folder.entries if e.class_names), ())
         self.network_dialog = NetworkDialog(self, start=self.folder.root, folder_classes=tuple(names),
                                             device=self.scheduler.device)
@@ -623,11 +627,14 @@ class MainWindow(QMainWindow):
     def export_masks(self) -> None:
         """Open the Export dialog for the folder's project (Ctrl+E); a pending edit is saved first."""
         if self.folder is not None:
+            from .dialogs.export import ExportDialog
+            from .exporting import RefineSettings
+
             self.project_sync.flush()
             names = self.document.class_names if self.document is not None else ()
             doc = self.document
             settings = None if doc is None else RefineSettings(
-                doc.method, doc.params(), doc.mask_confidence, doc.mask_band, tuple(doc.class_names),
+                doc.method, doc.params(), doc.unary_settings, doc.roughness, tuple(doc.class_names),
                 self.scheduler.device)
             self.export_dialog = ExportDialog(self.folder.root, names, self, void=self.folder.void,
                                               entries=self.folder.entries, settings=settings)
@@ -635,7 +642,9 @@ class MainWindow(QMainWindow):
 
     def fine_tune(self) -> None:
         """Open the Fine-tune dialog for the current refiner (Ctrl+T)."""
-        if self.folder is not None and self.document is not None and self.document.unary is not None:
+        if self.folder is not None and self.document is not None and self.document.has_unary:
+            from .dialogs.tune import TuneDialog
+
             self.tune_dialog = TuneDialog(self.folder, self.document, self)
             self.tune_dialog.applied.connect(self.panel.show_source)
             self.tune_dialog.open()

@@ -5,7 +5,10 @@
     >>> r.labels.shape, r.timing["total_ms"]                      # doctest: +SKIP
 """
 
-from . import backbones, metrics, params, presets, refiners, registry, unary
+import importlib
+from types import ModuleType
+
+from . import params, presets, refiners, registry, unary
 from .api import Refinement, best_device, refine
 from .image_refiner import ImageRefiner
 from .inference import Cancelled
@@ -16,3 +19,12 @@ from . import appearance
 __all__ = ["refine", "refine_mask", "ImageRefiner", "Refinement", "Cancelled", "VOID", "best_device", "appearance",
            "params", "presets", "refiners", "registry", "unary", "metrics", "backbones"]
 __version__ = "0.1.0"
+
+_LAZY = ("metrics", "backbones")  # imported on first use: SciPy and the network models cost ~0.7 s at start-up
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``crfcore.metrics`` and ``crfcore.backbones``, imported on first access (PEP 562)."""
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'crfcore' has no attribute {name!r}")

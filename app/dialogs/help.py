@@ -23,7 +23,8 @@ def _rows(actions: Mapping[str, QAction]) -> list[tuple[str, str, str]]:
             what = action.toolTip()
             for key in (keys, *(k.toString() for k in action.shortcuts())):  # the keys have their own column
                 what = what.replace(f" ({key})", "")
-            rows.append((action.text().replace("&", "").rstrip("…"), keys, "" if what == action.text() else what))
+            what = "" if what == action.text() else what.removesuffix(".")  # rows read as a list: no full stops
+            rows.append((action.text().replace("&", "").rstrip("…"), keys, what))
     return rows
 
 
@@ -46,6 +47,8 @@ class ShortcutsDialog(QDialog):
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.setWordWrap(True)
+        # wrapped rows take their height at the columns' final widths, not at those before the dialog is laid out
+        header.sectionResized.connect(lambda *_: self.table.resizeRowsToContents())
         self.table.resizeRowsToContents()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)

@@ -194,7 +194,7 @@ class Canvas(pg.GraphicsView):
         if doc is None or self._last is not None:
             return False
         brush = self.tools.tool == "brush"
-        if doc.unary is None:
+        if not doc.has_unary:
             self.error.emit("Load a mask or probability map before painting: the classes come from it.")
             return False
         if brush and self.tools.label >= doc.num_classes:

@@ -10,6 +10,7 @@ beside the reference value (``crfcore.params.scaled`` by the image's long side /
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import crfcore.presets
 from crfcore import params as P
 
 from . import files
-from ..document import ImageDocument
+from ..document import ROUGH_KINDS, ImageDocument
 from .controls import NumberControl, ParamControl, make_control
 
 __all__ = ["ParamForm", "RefinerPanel"]
@@ -214,13 +215,14 @@ class RefinerPanel(QWidget):
             return
         self.document.set_method(preset.method)
         self.document.set_params(preset.method, preset.params)
-        if preset.confidence is not None:  # the mask settings it was tuned with
-            self.document.set_mask_unary(preset.confidence, preset.band)
+        if preset.kind in ROUGH_KINDS or preset.unary or preset.appearance != P.UnaryParams():
+            self.document.set_unary_settings(preset.appearance)  # the unary settings it was tuned with
         self.show_source(f"loaded from {Path(path).name}")
 
     def save_preset(self, path: str | Path | None = None) -> None:
-        """Save the current refiner's parameters and the mask settings (confidence, outline band) as a preset; asks
-        for a path, in the user's presets folder, when ``path`` is None."""
+        """Save the current refiner's parameters and the unary settings (:class:`crfcore.params.UnaryParams`, the
+        preset's ``"unary"`` entry) as a preset; asks for a path, in the user's presets folder, when ``path`` is
+        None."""
         if self.document is None:
             return
         doc = self.document
@@ -230,7 +232,7 @@ class RefinerPanel(QWidget):
             return
         try:
             P.save_preset(path, method, doc.params(method),
-                          unary={"confidence": doc.mask_confidence, "band": doc.mask_band})
+                          unary=dataclasses.asdict(doc.unary_settings))
         except (OSError, ValueError) as exc:
             self.error.emit(f"Could not save the preset: {exc}")
             return

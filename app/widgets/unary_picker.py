@@ -1,21 +1,25 @@
 """The unary-source picker: the mask or the probability map found beside the image, or any file chosen with
-the … button, and how a mask becomes probabilities: the confidence it gives its own label and the width of the
-uncertain band along its outlines."""
+the … button, and how a mask becomes probabilities (``crfcore.refine_mask``'s unary): the confidence it gives its
+own label where it is sure, and its roughness, how far its outline may be off (Auto: estimated from the image and
+the mask, shown in pixels once a refinement has measured it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Signal
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QToolButton, QWidget
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QToolButton, QWidget
+
+from crfcore import params as P
 
 from . import files
 from ..document import ImageDocument, UnaryKind
 from ..folder import PROBS_SUFFIXES
 
-__all__ = ["UnaryPicker", "kind_of"]
+__all__ = ["UnaryPicker", "kind_of", "ROUGHNESS_MAX"]
 
 KIND_TITLES = {"mask": "Mask", "probs": "Probabilities"}
+ROUGHNESS_MAX = 100.0  # px at the reference size: the largest roughness the box takes (a 20 % offset at 500 px)
 
 
 def kind_of(path: str | Path) -> UnaryKind:
@@ -43,36 +47,48 @@ class UnaryPicker(QWidget):
         self.confidence.setKeyboardTracking(False)
         self.confidence.setToolTip("Probability a mask gives its own label at each pixel; the rest is shared by "
                                    "the other classes. 1 makes the mask hard.")
-        self.band = QDoubleSpinBox()
-        self.band.setRange(0.0, 50.0)
-        self.band.setSingleStep(0.5)
-        self.band.setDecimals(1)
-        self.band.setSuffix(" px")
-        self.band.setSpecialValueText("off")
-        self.band.setKeyboardTracking(False)
-        self.band.setToolTip("Width of the uncertain band along a mask's outlines: near an outline the classes on "
-                             "both sides share the probability, so the CRF can move the edge to the image's; "
-                             "inside a region the mask stays as drawn. Off: every pixel gets the confidence.")
+        self.roughness = QDoubleSpinBox()  # 0 shows as "Auto": the document's roughness None
+        self.roughness.setRange(0.0, ROUGHNESS_MAX)
+        self.roughness.setSingleStep(0.5)
+        self.roughness.setDecimals(1)
+        self.roughness.setSuffix(" px")
+        self.roughness.setSpecialValueText("Auto")
+        self.roughness.setKeyboardTracking(False)
+        self.roughness.setMinimumWidth(120)
+        self.roughness.setToolTip(f"How far the mask's outline may be off the true boundary: within this distance the "
+                                  f"mask is doubted and colour models learned from its sure part (and your strokes) "
+                                  f"decide with the CRF; farther inside, the mask stays. Auto estimates it from how "
+                                  f"far the outline lies from strong image edges. Set at a {P.REFERENCE_SIZE}-px "
+                                  f"long side, as the refiner's spatial parameters; the value on this image is shown "
+                                  f"beside it.")
+        self.roughness_here = QLabel()  # the roughness on this image, in its own pixels
+        self.roughness_here.setToolTip(f"The roughness on this image: set at a {P.REFERENCE_SIZE}-px long side, "
+                                       f"scaled by the image's long side / {P.REFERENCE_SIZE}.")
         row = QHBoxLayout()
         row.addWidget(self.combo, 1)
         row.addWidget(self.browse_button)
+        rough_row = QHBoxLayout()
+        rough_row.addWidget(self.roughness, 1)
+        rough_row.addWidget(self.roughness_here)
         layout = QFormLayout(self)
         layout.addRow("Source", row)
         layout.addRow("Mask confidence", self.confidence)
-        layout.addRow("Outline band", self.band)
+        layout.addRow("Roughness", rough_row)
         self.combo.activated.connect(self._on_activated)
         self.browse_button.clicked.connect(self.browse)
         self.confidence.valueChanged.connect(self._on_confidence)
-        self.band.valueChanged.connect(self._on_band)
+        self.roughness.valueChanged.connect(self._on_roughness)
         self.setEnabled(False)
 
     def set_document(self, document: ImageDocument | None) -> None:
         if self.document is not None:
             self.document.unary_changed.disconnect(self._refresh)
+            self.document.result_changed.disconnect(self._show_roughness)
         self.document = document
         self.setEnabled(document is not None)
         if document is not None:
             document.unary_changed.connect(self._refresh)
+            document.result_changed.connect(self._show_roughness)
         self._refresh()
 
     def _sources(self) -> list[tuple[UnaryKind, Path]]:
@@ -84,9 +100,10 @@ class UnaryPicker(QWidget):
         return sources
 
     def _refresh(self) -> None:
-        with QSignalBlocker(self.combo), QSignalBlocker(self.confidence), QSignalBlocker(self.band):
+        with QSignalBlocker(self.combo), QSignalBlocker(self.confidence), QSignalBlocker(self.roughness):
             self.combo.clear()
             if self.document is None:
+                self._show_roughness()
                 return
             for kind, path in self._sources():
                 self.combo.addItem(f"{KIND_TITLES[kind]}: {path.name}", (kind, str(path)))
@@ -97,9 +114,20 @@ class UnaryPicker(QWidget):
                                    if self.document.unary_kind == "strokes" else "none found: choose one with …", None)
             self.confidence.setValue(self.document.mask_confidence)
             self.confidence.setEnabled(self.document.unary_kind == "mask")
-            self.band.setValue(self.document.mask_band or 0.0)
-            self.band.setEnabled(self.document.unary_kind == "mask")
+            self.roughness.setValue(self.document.roughness or 0.0)
+            self.roughness.setEnabled(self.document.unary_kind in ("mask", "strokes"))
+        self._show_roughness()
 
+    def _show_roughness(self) -> None:
+        """"Auto (r px)" with the roughness the last refinement estimated (at the reference size, as a set value),
+        and beside the box the roughness on this image in its own pixels."""
+        doc = self.document
+        used = doc.roughness_px if doc is not None and doc.unary_kind in ("mask", "strokes") else None
+        factor = P.scale_factor(*doc.image.shape[:2], "auto") if doc is not None else 1.0
+        self.roughness.setSpecialValueText("Auto" if used is None else f"Auto ({used / factor:.1f} px)")
+        here = used if doc is None or doc.roughness is None else P.scaled_length(doc.roughness, factor)
+        self.roughness_here.setText("" if here is None or doc.unary_kind not in ("mask", "strokes")
+                                    else f"→ {here:.1f} px here")
     def choose(self, kind: UnaryKind, path: str | Path) -> bool:
         """Load ``path`` as the unary; False (and ``error`` emitted) if it is refused."""
         try:
@@ -132,9 +160,9 @@ class UnaryPicker(QWidget):
             except ValueError as exc:
                 self.error.emit(str(exc))
 
-    def _on_band(self, value: float) -> None:
+    def _on_roughness(self, value: float) -> None:
         if self.document is not None:
             try:
-                self.document.set_mask_unary(self.document.mask_confidence, value or None)
+                self.document.set_roughness(value or None)
             except ValueError as exc:
                 self.error.emit(str(exc))

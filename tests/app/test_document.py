@@ -9,11 +9,12 @@ import pytest
 
 import crfcore
 import crfcore.presets
-from app.compute import RefineResult
+from app.compute import RefineResult, rough_unary
 from app.document import ImageDocument, available_methods
 from app.folder import scan_folder
 from crfcore import params as P
 from crfcore.io import load_mask, save_mask
+from crfcore.mask_refine import rough_mask
 
 
 @pytest.fixture
@@ -21,13 +22,24 @@ def folder(sample_folder):
     return scan_folder(sample_folder)
 
 
-def test_a_mask_becomes_probabilities_with_the_mask_confidence(folder):
+def _one_hot(labels: np.ndarray, count: int) -> np.ndarray:
+    return crfcore.unary.from_labels(labels, count, confidence=1.0).astype(np.float32)
+
+
+def test_a_mask_becomes_refine_masks_unary_made_on_the_worker(folder):
     doc = ImageDocument.open(folder.entries[0])
     mask = load_mask(folder.entries[0].mask)
-    expected = crfcore.unary.from_labels(mask, 2, confidence=crfcore.unary.DEFAULT_CONFIDENCE)
-    assert doc.unary_kind == "mask" and doc.num_classes == 2
-    np.testing.assert_allclose(doc.unary, expected)
+    assert doc.unary_kind == "mask" and doc.num_classes == 2 and doc.has_unary
+    assert doc.unary is None  # a mask's unary is crfcore.refine_mask's, made on the worker from the job
     np.testing.assert_array_equal(doc.before_labels, mask)
+    np.testing.assert_array_equal(doc.mask, mask)
+    job = doc.job()
+    assert job.unary is None and job.rough.mask is doc.mask and job.rough.num_classes == 2
+    assert job.rough.roughness == "auto" and job.rough.settings == doc.unary_settings and job.rough.void == 255
+    unary, roughness = rough_unary(job, "cpu")
+    made = rough_mask(doc.image, mask, num_classes=2, device="cpu", settings=doc.unary_settings)
+    np.testing.assert_array_equal(unary.numpy(), made.unary().numpy())
+    assert roughness == made.roughness > 0
     assert doc.labels is doc.before_labels  # no result yet
 
 
@@ -48,12 +60,19 @@ def test_mask_labels_beyond_the_named_classes_are_refused(folder, tmp_path):
     assert doc.unary_path == folder.entries[0].mask  # unchanged
 
 
-def test_void_pixels_get_a_uniform_unary(folder, tmp_path):
+def test_void_pixels_stay_unannotated_in_the_rough_input(folder, tmp_path):
     doc = ImageDocument.open(folder.entries[0])
     void = tmp_path / "void.png"
-    save_mask(void, np.full((64, 80), 255, dtype=np.uint8))
+    half = np.full((64, 80), 255, dtype=np.uint8)
+    half[:, :40] = 0
+    save_mask(void, half)
     doc.set_unary_source("mask", void)
-    np.testing.assert_allclose(doc.unary, 0.5)
+    rough = doc.job().rough
+    assert rough.void == 255 and (rough.mask[:, 40:] == 255).all()
+    unary, _ = rough_unary(doc.job(), "cpu")
+    made = rough_mask(doc.image, half.astype(np.int64), num_classes=2, device="cpu", settings=doc.unary_settings)
+    assert (made.labels[:, 40:] == -1).all()  # void: unknown to the colour models, not a class
+    np.testing.assert_array_equal(unary.numpy(), made.unary().numpy())
 
 
 def test_set_param_validates_and_emits_once(folder, qtbot):
@@ -71,14 +90,19 @@ def test_set_param_validates_and_emits_once(folder, qtbot):
         doc.set_method("nope")
 
 
-def test_mask_confidence_rederives_the_unary_and_clears_the_result(folder, qtbot):
+def test_mask_confidence_changes_the_unary_settings_and_clears_the_result(folder, qtbot):
     doc = ImageDocument.open(folder.entries[0])
-    doc.set_result(RefineResult(doc.unary.copy(), doc.before_labels.copy()))
+    doc.set_result(RefineResult(_one_hot(doc.before_labels, 2), doc.before_labels.copy()))
+    version = doc.version
     with qtbot.waitSignals([doc.result_changed, doc.unary_changed]):
-        doc.set_mask_confidence(0.9)
-    assert doc.result is None and doc.unary.max() == pytest.approx(0.9)
-    with pytest.raises(ValueError, match=r"mask_confidence must be in \(0.5, 1\]"):
+        doc.set_mask_confidence(0.8)
+    assert doc.result is None and doc.version == version + 1
+    assert doc.mask_confidence == 0.8 and doc.job().rough.settings.confidence == 0.8
+    with pytest.raises(ValueError, match="out of range"):
         doc.set_mask_confidence(0.4)
+    with pytest.raises(ValueError, match=r"mask confidence must be in \(0.5, 1\]"):
+        doc.set_unary_settings(P.UnaryParams(confidence=0.3))
+    assert doc.mask_confidence == 0.8
 
 
 def test_results_for_another_input_are_refused(folder):
@@ -106,20 +130,21 @@ def test_job_is_none_until_a_unary_is_loaded_or_a_stroke_painted(sample_folder, 
     (lonely / "x.png").write_bytes((sample_folder / "img0.png").read_bytes())
     doc = ImageDocument.open(scan_folder(lonely).entries[0])
     assert doc.unary_kind == "strokes" and doc.preset_kind == "scribbles" and doc.job() is None  # 19
-    assert np.allclose(doc.unary, 0.5) and (doc.before_labels == 255).all()
+    assert doc.unary is None and doc.num_classes == 2 and (doc.before_labels == 255).all()
     doc.begin_edit("brush")
     doc.paint(np.array([3]), np.array([4]), 1)
     doc.end_edit()
-    assert doc.job().scribbles[3, 4] == 1
+    job = doc.job()
+    assert job.scribbles[3, 4] == 1 and job.rough.mask is None and job.rough.num_classes == 2  # strokes alone
     doc.set_unary_source("mask", sample_folder / "img0_mask.png")
     job = doc.job(preview=True)
-    assert job.preview and job.unary.shape == (2, 64, 80) and job.method == doc.method
+    assert job.preview and job.rough.mask.shape == (64, 80) and job.method == doc.method
 
 
 def test_edits_bump_the_version_and_make_the_result_stale(folder, qtbot):
     doc = ImageDocument.open(folder.entries[0])
     job = doc.job()
-    doc.set_result(RefineResult(doc.unary.copy(), doc.before_labels.copy(), version=job.version))
+    doc.set_result(RefineResult(_one_hot(doc.before_labels, 2), doc.before_labels.copy(), version=job.version))
     assert doc.result_is_current and job.scribbles is None
     with qtbot.waitSignals([doc.scribbles_changed, doc.edited]):
         doc.begin_edit("brush")
@@ -147,18 +172,29 @@ def test_a_unary_with_fewer_classes_than_the_strokes_is_refused(folder, tmp_path
     assert doc.unary_path == three
 
 
-def test_a_mask_band_rederives_the_unary_with_uncertain_outlines(folder, qtbot):
+def test_a_roughness_in_pixels_remakes_the_unary_with_that_zone(folder, qtbot):
     doc = ImageDocument.open(folder.entries[0])
     mask = load_mask(folder.entries[0].mask)
+    assert doc.roughness is None and doc.job().rough.roughness == "auto"  # Auto by default
+    auto, estimated = rough_unary(doc.job(), "cpu")
+    version = doc.version
     with qtbot.waitSignal(doc.unary_changed):
-        doc.set_mask_unary(0.9, 2.0)
-    assert (doc.mask_confidence, doc.mask_band) == (0.9, 2.0)
-    factor = crfcore.params.scale_factor(*mask.shape, "auto")  # the band is set at a 500-px long side (issue 20)
-    band = crfcore.params.scaled_length(2.0, factor)
-    np.testing.assert_allclose(doc.unary, crfcore.unary.from_labels(mask, 2, confidence=0.9, band=band))
-    with pytest.raises(ValueError, match="mask band must be a finite number of pixels > 0"):
-        doc.set_mask_unary(0.9, -1.0)
-    assert doc.mask_band == 2.0  # unchanged by the refused value
+        doc.set_roughness(6.0)
+    assert doc.roughness == doc.mask_band == 6.0 and doc.version == version + 1
+    job = doc.job()
+    assert job.rough.roughness == 6.0
+    unary, used = rough_unary(job, "cpu")
+    factor = crfcore.params.scale_factor(*mask.shape, "auto")  # set at a 500-px long side, as θα (issue 20)
+    assert used == pytest.approx(crfcore.params.scaled_length(6.0, factor))
+    made = rough_mask(doc.image, mask, num_classes=2, roughness=6.0, device="cpu", settings=doc.unary_settings)
+    np.testing.assert_array_equal(unary.numpy(), made.unary().numpy())
+    assert not np.array_equal(unary.numpy(), auto.numpy())
+    for bad in (-1.0, 0.0, float("nan"), "wide"):
+        with pytest.raises(ValueError, match="roughness must be a number of pixels > 0"):
+            doc.set_roughness(bad)
+    assert doc.roughness == 6.0  # unchanged by the refused values
+    doc.set_roughness(None)
+    assert doc.roughness is None and doc.job().rough.roughness == "auto"
 
 
 def test_the_preset_kind_follows_the_unary_source_and_applies_every_refiners_preset(folder):
@@ -169,7 +205,7 @@ def test_the_preset_kind_follows_the_unary_source_and_applies_every_refiners_pre
     for method in crfcore.presets.methods("rough_annotation"):
         assert mask_doc.params(method) == crfcore.presets.load("rough_annotation", method)
     preset = crfcore.presets.get("rough_annotation", mask_doc.method)
-    assert (mask_doc.mask_confidence, mask_doc.mask_band) == (preset.confidence, preset.band)
+    assert mask_doc.unary_settings == preset.appearance  # the active refiner's preset brings the unary settings
     assert mask_doc.apply_preset("rough_annotation") == []  # already there
     with pytest.raises(ValueError, match="is not a preset kind"):
         mask_doc.apply_preset("neural")

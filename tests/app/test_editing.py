@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
+import crfcore
 from app.scribbles import UNPAINTED
 from tests.app.conftest import TIMEOUT
 
@@ -49,8 +52,12 @@ def test_a_brush_drag_paints_shows_at_once_and_refines_with_a_hard_unary(window,
     result = finished.args[1]
     assert result.version == doc.version and doc.result_is_current
     painted = doc.scribbles == 1
-    job = doc.job()  # what that refinement got: the loaded unary and the strokes (made hard on the worker)
-    assert job.unary is doc.unary and np.array_equal(job.scribbles, doc.scribbles)
+    job = doc.job()  # what that refinement got: the mask and the strokes (refine_mask's unary, made on the worker)
+    assert job.rough.mask is doc.mask and np.array_equal(job.scribbles, doc.scribbles)
+    expected = crfcore.refine_mask(doc.image, doc.mask, num_classes=2, method=doc.method, params=doc.params(),
+                                   strokes=doc.scribbles.astype(np.int64), device="cpu",
+                                   **dataclasses.asdict(doc.unary_settings))
+    np.testing.assert_array_equal(result.labels, expected.labels)  # strokes on a mask: as crfcore.refine_mask
     assert (doc.labels[painted] == 1).all()  # the shown (and saved) mask clamps the painted pixels
     assert (doc.labels[~painted] == result.labels[~painted]).all()
     assert doc.can_undo and doc.undo_name == "brush"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import crfcore.params
 import crfcore.presets
 from app.preset_policy import PresetChange, PresetPolicy
 
@@ -36,14 +37,18 @@ def test_a_choice_without_an_open_image_waits_for_the_next_one():
         policy.choose("sketch", source_kind=None, unary=None, has_document=False)
 
 
-def test_switching_refiner_on_a_mask_takes_that_refiners_mask_settings():
+def test_switching_refiner_on_a_mask_takes_that_refiners_unary_settings():
     policy = PresetPolicy()
     policy.applied(PresetChange("rough_annotation", "the unary is a mask"))
-    method = crfcore.presets.methods("rough_annotation")[0]
-    preset = crfcore.presets.get("rough_annotation", method)
-    expected = None if preset.confidence is None else (preset.confidence, preset.band)
-    assert policy.mask_settings(method, "mask") == expected
-    assert policy.mask_settings(method, "probs") is None  # a probability map has no mask settings
-    assert policy.mask_settings("no-such-method", "mask") is None
+    for method in crfcore.presets.methods("rough_annotation"):
+        preset = crfcore.presets.get("rough_annotation", method)
+        assert policy.mask_settings(method, "mask") == preset.appearance
+        assert policy.mask_settings(method, "strokes") == preset.appearance  # strokes painted alone: same unary
+    assert policy.mask_settings(method, "probs") is None  # a probability map has no unary settings
+    # a refiner without a preset of this kind: the UnaryParams defaults, as crfcore.refine_mask(params=None) takes
+    assert policy.mask_settings("no-such-method", "mask") == crfcore.params.UnaryParams()
+    policy.applied(PresetChange("network_output", "the unary is a probability map"))
+    assert policy.mask_settings(method, "mask") is None  # a kind not made from masks brings no unary settings
+    policy.applied(PresetChange("rough_annotation", "the unary is a mask"))
     policy.choose("scribbles", source_kind="rough_annotation", unary="mask", has_document=True)
     assert policy.mask_settings(method, "mask") is None  # only in auto mode

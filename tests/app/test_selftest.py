@@ -32,11 +32,9 @@ def test_selftest_refines_the_folders_first_image_and_writes_its_mask(folder_fac
         assert " s after process start;" in lines[0]
     refined = load_mask(out / "img0_refined.png")
     coarse = load_mask(sample_folder / "img0_mask.png")
-    preset = crfcore.presets.get("rough_annotation", "convcrf")  # a mask: the window picks this kind
-    factor = crfcore.params.scale_factor(*coarse.shape, "auto")
-    unary = crfcore.unary.from_labels(coarse, 2, ignore_index=255, **crfcore.params.scaled_unary(preset.unary, factor))
-    expected = crfcore.refine(load_image(sample_folder / "img0.png"), unary, method="convcrf", params=preset.params,
-                              device="cpu")
+    # a mask: the window picks the rough_annotation presets, so its result is crfcore.refine_mask's with params=None
+    expected = crfcore.refine_mask(load_image(sample_folder / "img0.png"), coarse.astype(np.int64), num_classes=2,
+                                   method="convcrf", device="cpu")
     np.testing.assert_array_equal(refined, expected.labels)  # the window's result, not the coarse mask
     assert not np.array_equal(refined, coarse)
 

@@ -106,7 +106,8 @@ def test_run_tuning_refuses_compat_learning_for_the_gaussian_crf(tmp_path, folde
 
 def test_tuning_makes_mask_unaries_as_the_window_does(labelled_window, qtbot):
     window = labelled_window
-    window.document.set_mask_unary(0.8, 3.0)
+    window.document.set_mask_confidence(0.8)
+    window.document.set_roughness(3.0)  # the dialog's from_labels band: the roughness set in the window
     dialog = open_dialog(window, qtbot, steps=1)
     settings = dialog.settings()
     assert (settings.confidence, settings.band) == (0.8, 3.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -17,6 +18,7 @@ from app.folder import scan_folder
 from app.tuning import _unary_fn
 from app.widgets.canvas import BOUNDARY_OPACITY, HALO, label_boundaries
 from app.window import MainWindow
+import crfcore
 import crfcore.presets
 from crfcore import params as P
 from crfcore.io import load_image, load_mask, save_mask
@@ -127,7 +129,7 @@ def test_presets_follow_the_unary_source_in_auto_mode(window, qtbot):
     for method in crfcore.presets.methods("rough_annotation"):
         assert doc.params(method) == crfcore.presets.load("rough_annotation", method)
     preset = crfcore.presets.get("rough_annotation", doc.method)
-    assert doc.mask_confidence == preset.confidence and doc.mask_band == preset.band
+    assert doc.unary_settings == preset.appearance  # the unary settings the active refiner's preset was tuned with
     assert window.panel.kind_combo.currentIndex() == 0 and "rough annotation" in window.panel.kind_combo.currentText()
     doc.set_param("iterations", 3)  # the user's change is kept for the next mask ...
     with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
@@ -233,20 +235,32 @@ def test_a_bad_preset_and_a_missing_folder_are_reported(window, tmp_path, monkey
 def test_choosing_a_unary_of_the_wrong_size_is_refused(window, tmp_path, monkeypatch, folder_factory):
     wrong = folder_factory(tmp_path / "wrong", count=1, height=32, width=40) / "img0_mask.png"
     monkeypatch.setattr(files, "ask_unary_file", lambda *a: wrong)
-    kept = window.document.unary
+    kept = window.document.mask
     window.unary_picker.browse_button.click()
     assert "32×40" in window.error_box.text()
-    assert window.document.unary is kept
+    assert window.document.mask is kept
 
 
-def test_the_outline_band_box_rederives_the_mask_unary(window, qtbot):
+def test_the_roughness_box_shows_the_auto_estimate_and_a_value_remakes_the_unary(window, qtbot):
     picker, doc = window.unary_picker, window.document
-    assert picker.band.isEnabled() and picker.band.value() == (doc.mask_band or 0.0)
+    assert picker.roughness.isEnabled() and picker.roughness.value() == 0.0 and doc.roughness is None  # Auto
+    estimated = doc.result.timing["roughness_px"]
+    factor = P.scale_factor(*doc.image.shape[:2], "auto")
+    assert estimated == doc.roughness_px > 0
+    assert picker.roughness.text() == f"Auto ({estimated / factor:.1f} px)"  # at the reference size, as θα
+    assert picker.roughness_here.text() == f"→ {estimated:.1f} px here"
+    auto_labels = doc.result.labels
     with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
-        picker.band.setValue(6.0)
-    assert doc.mask_band == 6.0 and window.document.result.version == doc.version
-    picker.band.setValue(0.0)  # "off"
-    assert doc.mask_band is None
+        picker.roughness.setValue(30.0)
+    assert doc.roughness == 30.0 and window.document.result.version == doc.version
+    used = P.scaled_length(30.0, factor)
+    assert doc.result.timing["roughness_px"] == pytest.approx(used)
+    assert picker.roughness_here.text() == f"→ {used:.1f} px here"
+    assert not np.array_equal(doc.result.labels, auto_labels)  # a wider doubted zone: another mask
+    with qtbot.waitSignal(window.scheduler.finished, timeout=TIMEOUT):
+        picker.roughness.setValue(0.0)  # back to Auto
+    assert doc.roughness is None and picker.roughness.text().startswith("Auto (")
+    np.testing.assert_array_equal(doc.result.labels, auto_labels)
     qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
 
 
@@ -303,7 +317,10 @@ def test_void_from_classes_json_is_unannotated_in_the_unary_the_refinement_and_t
         assert win.open_folder(folder)
     doc = win.document
     assert doc.void == 11 and doc.num_classes == 2 and doc.class_names == ("background", "disc")
-    assert np.allclose(doc.unary[:, :, :16], 0.5)  # uniform: no class is favoured where the mask is void
+    assert (doc.job().rough.mask[:, :16] == 11).all() and doc.job().rough.void == 11
+    expected = crfcore.refine_mask(doc.image, doc.mask, num_classes=2, method=doc.method, params=doc.params(),
+                                   void=11, device="cpu", **dataclasses.asdict(doc.unary_settings))
+    np.testing.assert_array_equal(doc.result.labels, expected.labels)  # 11 unannotated, as refine_mask(void=11)
     assert set(np.unique(doc.result.labels)) <= {0, 1}  # every pixel refined into a real class
     assert len(win.legend.shares()) == 2
     win.qactions["accept"].trigger()
@@ -387,16 +404,18 @@ def _save_and_load_a_preset(window, tmp_path, monkeypatch) -> None:
     asked = []
     path = tmp_path / "mine.json"
     monkeypatch.setattr(files, "ask_preset_to_save", lambda parent, suggested: asked.append(suggested) or path)
-    window.document.set_mask_unary(0.8, 3.0)
+    mine = P.UnaryParams(confidence=0.8, colour_weight=2.0, components=3)
+    window.document.set_unary_settings(mine)
     window.panel.save_button.click()
     assert asked[0].parent == files.presets_folder() and asked[0].parent.name == "presets"
     preset = crfcore.presets.read(path)
-    assert (preset.confidence, preset.band) == (0.8, 3.0) and preset.params == window.document.params()
+    assert preset.appearance == mine and preset.params == window.document.params()  # the unary settings written
+    assert json.loads(path.read_text())["unary"]["colour_weight"] == 2.0
     assert window.panel.source.text() == "Values: saved as mine.json"
-    window.document.set_mask_unary(0.95, None)
+    window.document.set_unary_settings(P.UnaryParams(confidence=0.95))
     monkeypatch.setattr(files, "ask_preset_to_load", lambda *a: path)
     window.panel.load_button.click()
-    assert (window.document.mask_confidence, window.document.mask_band) == (0.8, 3.0)
+    assert window.document.unary_settings == mine
     assert window.panel.source.text() == "Values: loaded from mine.json"
     control = window.panel.forms[window.document.method].controls["iterations"]
     control.spin.setValue(2)
