@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,12 +42,59 @@ from ..folder import ImageEntry, ImageFolder
 from ..tuning import TuneSettings, labelled, run_tuning
 from ..workers import Report, TaskRunner
 
-__all__ = ["TuneDialog", "PROTOCOLS", "run_rough_tuning"]
+__all__ = ["TuneDialog", "PROTOCOLS", "run_noise_tuning", "run_rough_tuning"]
 
 PROTOCOLS = {"folder": "The folder's unaries (masks, probability maps)",
+             "noise": "Synthetic noise on the ground truth",
              "polygon": "Polygons drawn from the ground truth",
              "strokes": "Brush strokes drawn from the ground truth"}
 """The *Training unaries* choices: key → label."""
+
+
+@contextmanager
+def _training_folder(entries: Sequence[ImageEntry]) -> Iterator[Path]:
+    """A temporary ``images/`` + ``masks/`` (ground truth) folder of ``entries``, checked, for LearnData."""
+    missing = [e.stem for e in entries if e.truth is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: no ground truth; the training unaries are drawn from <stem>_gt.png "
+                         f"(or gt/<stem>.png).")
+    if len(entries) < 2:
+        raise ValueError(f"fine-tuning needs at least 2 labelled images (one to train on, one to validate on), got "
+                         f"{len(entries)}; add <stem>_gt.png ground truths to the folder.")
+    if len({e.void for e in entries}) > 1:
+        raise ValueError(f"the chosen images disagree on the void label ({sorted({e.void for e in entries})}); "
+                         f"choose images of one folder.")
+    with tempfile.TemporaryDirectory(prefix="crf-studio-tune-") as tmp:
+        root = Path(tmp)
+        for sub in ("images", "masks"):
+            (root / sub).mkdir()
+        for entry in entries:
+            shutil.copyfile(entry.image, root / "images" / f"{entry.stem}{entry.image.suffix}")
+            shutil.copyfile(entry.truth, root / "masks" / f"{entry.stem}{entry.truth.suffix}")
+        yield root
+
+
+def run_noise_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
+                     callback: learn.finetune.TuneCallback | None = None) -> learn.TuneResult:
+    """Tune ``settings.method`` on ``entries`` with the synthetic-noise unaries of ``crfcore tune --protocol noise``
+    (:class:`crfcore.learn.LearnData`'s default), images at their own size.
+
+    Raises:
+        ValueError: fewer than two images with ground truth, images of several void labels.
+        crfcore.Cancelled: from the callback.
+    """
+    with _training_folder(entries) as root:
+        data = learn.LearnData(root, num_classes=settings.num_classes, val_frac=settings.val_frac,
+                               seed=settings.seed, void=entries[0].void)
+        if crfcore.refiners.method(settings.method).training == "piecewise":
+            model = crfcore.refiners.get(settings.method, settings.params, num_classes=settings.num_classes)
+            config = learn.PiecewiseConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop,
+                                           seed=settings.seed)
+            return learn.train_piecewise(model, data, config=config, callback=callback)
+        extra = {"learn_compat": True} if settings.learn_compat else {}
+        model = crfcore.refiners.get(settings.method, settings.params, num_classes=settings.num_classes, **extra)
+        config = learn.FinetuneConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop, seed=settings.seed)
+        return learn.fine_tune(model, data, config=config, callback=callback)
 
 
 def run_rough_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, recipe: RoughRecipe, *,
@@ -58,39 +107,13 @@ def run_rough_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, reci
         ValueError: fewer than two images with ground truth, images of several void labels, a piecewise refiner.
         crfcore.Cancelled: from the callback.
     """
-    missing = [e.stem for e in entries if e.truth is None]
-    if missing:
-        raise ValueError(f"{', '.join(missing)}: no ground truth; rough annotations are drawn from <stem>_gt.png (or "
-                         f"gt/<stem>.png).")
-    if len(entries) < 2:
-        raise ValueError(f"fine-tuning needs at least 2 labelled images (one to train on, one to validate on), got "
-                         f"{len(entries)}; add <stem>_gt.png ground truths to the folder.")
-    if len({e.void for e in entries}) > 1:
-        raise ValueError(f"the chosen images disagree on the void label ({sorted({e.void for e in entries})}); "
-                         f"choose images of one folder.")
     params, unary = resolve_settings(settings.method, settings.params, recipe.kind)
     config = learn.FinetuneConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop, seed=settings.seed)
-    with tempfile.TemporaryDirectory(prefix="crf-studio-tune-") as tmp:
-        root = Path(tmp)
-        for sub in ("images", "masks"):
-            (root / sub).mkdir()
-        for entry in entries:
-            shutil.copyfile(entry.image, root / "images" / f"{entry.stem}{entry.image.suffix}")
-            shutil.copyfile(entry.truth, root / "masks" / f"{entry.stem}{entry.truth.suffix}")
+    with _training_folder(entries) as root:
         data = learn.RoughData(root, recipe, unary, num_classes=settings.num_classes, val_frac=settings.val_frac,
                                seed=settings.seed, void=entries[0].void)
         extra = {"learn_compat": True} if settings.learn_compat else {}
         return learn.tune_rough(settings.method, params, data, config=config, callback=callback, **extra)
-
-_CURVES = {"train_loss": ("training loss", "#e8710a"), "train_miou": ("training mIoU", "#4285f4"),
-           "val_miou": ("validation mIoU", "#34a853")}
-
-
-def _title(text: str, keys: tuple[str, ...]) -> str:
-    """A plot title that names its curves in their colours: the legend, above the plot, never over the curves."""
-    names = "  ".join(f'<span style="color:{_CURVES[k][1]}">{"●" if k == "val_miou" else "—"} '
-                      f'{_CURVES[k][0]}</span>' for k in keys)
-    return f"{text}   {names}"
 
 
 class TuneDialog(QDialog):
@@ -233,9 +256,9 @@ class TuneDialog(QDialog):
                             learn_compat=self.learn_compat.isChecked() and self.learn_compat.isEnabled())
 
     def recipe(self) -> RoughRecipe | None:
-        """The rough-annotation recipe of the *Training unaries* choice; None for the folder's own unaries."""
+        """The rough-annotation recipe of the *Training unaries* choice; None for the folder's unaries and noise."""
         key = self.protocol.currentData()
-        if key == "folder":
+        if key in ("folder", "noise"):
             return None
         return RoughRecipe(key, tolerance=self.tolerance.value(), strokes=self.strokes.value())
 
@@ -244,6 +267,7 @@ class TuneDialog(QDialog):
         if self.runner.busy:
             return
         entries, settings, recipe = self.chosen(), self.settings(), self.recipe()
+        noise = self.protocol.currentData() == "noise"
         self.result = None
         self.apply_button.setEnabled(False)
         self.save_button.setEnabled(False)
@@ -258,9 +282,10 @@ class TuneDialog(QDialog):
             def callback(step: int, total: int, values: dict[str, float]) -> None:
                 report((step, total, values))
 
-            if recipe is None:
-                return run_tuning(entries, settings, callback=callback)
-            return run_rough_tuning(entries, settings, recipe, callback=callback)
+            if recipe is not None:
+                return run_rough_tuning(entries, settings, recipe, callback=callback)
+            result = (run_noise_tuning if noise else run_tuning)(entries, settings, callback=callback)
+            return learn.prefer_unary(result)  # never a refiner that makes the unary worse on validation
 
         self.runner.start(work)
 
@@ -288,9 +313,10 @@ class TuneDialog(QDialog):
         self.save_button.setEnabled(True)
         stop = ", stopped early" if result.stopped_early else ""
         if result.unary is None:
+            which = result.choice or f"best at step {result.best_step} of {result.steps}{stop}"
             self._stopped(f"Validation mIoU: unary {result.val_unary_miou:.1f}, before {result.val_initial_miou:.1f}, "
-                          f"tuned {result.val_miou:.1f} (best at step {result.best_step} of {result.steps}{stop}, "
-                          f"{result.wall_s:.0f} s). Apply to use the tuned parameters.")
+                          f"tuned {result.val_miou:.1f} ({which}, {result.wall_s:.0f} s). Apply to use the tuned "
+                          f"parameters.")
             return
         u = result.unary
         self._stopped(f"Validation mIoU: unary {result.val_unary_miou:.1f}, before {result.val_initial_miou:.1f}, "

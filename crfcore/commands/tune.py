@@ -125,7 +125,7 @@ def _grid(value: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import refiners
-    from ..learn import (FinetuneConfig, LearnData, PiecewiseConfig, fine_tune, plot_png, save_result,
+    from ..learn import (FinetuneConfig, LearnData, PiecewiseConfig, fine_tune, plot_png, prefer_unary, save_result,
                          train_piecewise, write_csv)
 
     method, params = params_from_args(args)
@@ -167,15 +167,17 @@ def run(args: argparse.Namespace) -> int:
         model = refiners.get(method, params, num_classes=data.num_classes, **{k: v for k, v in extra.items() if v})
         result = fine_tune(model, data, config=FinetuneConfig(seed=args.seed, **given), checkpoint=args.checkpoint,
                           callback=_progress(f"tune {method}"))
+    result = prefer_unary(result)  # never a refiner that makes the unary worse on validation
     result = dataclasses.replace(result, params=_to_reference(result.params, reference, factor))
     save_result(result, args.output)
     curves = args.curves or args.output.with_suffix(".csv")
     plot = args.plot or args.output.with_suffix(".png")
     write_csv(result.history, curves)
     plot_png(result.history, plot, title=f"{method} on {args.data.name}: validation mIoU {result.val_miou:.1f}")
+    which = result.choice or (f"step {result.best_step} of {result.steps}"
+                              f"{', stopped early' if result.stopped_early else ''}")
     print(f"validation mIoU   unary {result.val_unary_miou:.2f}   before {result.val_initial_miou:.2f}   "
-          f"tuned {result.val_miou:.2f} (step {result.best_step} of {result.steps}"
-          f"{', stopped early' if result.stopped_early else ''}, {result.wall_s:.0f} s)")
+          f"tuned {result.val_miou:.2f} ({which}, {result.wall_s:.0f} s)")
     print(f"wrote {args.output}, {curves}, {plot}")
     return 0
 

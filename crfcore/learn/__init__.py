@@ -23,10 +23,10 @@
 from . import settings
 from .curves import plot_png, write_csv
 from .data import Batch, LearnData, Sample, split_stems
-from .finetune import FinetuneConfig, TuneResult, fine_tune, save_result, validate
+from .finetune import FinetuneConfig, TuneResult, fine_tune, prefer_unary, save_result, validate
 from .piecewise_train import PiecewiseConfig, train_piecewise
 from .rough import RoughData, RoughRecipe, tune_rough
 
-__all__ = ["settings", "LearnData", "Sample", "Batch", "split_stems", "FinetuneConfig", "TuneResult", "fine_tune", "save_result",
-           "validate", "PiecewiseConfig", "train_piecewise", "write_csv", "plot_png", "RoughRecipe", "RoughData",
-           "tune_rough"]
+__all__ = ["settings", "LearnData", "Sample", "Batch", "split_stems", "FinetuneConfig", "TuneResult", "fine_tune",
+           "prefer_unary", "save_result", "validate", "PiecewiseConfig", "train_piecewise", "write_csv", "plot_png",
+           "RoughRecipe", "RoughData", "tune_rough"]

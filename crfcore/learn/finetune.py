@@ -41,7 +41,7 @@ from .data import LearnData, Sample
 from .settings import CLASSES, FINETUNE, SEED, setting
 
 __all__ = ["FinetuneConfig", "TuneResult", "TuneCallback", "crf_loss", "validate", "unary_miou", "batch_miou",
-           "fine_tune", "save_result"]
+           "fine_tune", "zero_pairwise", "prefer_unary", "save_result"]
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +302,24 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     generator.set_state(payload["rng"])
     keys = ("step", "history", "best_miou", "best_step", "best_state", "bad", "stopped", "val_unary", "val_initial")
     return {k: payload[k] for k in keys}
+
+
+def zero_pairwise(params: Any) -> Any | None:
+    """``params`` with every pairwise weight (``w_*``) at 0, or None when the refiner has none. Mean field (and the
+    G-CRF) then return the unary itself, so the refiner's labels are the unary's argmax."""
+    names = [s.name for s in P.specs(params) if s.name.startswith("w_")]
+    return P.with_overrides(params, **{n: 0.0 for n in names}) if names else None
+
+
+def prefer_unary(result: TuneResult) -> TuneResult:
+    """``result``, or, when the unary alone scored higher on validation than the returned parameters, those
+    parameters with every pairwise weight at 0 (:func:`zero_pairwise`: the refiner then returns the unary's argmax,
+    so ``val_miou`` becomes ``val_unary_miou``): tuning never hands back a refiner that makes the unary worse."""
+    zero = zero_pairwise(result.params)
+    if zero is None or not result.val_unary_miou > result.val_miou:
+        return result
+    return dataclasses.replace(result, params=zero, val_miou=result.val_unary_miou,
+                               choice="the unary alone (no pairwise term): no tuned refiner beat it on validation")
 
 
 def save_result(result: TuneResult, path: str | os.PathLike) -> None:

@@ -52,7 +52,7 @@ from ..appearance import appearance_probs, estimate_roughness, fit_colour_models
 from ..labels import VOID
 from ..protocols import StrokeRecipe, fill_nearest, next_stroke, polygon_annotation
 from .data import LearnData, Sample
-from .finetune import FinetuneConfig, TuneCallback, TuneResult, fine_tune, unary_miou, validate
+from .finetune import FinetuneConfig, TuneCallback, TuneResult, fine_tune, unary_miou, validate, zero_pairwise
 
 __all__ = ["PROTOCOLS", "GRID", "RoughRecipe", "annotate", "unary_parts", "RoughUnary", "UnaryCRF", "RoughData",
            "tune_rough"]
@@ -254,12 +254,6 @@ class RoughData(LearnData):
         return Sample(stem, image_t, parts, labels_t)
 
 
-def _zero_pairwise(params: Any) -> Any | None:
-    """``params`` with every pairwise weight (``w_*``) at 0, or None when the refiner has none."""
-    names = [s.name for s in P.specs(params) if s.name.startswith("w_")]
-    return P.with_overrides(params, **{n: 0.0 for n in names}) if names else None
-
-
 def tune_rough(method: str, params: Any, data: RoughData, *, config: FinetuneConfig = FinetuneConfig(),
                grid: tuple[float, ...] | None = None, callback: TuneCallback | None = None,
                **model_options: Any) -> TuneResult:
@@ -300,7 +294,7 @@ def tune_rough(method: str, params: Any, data: RoughData, *, config: FinetuneCon
     shipped = validate(UnaryCRF(head0, refiners.get(method, params, num_classes=c)), val0, c, void=void,
                        classes=classes)
     best = {"miou": shipped, "params": params, "unary": start, "choice": "the starting preset", "run": None}
-    zero = _zero_pairwise(params)
+    zero = zero_pairwise(params)
     if zero is not None:
         alone = validate(UnaryCRF(head0, refiners.get(method, zero, num_classes=c)), val0, c, void=void,
                          classes=classes)

@@ -149,3 +149,21 @@ def test_cli_tune_strokes_runs_and_rough_protocols_refuse_what_they_cannot_do(sh
     assert main(["tune", "--data", str(shapes_folder), "-o", str(out), "--protocol", "polygon", "--checkpoint",
                  str(tmp_path / "c.pt")]) == 2
     assert "--checkpoint applies to --protocol noise" in capsys.readouterr().err
+
+
+def test_prefer_unary_hands_back_the_unary_alone_when_tuning_made_it_worse():
+    from crfcore.learn import TuneResult, prefer_unary
+
+    worse = TuneResult("convcrf", P.ConvCRFParams(), 80.0, 60.0, 65.0, 3, 5, False)
+    kept = prefer_unary(worse)
+    assert (kept.params.w_appearance, kept.params.w_smoothness, kept.val_miou) == (0.0, 0.0, 80.0)
+    assert "unary alone" in kept.choice
+    better = TuneResult("convcrf", P.ConvCRFParams(), 60.0, 60.0, 65.0, 3, 5, False)
+    assert prefer_unary(better) is better
+    # the claim it rests on: with no pairwise weight every refiner returns the unary's argmax
+    image, gt = _shapes(0)
+    probs = np.random.default_rng(1).dirichlet([1, 1, 1], gt.shape).transpose(2, 0, 1).astype(np.float32)
+    for method in ("convcrf", "densecrf", "gaussian"):
+        zero = crfcore.learn.finetune.zero_pairwise(P.params_for(method)())
+        labels = crfcore.refine(image, probs, method, params=zero, device="cpu").labels
+        np.testing.assert_array_equal(labels, probs.argmax(0))
