@@ -50,6 +50,16 @@ PROTOCOLS = {"folder": "The folder's unaries (masks, probability maps)",
              "strokes": "Brush strokes drawn from the ground truth"}
 """The *Training unaries* choices: key → label."""
 
+_CURVES = {"train_loss": ("training loss", "#e8710a"), "train_miou": ("training mIoU", "#4285f4"),
+           "val_miou": ("validation mIoU", "#34a853")}
+
+
+def _title(text: str, keys: tuple[str, ...]) -> str:
+    """A plot title that names its curves in their colours: the legend, above the plot, never over the curves."""
+    names = "  ".join(f'<span style="color:{_CURVES[k][1]}">{"●" if k == "val_miou" else "—"} '
+                      f'{_CURVES[k][0]}</span>' for k in keys)
+    return f"{text}   {names}"
+
 
 @contextmanager
 def _training_folder(entries: Sequence[ImageEntry]) -> Iterator[Path]:
