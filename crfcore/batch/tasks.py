@@ -1,12 +1,18 @@
 """The per-image work of a batch: tasks found in a folder, the picklable spec every worker builds its refiner from,
 and :func:`refine_file`, a pure function of (task, refiner) that never raises for a bad input.
 
+A label-mask image goes through :func:`crfcore.refine_mask` (colour models learned from the mask, roughness-aware),
+as ``crfcore refine IMAGE MASK`` does; with an outline band (``RefineSpec.band``: ``--band`` or the preset's
+``"unary"`` entry) a mask becomes the plain band unary of :func:`crfcore.unary.from_labels` instead. Probabilities,
+logits and annotation files go through :func:`crfcore.refine`.
+
 Nothing here knows how tasks are scheduled: :mod:`crfcore.batch.engine` chooses an engine
 (:mod:`~crfcore.batch.local`, :mod:`~crfcore.batch.ray`) and runs the tasks whose output is missing or damaged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -23,7 +29,7 @@ from .. import params as P
 from ..errors import InputError
 
 __all__ = ["Task", "RefineSpec", "Outcome", "Refiner", "UNARY_SUFFIXES", "DEFAULT_VOID", "find_tasks",
-           "refine_file", "output_ok", "quiet_per_image_logs"]
+           "is_mask_file", "refine_file", "output_ok", "quiet_per_image_logs"]
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +55,26 @@ class RefineSpec:
     """What every worker builds its :class:`Refiner` from (picklable).
 
     Attributes:
-        method: refiner name ("convcrf", "densecrf", "gaussian").
-        params: that refiner's params dataclass (``crfcore.params``), or None for defaults.
+        method: refiner name ("convcrf", "densecrf", "gaussian", "piecewise").
+        params: that refiner's params dataclass (``crfcore.params``), or None: ``preset`` when given, else the
+            method's defaults for probability unaries and its shipped ``rough_annotation`` preset for masks.
         device: "cpu" or "cuda".
         num_classes: C of every unary; None takes it from each file.
-        confidence: probability of a mask's label in its unary, (1/C, 1]; None for the default.
+        confidence: probability of a mask's label in its unary, (1/C, 1]; None for the preset's (or the default).
         band: uncertain band along a mask's outlines in pixels (``crfcore.unary.from_labels``) at the reference
-            size when ``scale`` is "auto" (scaled with each image, as the spatial params are); None for none.
+            size when ``scale`` is "auto" (scaled with each image, as the spatial params are); None: masks go
+            through :func:`crfcore.refine_mask`.
         threads: torch threads per worker (set in the calling process too when it runs the tasks itself); None
             leaves torch's default (pool workers then use 1).
         resize: scale a unary of the image's aspect ratio but another size (a network's output) to the image.
         void: the mask label of unannotated pixels (uniform in the unary; ``crfcore batch --void``).
         scale: how spatial parameters follow each image's size, as in :func:`crfcore.refine` ("auto" or a number).
+        preset: a preset file (not with ``params``): its refiner parameters, and for masks its ``"unary"`` settings
+            (:class:`crfcore.params.UnaryParams`) as :func:`crfcore.refine_mask` reads them.
+        overrides: ``(name, value)`` pairs of refiner parameters applied over ``params`` / ``preset`` (the CLI's
+            parameter flags).
+        roughness: masks: :func:`crfcore.refine_mask`'s ``roughness``, ``"auto"`` or pixels > 0 (at the reference
+            size under ``scale="auto"``).
     """
 
     method: str = "convcrf"
@@ -73,6 +87,9 @@ class RefineSpec:
     resize: bool = False
     void: int = DEFAULT_VOID
     scale: str | float = "auto"
+    preset: str | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
+    roughness: float | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -88,7 +105,8 @@ class Outcome:
 class Refiner:
     """The per-worker state: parameters resolved (a preset read) once, torch threads set, device checked.
 
-    Calling it refines one image with :func:`crfcore.refine` and returns ``(H, W)`` int64 labels.
+    Calling it refines one image's probabilities with :func:`crfcore.refine`; :meth:`refine_mask` refines a label
+    mask with :func:`crfcore.refine_mask`. Both return ``(H, W)`` int64 labels.
     """
 
     def __init__(self, spec: RefineSpec) -> None:
@@ -96,15 +114,26 @@ class Refiner:
 
         from ..api import resolve_params
         from ..checks import as_device
+        from ..mask_refine import resolve_settings
 
         if spec.device not in ("cpu", "cuda"):
             raise InputError(f"device must be 'cpu' or 'cuda', got {spec.device!r}.")
+        if spec.params is not None and spec.preset is not None:
+            raise InputError(f"RefineSpec got both params ({type(spec.params).__name__}) and preset {spec.preset}; "
+                             f"give one.")
+        _check_roughness(spec.roughness)
         as_device(spec.device)
         if spec.threads is not None:
             torch.set_num_threads(spec.threads)
         P.scale_factor(1, 1, spec.scale)  # a bad scale fails here, before any image
         self.spec = spec
-        self.params = resolve_params(spec.method, spec.params)
+        source = spec.params if spec.params is not None else spec.preset
+        overrides = dict(spec.overrides)
+        self.params = resolve_params(spec.method, source, **overrides)
+        if spec.confidence is not None:
+            overrides["confidence"] = spec.confidence
+        self.mask_params, self.mask_settings = resolve_settings(spec.method, source, "rough_annotation",
+                                                                **overrides)
 
     def __call__(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """``image`` (H, W, 3) uint8, ``probs`` (C, H, W) float32 → ``(H, W)`` int64 labels."""
@@ -112,6 +141,49 @@ class Refiner:
 
         return refine(image, probs, self.spec.method, params=self.params, device=self.spec.device,
                       scale=self.spec.scale).labels
+
+    def refine_mask(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``image`` (H, W, 3) uint8, ``mask`` (H, W) int labels (``spec.void`` unannotated) → ``(H, W)`` int64
+        labels of :func:`crfcore.refine_mask` with the spec's preset, unary settings and roughness."""
+        from ..mask_refine import refine_mask
+
+        spec = self.spec
+        return refine_mask(image, mask, num_classes=spec.num_classes, method=spec.method, params=self.mask_params,
+                           roughness=spec.roughness, void=None if spec.void < 0 else spec.void, device=spec.device,
+                           scale=spec.scale, **dataclasses.asdict(self.mask_settings)).labels
+
+
+def _check_roughness(roughness: float | str) -> None:
+    if roughness == "auto":
+        return
+    if isinstance(roughness, bool) or not isinstance(roughness, (int, float)) or not np.isfinite(roughness) \
+            or roughness <= 0:
+        raise InputError(f"roughness must be 'auto' or a number of pixels > 0, got {roughness!r}.")
+
+
+_ARRAY_SUFFIXES = (".npy", ".npz", ".tif", ".tiff", ".json")
+
+
+def is_mask_file(path: Path) -> bool:
+    """True for a label-mask image (PNG, BMP, ...), which :func:`refine_file` refines with
+    :func:`crfcore.refine_mask`; False for probability arrays, TIFF stacks, annotation JSON and class-map folders."""
+    return path.is_file() and path.suffix.lower() not in _ARRAY_SUFFIXES
+
+
+def _fit_mask(mask: np.ndarray, image_shape: tuple[int, int], resize: bool, source: Path) -> np.ndarray:
+    """The mask at the image's size: as is, or nearest-neighbour resampled with ``resize`` (same aspect ratio)."""
+    (h, w), (ih, iw) = mask.shape, image_shape
+    if (h, w) == (ih, iw):
+        return mask
+    if not resize:
+        raise InputError(f"{source} is {h}×{w} (H×W) but the image is {ih}×{iw}; pass --resize to scale it to the "
+                         f"image, or use the mask made for this image.")
+    if abs((h / w) / (ih / iw) - 1) > 0.02:
+        raise InputError(f"{source} is {h}×{w} (H×W), another aspect ratio than the image's {ih}×{iw}; it is not a "
+                         f"mask of this image, or it was cropped.")
+    rows = ((np.arange(ih) + 0.5) * h / ih).astype(np.int64).clip(max=h - 1)
+    cols = ((np.arange(iw) + 0.5) * w / iw).astype(np.int64).clip(max=w - 1)
+    return mask[rows][:, cols]
 
 
 def refine_file(task: Task, refiner: Refiner) -> Outcome:
@@ -124,6 +196,10 @@ def refine_file(task: Task, refiner: Refiner) -> Outcome:
     try:
         image = io.load_image(task.image)
         band = refiner.spec.band
+        if band is None and task.unary is not None and is_mask_file(task.unary):
+            mask = _fit_mask(io.load_mask(task.unary), image.shape[:2], refiner.spec.resize, task.unary)
+            io.save_mask(task.out, refiner.refine_mask(image, mask))
+            return Outcome(task, "done", "", time.perf_counter() - start)
         if band is not None:
             band = P.scaled_length(band, P.scale_factor(*image.shape[:2], refiner.spec.scale))
         probs = load_unary(task.unary, num_classes=refiner.spec.num_classes, image_shape=image.shape[:2],

@@ -1,5 +1,10 @@
 """``crfcore batch IN_DIR -o OUT_DIR``: refine every image of a folder, resumably, with a failure summary.
 
+Label-mask images go through :func:`crfcore.refine_mask` with the options ``crfcore refine`` gives it
+(``--roughness``, ``--confidence``, ``--void``, ``--scale``, ``--preset`` with its ``"unary"`` settings); with a band
+(``--band`` or the preset's) masks become the plain outline-band unary instead; probabilities, logits and annotation
+files go through :func:`crfcore.refine`.
+
 Exit status 0 when every image is refined (or was already), 1 when some failed (each named, with the reason, at the
 end), 2 for a usage error that stops the batch before it starts.
 """
@@ -47,7 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--confidence", type=float,
                    help="probability given to a mask's label (masks only; default: the preset's, else 0.7)")
     p.add_argument("--band", type=float,
-                   help="uncertain band along a mask's outlines [px] (masks only; default: the preset's, else none)")
+                   help="plain outline-band unary without colour models: uncertain band along a mask's outlines [px] "
+                        "(masks only; default: the --preset file's band, else colour models via crfcore.refine_mask)")
+    p.add_argument("--roughness", default="auto", type=roughness_arg,
+                   help="masks: how far the outline may be off [px], or 'auto' to estimate it per image (default auto)")
     p.add_argument("--void", type=int, default=DEFAULT_VOID,
                    help=f"mask label of unannotated pixels, uniform in the unary (default {DEFAULT_VOID})")
     p.add_argument("--resize", action="store_true",
@@ -55,6 +63,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_scale_arg(p)
     add_method_args(p)
     p.set_defaults(func=run)
+
+
+def roughness_arg(value: str) -> float | str:
+    """``--roughness`` value: ``"auto"`` or a number of pixels > 0 (argparse type)."""
+    if value == "auto":
+        return value
+    try:
+        px = float(value)
+    except ValueError:
+        px = float("nan")
+    if not px > 0 or px == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels > 0, got {value!r}")
+    return px
 
 
 class _Progress:
@@ -89,12 +110,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--address is for --engine ray, got --engine {args.engine}; add --engine ray.")
     if args.void < -1:
         raise InputError(f"--void must be a label ≥ 0, or -1 for none, got {args.void}.")
-    method, params = params_from_args(args)
+    method, _ = params_from_args(args)  # checks the parameter flags; workers resolve them with the preset
     tasks = find_tasks(args.in_dir, args.out, unary_dir=args.unary_dir)
     options = unary_options(args)
-    spec = RefineSpec(method, params, device=args.device, num_classes=args.num_classes,
+    overrides = tuple((k.removeprefix("param_"), v) for k, v in sorted(vars(args).items())
+                      if k.startswith("param_") and v is not None)
+    preset = None if args.preset is None else str(Path(args.preset).absolute())
+    spec = RefineSpec(method, None, device=args.device, num_classes=args.num_classes,
                       confidence=options.get("confidence"), band=options.get("band"), resize=args.resize,
-                      void=args.void, scale=args.scale)
+                      void=args.void, scale=args.scale, preset=preset, overrides=overrides,
+                      roughness=args.roughness)
     engine_options = {"address": args.address} if args.engine == "ray" else None
     progress = _Progress(len(tasks), sys.stderr)
     with nullcontext() if args.verbose else quiet_per_image_logs():  # the engine starts only if there is work

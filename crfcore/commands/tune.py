@@ -31,6 +31,7 @@ _TYPES = {"int": int, "float": float}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..learn.rough import GRID, PROTOCOLS, RoughRecipe
     from ..learn.settings import FINETUNE, PIECEWISE, SEED, VAL_FRAC
 
     p = sub.add_parser("tune", help="learn CRF parameters on held-out images (decoupled or piecewise training)",
@@ -51,7 +52,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                  "--scale auto, resample every image to this long side")
     add_scale_arg(p)
     p.add_argument("--limit", type=int, help="only the first N pairs")
-    p.add_argument("--checkpoint", type=Path, help="checkpoint file; an existing one is resumed")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint file; an existing one is resumed (--protocol noise)")
+    rough = p.add_argument_group("rough annotations (--protocol polygon / strokes; see crfcore eval)")
+    rough.add_argument("--protocol", choices=PROTOCOLS, default="noise",
+                       help="training unaries: noise (synthetic, default), polygon (ground truth simplified to "
+                            "polygons, refine_mask's colour-model unary) or strokes (simulated brush strokes)")
+    rough.add_argument("--tolerance", type=float, default=RoughRecipe.tolerance,
+                       help=f"polygon: simplification tolerance [px at the training size] (default "
+                            f"{RoughRecipe.tolerance:g})")
+    rough.add_argument("--background", metavar="CLASS|none", default="0",
+                       help="polygon: class of pixels no polygon covers, or 'none' to leave them unknown (CamVid); "
+                            "default 0")
+    rough.add_argument("--strokes", type=int, default=RoughRecipe.strokes,
+                       help=f"strokes: strokes of the simulated annotator per image (default {RoughRecipe.strokes})")
+    rough.add_argument("--roughness-scales", metavar="F,F,...", default=",".join(f"{g:g}" for g in GRID),
+                       help="polygon: multipliers of the starting roughness_scale tried, the CRF fine-tuned at "
+                            "each (default %(default)s)")
     p.add_argument("--curves", type=Path, help="curves CSV (default: the preset's name with .csv)")
     p.add_argument("--plot", type=Path, help="curves PNG (default: the preset's name with .png)")
     group = p.add_argument_group("training settings (defaults: fine-tuning / piecewise training)")
@@ -88,9 +104,28 @@ def _to_reference(learned: Any, reference: Any, factor: float) -> Any:
     return dataclasses.replace(out, **windows)
 
 
+def _background(value: str) -> int | None:
+    if value == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--background must be a class index or 'none', got {value!r}.") from None
+
+
+def _grid(value: str) -> tuple[float, ...]:
+    try:
+        grid = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        grid = ()
+    if not grid or not all(0 < g < math.inf for g in grid):
+        raise ValueError(f"--roughness-scales must be numbers > 0 separated by commas (e.g. 1,0.5,2), got {value!r}.")
+    return grid
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import refiners
-    from ..learn import (FinetuneConfig, LearnData, PiecewiseConfig, fine_tune, plot_png, save_result,
+    from ..learn import (FinetuneConfig, LearnData, PiecewiseConfig, fine_tune, plot_png, prefer_unary, save_result,
                          train_piecewise, write_csv)
 
     method, params = params_from_args(args)
@@ -108,12 +143,10 @@ def run(args: argparse.Namespace) -> int:
     if piecewise and args.checkpoint is not None:
         raise ValueError("--checkpoint applies to fine-tuning; piecewise training runs without inference and "
                          "takes seconds, so it has no checkpoints.")
+    if args.protocol != "noise":
+        return _run_rough(args, method)
     reference = params
-    if args.scale == "auto":  # train at one long side; the factor takes reference values to it and back
-        side = args.max_side or P.REFERENCE_SIZE
-        factor, sides = side / P.REFERENCE_SIZE, {"long_side": side}
-    else:
-        factor, sides = float(args.scale), {"max_side": args.max_side}
+    factor, sides = _sides(args)
     params = P.scaled(params, factor, floor=False)  # exact, so that the learned values convert back exactly
     data = LearnData(args.data, num_classes=args.num_classes, val_frac=args.val_frac, seed=args.seed,
                      void=args.void, limit=args.limit, **sides)
@@ -134,14 +167,68 @@ def run(args: argparse.Namespace) -> int:
         model = refiners.get(method, params, num_classes=data.num_classes, **{k: v for k, v in extra.items() if v})
         result = fine_tune(model, data, config=FinetuneConfig(seed=args.seed, **given), checkpoint=args.checkpoint,
                           callback=_progress(f"tune {method}"))
+    result = prefer_unary(result)  # never a refiner that makes the unary worse on validation
     result = dataclasses.replace(result, params=_to_reference(result.params, reference, factor))
     save_result(result, args.output)
     curves = args.curves or args.output.with_suffix(".csv")
     plot = args.plot or args.output.with_suffix(".png")
     write_csv(result.history, curves)
     plot_png(result.history, plot, title=f"{method} on {args.data.name}: validation mIoU {result.val_miou:.1f}")
+    which = result.choice or (f"step {result.best_step} of {result.steps}"
+                              f"{', stopped early' if result.stopped_early else ''}")
     print(f"validation mIoU   unary {result.val_unary_miou:.2f}   before {result.val_initial_miou:.2f}   "
-          f"tuned {result.val_miou:.2f} (step {result.best_step} of {result.steps}"
-          f"{', stopped early' if result.stopped_early else ''}, {result.wall_s:.0f} s)")
+          f"tuned {result.val_miou:.2f} ({which}, {result.wall_s:.0f} s)")
+    print(f"wrote {args.output}, {curves}, {plot}")
+    return 0
+
+
+def _sides(args: argparse.Namespace) -> tuple[float, dict[str, int | None]]:
+    """The factor from reference values to the training size, and LearnData's size keywords."""
+    if args.scale == "auto":  # train at one long side; the factor takes reference values to it and back
+        side = args.max_side or P.REFERENCE_SIZE
+        return side / P.REFERENCE_SIZE, {"long_side": side}
+    return float(args.scale), {"max_side": args.max_side}
+
+
+def _run_rough(args: argparse.Namespace, method: str) -> int:
+    """``--protocol polygon|strokes``: the CRF and the unary's settings on rough annotations (crfcore.learn.rough)."""
+    from ..learn import FinetuneConfig, RoughData, RoughRecipe, plot_png, save_result, tune_rough, write_csv
+    from ..mask_refine import resolve_settings
+
+    if args.checkpoint is not None:
+        raise ValueError("--checkpoint applies to --protocol noise; a rough-annotation run trains several short "
+                         "fine-tunings (one per roughness scale) and has no checkpoint.")
+    recipe = RoughRecipe(args.protocol, tolerance=args.tolerance, background=_background(args.background),
+                         strokes=args.strokes)
+    overrides = {k.removeprefix("param_"): v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
+    reference, settings = resolve_settings(method, args.preset, recipe.kind, **overrides)
+    factor, sides = _sides(args)
+    params = P.scaled(reference, factor, floor=False)
+    given = {n: getattr(args, f"cfg_{n}") for n in _FINETUNE_FLAGS if getattr(args, f"cfg_{n}") is not None}
+    foreign = [n for n in _PIECEWISE_FLAGS if n not in _FINETUNE_FLAGS and getattr(args, f"cfg_{n}") is not None]
+    if foreign:
+        raise ValueError(f"--{foreign[0].replace('_', '-')} is a piecewise-training setting; fine-tuning on rough "
+                         f"annotations takes {', '.join('--' + n.replace('_', '-') for n in _FINETUNE_FLAGS)}.")
+    data = RoughData(args.data, recipe, settings, num_classes=args.num_classes, val_frac=args.val_frac,
+                     seed=args.seed, void=args.void, limit=args.limit, **sides)
+    start = args.preset or f"shipped {recipe.kind}"
+    print(f"tune {method} on {args.protocol} annotations: {len(data.train_stems)} training, {len(data.val_stems)} "
+          f"validation images, {data.num_classes} classes ({args.data}); starting from the {start} preset",
+          file=sys.stderr)
+    extra = {k: True for k in ("learn_compat", "learn_features") if getattr(args, k)}
+    result = tune_rough(method, params, data, config=FinetuneConfig(seed=args.seed, **given),
+                        grid=_grid(args.roughness_scales), callback=_progress(f"tune {method}"), **extra)
+    result = dataclasses.replace(result, params=_to_reference(result.params, reference, factor))
+    save_result(result, args.output)
+    curves = args.curves or args.output.with_suffix(".csv")
+    plot = args.plot or args.output.with_suffix(".png")
+    write_csv(result.history, curves)
+    plot_png(result.history, plot, title=f"{method} on {args.data.name} ({args.protocol}): validation mIoU "
+                                         f"{result.val_miou:.1f}")
+    u = result.unary
+    print(f"validation mIoU   unary {result.val_unary_miou:.2f}   {'preset' if args.preset else 'shipped'} "
+          f"{result.val_initial_miou:.2f}   tuned {result.val_miou:.2f} ({result.choice}; {result.wall_s:.0f} s)")
+    print(f"unary settings: confidence {u.confidence:g}, colour_weight {u.colour_weight:g}, prior_width "
+          f"{u.prior_width:g}, roughness_scale {u.roughness_scale:g}")
     print(f"wrote {args.output}, {curves}, {plot}")
     return 0

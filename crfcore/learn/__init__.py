@@ -4,6 +4,9 @@
   random crops.
 * :mod:`~crfcore.learn.finetune`: decoupled fine-tuning through inference (ConvCRF §5.2; "+C", "+T"), early stopping,
   resumable checkpoints.
+* :mod:`~crfcore.learn.rough`: learning on rough polygon masks and brush strokes through
+  :func:`crfcore.refine_mask`'s colour-model unary, its confidence, colour weight and prior width trained with the
+  CRF, a grid over its roughness scale (``crfcore tune --protocol polygon|strokes``).
 * :mod:`~crfcore.learn.piecewise_train`: piecewise training of the ``"piecewise"`` refiner's range-box potentials
   (Lin et al. 2016; the refiner itself is :mod:`crfcore.refiners.piecewise`).
 * :mod:`~crfcore.learn.settings`: the training settings (defaults, ranges, help) the configs, ``crfcore tune``
@@ -20,8 +23,10 @@
 from . import settings
 from .curves import plot_png, write_csv
 from .data import Batch, LearnData, Sample, split_stems
-from .finetune import FinetuneConfig, TuneResult, fine_tune, save_result, validate
+from .finetune import FinetuneConfig, TuneResult, fine_tune, prefer_unary, save_result, validate
 from .piecewise_train import PiecewiseConfig, train_piecewise
+from .rough import RoughData, RoughRecipe, tune_rough
 
-__all__ = ["settings", "LearnData", "Sample", "Batch", "split_stems", "FinetuneConfig", "TuneResult", "fine_tune", "save_result",
-           "validate", "PiecewiseConfig", "train_piecewise", "write_csv", "plot_png"]
+__all__ = ["settings", "LearnData", "Sample", "Batch", "split_stems", "FinetuneConfig", "TuneResult", "fine_tune",
+           "prefer_unary", "save_result", "validate", "PiecewiseConfig", "train_piecewise", "write_csv", "plot_png",
+           "RoughRecipe", "RoughData", "tune_rough"]

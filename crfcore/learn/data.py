@@ -180,9 +180,7 @@ class LearnData:
 
     def _load(self, stem: str) -> Sample:
         image_path, mask_path = self.pairs[stem]
-        image = io.load_image(image_path)
-        labels = io.load_mask(mask_path)
-        io.check_pair(image, labels, image_path, mask_path)
+        image, labels = self._read(stem)
         if self.unary_fn is None:
             unary = noisy_unary(labels, self.num_classes, image_id=stem, recipe=self.recipe, void=self.void)
         else:
@@ -192,9 +190,24 @@ class LearnData:
             raise ValueError(f"unary of {stem} has shape {tuple(probs.shape[1:])}, expected "
                              f"({self.num_classes}, {labels.shape[0]}, {labels.shape[1]}) (C, H, W); make unary_fn "
                              f"return one probability map per class at the image's size.")
+        image_t, labels_t, probs = self._resample(image, labels, probs.float())
+        return Sample(stem, image_t, probs[0].contiguous(), labels_t)
+
+    def _read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """The full-size ``(H, W, 3)`` uint8 image and ``(H, W)`` int labels of ``stem``, checked as a pair."""
+        image_path, mask_path = self.pairs[stem]
+        image = io.load_image(image_path)
+        labels = io.load_mask(mask_path)
+        io.check_pair(image, labels, image_path, mask_path)
+        return image, labels
+
+    def _resample(self, image: np.ndarray, labels: np.ndarray,
+                  probs: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(3, h, w)`` float32 image (0..255, whole numbers), ``(h, w)`` int64 labels and ``(1, C, h, w)``
+        probabilities (or None) at the size ``max_side`` / ``long_side`` ask for: image area-averaged, labels
+        nearest, probabilities bilinear and renormalised."""
         image_t = torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0)
         labels_t = torch.from_numpy(labels)
-        probs = probs.float()
         h, w = labels.shape
         target = self.max_side if self.max_side is not None and max(h, w) > self.max_side else self.long_side
         if target is not None and target != max(h, w):
@@ -202,9 +215,10 @@ class LearnData:
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
             image_t = F.interpolate(image_t, size=size, mode="bilinear", antialias=True, align_corners=False)
             image_t = image_t.round().clamp(0, 255)
-            probs = F.interpolate(probs, size=size, mode="bilinear", antialias=True, align_corners=False)
-            probs = probs / probs.sum(1, keepdim=True)
+            if probs is not None:
+                probs = F.interpolate(probs, size=size, mode="bilinear", antialias=True, align_corners=False)
+                probs = probs / probs.sum(1, keepdim=True)
             rows = ((torch.arange(size[0]) + 0.5) * h / size[0]).long().clamp(max=h - 1)
             cols = ((torch.arange(size[1]) + 0.5) * w / size[1]).long().clamp(max=w - 1)
             labels_t = labels_t[rows][:, cols]
-        return Sample(stem, image_t[0].contiguous(), probs[0].contiguous(), labels_t.contiguous())
+        return image_t[0].contiguous(), labels_t.contiguous(), probs

@@ -41,7 +41,7 @@ from .data import LearnData, Sample
 from .settings import CLASSES, FINETUNE, SEED, setting
 
 __all__ = ["FinetuneConfig", "TuneResult", "TuneCallback", "crf_loss", "validate", "unary_miou", "batch_miou",
-           "fine_tune", "save_result"]
+           "fine_tune", "zero_pairwise", "prefer_unary", "save_result"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,10 @@ class TuneResult:
         stopped_early: early stopping ended the run.
         history: one row per step, ``{"step", "train_loss", "train_miou"?, "val_miou"}`` (NaN where not measured).
         wall_s: wall-clock seconds of the run (this process's part of it when resumed).
+        unary: the unary settings tuned with the parameters (:func:`crfcore.learn.rough.tune_rough`), written into
+            the preset's ``"unary"`` entry for :func:`crfcore.refine_mask`; None when the unary was fixed.
+        kind: the preset kind the unary is of (``"rough_annotation"``, ``"scribbles"``), or None.
+        choice: which candidate was kept on validation, in words (rough protocols); empty otherwise.
     """
 
     method: str
@@ -111,6 +115,9 @@ class TuneResult:
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
+    unary: P.UnaryParams | None = None
+    kind: str | None = None
+    choice: str = ""
 
 
 def crf_loss(q: Tensor, labels: Tensor, *, void: int | None = VOID) -> Tensor:
@@ -142,9 +149,13 @@ def validate(model: nn.Module, samples: list[Sample], num_classes: int, *, void:
     return _score(preds, samples, num_classes, void, classes)
 
 
-def unary_miou(samples: list[Sample], num_classes: int, *, void: int | None = VOID, classes: str = "gt") -> float:
-    """mIoU (%) of the unaries' argmax over ``samples``."""
-    return _score([s.unary.argmax(0) for s in samples], samples, num_classes, void, classes)
+@torch.no_grad()
+def unary_miou(samples: list[Sample], num_classes: int, *, void: int | None = VOID, classes: str = "gt",
+               transform: Callable[[Tensor], Tensor] | None = None) -> float:
+    """mIoU (%) of the unaries' argmax over ``samples``; ``transform`` maps a stored ``(1, K, H, W)`` unary to
+    ``(1, C, H, W)`` probabilities first (the learnable unary of :mod:`crfcore.learn.rough`), None: as stored."""
+    preds = [(s.unary if transform is None else transform(s.unary[None])[0]).argmax(0) for s in samples]
+    return _score(preds, samples, num_classes, void, classes)
 
 
 def batch_miou(q: Tensor, labels: Tensor, num_classes: int, void: int | None, classes: str = "gt") -> float:
@@ -154,7 +165,8 @@ def batch_miou(q: Tensor, labels: Tensor, num_classes: int, void: int | None, cl
 
 
 def fine_tune(model: nn.Module, data: LearnData, *, config: FinetuneConfig = FinetuneConfig(),
-             checkpoint: str | os.PathLike | None = None, callback: TuneCallback | None = None) -> TuneResult:
+             checkpoint: str | os.PathLike | None = None, callback: TuneCallback | None = None,
+             unary_transform: Callable[[Tensor], Tensor] | None = None) -> TuneResult:
     """Train ``model``'s learnable parameters on ``data``'s training crops; early stopping on its validation images.
 
     Args:
@@ -166,6 +178,7 @@ def fine_tune(model: nn.Module, data: LearnData, *, config: FinetuneConfig = Fin
             exists when called, the run resumes from it (same model structure and config required).
         callback: progress, see :data:`TuneCallback`; raising :class:`crfcore.Cancelled` stops the run after
             writing the checkpoint, and the exception propagates.
+        unary_transform: how the unary mIoU reads the samples' stored unaries (see :func:`unary_miou`).
 
     Returns:
         :class:`TuneResult`; ``model`` is left holding the best parameters on validation.
@@ -192,7 +205,7 @@ def fine_tune(model: nn.Module, data: LearnData, *, config: FinetuneConfig = Fin
         state = {"step": 0, "history": [{"step": 0, "train_loss": math.nan, "train_miou": math.nan,
                                          "val_miou": initial}],
                  "best_miou": initial, "best_step": 0, "best_state": copy.deepcopy(model.state_dict()), "bad": 0,
-                 "stopped": False, "val_unary": unary_miou(val, c, void=void, classes=config.classes),
+                 "stopped": False, "val_unary": unary_miou(val, c, void=void, classes=config.classes, transform=unary_transform),
                  "val_initial": initial}
     while state["step"] < config.steps and not state["stopped"]:
         row = _train_step(model, optimizer, data, config, generator, state["step"] + 1)
@@ -291,8 +304,37 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     return {k: payload[k] for k in keys}
 
 
+def zero_pairwise(params: Any) -> Any | None:
+    """``params`` with every pairwise weight (``w_*``) at 0, or None when the refiner has none. Mean field (and the
+    G-CRF) then return the unary itself, so the refiner's labels are the unary's argmax."""
+    names = [s.name for s in P.specs(params) if s.name.startswith("w_")]
+    return P.with_overrides(params, **{n: 0.0 for n in names}) if names else None
+
+
+def prefer_unary(result: TuneResult) -> TuneResult:
+    """``result``, or, when the unary alone scored higher on validation than the returned parameters, those
+    parameters with every pairwise weight at 0 (:func:`zero_pairwise`: the refiner then returns the unary's argmax,
+    so ``val_miou`` becomes ``val_unary_miou``): tuning never hands back a refiner that makes the unary worse."""
+    zero = zero_pairwise(result.params)
+    if zero is None or not result.val_unary_miou > result.val_miou:
+        return result
+    return dataclasses.replace(result, params=zero, val_miou=result.val_unary_miou,
+                               choice="the unary alone (no pairwise term): no tuned refiner beat it on validation")
+
+
 def save_result(result: TuneResult, path: str | os.PathLike) -> None:
     """Write the learned parameters as a preset (``crfcore.params.save_preset``); learned compatibility, feature
     transforms and piecewise potentials are matrices inside it, so the preset alone reproduces the tuned refiner
-    through ``crfcore.refine(..., params=path)``."""
-    P.save_preset(path, result.method, result.params)
+    through ``crfcore.refine(..., params=path)``. Tuned unary settings (``result.unary``) go into its ``"unary"``
+    entry and ``result.kind`` into ``"kind"``, so ``crfcore.refine_mask(..., params=path)`` uses them."""
+    import json
+
+    from ..io import atomic_write
+
+    unary = None if result.unary is None else dataclasses.asdict(result.unary)
+    P.save_preset(path, result.method, result.params, unary=unary)
+    if result.kind is not None:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data["kind"] = result.kind
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -113,3 +113,40 @@ def test_tuning_makes_mask_unaries_as_the_window_does(labelled_window, qtbot):
     assert (settings.confidence, settings.band) == (0.8, 3.0)
     dialog.close()
     qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
+
+
+def test_tuning_on_polygons_shows_unary_before_and_tuned_and_saves_the_unary_settings(labelled_window, qtbot,
+                                                                                     tmp_path):
+    import json
+    import re
+
+    import crfcore
+
+    window = labelled_window
+    dialog = open_dialog(window, qtbot, steps=2)
+    assert not dialog.tolerance.isEnabled() and not dialog.strokes.isEnabled()  # the folder's unaries by default
+    dialog.protocol.setCurrentIndex(dialog.protocol.findData("polygon"))
+    assert dialog.tolerance.isEnabled() and not dialog.strokes.isEnabled()
+    dialog.tolerance.setValue(6.0)
+    recipe = dialog.recipe()
+    assert (recipe.protocol, recipe.tolerance) == ("polygon", 6.0)
+    with qtbot.waitSignal(dialog.runner.finished, timeout=3 * TIMEOUT) as finished:
+        dialog.start_button.click()
+    result = finished.args[0]
+    assert result.kind == "rough_annotation" and result.unary is not None
+    text = dialog.status.text()
+    figures = re.search(r"unary ([\d.]+), before ([\d.]+), tuned ([\d.]+)", text)
+    assert figures, text
+    unary, before, tuned = map(float, figures.groups())
+    assert tuned >= unary and tuned >= before
+    assert (unary, before, tuned) == tuple(round(v, 1) for v in (result.val_unary_miou, result.val_initial_miou,
+                                                                 result.val_miou))
+    assert dialog.save_button.isEnabled()
+    dialog.save_preset(tmp_path / "tuned.json")
+    written = json.loads((tmp_path / "tuned.json").read_text())
+    assert written["kind"] == "rough_annotation"
+    assert written["unary"]["confidence"] == result.unary.confidence
+    _, settings = crfcore.mask_refine.resolve_settings("convcrf", tmp_path / "tuned.json", "rough_annotation")
+    assert settings == result.unary
+    dialog.close()
+    qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)

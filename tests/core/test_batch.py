@@ -1,9 +1,11 @@
 """crfcore.batch: task discovery, resumable runs, failures that do not stop the batch, engines, the CLI.
 
-Expected labels come from calling ``crfcore.refine`` directly on the same files."""
+Expected labels come from calling ``crfcore.refine_mask`` (mask unaries) or ``crfcore.refine`` (probabilities, the
+band unary) directly on the same files."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -73,14 +75,14 @@ def test_find_tasks_refuses_to_write_into_an_input_folder(dataset):
         find_tasks(dataset, dataset / "masks")
 
 
-def test_run_batch_writes_what_refine_gives_and_resumes(tmp_path, dataset):
+def test_run_batch_writes_what_refine_mask_gives_and_resumes(tmp_path, dataset):
     spec = RefineSpec("convcrf")
     outcomes = run_batch(find_tasks(dataset, tmp_path / "out"), spec)
     assert [o.status for o in outcomes] == ["done"] * 3
     for k in range(3):
         image = io.load_image(dataset / "images" / f"im{k}.png")
-        probs = load_unary(dataset / "masks" / f"im{k}.png", image_shape=(H, W))
-        expected = crfcore.refine(image, probs, "convcrf", device="cpu").labels
+        mask = io.load_mask(dataset / "masks" / f"im{k}.png")
+        expected = crfcore.refine_mask(image, mask, method="convcrf", device="cpu").labels
         np.testing.assert_array_equal(io.load_mask(tmp_path / "out" / f"im{k}.png"), expected)
     (tmp_path / "out" / "im1.png").unlink()
     kept = (tmp_path / "out" / "im0.png").stat().st_mtime_ns
@@ -166,9 +168,11 @@ def test_process_pool_gives_the_same_masks_as_one_process(tmp_path, dataset):
 
 
 def test_cli_batch_makes_mask_unaries_with_the_presets_confidence_and_band(tmp_path, dataset):
-    preset = crfcore.presets.path("rough_annotation", "convcrf")
-    settings = crfcore.presets.get("rough_annotation", "convcrf")
-    assert settings.band is not None  # the case under test: a preset that carries an outline band
+    shipped = json.loads(crfcore.presets.path("rough_annotation", "convcrf").read_text())
+    shipped["unary"] = {"confidence": 0.85, "band": 1.5}  # the case under test: a preset with an outline band
+    preset = tmp_path / "band.json"
+    preset.write_text(json.dumps(shipped))
+    settings = crfcore.presets.read(preset)
     assert main(["batch", str(dataset), "-o", str(tmp_path / "out"), "--jobs", "1", "--preset", str(preset)]) == 0
     assert main(["batch", str(dataset), "-o", str(tmp_path / "wide"), "--jobs", "1", "--preset", str(preset),
                  "--band", "6"]) == 0
@@ -181,3 +185,60 @@ def test_cli_batch_makes_mask_unaries_with_the_presets_confidence_and_band(tmp_p
                                               band=crfcore.params.scaled_length(band, factor))
             expected = crfcore.refine(image, probs, method="convcrf", params=settings.params, device="cpu").labels
             np.testing.assert_array_equal(io.load_mask(tmp_path / out / f"im{k}.png"), expected)
+
+
+def _offset_folder(root) -> None:
+    """Two 48×48 images of a bright square on a dark ground, with masks 4 px too large: roughness matters."""
+    for k in range(2):
+        rng = np.random.default_rng(k)
+        truth = np.zeros((48, 48), np.int64)
+        truth[12 + k:36, 10:34 + k] = 1
+        image = np.clip(np.array([[40, 50, 60], [210, 180, 60]])[truth] + rng.normal(0, 6, (48, 48, 3)), 0, 255)
+        rough = np.zeros_like(truth)
+        rough[8 + k:40, 6:38 + k] = 1
+        for sub in ("images", "masks"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        io.save_image(root / "images" / f"sq{k}.png", image.astype(np.uint8))
+        io.save_mask(root / "masks" / f"sq{k}.png", rough)
+
+
+@pytest.mark.parametrize("engine", ["local", "backwards"])
+def test_batch_of_masks_equals_refine_mask_bit_for_bit_and_honours_roughness(tmp_path, monkeypatch, engine):
+    from crfcore.batch import Refiner
+
+    def backwards(tasks, spec, jobs, emit):  # another engine: the spec and tasks cross a pickle, as in Ray
+        refiner = Refiner(pickle.loads(pickle.dumps(spec)))
+        for task in reversed(pickle.loads(pickle.dumps(list(tasks)))):
+            emit(refine_file(task, refiner))
+
+    monkeypatch.setitem(ENGINES, "backwards", backwards)
+    _offset_folder(tmp_path / "in")
+    runs = {"auto": [], "3": ["--roughness", "3"], "8": ["--roughness", "8", "--confidence", "0.8"]}
+    for name, extra in runs.items():
+        assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / name), "--jobs", "1", "--scale", "1",
+                     "--iterations", "3", *extra]) == 0
+    outputs = {}
+    for k in range(2):
+        image = io.load_image(tmp_path / "in" / "images" / f"sq{k}.png")
+        mask = io.load_mask(tmp_path / "in" / "masks" / f"sq{k}.png")
+        for name, kwargs in (("auto", {}), ("3", {"roughness": 3.0}), ("8", {"roughness": 8.0, "confidence": 0.8})):
+            expected = crfcore.refine_mask(image, mask, method="convcrf", device="cpu", scale=1.0, iterations=3,
+                                           **kwargs).labels
+            got = io.load_mask(tmp_path / name / f"sq{k}.png")
+            np.testing.assert_array_equal(got, expected)
+            outputs[name, k] = got
+    # the roughness is not ignored: a zone of 3 px and one of 8 px around a mask 4 px off give other masks
+    assert any((outputs["3", k] != outputs["8", k]).any() for k in range(2))
+    spec = RefineSpec("convcrf", scale=1.0, overrides=(("iterations", 3),), roughness=3.0)
+    outcomes = run_batch(find_tasks(tmp_path / "in", tmp_path / f"api-{engine}"), spec, engine=engine)
+    assert [o.status for o in outcomes] == ["done", "done"]
+    for k in range(2):
+        np.testing.assert_array_equal(io.load_mask(tmp_path / f"api-{engine}" / f"sq{k}.png"), outputs["3", k])
+
+
+def test_batch_rejects_a_bad_roughness(tmp_path, dataset, capsys):
+    with pytest.raises(SystemExit):
+        main(["batch", str(dataset), "-o", str(tmp_path / "out"), "--roughness", "-2"])
+    assert "expected 'auto' or a number of pixels > 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="roughness must be 'auto' or a number of pixels > 0"):
+        run_batch(find_tasks(dataset, tmp_path / "out"), RefineSpec(roughness=0.0))

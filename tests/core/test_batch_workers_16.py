@@ -138,7 +138,7 @@ def test_a_rerun_with_every_output_present_starts_no_engine_16(tmp_path, capsys,
     assert "0 refined, 2 skipped (output exists), 0 failed" in capsys.readouterr().err
 
 
-def test_batch_void_option_makes_that_label_uniform_16(tmp_path):
+def test_batch_void_option_marks_that_label_unannotated_16(tmp_path):
     data = _folder(tmp_path / "in", 1)
     mask = io.load_mask(data / "masks" / "im00.png")
     mask[:6] = 7
@@ -146,6 +146,5 @@ def test_batch_void_option_makes_that_label_uniform_16(tmp_path):
     assert main(["batch", str(data), "-o", str(tmp_path / "out"), "--jobs", "1", "--void", "7",
                  "--iterations", "2"]) == 0
     image = io.load_image(data / "images" / "im00.png")
-    probs = crfcore.unary.from_labels(mask, 2, ignore_index=7)
-    expected = crfcore.refine(image, probs, "convcrf", iterations=2, device="cpu").labels
+    expected = crfcore.refine_mask(image, mask, method="convcrf", void=7, iterations=2, device="cpu").labels
     np.testing.assert_array_equal(io.load_mask(tmp_path / "out" / "im00.png"), expected)
