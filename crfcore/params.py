@@ -294,7 +294,7 @@ class UnaryParams:
     colour_weight: float = _p(ParamSpec("colour_weight", 0.5, "Weight w of the colour models' log-likelihood "
                                         "ratio against the mask prior inside the uncertain zone (0: mask prior "
                                         "only).", low=0.0, high=10.0, step=0.05))
-    prior_width: float = _p(ParamSpec("prior_width", 0.3, "Width σ of the mask prior, in units of a class's reach: "
+    prior_width: float = _p(ParamSpec("prior_width", 0.2, "Width σ of the mask prior, in units of a class's reach: "
                                       "a class d px away scores −d²/2(σρ)² (larger: the colours alone decide).",
                                       low=0.1, high=10.0, scale="log", step=0.05))
     colour_smoothing: float = _p(ParamSpec("colour_smoothing", 0.0, "σ of the Gaussian blur of the colour "

@@ -48,7 +48,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import params as P
-from ..appearance import appearance_probs, estimate_roughness, fit_colour_models, mask_geometry
+from ..appearance import appearance_probs, fit_colour_models
+from ..mask_refine import rough_mask
 from ..labels import VOID
 from ..protocols import StrokeRecipe, fill_nearest, next_stroke, polygon_annotation
 from .data import LearnData, Sample
@@ -138,20 +139,17 @@ def unary_parts(image: np.ndarray, mask: np.ndarray | None, strokes: np.ndarray 
             ``colour_smoothing`` are used here; the other three are :class:`RoughUnary`'s).
     """
     h, w = image.shape[:2]
-    work = np.full((h, w), -1, np.int64) if mask is None else np.asarray(mask, np.int64).copy()
-    if strokes is not None:
-        work = np.where(strokes >= 0, strokes, work)
-    if mask is not None:
-        rho = estimate_roughness(image, work) * settings.roughness_scale
-    else:
-        rho = max(h, w) / 8.0
-    geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction)
-    image_t = torch.from_numpy(image).permute(2, 0, 1).float()
-    models = fit_colour_models(image_t, torch.from_numpy(geometry.confident), num_classes,
+    rough = rough_mask(image, mask, num_classes=num_classes, strokes=strokes, void=-1, device="cpu",
+                       settings=settings)
+    common = {"labels": rough.labels, "strokes": rough.strokes, "smoothing": settings.colour_smoothing,
+              "calibrate": settings.calibrate}
+    models = fit_colour_models(rough.image, torch.from_numpy(rough.geometry.confident), num_classes,
                                components=settings.components, position_weight=settings.position_weight)
-    common = {"labels": work, "strokes": strokes, "smoothing": settings.colour_smoothing}
-    n0 = appearance_probs(image_t, geometry, models, confidence=1.0, colour_weight=0.0, prior_width=1.0, **common)
-    n1 = appearance_probs(image_t, geometry, models, confidence=1.0, colour_weight=1.0, prior_width=_FLAT, **common)
+    geometry = rough.geometry
+    n0 = appearance_probs(rough.image, geometry, models, confidence=1.0, colour_weight=0.0, prior_width=1.0,
+                          **common)
+    n1 = appearance_probs(rough.image, geometry, models, confidence=1.0, colour_weight=1.0, prior_width=_FLAT,
+                          **common)
     cand = n0 > 0
     zero = torch.zeros_like(n0)
     a = torch.where(cand, torch.log(n0.clamp_min(1e-30)), zero)

@@ -13,7 +13,6 @@ import torch
 import crfcore
 from crfcore import io
 from crfcore import params as P
-from crfcore.appearance import appearance_probs, estimate_roughness, fit_colour_models, mask_geometry
 from crfcore.cli import main
 from crfcore.learn import FinetuneConfig, RoughData, RoughRecipe, tune_rough
 from crfcore.learn.rough import RoughUnary, annotate, unary_parts
@@ -46,17 +45,13 @@ def shapes_folder(tmp_path):
 
 
 def _reference(image, mask, strokes, settings, confidence, weight, width):
-    """refine_mask's first-round unary, step by step from crfcore.appearance."""
-    work = (np.full(image.shape[:2], -1, np.int64) if mask is None else mask.copy())
-    if strokes is not None:
-        work = np.where(strokes >= 0, strokes, work)
-    rho = estimate_roughness(image, work) * settings.roughness_scale if mask is not None else max(image.shape) / 8
-    geometry = mask_geometry(work, 3, rho, thin_fraction=settings.thin_fraction)
-    image_t = torch.from_numpy(image).permute(2, 0, 1).float()
-    models = fit_colour_models(image_t, torch.from_numpy(geometry.confident), 3, components=settings.components,
-                               position_weight=settings.position_weight)
-    return appearance_probs(image_t, geometry, models, confidence=confidence, colour_weight=weight,
-                            prior_width=width, labels=work, strokes=strokes, smoothing=settings.colour_smoothing)
+    """refine_mask's first-round unary (crfcore.mask_refine.rough_mask), at the head's settings."""
+    import dataclasses
+
+    from crfcore.mask_refine import rough_mask
+
+    at = dataclasses.replace(settings, confidence=confidence, colour_weight=weight, prior_width=width)
+    return rough_mask(image, mask, num_classes=3, strokes=strokes, void=-1, device="cpu", settings=at).unary()
 
 
 @pytest.mark.parametrize("protocol", ["polygon", "strokes"])

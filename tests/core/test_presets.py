@@ -47,13 +47,16 @@ def test_network_output_is_the_classic_defaults() -> None:
         assert presets.get("network_output", method).confidence is None
 
 
-def test_rough_annotation_is_gentler_than_network_output_and_carries_a_confidence_and_band() -> None:
+def test_rough_annotation_is_gentler_than_network_output_and_carries_its_unary_settings() -> None:
     for method in presets.methods("rough_annotation"):
         rough, classic = presets.load("rough_annotation", method), presets.load("network_output", method)
         assert rough.w_appearance < classic.w_appearance and rough.theta_alpha < classic.theta_alpha
         assert rough.w_smoothness <= classic.w_smoothness
         assert 0.5 < presets.get("rough_annotation", method).confidence <= 1.0
-    assert presets.get("rough_annotation", "convcrf").band > 0
+        appearance = presets.get("rough_annotation", method).appearance
+        assert appearance.confidence == presets.get("rough_annotation", method).confidence
+        assert appearance.calibrate
+    assert presets.get("rough_annotation", "convcrf").band is None  # refine_mask's colour-model zone replaced it
     assert presets.get("scribbles", "convcrf").confidence is None
 
 
@@ -62,13 +65,12 @@ def test_rough_annotation_keeps_a_perfect_mask_and_moves_a_shifted_edge_towards_
     gt = np.zeros((h, w), np.int64)
     gt[:, 20:] = 1
     image = np.where(gt[..., None] == 1, [200, 60, 40], [40, 90, 200]).astype(np.uint8)
-    found = presets.get("rough_annotation", "convcrf")
     # scale=1.0: the preset's pixel values on this 48-px image, as on the 500-px images it was tuned for
-    kept = crfcore.refine(image, from_labels(gt, 2, **found.unary), params=found.params, scale=1.0).labels
+    kept = crfcore.refine_mask(image, gt, method="convcrf", scale=1.0).labels
     np.testing.assert_array_equal(kept, gt)
     shifted = np.roll(gt, 3, axis=1)
     shifted[:, :3] = 0
-    moved = crfcore.refine(image, from_labels(shifted, 2, **found.unary), params=found.params, scale=1.0).labels
+    moved = crfcore.refine_mask(image, shifted, method="convcrf", scale=1.0).labels
     assert (moved == gt).mean() > (shifted == gt).mean()
 
 
