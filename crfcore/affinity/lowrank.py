@@ -135,17 +135,32 @@ class PooledOp:
         weights = _as_weights(weights, self.self_terms[0], len(self.self_terms))
         return PooledOp(self.inner.weighted(weights), self.self_terms, self.size, self.grid, weights)
 
+    @property
+    def scale(self) -> float:
+        """``c = N / n``: full-resolution pixels per grid pixel."""
+        return (self.size[0] * self.size[1]) / (self.grid[0] * self.grid[1])
+
+    def restrict(self, q: Tensor) -> Tensor:
+        """``Uᵀ q``: ``(B, C, H, W)`` → ``(B, C, h, w)`` on the grid (the exact adjoint of :meth:`prolong`)."""
+        return _upsample_adjoint(q, self.grid)
+
+    def prolong(self, y: Tensor) -> Tensor:
+        """``U y``: ``(B, C, h, w)`` → ``(B, C, H, W)``, bilinear."""
+        return upsample(y, self.size)
+
+    def self_term(self) -> Tensor:
+        """``s = diag(U K Uᵀ) / c`` with the current weights, ``(B, 1, H, W)``."""
+        total = self.weights[0] * self.self_terms[0]
+        for w, s in zip(self.weights[1:], self.self_terms[1:]):
+            total = total + w * s
+        return total
+
     def apply(self, q: Tensor) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, H, W)``."""
         if tuple(q.shape[-2:]) != self.size:
             raise ValueError(f"q has shape {tuple(q.shape)}, but the operator was built for size {self.size}.")
-        c = (self.size[0] * self.size[1]) / (self.grid[0] * self.grid[1])
-        small = _upsample_adjoint(q, self.grid) / c
-        message = upsample(self.inner.apply(small), self.size)
-        self_term = self.weights[0] * self.self_terms[0]
-        for w, s in zip(self.weights[1:], self.self_terms[1:]):
-            self_term = self_term + w * s
-        return message - self_term * q
+        message = self.prolong(self.inner.apply(self.restrict(q) / self.scale))
+        return message - self.self_term() * q
 
 
 def _upsample_adjoint(q: Tensor, grid: tuple[int, int]) -> Tensor:
