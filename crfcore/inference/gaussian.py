@@ -25,8 +25,12 @@ parents). Writing ``Y = M z`` gives the grid system
 
 symmetric positive definite because A is (``xᵀAx = vᵀ(M⁻¹ − (2/c)K)v`` for ``x = Δ⁻¹U M⁻¹ v``), and its residual
 maps exactly to the full-resolution one, ``F − A X = −(2/c) U K (g − S z)``. :class:`GridReduction` solves it by
-conjugate gradient preconditioned by ``diag(M)``: the same solution and stopping rule (relative residual of
-``A X = F``), one application of K per iteration and no full-resolution work inside the loop.
+conjugate gradient: the same solution and stopping rule (relative residual of ``A X = F``), one application of K
+per iteration and no full-resolution work inside the loop. Its preconditioner is two-level (additive):
+``diag(M)⁻¹ + Rᵀ S₀⁻¹ R`` with R the sum over a×a blocks of the grid and ``S₀ = R S Rᵀ`` dense (≤ 1024 blocks,
+Cholesky once), read from ``(2q+1)²`` probes of S (blocks q apart in each axis are the farthest S couples, S
+reaching 2 + k//2 grid pixels): the Jacobi part damps rough error, the block part the smooth error CG is slow on.
+Without a windowed K (the exact kernel couples everything) it is ``diag(M)⁻¹`` alone.
 
 **Multi-scale**: levels s = 0..S−1, level s+1 at half the resolution of level s (``⌈H/2⌉``), each with its own
 scores B_s (B average-pooled) and affinity W_s, coupled by ``μ/2 |X_s − U X_{s+1}|²`` with U pixel replication (so
@@ -52,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..affinity import AffinityOp, PooledOp
+from ..affinity import AffinityOp, LocalOp, PooledOp
 from ..affinity.grid import downsample
 from .meanfield import ProgressCallback, unary_energy
 
@@ -61,6 +65,7 @@ __all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "GridReduction", 
 
 MatVec = Callable[[Tensor], Tensor]
 _SYMMETRY_TOL = 1e-3  # relative asymmetry above which an op is rejected (see _check_symmetric)
+_COARSE_UNKNOWNS = 1024  # most blocks of the two-level preconditioner's dense coarse system (Cholesky, ~0.4 GFLOP)
 
 
 class ConvergenceWarning(UserWarning):
@@ -241,7 +246,8 @@ class GridReduction:
         op: the weighted :class:`~crfcore.affinity.PooledOp` of the system (its inner K symmetric).
         diag: ``diag A = λ + 2D`` ``(B, 1, H, W)``, positive (:meth:`GaussianSystem.diagonal`).
 
-    Built once per system (an n-pixel 3×3 stencil M from nine probes through U, Δ⁻¹ and Uᵀ), then :meth:`solve`
+    Built once per system (the 3×3 stencil M from nine probes through U, Δ⁻¹ and Uᵀ; the coarse system of the
+    two-level preconditioner from ``(2q+1)²`` probes of S, about one more application of K), then :meth:`solve`
     any right-hand side ``F`` ``(B, C, H, W)``; nothing here is differentiable (the caller detaches).
     """
 
@@ -251,7 +257,55 @@ class GridReduction:
         self.delta = diag + 2 * op.self_term()
         self.inv_delta = self.delta.reciprocal()
         self.stencil = _stencil(op, self.inv_delta)  # (B, 9, h, w): M_{J, J+d}, d row-major over {−1,0,1}²
-        self.inv_m = self.stencil[:, 4:5].reciprocal()  # the preconditioner diag(M)⁻¹
+        self.inv_m = self.stencil[:, 4:5].reciprocal()  # the Jacobi part diag(M)⁻¹
+        self.blocks, self.coarse_factor = self._coarse_system()
+
+    def _coarse_system(self) -> tuple[int, Tensor | None]:
+        """``(a, cholesky(R S Rᵀ))`` of the two-level preconditioner, ``(0, None)`` without a windowed K."""
+        inner = self.op.inner
+        if not isinstance(inner, LocalOp) or inner.blur != 1:
+            return 0, None
+        h, w = self.op.grid
+        reach = 2 + inner.filter_size // 2  # S = M K M couples grid pixels this far apart (Chebyshev)
+        a = max(-(-reach // 2), math.ceil(math.sqrt(h * w / _COARSE_UNKNOWNS)))
+        hb, wb = -(-h // a), -(-w // a)
+        if hb * wb < 2:
+            return 0, None
+        q = (reach + a - 1) // a  # blocks this far apart (per axis) are the farthest S couples
+        period = 2 * q + 1
+        ref = self.inv_delta
+        ys = torch.arange(h, device=ref.device)[:, None] // a
+        xs = torch.arange(w, device=ref.device)[None, :] // a
+        colours = torch.arange(period * period, device=ref.device)[:, None, None]
+        probes = ((ys % period) * period + xs % period == colours).to(ref.dtype)
+        batch = ref.shape[0]
+        applied, _ = self._s_apply(probes.expand(batch, *probes.shape))
+        sums = _block_sum(applied, a).flatten(2)  # (B, colours, n₀): Σ over each colour of (R S Rᵀ)_{I, ·}
+        n0 = hb * wb
+        index = torch.arange(n0, device=ref.device)
+        iy, ix = index // wb, index % wb
+        coarse = ref.new_zeros(batch, n0, n0)
+        for dy in range(-q, q + 1):
+            for dx in range(-q, q + 1):
+                jy, jx = iy + dy, ix + dx
+                inside = (jy >= 0) & (jy < hb) & (jx >= 0) & (jx < wb)
+                rows, colour = index[inside], ((jy % period) * period + jx % period)[inside]
+                coarse[:, rows, (jy * wb + jx)[inside]] = sums[:, colour, rows]
+        factor, info = torch.linalg.cholesky_ex(0.5 * (coarse + coarse.transpose(1, 2)))
+        if bool((info != 0).any()):  # rounding broke definiteness: Jacobi alone is still a valid preconditioner
+            return 0, None
+        return a, factor
+
+    def precondition(self, r: Tensor) -> Tensor:
+        """The two-level preconditioner ``diag(M)⁻¹ r + Rᵀ S₀⁻¹ R r`` for ``r`` ``(B, C, h, w)``."""
+        out = r * self.inv_m
+        if self.coarse_factor is None:
+            return out
+        h, w = r.shape[-2:]
+        summed = _block_sum(r, self.blocks)
+        solved = torch.cholesky_solve(summed.flatten(2).transpose(1, 2), self.coarse_factor)
+        blocks = solved.transpose(1, 2).reshape(summed.shape)
+        return out.add_(blocks.repeat_interleave(self.blocks, -2).repeat_interleave(self.blocks, -1)[..., :h, :w])
 
     def m_apply(self, z: Tensor) -> Tensor:
         """``M z`` for ``z`` ``(B, C, h, w)``."""
@@ -314,7 +368,7 @@ class GridReduction:
         fine_norm = self._fine_norms(r)
         ratio = _safe_div(fine_norm, grid_norm)
         residual, checked = float((fine_norm * scale).max()), True
-        pz = r * self.inv_m
+        pz = self.precondition(r)
         p = pz.clone()
         rz = _dot4(r, pz)
         done = 0
@@ -324,7 +378,7 @@ class GridReduction:
             z.addcmul_(alpha, p)
             kmz.addcmul_(alpha, kmp)
             r.addcmul_(alpha, sp, value=-1.0)
-            torch.mul(r, self.inv_m, out=pz)
+            pz = self.precondition(r)
             rz_next = _dot4(r, pz)
             p.mul_(_safe_div(rz_next, rz)).add_(pz)
             rz = rz_next
@@ -360,6 +414,12 @@ def _stencil(op: PooledOp, inv_delta: Tensor) -> Tensor:
             colour = (((ys + dy) % 3) * 3 + (xs + dx) % 3).expand(h, w)
             taps.append(sums.gather(1, colour.expand(batch, 1, h, w)) * inside)
     return torch.cat(taps, dim=1)
+
+
+def _block_sum(x: Tensor, size: int) -> Tensor:
+    """Sums over ``size×size`` blocks of ``(B, C, h, w)``, ``(B, C, ⌈h/size⌉, ⌈w/size⌉)`` (edge blocks sum what
+    they have)."""
+    return F.avg_pool2d(x, size, ceil_mode=True, divisor_override=1)
 
 
 def _norms(x: Tensor) -> Tensor:
