@@ -135,17 +135,32 @@ class PooledOp:
         weights = _as_weights(weights, self.self_terms[0], len(self.self_terms))
         return PooledOp(self.inner.weighted(weights), self.self_terms, self.size, self.grid, weights)
 
+    @property
+    def scale(self) -> float:
+        """``c = N / n``: full-resolution pixels per grid pixel."""
+        return (self.size[0] * self.size[1]) / (self.grid[0] * self.grid[1])
+
+    def restrict(self, q: Tensor) -> Tensor:
+        """``Uᵀ q``: ``(B, C, H, W)`` → ``(B, C, h, w)`` on the grid (the exact adjoint of :meth:`prolong`)."""
+        return _upsample_adjoint(q, self.grid)
+
+    def prolong(self, y: Tensor) -> Tensor:
+        """``U y``: ``(B, C, h, w)`` → ``(B, C, H, W)``, bilinear."""
+        return upsample(y, self.size)
+
+    def self_term(self) -> Tensor:
+        """``s = diag(U K Uᵀ) / c`` with the current weights, ``(B, 1, H, W)``."""
+        total = self.weights[0] * self.self_terms[0]
+        for w, s in zip(self.weights[1:], self.self_terms[1:]):
+            total = total + w * s
+        return total
+
     def apply(self, q: Tensor) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, H, W)``."""
         if tuple(q.shape[-2:]) != self.size:
             raise ValueError(f"q has shape {tuple(q.shape)}, but the operator was built for size {self.size}.")
-        c = (self.size[0] * self.size[1]) / (self.grid[0] * self.grid[1])
-        small = _upsample_adjoint(q, self.grid) / c
-        message = upsample(self.inner.apply(small), self.size)
-        self_term = self.weights[0] * self.self_terms[0]
-        for w, s in zip(self.weights[1:], self.self_terms[1:]):
-            self_term = self_term + w * s
-        return message - self_term * q
+        message = self.prolong(self.inner.apply(self.restrict(q) / self.scale))
+        return message - self.self_term() * q
 
 
 def _upsample_adjoint(q: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -167,21 +182,35 @@ def _bilinear_self_term(features: Tensor, size: tuple[int, int]) -> Tensor:
     """``diag(U K Uᵀ) / c`` for ``K_IJ = exp(−|f_I − f_J|²/2)`` (K_II = 0), ``(B, 1, H, W)``.
 
     Each output pixel has at most 2×2 grid parents with separable bilinear weights ``u``; its diagonal entry is
-    ``Σ_{P≠Q} u_P u_Q K_PQ`` over ordered pairs of distinct parents.
+    ``Σ_{P≠Q} u_P u_Q K_PQ`` over ordered pairs of distinct parents. Distinct parents are grid neighbours (across,
+    down, or diagonally), so K is evaluated once per neighbouring grid pair and gathered per pixel; where both
+    parents along an axis are the same grid pixel (the clamped edge) that axis's second weight is 0.
     """
     h, w = features.shape[-2:]
-    ys, xs = _axis(h, size[0], features), _axis(w, size[1], features)
-    y_idx, x_idx = ys[:2], xs[:2]
-    y_wt = (1 - ys[2], ys[2])
-    x_wt = (1 - xs[2], xs[2])
-    same_y, same_x = (ys[0] == ys[1])[:, None], (xs[0] == xs[1])[None, :]
-    parents = {(py, px): features[:, :, y_idx[py]][:, :, :, x_idx[px]] for py in (0, 1) for px in (0, 1)}
+    (y0, y1, fy), (x0, x1, fx) = _axis(h, size[0], features), _axis(w, size[1], features)
+    fy, fx = fy * (y0 != y1), fx * (x0 != x1)  # one parent along the axis: its weight is 1
+    gy, gx = (1 - fy) * fy, (1 - fx) * fx  # products of the two distinct weights along each axis
+
+    def kernel(a: Tensor, b: Tensor) -> Tensor:
+        return torch.exp(-0.5 * (a - b).square().sum(1, keepdim=True))
+
+    def at(grid_values: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        """``grid_values`` (B, 1, h', w') gathered at pixel rows × cols (indices clamped into range)."""
+        rows = rows.clamp_max(grid_values.shape[-2] - 1)
+        cols = cols.clamp_max(grid_values.shape[-1] - 1)
+        return grid_values.index_select(-2, rows).index_select(-1, cols)
+
     total = torch.zeros(features.shape[0], 1, *size, dtype=features.dtype, device=features.device)
-    pairs = (((0, 0), (0, 1)), ((1, 0), (1, 1)), ((0, 0), (1, 0)), ((0, 1), (1, 1)), ((0, 0), (1, 1)),
-             ((0, 1), (1, 0)))
-    for p, r in pairs:
-        distinct = ~((same_y | (p[0] == r[0])) & (same_x | (p[1] == r[1])))
-        weight = y_wt[p[0]][:, None] * x_wt[p[1]][None, :] * y_wt[r[0]][:, None] * x_wt[r[1]][None, :]
-        kernel = torch.exp(-0.5 * (parents[p] - parents[r]).square().sum(1, keepdim=True))
-        total = total + 2 * weight * distinct * kernel
-    return total * (h * w) / (size[0] * size[1])
+    if w > 1:  # pairs along a row: (y, x0)–(y, x0+1) in the top and bottom parent rows
+        across = kernel(features[..., :, :-1], features[..., :, 1:])
+        total = total + gx[None, :] * ((1 - fy).square()[:, None] * at(across, y0, x0)
+                                       + fy.square()[:, None] * at(across, y1, x0))
+    if h > 1:  # pairs along a column, in the left and right parent columns
+        down = kernel(features[..., :-1, :], features[..., 1:, :])
+        total = total + gy[:, None] * ((1 - fx).square()[None, :] * at(down, y0, x0)
+                                       + fx.square()[None, :] * at(down, y0, x1))
+    if h > 1 and w > 1:  # the two diagonals of the 2×2 parents
+        diagonal = kernel(features[..., :-1, :-1], features[..., 1:, 1:])
+        anti = kernel(features[..., :-1, 1:], features[..., 1:, :-1])
+        total = total + gy[:, None] * gx[None, :] * (at(diagonal, y0, x0) + at(anti, y0, x0))
+    return total * (2 * (h * w) / (size[0] * size[1]))

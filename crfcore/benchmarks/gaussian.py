@@ -3,7 +3,11 @@
 Speed: iterations and milliseconds for conjugate gradient to reach ``--tol`` (relative residual) on one image, for
 every backend available — the pooled local window (the refiner's default), learned-style low-rank embeddings, and the
 permutohedral lattice when ``crfcore.affinity`` has ``LatticeBackend`` — next to five ConvCRF mean-field iterations
-on the same input (the peer). The lattice's W is not symmetric (its blur runs the lattice directions in one order),
+on the same input (the peer). The pooled window is solved two ways on the same operator, alternating, median of
+``--repeat``: Jacobi-preconditioned CG on the full-resolution system (before) and the exact reduction to the pooled
+grid (:class:`~crfcore.inference.gaussian.GridReduction`, after). Then both refiners with default parameters end to
+end (build and solve, as ``model(image, probs)``), alternating in one process, median of ``--repeat``: their ratio is
+the figure of issue 17 (≤ 1.5×). Wall times on a shared machine are noisy; iteration counts are not. The lattice's W is not symmetric (its blur runs the lattice directions in one order),
 which the G-CRF rejects; it is measured symmetrised, ``½(W + Wᵀ)``, with ``Wᵀ`` from autograd.
 
 Memory: forward plus backward, each configuration in a fresh process: the G-CRF with exactly 5, 20, 80 CG iterations
@@ -18,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import time
 import warnings
 from typing import Any
 
 import torch
 
-from ..inference.gaussian import ConvergenceWarning, GaussianSystem, conjugate_gradient, unary_scores
+from ..inference.gaussian import ConvergenceWarning, GaussianSystem, GridReduction, conjugate_gradient, unary_scores
 from ..params import ConvCRFParams, GaussianCRFParams, specs
 from ..refiners import ConvCRF, GaussianCRF
 from ._util import in_subprocess, peak_rss_growth_mb, reset_peak_rss, sample_case, sync
@@ -41,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-size", default=None, help="W×H of the memory runs (default: --size)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
+    p.add_argument("--repeat", type=int, default=3, help="alternating repeats of the timed comparisons (median)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: speed, memory")
 
 
@@ -85,7 +91,7 @@ def _inputs(w: int, h: int, classes: int, device: str, threads: int | None) -> t
 
 def _speed(backend: str, w: int, h: int, classes: int, tol: float, max_iter: int, dims: int, device: str,
            threads: int | None) -> dict:
-    """Build and solve once with ``backend``; times in ms."""
+    """Build and solve once with ``backend`` ("lowrank" or "lattice") by full-grid Jacobi CG; times in ms."""
     from .. import affinity
     from ..affinity import LowRankBackend
 
@@ -95,9 +101,7 @@ def _speed(backend: str, w: int, h: int, classes: int, tol: float, max_iter: int
     params = model.config
     sync(device)
     t0 = time.perf_counter()
-    if backend == "local":
-        op = model.build(img).weighted(model.kernels.weights())
-    elif backend == "lowrank":
+    if backend == "lowrank":
         emb = colour_embeddings(img, dims, params.theta_beta)
         op = LowRankBackend().build([emb]).weighted(torch.tensor([params.w_appearance], device=device))
     else:
@@ -128,6 +132,63 @@ def _meanfield_ms(w: int, h: int, classes: int, device: str, threads: int | None
     sync(device)
     return {"build_ms": (t1 - t0) * 1e3, "solve_ms": (time.perf_counter() - t1) * 1e3,
             "iterations": model.config.iterations}
+
+
+def _local_solvers(w: int, h: int, classes: int, tol: float, max_iter: int, device: str, threads: int | None,
+                   repeat: int) -> dict:
+    """The default pooled local operator solved by full-grid Jacobi CG and by the grid reduction, alternating;
+    medians over ``repeat`` of each solve (and of the reduction's set-up, its stencil)."""
+    torch.set_grad_enabled(False)
+    img, probs = _inputs(w, h, classes, device, threads)
+    model = GaussianCRF(GaussianCRFParams()).to(device)
+    lam = model.config.lam
+    t0 = time.perf_counter()
+    op = model.build(img).weighted(model.kernels.weights())
+    scores = unary_scores(probs)
+    system = GaussianSystem([op], (h, w), 1, lam=lam, mu=lam, like=scores)
+    diag = system.diagonal()
+    sync(device)
+    build_ms = (time.perf_counter() - t0) * 1e3
+    rhs = lam * scores
+    times: dict[str, list[float]] = {"jacobi": [], "setup": [], "reduced": []}
+    out: dict[str, dict] = {}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        full = conjugate_gradient(system.matvec, rhs.flatten(2), diag, tol=tol, max_iter=max_iter)
+        sync(device)
+        t1 = time.perf_counter()
+        reduction = GridReduction(op, diag.view(1, 1, h, w))
+        sync(device)
+        t2 = time.perf_counter()
+        reduced = reduction.solve(rhs, tol=tol, max_iter=max_iter)
+        sync(device)
+        t3 = time.perf_counter()
+        times["jacobi"].append((t1 - t0) * 1e3)
+        times["setup"].append((t2 - t1) * 1e3)
+        times["reduced"].append((t3 - t2) * 1e3)
+        out = {"jacobi": full, "reduced": reduced}
+    gap = float((out["reduced"].x.flatten(2) - out["jacobi"].x).norm() / out["jacobi"].x.norm())
+    return {name: {"build_ms": build_ms + (statistics.median(times["setup"]) if name == "reduced" else 0.0),
+                   "solve_ms": statistics.median(times[name]), "iterations": out[name].iterations,
+                   "residual": out[name].residual} for name in ("jacobi", "reduced")} | {"gap": gap}
+
+
+def _defaults_end_to_end(w: int, h: int, classes: int, device: str, threads: int | None, repeat: int) -> dict:
+    """``model(image, probs)`` of GaussianCRF and ConvCRF with default parameters, alternating; medians in ms."""
+    torch.set_grad_enabled(False)
+    img, probs = _inputs(w, h, classes, device, threads)
+    models = {"gaussian": GaussianCRF(GaussianCRFParams()).to(device), "convcrf": ConvCRF(ConvCRFParams()).to(device)}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for name, model in models.items():  # warm-up
+        model(img, probs)
+    for _ in range(repeat):
+        for name, model in models.items():
+            sync(device)
+            t0 = time.perf_counter()
+            model(img, probs)
+            sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _memory(method: str, count: int, w: int, h: int, classes: int, device: str, threads: int | None) -> dict:
@@ -174,23 +235,36 @@ def run(args: argparse.Namespace) -> int:
           f"{args.threads or torch.get_num_threads()} threads; default GaussianCRFParams (λ={defaults.lam:g}, "
           f"k={defaults.filter_size}, b={defaults.blur})")
     if "speed" not in skip:
-        backends = ["local", "lowrank"] + (["lattice"] if hasattr(affinity, "LatticeBackend") else [])
-        print(f"\nCG to tol {args.tol:g} (relative residual), single scale")
-        print(f"{'backend':<28} {'build ms':>9} {'iters':>6} {'solve ms':>9} {'ms/iter':>8} {'residual':>9}")
-        labels = {"local": "local k×k, pooled b (default)", "lowrank": f"low-rank D={args.embedding_dims}",
-                  "lattice": "lattice, ½(W+Wᵀ) by autograd"}
+        backends = ["lowrank"] + (["lattice"] if hasattr(affinity, "LatticeBackend") else [])
+        print(f"\nCG to tol {args.tol:g} (relative residual of the full system), single scale; the pooled window "
+              f"solved both ways alternating, median of {args.repeat}")
+        print(f"{'backend':<36} {'build ms':>9} {'iters':>6} {'solve ms':>9} {'ms/iter':>8} {'residual':>9}")
+        labels = {"jacobi": "local k×k pooled b, full grid Jacobi", "reduced": "local k×k pooled b, grid reduction",
+                  "lowrank": f"low-rank D={args.embedding_dims}", "lattice": "lattice, ½(W+Wᵀ) by autograd"}
+        rows, _ = in_subprocess(_local_solvers, w, h, args.classes, args.tol, args.max_iter, args.device,
+                                args.threads, args.repeat)
+        for name in ("jacobi", "reduced"):
+            r = rows[name]
+            print(f"{labels[name]:<36} {r['build_ms']:>9.0f} {r['iterations']:>6} {r['solve_ms']:>9.0f} "
+                  f"{r['solve_ms'] / max(1, r['iterations']):>8.1f} {r['residual']:>9.1e}", flush=True)
+        print(f"CG iterations before/after (default pooled window): {rows['jacobi']['iterations']} / "
+              f"{rows['reduced']['iterations']}; relative gap between the two solutions {rows['gap']:.1e}")
         for name in backends:
             try:
                 r, _ = in_subprocess(_speed, name, w, h, args.classes, args.tol, args.max_iter, args.embedding_dims,
                                      args.device, args.threads)
             except RuntimeError as exc:
-                print(f"{labels[name]:<28} failed: {exc}")
+                print(f"{labels[name]:<36} failed: {exc}")
                 continue
-            print(f"{labels[name]:<28} {r['build_ms']:>9.0f} {r['iterations']:>6} {r['solve_ms']:>9.0f} "
+            print(f"{labels[name]:<36} {r['build_ms']:>9.0f} {r['iterations']:>6} {r['solve_ms']:>9.0f} "
                   f"{r['solve_ms'] / max(1, r['iterations']):>8.1f} {r['residual']:>9.1e}", flush=True)
         peer, _ = in_subprocess(_meanfield_ms, w, h, args.classes, args.device, args.threads)
-        print(f"{'peer: ConvCRF mean field':<28} {peer['build_ms']:>9.0f} {peer['iterations']:>6} "
+        print(f"{'peer: ConvCRF mean field':<36} {peer['build_ms']:>9.0f} {peer['iterations']:>6} "
               f"{peer['solve_ms']:>9.0f} {peer['solve_ms'] / peer['iterations']:>8.1f} {'-':>9}")
+        ends, _ = in_subprocess(_defaults_end_to_end, w, h, args.classes, args.device, args.threads, args.repeat)
+        print(f"\ndefaults end to end (build + solve, alternating, median of {args.repeat}): Gaussian CRF "
+              f"{ends['gaussian']:.0f} ms, ConvCRF {ends['convcrf']:.0f} ms, ratio "
+              f"{ends['gaussian'] / ends['convcrf']:.2f}× (issue 17: ≤ 1.5×)", flush=True)
     if "memory" not in skip:
         mw, mh = _size(args.memory_size) if args.memory_size else (w, h)
         counts = [int(c) for c in args.counts.split(",")]
