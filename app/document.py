@@ -205,12 +205,6 @@ class ImageDocument(QObject):
         return self._roughness
 
     @property
-    def mask_band(self) -> float | None:
-        """:attr:`roughness` (None under Auto): the outline band the Fine-tune dialog makes its training unaries
-        with (``crfcore.unary.from_labels``), the nearest that unary has to the roughness."""
-        return self._roughness
-
-    @property
     def roughness_px(self) -> float | None:
         """The uncertain zone's width in pixels at this image's size that the last result's unary used (estimated
         under Auto); None before a result from a mask or strokes."""

@@ -1,9 +1,9 @@
 """Fine-tuning a refiner on the folder's labelled images, without Qt (the Fine-tune dialog runs it on a worker).
 
 A labelled image has a ground-truth mask (``<stem>_gt.png`` or ``gt/<stem>.png``, :mod:`app.folder`) and a unary
-source (its probability map, else its coarse mask at the app's mask confidence and outline band): the unary stays
-fixed and the
-refiner's parameters are trained through inference to turn it into the ground truth — decoupled fine-tuning
+source (its probability map, else its coarse mask made a unary as the window makes it: ``crfcore.refine_mask``'s
+first-round colour-model unary at the app's unary settings and roughness): the unary stays fixed and the refiner's
+parameters are trained through inference to turn it into the ground truth — decoupled fine-tuning
 (Teichmann & Cipolla 2018, "Convolutional CRFs for Semantic Segmentation", §5.2), run by
 :func:`crfcore.learn.fine_tune`, or :func:`crfcore.learn.train_piecewise` for the ``piecewise`` refiner.
 
@@ -24,6 +24,9 @@ import numpy as np
 
 import crfcore
 from crfcore import learn
+from crfcore import params as P
+from crfcore.errors import InputError
+from crfcore.mask_refine import rough_mask
 from crfcore.learn.settings import FINETUNE, SEED, VAL_FRAC
 from crfcore.unary_io import load_unary
 
@@ -39,8 +42,8 @@ class TuneSettings:
     Attributes:
         method: a registered refiner; params: its params dataclass to start from (the panel's current ones).
         num_classes: C of the unaries and ground truths.
-        confidence: probability a coarse mask gives its own label, in (0.5, 1] (the app's mask confidence).
-        band: uncertain band along a coarse mask's outlines, pixels, or None (the app's outline band).
+        unary: how a coarse mask becomes a unary (the app's unary settings, :class:`crfcore.params.UnaryParams`).
+        roughness: a coarse mask's roughness, pixels at the 500-px reference size, or None for Auto.
         steps: optimisation steps; lr: Adam learning rate; crop: side of the square training crops, pixels.
         val_frac: share of the images held out for validation, in (0, 1); seed: seeds the split and the crops.
         learn_compat: also learn a C×C label compatibility ("+C"; mean-field refiners only).
@@ -49,8 +52,8 @@ class TuneSettings:
     method: str
     params: Any
     num_classes: int
-    confidence: float = crfcore.unary.DEFAULT_CONFIDENCE
-    band: float | None = None
+    unary: P.UnaryParams = dataclasses.field(default_factory=P.UnaryParams)
+    roughness: float | None = None
     steps: int = FINETUNE["steps"].default
     lr: float = FINETUNE["lr"].default
     crop: int = FINETUNE["crop"].default
@@ -64,11 +67,19 @@ def labelled(entries: Sequence[ImageEntry]) -> list[ImageEntry]:
     return [e for e in entries if e.truth is not None and (e.probs is not None or e.mask is not None)]
 
 
-def _unary_fn(entries: dict[str, ImageEntry], confidence: float, band: float | None) -> learn.data.UnaryFn:
+def _unary_fn(entries: dict[str, ImageEntry], settings: P.UnaryParams, roughness: float | None) -> learn.data.UnaryFn:
     def unary(image_path: Path, image: np.ndarray, num_classes: int) -> np.ndarray:
         entry = entries[image_path.stem]
-        return load_unary(entry.probs or entry.mask, num_classes=num_classes, image_shape=image.shape[:2],
-                          confidence=confidence, band=band, ignore_index=entry.void)
+        if entry.probs is not None:
+            return load_unary(entry.probs, num_classes=num_classes, image_shape=image.shape[:2],
+                              ignore_index=entry.void)
+        mask = crfcore.io.load_mask(entry.mask)
+        if mask.shape != image.shape[:2]:
+            raise InputError(f"{entry.mask}: mask is {mask.shape[0]}×{mask.shape[1]} but its image is "
+                             f"{image.shape[0]}×{image.shape[1]}; fix or remove the mask.")
+        rough = rough_mask(image, mask, num_classes=num_classes, void=entry.void, device="cpu",
+                           roughness="auto" if roughness is None else roughness, settings=settings)
+        return rough.unary().numpy()
 
     return unary
 
@@ -110,7 +121,7 @@ def run_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, *,
             shutil.copyfile(entry.truth, root / "masks" / f"{entry.stem}{entry.truth.suffix}")
         data = learn.LearnData(root, num_classes=settings.num_classes, val_frac=settings.val_frac,
                                seed=settings.seed, void=entries[0].void,
-                               unary_fn=_unary_fn(by_stem, settings.confidence, settings.band))
+                               unary_fn=_unary_fn(by_stem, settings.unary, settings.roughness))
         if method.training == "piecewise":
             model = crfcore.refiners.get(settings.method, settings.params, num_classes=settings.num_classes)
             config = learn.PiecewiseConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop,

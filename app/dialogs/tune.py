@@ -261,7 +261,7 @@ class TuneDialog(QDialog):
     def settings(self) -> TuneSettings:
         doc = self.document
         return TuneSettings(method=self.method, params=doc.params(self.method), num_classes=doc.num_classes,
-                            confidence=doc.mask_confidence, band=doc.mask_band, steps=self.steps.value(),
+                            unary=doc.unary_settings, roughness=doc.roughness, steps=self.steps.value(),
                             lr=self.lr.value(), crop=self.crop.value(), val_frac=self.val_frac.value(),
                             learn_compat=self.learn_compat.isChecked() and self.learn_compat.isEnabled())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
@@ -104,13 +105,29 @@ def test_run_tuning_refuses_compat_learning_for_the_gaussian_crf(tmp_path, folde
         run_tuning(entries, settings)
 
 
+def test_a_coarse_mask_trains_on_refine_masks_unary(folder_factory, tmp_path):
+    import crfcore
+    from app.folder import scan_folder
+    from app.tuning import _unary_fn
+    from crfcore.mask_refine import rough_mask
+
+    entry = labelled(scan_folder(folder_factory(tmp_path / "f", truth_for=(0, 1))).entries)[0]
+    assert entry.probs is None and entry.mask is not None
+    settings = P.UnaryParams(confidence=0.8)
+    image = crfcore.io.load_image(entry.image)
+    got = _unary_fn({entry.stem: entry}, settings, 3.0)(entry.image, image, 2)
+    want = rough_mask(image, crfcore.io.load_mask(entry.mask), num_classes=2, void=entry.void, device="cpu",
+                      roughness=3.0, settings=settings).unary().numpy()
+    np.testing.assert_array_equal(got, want)
+
+
 def test_tuning_makes_mask_unaries_as_the_window_does(labelled_window, qtbot):
     window = labelled_window
     window.document.set_mask_confidence(0.8)
-    window.document.set_roughness(3.0)  # the dialog's from_labels band: the roughness set in the window
+    window.document.set_roughness(3.0)
     dialog = open_dialog(window, qtbot, steps=1)
     settings = dialog.settings()
-    assert (settings.confidence, settings.band) == (0.8, 3.0)
+    assert (settings.unary.confidence, settings.roughness) == (0.8, 3.0)
     dialog.close()
     qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
 
