@@ -297,8 +297,9 @@ def test_grid_reduction_warm_start_converges_in_fewer_iterations_and_float32_sta
     assert x32.dtype == torch.float32 and _rel_err(x32.double(), cold.x) <= 1e-3
 
 
-def test_grid_reduction_backward_matches_autograd_through_dense_solve():
+def test_grid_reduction_backward_matches_autograd_through_dense_solve(monkeypatch):
     """The backward solve of a pooled op runs through the grid reduction too; its gradients match the dense solve's."""
+    monkeypatch.setattr(crfcore.inference.gaussian, "GRID_MIN_PIXELS", 0)  # this small image takes the reduction
     img = _image(12, 14)
     target = torch.randn(1, 2, 12, 14, dtype=D64)
     leaves = [torch.randn(1, 2, 12, 14, dtype=D64), torch.tensor(0.6, dtype=D64), torch.tensor([5.0, 2.0], dtype=D64)]
@@ -313,6 +314,18 @@ def test_grid_reduction_backward_matches_autograd_through_dense_solve():
 
     for ours, ref in zip(grads(False), grads(True)):
         assert _rel_err(ours, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("grid_min", [0, 10**9])
+def test_pooled_solve_matches_the_dense_solve_by_either_path(monkeypatch, grid_min):
+    """Large pooled systems take the grid reduction, small ones Jacobi CG (GRID_MIN_PIXELS): both reach the dense
+    solve's solution."""
+    monkeypatch.setattr(crfcore.inference.gaussian, "GRID_MIN_PIXELS", grid_min)
+    img = _image(12, 14)
+    scores = torch.randn(1, 2, 12, 14, dtype=D64)
+    op = PooledBackend(LocalBackend(3, 1), 2).build(_features(img)).weighted(torch.tensor([5.0, 2.0], dtype=D64))
+    ref = _dense_solve(_dense_matrix(op, 1, 12, 14), scores, torch.tensor(0.6, dtype=D64))
+    assert _rel_err(gaussian_crf(op, scores, lam=0.6, tol=1e-12, max_iter=1000), ref) <= 1e-8
 
 
 def test_solution_is_unique_from_two_starts():
