@@ -7,12 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import distance_transform_edt
+from skimage.draw import polygon as draw_polygon
+from skimage.measure import approximate_polygon, find_contours
 from skimage.morphology import disk, dilation, erosion
 
 import crfcore
 from crfcore import params as P
-from crfcore.appearance import (LOG_RATIO_CLIP, appearance_probs, colour_log_likelihood, estimate_roughness,
-                                fit_colour_models, mask_geometry)
+from crfcore.appearance import (LOG_RATIO_CLIP, POLYGON_SAGITTA, SAGITTA_SCALE, SAGITTA_TRUST, appearance_probs,
+                                colour_log_likelihood, edge_roughness, estimate_roughness, fit_colour_models,
+                                mask_geometry, outline_sagitta)
 
 COV_REG = 4.0  # crfcore.appearance's covariance floor (colour levels²): a flat colour's fitted covariance
 
@@ -98,7 +102,46 @@ def test_estimate_roughness_recovers_known_dilation_and_erosion(shape, k):
     image = np.where(obj[..., None], [200, 80, 60], [40, 120, 50]) + rng.normal(0, 6, (128, 128, 3))
     image = np.clip(image, 0, 255).astype(np.uint8)
     for mask in (dilation(obj, disk(k)), erosion(obj, disk(k))):
-        assert estimate_roughness(image, mask.astype(np.int64)) == pytest.approx(k, abs=1.0)
+        mask = mask.astype(np.int64)
+        assert edge_roughness(image, mask) == pytest.approx(k, abs=1.0)
+        if shape != "square":  # smooth outlines: the auto estimate is the edges' (a box's corners read as a polygon)
+            assert outline_sagitta(mask) < POLYGON_SAGITTA[0]
+            assert estimate_roughness(image, mask) == edge_roughness(image, mask)
+
+
+def _polygon_disc(size: int, radius: float, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """A disc and its outline simplified to a polygon at ``tolerance`` px, filled: (truth, mask) (H, W) int64."""
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius ** 2).astype(np.int64)
+    poly = approximate_polygon(find_contours(disc.astype(float), 0.5)[0], tolerance)
+    mask = np.zeros_like(disc)
+    rr, cc = draw_polygon(poly[:, 0], poly[:, 1], disc.shape)
+    mask[rr, cc] = 1
+    return disc, mask
+
+
+@pytest.mark.parametrize("tolerance", [4, 8, 16])
+def test_outline_sagitta_reads_a_polygon_tolerance(tolerance):
+    disc, mask = _polygon_disc(256, 90.0, tolerance)
+    deviation = np.abs(distance_transform_edt(mask) - distance_transform_edt(1 - mask))[disc != mask].max()
+    assert outline_sagitta(disc) < POLYGON_SAGITTA[0]  # the smooth disc itself
+    # the chords' largest distance from the disc, within a third
+    assert outline_sagitta(mask) == pytest.approx(deviation, rel=0.35)
+
+
+def test_estimate_roughness_of_a_polygon_follows_its_sagitta_within_the_edges_trust():
+    disc, mask = _polygon_disc(256, 90.0, 8)
+    rng = np.random.default_rng(3)
+    image = np.where(disc[..., None] > 0, [200, 80, 60], [40, 120, 50]) + rng.normal(0, 6, (256, 256, 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    edges, sagitta = edge_roughness(image, mask), outline_sagitta(mask)
+    assert sagitta > POLYGON_SAGITTA[1]
+    expected = np.clip(SAGITTA_SCALE * sagitta, edges / SAGITTA_TRUST, edges * SAGITTA_TRUST)
+    assert estimate_roughness(image, mask) == pytest.approx(expected)
+    # unknown pixels (-1) away from the outline add no outline of their own
+    holed = mask.copy()
+    holed[:20] = -1
+    assert estimate_roughness(image, holed) == pytest.approx(estimate_roughness(image, mask))
 
 
 def _halves(h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
