@@ -332,8 +332,8 @@ class TuneDialog(QDialog):
         self._stopped(f"Validation mIoU: unary {result.val_unary_miou:.1f}, before {result.val_initial_miou:.1f}, "
                       f"tuned {result.val_miou:.1f} ({result.choice}, {result.wall_s:.0f} s). Unary: confidence "
                       f"{u.confidence:g}, colour weight {u.colour_weight:g}, prior width {u.prior_width:g}, roughness "
-                      f"scale {u.roughness_scale:g}. Apply uses the tuned refiner parameters; Save preset… keeps "
-                      f"the unary settings with them.")
+                      f"scale {u.roughness_scale:g}. Apply uses the tuned parameters and unary settings; Save preset… "
+                      f"keeps both.")
 
     def _stopped(self, message: str) -> None:
         self.status.setText(message)
@@ -351,14 +351,17 @@ class TuneDialog(QDialog):
         self.learn_compat.setEnabled(not busy and crfcore.refiners.method(self.method).learns_compat)
 
     def apply(self) -> None:
-        """Write the tuned parameters into the document as the current preset of its refiner."""
+        """Write the tuned parameters (and the unary settings learned with them) into the document."""
         if self.result is None:
             return
         self.document.set_method(self.result.method)
         self.document.set_params(self.result.method, self.result.params)
+        if self.result.unary is not None:
+            self.document.set_unary_settings(self.result.unary)
         self.applied.emit(f"fine-tuned on {len(self.chosen())} images (validation mIoU {self.result.val_miou:.1f})")
-        self.status.setText(f"Applied: {self.result.method} now uses the tuned parameters (save them with Save "
-                            f"preset… in the refiner panel).")
+        unary = " and unary settings" if self.result.unary is not None else ""
+        self.status.setText(f"Applied: {self.result.method} now uses the tuned parameters{unary} (save them with "
+                            f"Save preset… in the refiner panel).")
         self.apply_button.setEnabled(False)
 
     def save_preset(self, path: str | Path | None = None) -> None:

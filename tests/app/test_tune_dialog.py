@@ -165,5 +165,8 @@ def test_tuning_on_polygons_shows_unary_before_and_tuned_and_saves_the_unary_set
     assert written["unary"]["confidence"] == result.unary.confidence
     _, settings = crfcore.mask_refine.resolve_settings("convcrf", tmp_path / "tuned.json", "rough_annotation")
     assert settings == result.unary
+    dialog.apply_button.click()  # the learned unary settings shape the window's mask unaries from now on
+    assert window.document.unary_settings == result.unary
+    assert "unary settings" in dialog.status.text()
     dialog.close()
     qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
