@@ -127,11 +127,15 @@ class LocalOp:
             filters = _weighted_sum(self.weights, self._kernel_filters(y0, y1))
         acc = torch.zeros(q_pad.shape[0], q_pad.shape[1], y1 - y0, w, dtype=q_pad.dtype, device=q_pad.device)
         centre = (k * k) // 2
-        for idx in range(k * k):
+        # one view per tap through as_strided and unbind: on a preview-sized grid, slicing cost as much as the
+        # multiply-adds themselves
+        size, strides = acc.shape, q_pad.stride()
+        start = q_pad.storage_offset() + y0 * strides[2]
+        for idx, tap in enumerate(filters.unsqueeze(2).unbind(1)):  # tap: (B, 1, rows, w)
             if idx == centre:
                 continue
             dy, dx = divmod(idx, k)
-            acc.addcmul_(filters[:, idx:idx + 1], q_pad[:, :, y0 + dy:y1 + dy, dx:dx + w])
+            acc.addcmul_(tap, q_pad.as_strided(size, strides, start + dy * strides[2] + dx * strides[3]))
         return acc
 
     def _full_combined(self, rows: int) -> Tensor | None:
@@ -156,28 +160,69 @@ class LocalOp:
     def _kernel_filters(self, y0: int, y1: int) -> list[Tensor]:
         """Unweighted filters ``(B, k², y1-y0, w)`` per kernel; the centre tap and taps off the image are 0.
 
-        Taps off the image see features padded with a value far from every real feature, so their Gaussian
-        underflows to exactly 0 (with a zero gradient), which spares a separate validity mask.
+        Only the taps after the centre (row-major: below it, or right of it on its row) are evaluated, for rows
+        ``max(0, y0 − r) .. y1``, all of a feature dimension at once through a strided view of the features
+        (2·D passes over half the taps). The kernel is symmetric, so the tap before the centre at offset −d of
+        pixel i is the tap at +d of pixel i − d, copied (the same floats: W is exactly symmetric). Taps off the
+        image see features padded with a value far from every real feature, so their Gaussian underflows to
+        exactly 0 (with a zero gradient), which spares a separate validity mask.
         """
         k = self.filter_size
         r = k // 2
         h, w = self.grid_size
-        centre_idx = (k * k) // 2
+        centre = (k * k) // 2
+        top = max(0, y0 - r)  # the mirrored taps of rows y0.. reach back r rows
         out = []
         for feats in self.features:
             far = float(feats.detach().abs().max()) * 2 + 1e3
-            padded = F.pad(feats[:, :, max(0, y0 - r):min(h, y1 + r)],
-                           (r, r, r - min(r, y0), r - min(r, h - y1)), value=far)
-            centre = feats[:, :, y0:y1]
-            taps = []
-            for idx in range(k * k):
-                dy, dx = divmod(idx, k)
-                if idx == centre_idx:
-                    taps.append(torch.full_like(centre[:, 0], far * far))
+            bottom = min(h, y1 + r)
+            padded = F.pad(feats[:, :, top:bottom], (r, r, 0, r - (bottom - y1)), value=far)
+            after = torch.exp(_distances_after_centre(padded, r, y1 - top, w).mul_(-0.5))  # (B, centre, rows, w)
+            filters = after.new_zeros(after.shape[0], k * k, y1 - y0, w)
+            filters[:, centre + 1:] = after[:, :, y0 - top:]
+            for tap in range(centre):  # tap centre+1+tap at +(dy, dx) mirrors into tap centre−1−tap at −(dy, dx)
+                dy, dx = divmod(centre + 1 + tap, k)
+                dy, dx = dy - r, dx - r
+                first = max(y0, dy)  # pixel (y, x) takes the tap of (y − dy, x − dx), which must be on the image
+                x0, x1 = max(0, dx), min(w, w + dx)
+                if first >= y1 or x0 >= x1:
                     continue
-                taps.append((padded[:, :, dy:dy + y1 - y0, dx:dx + w] - centre).square().sum(1))
-            out.append(torch.exp(torch.stack(taps, dim=1).mul_(-0.5)))
+                filters[:, centre - 1 - tap, first - y0:, x0:x1] = after[:, tap, first - dy - top:y1 - dy - top,
+                                                                         x0 - dx:x1 - dx]
+            out.append(filters)
         return out
+
+
+def _distances_after_centre(padded: Tensor, r: int, rows: int, w: int) -> Tensor:
+    """Squared feature distances ``(B, (k²−1)/2, rows, w)`` from each pixel to its taps after the centre of a k×k
+    window (k = 2r + 1; row-major order: r taps to its right, then r full rows below), from features ``padded``
+    ``(B, D, rows + r, w + 2r)`` (pixel (y, x) at ``[y, x + r]``). Without autograd the differences are written
+    into contiguous buffers: an output allocated by torch for the overlapping views is laid out tap-innermost and
+    every op on it runs several times slower."""
+    b, d, _, wp = padded.shape
+    padded = padded.contiguous()
+    sb, sd = padded.stride(0), padded.stride(1)
+    k = 2 * r + 1
+    grad = torch.is_grad_enabled() and padded.requires_grad
+    out = None if grad else padded.new_empty(b, r * (k + 1), rows, w)
+    parts = []
+    # (B, r, rows, w): offsets (0, 1..r); (B, r, k, rows, w): offsets (1..r, −r..r); views, no copy
+    for shape, strides, start, first in (((b, r, rows, w), (sb, 1, wp, 1), r + 1, 0),
+                                         ((b, r, k, rows, w), (sb, wp, 1, wp, 1), wp, r)):
+        total = None if grad else out[:, first:first + shape[1] * (k if len(shape) == 5 else 1)].view(shape)
+        scratch = None if grad else torch.empty_like(total)
+        for c in range(d):
+            centre = padded[:, c, :rows, r:r + w].view(b, *[1] * (len(shape) - 3), rows, w)
+            view = padded.as_strided(shape, strides, padded.storage_offset() + c * sd + start)
+            if grad:
+                diff = view - centre
+                total = diff * diff if total is None else total + diff * diff
+            elif c == 0:
+                torch.sub(view, centre, out=total).square_()
+            else:
+                total.addcmul_(torch.sub(view, centre, out=scratch), scratch)
+        parts.append(total.reshape(b, -1, rows, w))
+    return torch.cat(parts, dim=1) if grad else out
 
 
 def _weighted_sum(weights: Tensor, filters: list[Tensor]) -> Tensor:
