@@ -118,8 +118,8 @@ def _check_features(features: Tensor, name: str) -> None:
                          f"got {got}.")
     if not features.is_floating_point():
         raise ValueError(f"{name} must be floating point (features divided by θ), got {features.dtype}.")
-    # a sum is finite when every value is (NaN and ±inf propagate); only then does the exact test run: isfinite
-    # over all values cost ~13 ms of a 0.2 MP build
+    # a finite sum means finite values (NaN and ±inf propagate); only a sum that is not (NaN, ±inf or an overflow)
+    # takes the exact test, which cost 13 ms of a 0.2 MP build
     if not math.isfinite(float(features.sum())) and not torch.isfinite(features).all():
         raise ValueError(f"{name} has NaN or infinite values; check the image and that every θ > 0.")
 
@@ -181,17 +181,15 @@ def _splat_order(pixels: Tensor, first: Tensor, corners: Tensor, starts: Tensor,
     count = torch.diff(first, append=first.new_tensor([points]))  # pixels per simplex
     length = count[:, None].expand(-1, d1).reshape(-1).index_select(0, corners)
     run = length.cumsum(0, dtype=index).sub_(length)  # each corner's first entry
-    starts_at = run.long()
-    # entry t of the run of corner s·(d+1) + r holds pixels[first[s] + t] at corner r: positions in ``pixels`` step
-    # by 1 within a run, the corner is constant; both made by a cumulative sum of their jumps between runs
-    at = first[:, None].expand(-1, d1).reshape(-1).index_select(0, corners).sub_(run)
+    # with the pixels laid out (d+1, P), entry r·P + j holding pixels[j] at corner r, entry t of the run of corner
+    # s·(d+1) + r is at r·P + first[s] + t - run: steps of 1 within a run, a jump between runs
+    rows = torch.arange(0, total, points, dtype=index, device=pixels.device)
+    at = (first[:, None] + rows).view(-1).index_select(0, corners).sub_(run)
     jump = torch.diff(at, prepend=at.new_tensor([1])).add_(1)
-    at = torch.ones(total, dtype=index, device=pixels.device).index_copy_(0, starts_at, jump).cumsum(0, dtype=index)
-    corner = corners.remainder(d1)
-    corner = torch.zeros(total, dtype=torch.long, device=pixels.device).index_copy_(
-        0, starts_at, torch.diff(corner, prepend=corner.new_tensor([0]))).cumsum_(0)
-    splat_pixel = pixels.to(index).index_select(0, at)  # a gather from P entries, not P·(d+1)
-    order = splat_pixel.long().mul_(d1).add_(corner)
+    at = torch.ones(total, dtype=index, device=pixels.device).index_copy_(0, run.long(), jump).cumsum(0, dtype=index)
+    corner = torch.arange(d1, dtype=torch.long, device=pixels.device)
+    order = (pixels * d1 + corner[:, None]).view(-1).index_select(0, at)
+    splat_pixel = pixels.to(index).expand(d1, -1).reshape(-1).index_select(0, at)
     return order, splat_pixel, run.index_select(0, starts)
 
 
