@@ -227,7 +227,7 @@ def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
     rank += wrap * d1
     base += wrap
     slot = torch.empty(rank.shape[::-1], dtype=torch.long, device=rank.device)
-    return base, slot.copy_(rank.t()).neg_().add_(d1 - 1)
+    return base, slot.copy_(rank.neg_().add_(d1 - 1).t())  # d - rank in int8, then widened
 
 
 def _barycentric(elevated: Tensor, base: Tensor, slot: Tensor) -> Tensor:
