@@ -118,7 +118,9 @@ def _check_features(features: Tensor, name: str) -> None:
                          f"got {got}.")
     if not features.is_floating_point():
         raise ValueError(f"{name} must be floating point (features divided by θ), got {features.dtype}.")
-    if not torch.isfinite(features).all():
+    # a finite sum means finite values (NaN and ±inf propagate); only a sum that is not (NaN, ±inf or an overflow)
+    # takes the exact test, which cost 13 ms of a 0.2 MP build
+    if not math.isfinite(float(features.sum())) and not torch.isfinite(features).all():
         raise ValueError(f"{name} has NaN or infinite values; check the image and that every θ > 0.")
 
 
@@ -225,7 +227,7 @@ def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
     rank += wrap * d1
     base += wrap
     slot = torch.empty(rank.shape[::-1], dtype=torch.long, device=rank.device)
-    return base, slot.copy_(rank.t()).neg_().add_(d1 - 1)
+    return base, slot.copy_(rank.neg_().add_(d1 - 1).t())  # d - rank in int8, then widened
 
 
 def _barycentric(elevated: Tensor, base: Tensor, slot: Tensor) -> Tensor:
@@ -309,22 +311,24 @@ def _blur_tables(unique: Tensor, radix: list[int], layer: int, d: int, dtype: to
     rem = unique // layer
     step = torch.tensor(radix[:d] + [0], device=unique.device)[:, None]  # (d+1, 1): R_j, 0 for j = d
     total = sum(radix[:d])
-    prev = torch.where(rem == 0, unique + step - total + d * layer, unique + step - layer)
-    nxt = torch.where(rem == d, unique - step + total - d * layer, unique - step + layer)
-    targets = torch.stack([prev, nxt], 1)  # (d+1, 2, M): sorted within each remainder, so the searches stay local
-    own = torch.arange(m, device=unique.device).expand(d + 1, 1, m)
+    prev = torch.where(rem == 0, unique + step - total + d * layer, unique + step - layer)  # (d+1, M)
+    own = torch.arange(m, device=unique.device).expand(d + 1, m)
     if (d + 1) * layer <= _LOOKUP_PER_VERTEX * m:  # keys few enough for a table from key to vertex
         # targets stay in [0, (d+1)·layer): the radices leave a margin of one step around every vertex
         table = torch.full(((d + 1) * layer,), -1, dtype=torch.long, device=unique.device)
-        pos = table.index_copy_(0, unique, own[0, 0]).index_select(0, targets.reshape(-1)).view_as(targets)
+        pos = table.index_copy_(0, unique, own[0]).index_select(0, prev.reshape(-1)).view_as(prev)
         found = pos >= 0
-    else:
-        pos = torch.searchsorted(unique, targets.reshape(-1)).clamp_(max=m - 1).view_as(targets)
-        found = unique.index_select(0, pos.reshape(-1)).view_as(pos) == targets
-    cols = torch.cat([own, torch.where(found, pos, own)], 1).transpose(1, 2)
-    half = torch.cat([found.new_ones(d + 1, 1, m), found], 1).transpose(1, 2).to(dtype)
-    weights = half * torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=unique.device)
-    return cols.to(index).contiguous(), weights.contiguous()
+    else:  # sorted within each remainder, so the searches stay local
+        pos = torch.searchsorted(unique, prev.reshape(-1)).clamp_(max=m - 1).view_as(prev)
+        found = unique.index_select(0, pos.reshape(-1)).view_as(pos) == prev
+    before = torch.where(found, pos, own)
+    # y is x's previous neighbour along j exactly when x is y's next one: the next table is the previous one
+    # inverted (one search per direction, not two); vertices without a previous neighbour write to a spare column
+    after = torch.cat([own, own.new_zeros(d + 1, 1)], 1).scatter_(1, torch.where(found, pos, m), own)[:, :m]
+    cols = torch.stack([own, before, after], 2)
+    weights = torch.stack([torch.ones_like(found), found, after != own], 2).to(dtype)
+    weights *= torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=unique.device)
+    return cols.to(index), weights
 
 
 def _degree(lat: Lattice) -> Tensor:

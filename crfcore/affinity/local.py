@@ -28,6 +28,11 @@ from .grid import downsample, upsample
 __all__ = ["LocalBackend", "LocalOp", "check_features"]
 
 _BAND_ELEMENTS = 1 << 17  # elements of q per band: ~512 KiB in float32, about one core's L2
+_LOG_FLOOR = -87.0
+"""Kernel values are ``exp(max(−|Δf|²/2, −87))``: below ``exp(−87) ≈ 1.6e-38``, just above the smallest normal
+float32, ``exp`` underflows into denormals and zero on a slow path (500k such arguments: 16-20 ms against 0.8 ms,
+one thread), and most taps of the 5-D appearance kernel land there; a weight of 1.6e-38 instead of a smaller one
+changes no sum."""
 
 
 def check_features(features: Sequence[Tensor]) -> list[Tensor]:
@@ -127,11 +132,15 @@ class LocalOp:
             filters = _weighted_sum(self.weights, self._kernel_filters(y0, y1))
         acc = torch.zeros(q_pad.shape[0], q_pad.shape[1], y1 - y0, w, dtype=q_pad.dtype, device=q_pad.device)
         centre = (k * k) // 2
-        for idx in range(k * k):
+        # one view per tap through as_strided and unbind: on a preview-sized grid, slicing cost as much as the
+        # multiply-adds themselves
+        size, strides = acc.shape, q_pad.stride()
+        start = q_pad.storage_offset() + y0 * strides[2]
+        for idx, tap in enumerate(filters.unsqueeze(2).unbind(1)):  # tap: (B, 1, rows, w)
             if idx == centre:
                 continue
             dy, dx = divmod(idx, k)
-            acc.addcmul_(filters[:, idx:idx + 1], q_pad[:, :, y0 + dy:y1 + dy, dx:dx + w])
+            acc.addcmul_(tap, q_pad.as_strided(size, strides, start + dy * strides[2] + dx * strides[3]))
         return acc
 
     def _full_combined(self, rows: int) -> Tensor | None:
@@ -154,30 +163,88 @@ class LocalOp:
         return combined
 
     def _kernel_filters(self, y0: int, y1: int) -> list[Tensor]:
-        """Unweighted filters ``(B, k², y1-y0, w)`` per kernel; the centre tap and taps off the image are 0.
+        """Unweighted filters ``(B, k², y1-y0, w)`` per kernel; the centre tap is 0, every other tap at least
+        ``exp(−87)`` (see :data:`_LOG_FLOOR`).
 
-        Taps off the image see features padded with a value far from every real feature, so their Gaussian
-        underflows to exactly 0 (with a zero gradient), which spares a separate validity mask.
+        Only the taps after the centre (row-major: below it, or right of it on its row) are evaluated, for rows
+        ``max(0, y0 − r) .. y1``, a row of taps and a feature dimension at a time through strided views of the
+        features. The kernel is symmetric, so the tap before the centre at offset −d of pixel i is the tap at +d
+        of pixel i − d, copied (the same floats: W is exactly symmetric). Taps off the image see features padded
+        with a value far from every real feature, so their Gaussian is the floor (with a zero gradient); they meet
+        q's zero padding in :meth:`apply`, so they add nothing.
         """
         k = self.filter_size
         r = k // 2
         h, w = self.grid_size
-        centre_idx = (k * k) // 2
+        centre = (k * k) // 2
+        top = max(0, y0 - r)  # the mirrored taps of rows y0.. reach back r rows
+        bottom = min(h, y1 + r)
         out = []
         for feats in self.features:
             far = float(feats.detach().abs().max()) * 2 + 1e3
-            padded = F.pad(feats[:, :, max(0, y0 - r):min(h, y1 + r)],
-                           (r, r, r - min(r, y0), r - min(r, h - y1)), value=far)
-            centre = feats[:, :, y0:y1]
-            taps = []
-            for idx in range(k * k):
-                dy, dx = divmod(idx, k)
-                if idx == centre_idx:
-                    taps.append(torch.full_like(centre[:, 0], far * far))
+            padded = F.pad(feats[:, :, top:bottom], (r, r, 0, r - (bottom - y1)), value=far)
+            if torch.is_grad_enabled() and padded.requires_grad:
+                after = torch.cat(_taps_after_centre(padded, r, y1 - top, w), dim=1)
+                filters = after.new_zeros(after.shape[0], k * k, y1 - y0, w)
+                filters[:, centre + 1:] = after[:, :, y0 - top:]
+            else:
+                filters = padded.new_empty(padded.shape[0], k * k, y1 - y0, w)
+                filters[:, :centre + 1].zero_()
+                after = filters[:, centre + 1:] if top == y0 else padded.new_empty(padded.shape[0], centre,
+                                                                                  y1 - top, w)
+                _taps_after_centre(padded, r, y1 - top, w, out=after)
+                if top != y0:
+                    filters[:, centre + 1:] = after[:, :, y0 - top:]
+            for tap in range(centre):  # tap centre+1+tap at +(dy, dx) mirrors into tap centre−1−tap at −(dy, dx)
+                dy, dx = divmod(centre + 1 + tap, k)
+                dy, dx = dy - r, dx - r
+                first = max(y0, dy)  # pixel (y, x) takes the tap of (y − dy, x − dx), which must be on the image
+                x0, x1 = max(0, dx), min(w, w + dx)
+                if first >= y1 or x0 >= x1:
                     continue
-                taps.append((padded[:, :, dy:dy + y1 - y0, dx:dx + w] - centre).square().sum(1))
-            out.append(torch.exp(torch.stack(taps, dim=1).mul_(-0.5)))
+                filters[:, centre - 1 - tap, first - y0:, x0:x1] = after[:, tap, first - dy - top:y1 - dy - top,
+                                                                         x0 - dx:x1 - dx]
+            out.append(filters)
         return out
+
+
+def _taps_after_centre(padded: Tensor, r: int, rows: int, w: int, *, out: Tensor | None = None) -> list[Tensor]:
+    """Kernel values ``exp(max(−|f_i − f_{i+d}|²/2, −87))`` of each pixel's taps d after the centre of a k×k window
+    (k = 2r + 1; row-major: r taps to its right, then r full rows below), from features ``padded``
+    ``(B, D, rows + r, w + 2r)`` (pixel (y, x) at ``[y, x + r]``): one ``(B, taps, rows, w)`` tensor per row of taps.
+
+    With ``out`` ``(B, (k²−1)/2, rows, w)`` (no autograd) they are written there, row of taps by row of taps, each
+    difference into one reused contiguous buffer (an output torch allocates for these overlapping views is laid
+    out tap-innermost, and every op on it runs several times slower); the tensors returned are views of ``out``.
+    """
+    b, d, _, wp = padded.shape
+    padded = padded.contiguous()
+    sb, sd = padded.stride(0), padded.stride(1)
+    k = 2 * r + 1
+    rows_of_taps = [(r, r + 1)] + [(k, dy * wp) for dy in range(1, r + 1)]  # (taps, offset of the first one)
+    scratch = None if out is None else padded.new_empty(b, k, rows, w)
+    results, first = [], 0
+    for taps, start in rows_of_taps:
+        shape, strides = (b, taps, rows, w), (sb, 1, wp, 1)
+        total = None if out is None else out[:, first:first + taps]
+        for c in range(d):
+            centre = padded[:, c:c + 1, :rows, r:r + w]
+            view = padded.as_strided(shape, strides, padded.storage_offset() + c * sd + start)
+            if out is None:
+                diff = view - centre
+                total = diff * diff if total is None else total + diff * diff
+            elif c == 0:
+                torch.sub(view, centre, out=total).square_()
+            else:
+                part = scratch[:, :taps]
+                total.addcmul_(torch.sub(view, centre, out=part), part)
+        if out is None:
+            total = torch.exp((total * -0.5).clamp(min=_LOG_FLOOR))
+        else:
+            total.mul_(-0.5).clamp_(min=_LOG_FLOOR).exp_()
+        results.append(total)
+        first += taps
+    return results
 
 
 def _weighted_sum(weights: Tensor, filters: list[Tensor]) -> Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from crfcore.affinity import ExactBackend, LocalBackend
+from crfcore.affinity import local as local_module
 from crfcore.affinity.grid import downsample, upsample
 
 
@@ -27,9 +28,10 @@ def test_local_matches_exact_truncated_affinity(k: int, cache: float, dtype: tor
     assert (local.apply(q) - exact.apply(q)).abs().max().item() <= tol
 
 
-def test_local_with_window_covering_image_equals_full_dense_affinity() -> None:
-    feats = _features(1, 6, 7)
-    q = torch.rand(1, 3, 6, 7)
+@pytest.mark.parametrize("shape", [(6, 7), (7, 3), (2, 7)])  # window ±6 px reaches past every edge
+def test_local_with_window_covering_image_equals_full_dense_affinity(shape: tuple[int, int]) -> None:
+    feats = _features(1, *shape)
+    q = torch.rand(1, 3, *shape)
     local = LocalBackend(13, 1).build(feats)
     dense = ExactBackend(window=None).build(feats)
     assert (local.apply(q) - dense.apply(q)).abs().max().item() <= 1e-5
@@ -81,3 +83,23 @@ def test_local_rejects_q_of_another_size() -> None:
     op = LocalBackend(3, 1).build(_features(1, 5, 5))
     with pytest.raises(ValueError, match="built for"):
         op.apply(torch.rand(1, 2, 6, 5))
+
+
+@pytest.mark.parametrize("band_rows", [None, 1, 2, 4], ids=["cached", "bands-1", "bands-2", "bands-4"])
+def test_unblurred_local_affinity_is_symmetric_to_the_last_bit(monkeypatch, band_rows: int | None) -> None:
+    """Taps before the centre are copies of the mirrored taps after it (the Gaussian CRF skips its symmetry probe
+    for this op on that ground), also when filters are made band by band (bands of 1-4 rows, so the mirrored taps
+    reach rows of earlier bands): the dense W, read through one-hot q, equals Wᵀ exactly, and equals the exact
+    truncated affinity."""
+    h, w, k = 9, 11, 5
+    feats = _features(1, h, w)
+    weights = torch.tensor([1.0, 0.7])
+    cache = 1 << 30
+    if band_rows is not None:
+        monkeypatch.setattr(local_module, "_BAND_ELEMENTS", band_rows * h * w * w)  # q has h·w classes
+        cache = 0
+    op = LocalBackend(k, 1, cache_bytes=cache).build(feats).weighted(weights)
+    dense = op.apply(torch.eye(h * w).view(1, h * w, h, w)).flatten(2)[0]  # row j: W applied to pixel j's one-hot
+    assert torch.equal(dense, dense.T)
+    exact = ExactBackend(window=k).build(feats).weighted(weights).apply(torch.eye(h * w).view(1, h * w, h, w))
+    assert (dense - exact.flatten(2)[0]).abs().max().item() <= 1e-6
