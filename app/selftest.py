@@ -145,6 +145,7 @@ class Selftest:
         from crfcore.labels import VOID
 
         shown_s = self._wait_shown(window, timeout_s)
+        _wait_engine(window, timeout_s)
         version = _version()
         doc, result = _wait_refined(window, timeout_s)
         labels = doc.labels
@@ -201,6 +202,14 @@ def _process_events_until(done: Callable[[], bool], timeout_s: float) -> bool:
         QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, _POLL_MS)
         time.sleep(_POLL_MS / 1000)
     return True
+
+
+def _wait_engine(window: "MainWindow", timeout_s: float) -> None:
+    """Wait for the compute engine the window imports after its first paint (:mod:`app.engine`)."""
+    if not _process_events_until(lambda: window.engine_ready or bool(window.engine_error), timeout_s):
+        raise SelftestError(f"the compute engine (PyTorch, crfcore) did not load within {timeout_s:.0f} s.")
+    if window.engine_error:
+        raise SelftestError(window.engine_error)
 
 
 def _wait_refined(window: "MainWindow", timeout_s: float) -> tuple["ImageDocument", "RefineResult"]:
