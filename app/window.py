@@ -9,6 +9,7 @@ folder's project and restores them when the folder is opened again.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -118,6 +119,7 @@ class MainWindow(QMainWindow):
         self._engine_error = ""
         self._preview_index = -1  # the image shown while the engine loads (no document yet)
         self.engine_seconds: float | None = None  # how long the engine's import took on its thread (None: not here)
+        self.engine_attach_seconds = 0.0  # how long _attach_engine took on the GUI thread
         # made by _attach_engine, once torch is imported
         self.scheduler: RefineScheduler | None = scheduler
         self._first_request = 1  # requests with smaller ids were made for a previous document
@@ -203,6 +205,7 @@ class MainWindow(QMainWindow):
 
         import crfcore
 
+        began = time.perf_counter()
         self.scheduler = self.scheduler or RefineScheduler(self, device=self._device)
         self.presets = PresetPolicy()
         self.network_jobs = NetworkJobs(self, device=self._device)
@@ -237,6 +240,7 @@ class MainWindow(QMainWindow):
             index = self._preview_index
             if self.open_folder(self.folder.root) and index > 0 and index != self.index:
                 self.open_index(index)
+        self.engine_attach_seconds = time.perf_counter() - began
         waiting, self._engine_waiting = self._engine_waiting, []
         for action in waiting:
             action()
@@ -466,11 +470,16 @@ class MainWindow(QMainWindow):
 
     def open_index(self, index: int) -> bool:
         """Open image ``index`` of the folder, keeping the refiner, its parameters and the mask confidence."""
-        if self.folder is None or not 0 <= index < len(self.folder) or index == self.index:
+        if self.folder is None or not 0 <= index < len(self.folder) or index == self._shown_index:
             return False
         if not self.engine_ready:
             return self._preview(index)
         return self._open(index, report=True)
+
+    @property
+    def _shown_index(self) -> int:
+        """The image shown: the document's, or while the engine loads the one shown alone (-1: none)."""
+        return self.index if self.engine_ready else self._preview_index
 
     def _preview_folder(self, folder: ImageFolder) -> None:
         """Show ``folder`` while the engine loads: its list, title, classes and first image that loads, without
@@ -482,8 +491,7 @@ class MainWindow(QMainWindow):
             self.image_list.clear()
             self.image_list.addItems([entry.stem for entry in folder.entries])
         self.setWindowTitle(f"CRF Studio — {folder.root}")
-        names = next((e.class_names for e in folder.entries if e.class_names), ())
-        self._show_classes(tuple(names))
+        self._show_classes(())
         for index in range(len(folder)):
             if self._preview(index):
                 break
@@ -505,6 +513,7 @@ class MainWindow(QMainWindow):
         self._preview_index = index
         self._select_row(index)
         self.canvas.show_image(image)
+        self._show_classes(tuple(entry.class_names or ()))
         then = ("its probability map is shown and refined" if entry.probs is not None else
                 "its mask is shown and refined" if entry.mask is not None else "painting starts")
         self.show_status(f"{entry.stem}: {image.shape[1]}×{image.shape[0]}. {LOADING} {then[0].upper()}{then[1:]} "
@@ -582,10 +591,10 @@ class MainWindow(QMainWindow):
 
     def next_image(self) -> None:
         if self.folder is not None:
-            self.open_index(min(self.index + 1, len(self.folder) - 1))
+            self.open_index(min(self._shown_index + 1, len(self.folder) - 1))
 
     def previous_image(self) -> None:
-        self.open_index(max(self.index - 1, 0))
+        self.open_index(max(self._shown_index - 1, 0))
 
     def _set_document(self, document: ImageDocument) -> None:
         self.canvas.end_stroke()  # a drag still held ends as an edit of the image it began on (and is saved)

@@ -31,7 +31,7 @@ def test_startup_time_prints_the_seconds_to_a_shown_window_and_quits(sample_fold
     assert main([str(sample_folder), "--device", "cpu", "--startup-time"]) == 0
     line = capsys.readouterr().out.strip()
     found = re.fullmatch(r"startup (\d+\.\d\d) s \(CPU \d+\.\d\d s\); engine ready (\d+\.\d\d) s, window blocked "
-                         r"<= \d+ ms", line)
+                         r"<= \d+ ms while loading, \d+ ms attaching", line)
     assert found, line
     assert float(found[2]) >= float(found[1])
 
@@ -90,3 +90,27 @@ def test_the_first_paint_shows_the_image_before_torch_is_imported_and_the_engine
     assert "Loading the compute engine" in shown
     assert after == "['app.document', 'app.workers', 'crfcore.refiners', 'torch'] "
     assert opened == "img0 mask True True", opened
+
+
+def test_before_the_engine_the_window_pages_through_images_and_waits_for_it(sample_folder, qtbot):
+    """While the engine loads (a window made with load_engine_later and never painted here), Next shows the next
+    image alone, Refine and About say they wait, and the engine, once attached, opens the image shown then."""
+    from app.window import LOADING, MainWindow
+
+    window = MainWindow(device="cpu", load_engine_later=True)
+    qtbot.addWidget(window)
+    assert window.open_folder(sample_folder)
+    assert window.panel is None and window.document is None and window.image_list.currentRow() == 0
+    window.qactions["next"].trigger()
+    assert window.image_list.currentRow() == 1 and window.canvas.image_item.image is not None
+    window.refine_now()
+    assert LOADING in window.message.text() and "refined as soon as it is ready" in window.message.text()
+    window.show_about()
+    assert window.about_box is None and "About opens when it is ready" in window.message.text()
+    done = []
+    window.when_engine_ready(lambda: done.append(window.document.entry.stem))
+    with qtbot.waitSignal(window.engine_loader.ready, timeout=120_000):
+        window.engine_loader.start()
+    assert window.engine_ready and window.document.entry.stem == "img1" and done == ["img1"]
+    assert window.about_box is not None  # About, asked for while loading, opened once the engine was there
+    window.about_box.close()
