@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--selftest-out", type=Path, metavar="DIR", help="where --selftest writes the refined "
                         "mask (default: a new temporary folder)")
     parser.add_argument("--startup-time", action="store_true", help="print the seconds from process start to the "
-                        "window shown with the folder's first image (its refinement may still run), then quit")
+                        "window painted with the folder's first image, then when the compute engine (torch), loaded "
+                        "after that paint, was ready and how long the window was blocked meanwhile; then quit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
 
@@ -118,12 +119,12 @@ def _print_startup_time(app: "QApplication", window: "MainWindow") -> int:
     """Paint the window once and print ``startup <s> s (CPU <c> s)``: the seconds since the process began (Linux
     ``/proc``) until the window with the folder's first image has been painted, and the CPU seconds the main thread
     used until then (less sensitive to a busy machine; other threads are not counted). Then wait for the compute
-    engine, imported on a thread after that paint, and add ``; engine ready <s> s, window blocked <= <ms> ms while
-    loading, <ms> ms attaching``: when the refiner's controls were there and the image opened with its unary
-    (seconds since the process began), the longest the event loop went without running while the engine was imported
-    (a 10 ms timer's largest gap, less its 10 ms: the window did not answer that long; the import thread holds the
-    GIL in torch's C extension initialisation) and how long building the engine's widgets and opening the image took
-    on the GUI thread. Then close.
+    engine, imported on a thread after that paint, and add ``; engine ready <s> s (its import <s> s), window
+    blocked <= <ms> ms while loading, <ms> ms attaching``: when the refiner's controls were there and the image opened
+    with its unary (seconds since the process began), how long the import took on its thread, the longest the event
+    loop went without running while the engine was imported (a 10 ms timer's largest gap, less its 10 ms: the window
+    did not answer that long; the import thread holds the GIL in torch's C extension initialisation) and how long
+    building the engine's widgets and opening the image took on the GUI thread. Then close.
 
     Returns 0, 1 where the process start time is unknown (not Linux) or the engine failed to load."""
     import time
@@ -163,7 +164,8 @@ def _print_startup_time(app: "QApplication", window: "MainWindow") -> int:
     if window.engine_error:
         print(f"crf-studio: {window.engine_error}", file=sys.stderr)
         return 1
-    print(f"startup {seconds:.2f} s (CPU {cpu:.2f} s); engine ready {ready:.2f} s, window blocked <= "
+    print(f"startup {seconds:.2f} s (CPU {cpu:.2f} s); engine ready {ready:.2f} s (its import "
+          f"{window.engine_seconds or 0.0:.2f} s), window blocked <= "
           f"{max(longest[0] - _BEAT_MS, 0)} ms while loading, {window.engine_attach_seconds * 1000:.0f} ms attaching",
           flush=True)
     return 0

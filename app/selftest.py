@@ -1,9 +1,10 @@
 """``crf-studio --selftest [FOLDER]``: prove that an installed app (frozen by PyInstaller, or not) works, in one run.
 
 The run takes the app's real start-up path (:func:`app.main.main`): the main window is created and shown, the folder
-given on the command line (default: the bundled samples) is opened and its first image refined by the window's
-worker. The self test then checks what a broken bundle gets wrong: the window reaches the screen (Qt's platform
-plugin loads), the refinement finishes with labels of the image's size that keep at least :data:`MIN_KEPT` of the
+given on the command line (default: the bundled samples) is opened, the compute engine is imported on its thread after
+the first paint (:mod:`app.engine`) and the first image refined by the window's worker. The self test then checks
+what a broken bundle gets wrong: the window reaches the screen (Qt's platform plugin loads), the engine loads (no
+module is missing), the refinement finishes with labels of the image's size that keep at least :data:`MIN_KEPT` of the
 coarse mask (the numeric libraries work), the mask round-trips through a PNG file (the image plugins work), the
 package metadata is there, the settings file lies in the platform's config location, and, when frozen, nothing was
 written into the application's folder. It prints one line with the start-up and refinement times and returns 0, or

@@ -5,6 +5,12 @@ schedules a reduced-resolution preview (debounced), its release and the Refine a
 or unary change runs in full, and so does the end of a brush stroke, an undo or a redo (debounced). Results of an
 earlier image are never applied to the current one. :class:`~app.autosave.ProjectSync` saves edits into the
 folder's project and restores them when the folder is opened again.
+
+At start-up (``load_engine_later=True``) the window is painted before torch is imported: the folder's list, its first
+image alone and the tools, with "Loading the compute engine" in the Unary and Refiner boxes. That first paint starts
+:class:`~app.engine.EngineLoader`; once it is ready the unary picker and the refiner panel take the boxes' places,
+the image shown opens with its unary and is refined, and what was asked for meanwhile
+(:meth:`MainWindow.when_engine_ready`) runs.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ def test_unknown_method_is_refused_with_the_valid_ones(capsys):
 def test_startup_time_prints_the_seconds_to_a_shown_window_and_quits(sample_folder, qapp, capsys):
     assert main([str(sample_folder), "--device", "cpu", "--startup-time"]) == 0
     line = capsys.readouterr().out.strip()
-    found = re.fullmatch(r"startup (\d+\.\d\d) s \(CPU \d+\.\d\d s\); engine ready (\d+\.\d\d) s, window blocked "
+    found = re.fullmatch(r"startup (\d+\.\d\d) s \(CPU \d+\.\d\d s\); engine ready (\d+\.\d\d) s \(its import "
+                         r"\d+\.\d\d s\), window blocked "
                          r"<= \d+ ms while loading, \d+ ms attaching", line)
     assert found, line
     assert float(found[2]) >= float(found[1])
