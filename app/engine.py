@@ -34,8 +34,6 @@ def load() -> None:
     """
     import torch  # noqa: F401
 
-    import crfcore.api  # noqa: F401
-    import crfcore.mask_refine  # noqa: F401
     import crfcore.refiners  # noqa: F401
 
     from . import autosave, compute, document, network, network_jobs, preset_policy, workers  # noqa: F401
