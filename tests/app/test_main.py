@@ -115,3 +115,24 @@ def test_before_the_engine_the_window_pages_through_images_and_waits_for_it(samp
     assert window.engine_ready and window.document.entry.stem == "img1" and done == ["img1"]
     assert window.about_box is not None  # About, asked for while loading, opened once the engine was there
     window.about_box.close()
+
+
+def test_an_engine_that_cannot_load_is_named_in_the_window_and_refine_says_so(sample_folder, qtbot, monkeypatch):
+    from app import engine
+    from app.window import MainWindow
+
+    def broken() -> None:
+        raise ImportError("libtorch_cpu.so: cannot open shared object file")
+
+    monkeypatch.setattr(engine, "load", broken)
+    window = MainWindow(device="cpu", load_engine_later=True)
+    qtbot.addWidget(window)
+    assert window.open_folder(sample_folder)
+    with qtbot.waitSignal(window.engine_loader.failed, timeout=10_000):
+        window.engine_loader.start()
+    assert "could not be loaded: ImportError: libtorch_cpu.so" in window.engine_error
+    assert "python -c 'import torch'" in window.engine_error
+    assert window.refiner_box.layout().itemAt(0).widget().text().startswith("The compute engine could not be loaded")
+    window.refine_now()
+    assert window.message.text() == window.engine_error and not window.engine_ready
+    window.error_box.close()
