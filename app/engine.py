@@ -14,16 +14,13 @@ import time
 
 from PySide6.QtCore import QObject, Signal
 
-__all__ = ["ENGINE_MODULES", "EngineLoader", "load", "loaded"]
+__all__ = ["ENGINE_MODULES", "EngineLoader", "load"]
 
 _log = logging.getLogger(__name__)
 
 ENGINE_MODULES = ("torch", "crfcore.refiners", "app.workers", "app.document")
 """Modules whose presence in ``sys.modules`` means the engine was imported (tests check that the first screen has
 none of them)."""
-
-
-_done = threading.Event()
 
 
 def load() -> None:
@@ -39,16 +36,10 @@ def load() -> None:
     from . import autosave, compute, document, network, network_jobs, preset_policy, workers  # noqa: F401
     from .widgets import refiner_panel, unary_picker  # noqa: F401
 
-    _done.set()
-
-
-def loaded() -> bool:
-    """True once :func:`load` has run to the end in this process (on any thread)."""
-    return _done.is_set()
-
 
 class EngineLoader(QObject):
-    """Runs :func:`load` once on a daemon thread. Create it on the GUI thread; its signals arrive there.
+    """Runs :func:`load` once on a daemon thread. Create it on the GUI thread and connect its signals with
+    ``Qt.ConnectionType.QueuedConnection``: they are emitted on the import thread.
 
     Signals:
         ready(float): the engine is imported; the seconds the import took.

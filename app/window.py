@@ -153,8 +153,8 @@ class MainWindow(QMainWindow):
         self.keys.watch(self)
         self.resize(1280, 800)
         self.engine_loader = EngineLoader(self)
-        self.engine_loader.ready.connect(self._on_engine_ready)
-        self.engine_loader.failed.connect(self._on_engine_failed)
+        self.engine_loader.ready.connect(self._on_engine_ready, Qt.ConnectionType.QueuedConnection)
+        self.engine_loader.failed.connect(self._on_engine_failed, Qt.ConnectionType.QueuedConnection)
         if not load_engine_later:
             engine.load()
             self._attach_engine()
