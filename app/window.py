@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
         self._device = device
         self._engine_waiting: list[Callable[[], object]] = []  # run once the engine is attached
         self._engine_error = ""
+        self._closed = False  # closeEvent ran
         self._preview_index = -1  # the image shown while the engine loads (no document yet)
         self.engine_seconds: float | None = None  # how long the engine's import took on its thread (None: not here)
         self.engine_attach_seconds = 0.0  # how long _attach_engine took on the GUI thread
@@ -189,7 +190,8 @@ class MainWindow(QMainWindow):
 
     def _on_engine_ready(self, seconds: float) -> None:
         self.engine_seconds = seconds
-        self._attach_engine()
+        if not self._closed:  # a window closed while the engine loaded starts no refinement
+            self._attach_engine()
 
     def _on_engine_failed(self, message: str) -> None:
         self._engine_error = message
@@ -903,4 +905,5 @@ class MainWindow(QMainWindow):
             self.network_jobs.runner.wait()
             self.project_sync.close()
         self._engine_waiting.clear()
+        self._closed = True
         super().closeEvent(event)
