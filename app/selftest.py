@@ -1,9 +1,10 @@
 """``crf-studio --selftest [FOLDER]``: prove that an installed app (frozen by PyInstaller, or not) works, in one run.
 
 The run takes the app's real start-up path (:func:`app.main.main`): the main window is created and shown, the folder
-given on the command line (default: the bundled samples) is opened and its first image refined by the window's
-worker. The self test then checks what a broken bundle gets wrong: the window reaches the screen (Qt's platform
-plugin loads), the refinement finishes with labels of the image's size that keep at least :data:`MIN_KEPT` of the
+given on the command line (default: the bundled samples) is opened, the compute engine is imported on its thread after
+the first paint (:mod:`app.engine`) and the first image refined by the window's worker. The self test then checks
+what a broken bundle gets wrong: the window reaches the screen (Qt's platform plugin loads), the engine loads (no
+module is missing), the refinement finishes with labels of the image's size that keep at least :data:`MIN_KEPT` of the
 coarse mask (the numeric libraries work), the mask round-trips through a PNG file (the image plugins work), the
 package metadata is there, the settings file lies in the platform's config location, and, when frozen, nothing was
 written into the application's folder. It prints one line with the start-up and refinement times and returns 0, or
@@ -145,6 +146,7 @@ class Selftest:
         from crfcore.labels import VOID
 
         shown_s = self._wait_shown(window, timeout_s)
+        _wait_engine(window, timeout_s)
         version = _version()
         doc, result = _wait_refined(window, timeout_s)
         labels = doc.labels
@@ -201,6 +203,14 @@ def _process_events_until(done: Callable[[], bool], timeout_s: float) -> bool:
         QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, _POLL_MS)
         time.sleep(_POLL_MS / 1000)
     return True
+
+
+def _wait_engine(window: "MainWindow", timeout_s: float) -> None:
+    """Wait for the compute engine the window imports after its first paint (:mod:`app.engine`)."""
+    if not _process_events_until(lambda: window.engine_ready or bool(window.engine_error), timeout_s):
+        raise SelftestError(f"the compute engine (PyTorch, crfcore) did not load within {timeout_s:.0f} s.")
+    if window.engine_error:
+        raise SelftestError(window.engine_error)
 
 
 def _wait_refined(window: "MainWindow", timeout_s: float) -> tuple["ImageDocument", "RefineResult"]:

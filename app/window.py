@@ -5,44 +5,52 @@ schedules a reduced-resolution preview (debounced), its release and the Refine a
 or unary change runs in full, and so does the end of a brush stroke, an undo or a redo (debounced). Results of an
 earlier image are never applied to the current one. :class:`~app.autosave.ProjectSync` saves edits into the
 folder's project and restores them when the folder is opened again.
+
+At start-up (``load_engine_later=True``) the window is painted before torch is imported: the folder's list, its first
+image alone and the tools, with "Loading the compute engine" in the Unary and Refiner boxes. That first paint starts
+:class:`~app.engine.EngineLoader`; once it is ready the unary picker and the refiner panel take the boxes' places,
+the image shown opens with its unary and is refined, and what was asked for meanwhile
+(:meth:`MainWindow.when_engine_ready`) runs.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from PySide6.QtCore import QSignalBlocker, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence, QPaintEvent
 from PySide6.QtWidgets import (QDockWidget, QFrame, QGroupBox, QHBoxLayout, QLabel, QListWidget, QMainWindow,
                                QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
-import crfcore
-
-from .autosave import ProjectSync
-from .compute import RefineResult
+from . import engine
 from .dialogs import help as help_dialogs
 from .dialogs.help import ShortcutsDialog
-from .document import ImageDocument, available_methods
+from .engine import EngineLoader
 from .folder import ImageFolder, scan_folder
-from .preset_policy import PresetChange, PresetPolicy
 from .keys import ShortcutKeys
-from .network import Network, open_network
-from .network_jobs import NetworkJobs
 from .scribbles import ScribbleLayer
 from .tools import ToolState
 from .widgets import files
 from .widgets.canvas import DEFAULT_OPACITY, Canvas
 from .widgets.legend import Legend
-from .widgets.refiner_panel import KIND_TITLES, RefinerPanel
 from .widgets.tools import BrushControls, tool_actions
-from .widgets.unary_picker import UnaryPicker
-from .workers import RefineScheduler
 
-if TYPE_CHECKING:  # the dialogs are imported when first opened: they are not on the first screen
+if TYPE_CHECKING:  # the compute engine (torch) is imported after the first paint (app.engine); the dialogs when
+    # first opened: neither is on the first screen
+    from .autosave import ProjectSync
+    from .compute import RefineResult
     from .dialogs.export import ExportDialog
     from .dialogs.network import NetworkDialog
     from .dialogs.tune import TuneDialog
+    from .document import ImageDocument
+    from .network import Network
+    from .network_jobs import NetworkJobs
+    from .preset_policy import PresetChange, PresetPolicy
+    from .widgets.refiner_panel import RefinerPanel
+    from .widgets.unary_picker import UnaryPicker
+    from .workers import RefineScheduler
 
 __all__ = ["MainWindow", "format_timing"]
 
@@ -64,6 +72,19 @@ DESCRIPTIONS = {
 LEGEND_ROWS = 4  # class rows in view at most; more scroll, so the sliders keep their room at 1280×800
 
 
+ENGINE_FALLBACK_MS = 500  # a window shown but not painted by then starts loading the engine anyway
+LOADING = "Loading the compute engine (PyTorch)…"
+
+
+def _loading_label() -> QLabel:
+    """The placeholder of a box whose contents need the compute engine."""
+    label = QLabel(LOADING)
+    label.setWordWrap(True)
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    label.setStyleSheet("color: #5f6368;")
+    return label
+
+
 def format_timing(result: RefineResult) -> str:
     """``"convcrf · build 140 ms · iterations 65 ms · total 250 ms"`` (+ cached / preview notes)."""
     t = result.timing
@@ -76,7 +97,12 @@ def format_timing(result: RefineResult) -> str:
 class MainWindow(QMainWindow):
     """CRF Studio's window. ``open_folder(path)`` loads a folder; the actions are in :attr:`qactions` by name."""
 
-    def __init__(self, *, scheduler: RefineScheduler | None = None, device: str | None = None) -> None:
+    def __init__(self, *, scheduler: RefineScheduler | None = None, device: str | None = None,
+                 load_engine_later: bool = False) -> None:
+        """``load_engine_later=True`` (the app's start-up) shows the window before torch is imported: the first
+        paint starts :class:`~app.engine.EngineLoader`, and until it is ready the folder's images are shown without
+        their unaries and what needs the engine waits (:meth:`when_engine_ready`). Otherwise the engine is imported
+        here (at once when it is already loaded, as in tests)."""
         super().__init__()
         self.setWindowTitle("CRF Studio")
         self.folder: ImageFolder | None = None
@@ -85,22 +111,30 @@ class MainWindow(QMainWindow):
         self.bad_images: dict[int, str] = {}  # images of the folder that cannot be opened: index -> why
         self._carried: dict = {}  # refiner, parameters and mask settings handed to the next image opened
         self._histories: dict[Path, ScribbleLayer] = {}  # undo histories of the folder's images left this session
-        self.scheduler = scheduler or RefineScheduler(self, device=device)
-        self._first_request = 1  # requests with smaller ids were made for a previous document
-        self.presets = PresetPolicy()  # which shipped preset kind the parameters come from
         self.error_box: QMessageBox | None = None  # the last error shown, kept open until the user closes it
         self.export_dialog: ExportDialog | None = None
         self.tune_dialog: TuneDialog | None = None
-        self.tools = ToolState(self)
-        self.network_jobs = NetworkJobs(self, device=device)
         self.network_dialog: NetworkDialog | None = None
+        self.tools = ToolState(self)
         self.canvas = Canvas(tools=self.tools)
-        self.project_sync = ProjectSync(self)
         self.setCentralWidget(self.canvas)
         self.image_list = QListWidget()
-        self.unary_picker = UnaryPicker()
-        self.panel = RefinerPanel(available_methods())
         self.legend = Legend()
+        self._device = device
+        self._engine_waiting: list[Callable[[], object]] = []  # run once the engine is attached
+        self._engine_error = ""
+        self._closed = False  # closeEvent ran
+        self._preview_index = -1  # the image shown while the engine loads (no document yet)
+        self.engine_seconds: float | None = None  # how long the engine's import took on its thread (None: not here)
+        self.engine_attach_seconds = 0.0  # how long _attach_engine took on the GUI thread
+        # made by _attach_engine, once torch is imported
+        self.scheduler: RefineScheduler | None = scheduler
+        self._first_request = 1  # requests with smaller ids were made for a previous document
+        self.presets: PresetPolicy | None = None  # which shipped preset kind the parameters come from
+        self.network_jobs: NetworkJobs | None = None
+        self.project_sync: ProjectSync | None = None
+        self.unary_picker: UnaryPicker | None = None
+        self.panel: RefinerPanel | None = None
         self._build_docks()
         self.qactions = self._build_actions()
         self.qactions.update(tool_actions(self.tools, self))
@@ -109,18 +143,94 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_toolbar()
         self._build_edit_toolbar()
-        self._build_status_bar(device)
+        self._build_status_bar()
         self.image_list.currentRowChanged.connect(self.open_index)
         self.canvas.overlay_updated.connect(lambda: self.legend.set_labels(self.canvas.shown_labels()))
+        self.canvas.error.connect(lambda message: self.show_status(message, error=True))
+        self.legend.class_clicked.connect(self.pick_class)
+        self.tools.label_changed.connect(self.legend.set_selected)
+        self.legend.set_selected(self.tools.label)
+        self.keys = ShortcutKeys(self.focus_canvas, self)
+        self.keys.watch(self)
+        self.resize(1280, 800)
+        self.engine_loader = EngineLoader(self)
+        self.engine_loader.ready.connect(self._on_engine_ready, Qt.ConnectionType.QueuedConnection)
+        self.engine_loader.failed.connect(self._on_engine_failed, Qt.ConnectionType.QueuedConnection)
+        if not load_engine_later:
+            engine.load()
+            self._attach_engine()
+
+    # --- the compute engine ----------------------------------------------------------------------------------------
+    @property
+    def engine_ready(self) -> bool:
+        """True once the compute engine is attached: documents, refinement, the refiner panel."""
+        return self.panel is not None
+
+    @property
+    def engine_error(self) -> str:
+        """Why the compute engine could not be loaded; "" while it loads or once it is ready."""
+        return self._engine_error
+
+    def when_engine_ready(self, action: Callable[[], object]) -> None:
+        """Run ``action`` now if the engine is ready, else as soon as it is (in the order given)."""
+        if self.engine_ready:
+            action()
+        else:
+            self._engine_waiting.append(action)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt override)
+        super().paintEvent(event)
+        if not self.engine_ready and not self.engine_loader.started:
+            QTimer.singleShot(0, self.engine_loader.start)  # after this first frame has reached the screen
+
+    def showEvent(self, event: object) -> None:  # noqa: N802 (Qt override)
+        super().showEvent(event)
+        if not self.engine_ready:  # a window that is never painted (minimised) still gets its engine
+            QTimer.singleShot(ENGINE_FALLBACK_MS, self.engine_loader.start)
+
+    def _on_engine_ready(self, seconds: float) -> None:
+        self.engine_seconds = seconds
+        if not self._closed:  # a window closed while the engine loaded starts no refinement
+            self._attach_engine()
+
+    def _on_engine_failed(self, message: str) -> None:
+        self._engine_error = message
+        self._engine_waiting.clear()
+        for box in (self.unary_box, self.refiner_box):
+            box.layout().itemAt(0).widget().setText("The compute engine could not be loaded; see the message.")
+        self.show_error("Compute engine", message)
+
+    def _attach_engine(self) -> None:
+        """Build what needs the engine (scheduler, network runner, autosave, presets, unary picker, refiner panel),
+        open the folder shown (with its unaries) and run what waited for it."""
+        from .autosave import ProjectSync
+        from .document import available_methods
+        from .network_jobs import NetworkJobs
+        from .preset_policy import PresetPolicy
+        from .widgets.refiner_panel import RefinerPanel
+        from .widgets.unary_picker import UnaryPicker
+        from .workers import RefineScheduler
+
+        import crfcore
+
+        began = time.perf_counter()
+        self.scheduler = self.scheduler or RefineScheduler(self, device=self._device)
+        self.presets = PresetPolicy()
+        self.network_jobs = NetworkJobs(self, device=self._device)
+        self.project_sync = ProjectSync(self)
+        self.unary_picker = UnaryPicker()
+        self.panel = RefinerPanel(available_methods())
+        for box, widget in ((self.unary_box, self.unary_picker), (self.refiner_box, self.panel)):
+            waiting = box.layout().itemAt(0).widget()
+            box.layout().replaceWidget(waiting, widget)
+            waiting.deleteLater()
+        self.device_label.setText(f"device: {self._device or crfcore.best_device()}")
+        self.network_cancel.clicked.connect(self.network_jobs.cancel)
         self.panel.param_edited.connect(lambda dragging: self.schedule_refine(preview=dragging))
         self.panel.param_released.connect(self.refine_now)
         self.panel.error.connect(lambda message: self.show_error("Refiner", message))
         self.panel.preset_kind_chosen.connect(self.choose_preset_kind)
         self.unary_picker.error.connect(lambda message: self.show_error("Unary source", message))
-        self.canvas.error.connect(lambda message: self.show_status(message, error=True))
-        self.legend.class_clicked.connect(self.pick_class)
-        self.tools.label_changed.connect(self.legend.set_selected)
-        self.legend.set_selected(self.tools.label)
         self.project_sync.saved.connect(lambda rid, note: self.save_label.setText(f"saved r{rid} ({note})"))
         self.project_sync.error.connect(lambda message: self.show_error("Autosave", message))
         self.scheduler.started.connect(self._on_started)
@@ -133,9 +243,15 @@ class MainWindow(QMainWindow):
         self.network_jobs.progress.connect(self._on_network_progress)
         self.network_jobs.busy_changed.connect(self._on_network_busy)
         self.network_jobs.failed.connect(lambda message: self.show_error("Network", message))
-        self.keys = ShortcutKeys(self.focus_canvas, self)
-        self.keys.watch(self)
-        self.resize(1280, 800)
+        self.keys.watch(self)  # the new number boxes hand focus back too
+        if self.folder is not None:  # shown without unaries while the engine loaded: open it for real
+            index = self._preview_index
+            if self.open_folder(self.folder.root) and index > 0 and index != self.index:
+                self.open_index(index)
+        self.engine_attach_seconds = time.perf_counter() - began
+        waiting, self._engine_waiting = self._engine_waiting, []
+        for action in waiting:
+            action()
 
     # --- layout ------------------------------------------------------------------------------------------------
     def _build_docks(self) -> None:
@@ -170,14 +286,14 @@ class MainWindow(QMainWindow):
                                        "probabilities (Ctrl+Shift+N).")
         self.network_button.setEnabled(False)
         self.network_button.clicked.connect(self.ask_network)
-        for title, widget, stretch in (("Unary", self.unary_picker, 0), ("Refiner", self.panel, 1),
-                                       ("Classes", self.legend_scroll, 0)):
-            box = QGroupBox(title)
-            QVBoxLayout(box).addWidget(widget)
-            if title == "Unary":
+        self.unary_box, self.refiner_box = QGroupBox("Unary"), QGroupBox("Refiner")
+        for box, widget, stretch in ((self.unary_box, _loading_label(), 0), (self.refiner_box, _loading_label(), 1),
+                                     (QGroupBox("Classes"), self.legend_scroll, 0)):
+            QVBoxLayout(box).addWidget(widget)  # the unary picker and the refiner panel replace the labels
+            if box is self.unary_box:
                 box.layout().addWidget(self.network_button)
             column.addWidget(box, stretch)
-            if title == "Refiner":
+            if box is self.refiner_box:
                 column.addLayout(run_row)
                 column.addWidget(self.progress)
         refiner = QDockWidget("Refinement")
@@ -245,7 +361,11 @@ class MainWindow(QMainWindow):
         self.shortcuts_dialog.show()
 
     def show_about(self) -> None:
-        """Help ▸ About: versions and the device the refiners run on."""
+        """Help ▸ About: versions and the device the refiners run on (once the engine, which it names, is loaded)."""
+        if not self.engine_ready:
+            self.show_status(f"{LOADING} About opens when it is ready.")
+            self.when_engine_ready(self.show_about)
+            return
         self.about_box = help_dialogs.show_about(self, self.device_label.text().removeprefix("device: "))
 
     def _build_toolbar(self) -> None:
@@ -276,10 +396,10 @@ class MainWindow(QMainWindow):
         for name in ("undo", "redo", "accept", None, "export", "tune"):
             bar.addAction(self.qactions[name]) if name else bar.addSeparator()
 
-    def _build_status_bar(self, device: str | None) -> None:
+    def _build_status_bar(self) -> None:
         self.message = QLabel("Open a folder of images with masks or probability maps (Ctrl+O).")
         self.timing = QLabel("")
-        self.device_label = QLabel(f"device: {device or crfcore.best_device()}")
+        self.device_label = QLabel(f"device: {self._device or '…'}")
         self.save_label = QLabel("")
         self.save_label.setToolTip("The last mask revision saved into the folder's project (.crfstudio).")
         bar = self.statusBar()
@@ -291,7 +411,6 @@ class MainWindow(QMainWindow):
         self.network_cancel = QPushButton("Stop network")
         self.network_cancel.setToolTip("Stop the network's folder run after the image in progress (cached images "
                                        "stay cached).")
-        self.network_cancel.clicked.connect(self.network_jobs.cancel)
         for widget in (self.network_label, self.network_progress, self.network_cancel):
             bar.addPermanentWidget(widget)
             widget.setVisible(False)
@@ -331,6 +450,9 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError) as exc:
             self.show_error("Open folder", str(exc))
             return False
+        if not self.engine_ready:
+            self._preview_folder(folder)
+            return True
         self._carried = self._carried_settings()
         self._clear_document()
         self.project_sync.open_folder(folder.root)
@@ -356,11 +478,59 @@ class MainWindow(QMainWindow):
 
     def open_index(self, index: int) -> bool:
         """Open image ``index`` of the folder, keeping the refiner, its parameters and the mask confidence."""
-        if self.folder is None or not 0 <= index < len(self.folder) or index == self.index:
+        if self.folder is None or not 0 <= index < len(self.folder) or index == self._shown_index:
             return False
+        if not self.engine_ready:
+            return self._preview(index)
         return self._open(index, report=True)
 
+    @property
+    def _shown_index(self) -> int:
+        """The image shown: the document's, or while the engine loads the one shown alone (-1: none)."""
+        return self.index if self.engine_ready else self._preview_index
+
+    def _preview_folder(self, folder: ImageFolder) -> None:
+        """Show ``folder`` while the engine loads: its list, title, classes and first image that loads, without
+        unaries; :meth:`_attach_engine` opens it for real (and reports the images that cannot be opened)."""
+        self.folder, self.index, self._preview_index = folder, -1, -1
+        self.bad_images = {}
+        self.canvas.set_document(None)
+        with QSignalBlocker(self.image_list):
+            self.image_list.clear()
+            self.image_list.addItems([entry.stem for entry in folder.entries])
+        self.setWindowTitle(f"CRF Studio — {folder.root}")
+        self._show_classes(())
+        for index in range(len(folder)):
+            if self._preview(index):
+                break
+        if self._engine_error:
+            self.show_status(self._engine_error, error=True)
+
+    def _preview(self, index: int) -> bool:
+        """Show image ``index`` alone (no unary, nothing to edit) while the engine loads; False if it cannot be
+        read (marked in the list)."""
+        from crfcore.io import load_image
+
+        entry = self.folder.entries[index]
+        try:
+            image = load_image(entry.image)
+        except (OSError, ValueError) as exc:
+            self._mark_bad(index, f"Cannot open {entry.stem}: {exc}")
+            self._select_row(self._preview_index)
+            return False
+        self._preview_index = index
+        self._select_row(index)
+        self.canvas.show_image(image)
+        self._show_classes(tuple(entry.class_names or ()))
+        then = ("its probability map is shown and refined" if entry.probs is not None else
+                "its mask is shown and refined" if entry.mask is not None else "painting starts")
+        self.show_status(f"{entry.stem}: {image.shape[1]}×{image.shape[0]}. {LOADING} {then[0].upper()}{then[1:]} "
+                         f"as soon as it is ready.")
+        return True
+
     def _open(self, index: int, *, report: bool) -> bool:
+        from .document import ImageDocument
+
         entry = self.network_jobs.entry_for(self.folder.entries[index])
         self._carried = self._carried_settings()
         try:
@@ -429,10 +599,10 @@ class MainWindow(QMainWindow):
 
     def next_image(self) -> None:
         if self.folder is not None:
-            self.open_index(min(self.index + 1, len(self.folder) - 1))
+            self.open_index(min(self._shown_index + 1, len(self.folder) - 1))
 
     def previous_image(self) -> None:
-        self.open_index(max(self.index - 1, 0))
+        self.open_index(max(self._shown_index - 1, 0))
 
     def _set_document(self, document: ImageDocument) -> None:
         self.canvas.end_stroke()  # a drag still held ends as an edit of the image it began on (and is saved)
@@ -524,6 +694,8 @@ class MainWindow(QMainWindow):
         self.panel.show_preset_kind(self.presets.kind, auto=self.presets.auto)
 
     def _apply_presets(self, document: ImageDocument, change: PresetChange) -> None:
+        from .widgets.refiner_panel import KIND_TITLES
+
         self.presets.applied(change)
         document.apply_preset(change.kind)
         self.panel.show_preset_kind(change.kind, auto=self.presets.auto)
@@ -551,6 +723,8 @@ class MainWindow(QMainWindow):
         the file, else ``classes.json`` when the counts fit; False (with a message) if it cannot be loaded."""
         if self.folder is None:
             return False
+        from .network import open_network
+
         try:
             network = open_network(path, device=self.scheduler.device)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -665,7 +839,10 @@ class MainWindow(QMainWindow):
     def refine_now(self) -> None:
         """Run the current refiner at full resolution now; without an image or a unary, say why not."""
         job = self.document.job() if self.document is not None else None
-        if job is not None:
+        if not self.engine_ready:
+            self.show_status(self._engine_error or f"{LOADING} The image is refined as soon as it is ready.",
+                             error=bool(self._engine_error))
+        elif job is not None:
             self.scheduler.submit(job)
         elif self.document is None:
             self.show_status("Nothing to refine: open a folder of images first (Ctrl+O).", error=True)
@@ -683,7 +860,8 @@ class MainWindow(QMainWindow):
             self.scheduler.schedule(job)
 
     def cancel_refine(self) -> None:
-        self.scheduler.cancel()
+        if self.scheduler is not None:
+            self.scheduler.cancel()
 
     def _on_started(self, request_id: int, preview: bool) -> None:
         self.progress.setValue(0)
@@ -721,8 +899,11 @@ class MainWindow(QMainWindow):
         self.qactions["cancel"].setEnabled(busy)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
-        self.scheduler.shutdown()
-        self.network_jobs.cancel()
-        self.network_jobs.runner.wait()
-        self.project_sync.close()
+        if self.engine_ready:
+            self.scheduler.shutdown()
+            self.network_jobs.cancel()
+            self.network_jobs.runner.wait()
+            self.project_sync.close()
+        self._engine_waiting.clear()
+        self._closed = True
         super().closeEvent(event)

@@ -262,15 +262,15 @@ class _ParamsByMethod(Mapping[str, type]):
     """Read-only view of the registry (:mod:`crfcore.registry`): method name → its params dataclass."""
 
     def __getitem__(self, method: str) -> type:
-        if method not in registry.METHODS:
+        if method not in registry.declared():
             raise KeyError(method)
-        return registry.METHODS[method].params_cls
+        return registry.declared()[method].params_cls
 
     def __iter__(self) -> Iterator[str]:
-        return iter(registry.METHODS)
+        return iter(registry.declared())
 
     def __len__(self) -> int:
-        return len(registry.METHODS)
+        return len(registry.declared())
 
 
 PARAMS_BY_METHOD: Mapping[str, type] = _ParamsByMethod()

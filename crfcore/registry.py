@@ -17,7 +17,7 @@ from typing import Literal
 
 from .errors import InputError
 
-__all__ = ["Method", "METHODS", "get", "names", "register"]
+__all__ = ["Method", "METHODS", "declared", "get", "names", "register"]
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,23 @@ def register(method: Method) -> Method:
     return method
 
 
+def declared() -> dict[str, Method]:
+    """:data:`METHODS` with :mod:`crfcore.refiners`'s entries in it: that module (and torch) is imported on the first
+    call, since ``import crfcore`` imports nothing until it is used."""
+    from . import refiners  # noqa: F401  registers the refiners
+
+    return METHODS
+
+
 def names() -> list[str]:
     """Registered method names."""
-    return list(METHODS)
+    return list(declared())
 
 
 def get(name: str) -> Method:
     """The entry of ``name``; raises ``ValueError`` listing the valid names (the one "not a valid method" check)."""
     try:
-        return METHODS[name]
+        return declared()[name]
     except (KeyError, TypeError):
         valid = ", ".join(repr(m) for m in METHODS)
         raise InputError(f"{name!r} is not a valid method. Valid methods are {valid}.") from None

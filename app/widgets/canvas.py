@@ -10,7 +10,7 @@ button still pans. A circle shows the brush under the pointer.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -19,10 +19,14 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QGraphicsEllipseItem, QWidget
 
-from ..document import VOID, ImageDocument
+from crfcore.labels import VOID
+
 from ..palette import class_colors
 from ..scribbles import UNPAINTED, stroke_pixels
 from ..tools import ToolState
+
+if TYPE_CHECKING:
+    from ..document import ImageDocument
 
 __all__ = ["BOUNDARY_OPACITY", "HALO", "class_colors", "overlay_lut", "label_boundaries", "Canvas"]
 
@@ -165,6 +169,7 @@ class Canvas(pg.GraphicsView):
         self.show_before = False
         self.show_background = False
         self._last: tuple[float, float] | None = None
+        self._image_only = False  # an image shown without a document (:meth:`show_image`)
         self.tools.tool_changed.connect(self._on_tool)
         self.tools.size_changed.connect(lambda _size: self.show_cursor(None))
 
@@ -176,6 +181,7 @@ class Canvas(pg.GraphicsView):
                            self.document.scribbles_changed):
                 signal.disconnect(self.refresh_overlay)
         self.document = document
+        self._image_only = False
         if document is None:
             self.image_item.clear()
             self.overlay_item.clear()
@@ -186,11 +192,21 @@ class Canvas(pg.GraphicsView):
         self.refresh_overlay()
         self.fit()
 
+    def show_image(self, image: np.ndarray) -> None:
+        """Show ``image`` ``(H, W, 3)`` uint8 alone, without a document (nothing to paint on): the window's first
+        screen while the compute engine loads. :meth:`set_document` replaces it."""
+        self.set_document(None)
+        self.image_item.setImage(image, levels=(0, 255), autoLevels=False)
+        self._image_only = True
+        self.fit()
+
     # --- brush ---------------------------------------------------------------------------------------------------
     def begin_stroke(self, pos: QPointF) -> bool:
         """Start a brush or eraser stroke at ``pos`` (image pixel coordinates x, y); False (and ``error``) if the
         document cannot take one."""
         doc = self.document
+        if self._image_only:
+            self.error.emit("Nothing to paint on yet: the image's mask and classes are still loading.")
         if doc is None or self._last is not None:
             return False
         brush = self.tools.tool == "brush"

@@ -17,6 +17,7 @@ import traceback
 
 import numpy as np
 
+import crfcore.refiners  # noqa: F401  the method registry Project.save_mask checks: imported once, before the forks
 from crfcore.project import Project, mask_digest
 
 
