@@ -21,6 +21,7 @@ from . import presets
 from .api import Refinement, best_device, resolve_params
 from .appearance import MaskGeometry, appearance_probs, estimate_roughness, fit_colour_models, mask_geometry
 from .image_refiner import ImageRefiner
+from .stroke_unary import geodesic_distances, stroke_probs
 
 __all__ = ["RoughMask", "rough_mask", "refine_mask", "resolve_settings"]
 
@@ -107,6 +108,9 @@ class RoughMask:
         factor: the spatial scale factor (:func:`crfcore.params.scale_factor`) the refiner should run at.
         settings: the unary settings.
         geometry: the zone, reaches and training pixels (:func:`crfcore.appearance.mask_geometry`).
+        distances: strokes without a mask (or one void everywhere): ``(C, H, W)`` float32 geodesic distances [px]
+            to each class's strokes (:func:`crfcore.stroke_unary.geodesic_distances`), and :meth:`unary` is
+            :func:`crfcore.stroke_unary.stroke_probs`; None with a mask.
     """
 
     image: Tensor
@@ -117,23 +121,42 @@ class RoughMask:
     factor: float
     settings: P.UnaryParams
     geometry: MaskGeometry
+    distances: np.ndarray | None = None
 
     def unary(self, refined: Tensor | np.ndarray | None = None) -> Tensor:
         """``(C, H, W)`` float32 probabilities on the image's device: colour models fitted on the confident pixels
         (first round, ``refined`` None) or also on the zone pixels inside the regions of a previous round's
         ``(H, W)`` labels (GrabCut's refit), combined with the mask prior in the zone."""
         dev = self.image.device
+        s = self.settings
+        if self.distances is not None:
+            return self._stroke_unary(refined)
         samples = torch.from_numpy(self.geometry.confident).to(dev)
         if refined is not None:
             refined = torch.as_tensor(refined, device=dev).long()
             samples = samples | (torch.from_numpy(self.geometry.zone).to(dev) & _eroded(refined, self.num_classes))
-        s = self.settings
         models = fit_colour_models(self.image, samples, self.num_classes, components=s.components,
                                    position_weight=s.position_weight)
         return appearance_probs(self.image, self.geometry, models, confidence=s.confidence,
                                 colour_weight=s.colour_weight, prior_width=s.prior_width,
                                 smoothing=s.colour_smoothing, labels=self.labels, strokes=self.strokes,
                                 calibrate=s.calibrate)
+
+    def _stroke_unary(self, refined: Tensor | np.ndarray | None) -> Tensor:
+        """Strokes alone: colour models fitted on the painted pixels (and a previous round's labels away from their
+        outlines), with the geodesic prior of :mod:`crfcore.stroke_unary`."""
+        dev = self.image.device
+        painted = torch.from_numpy(self.strokes).to(dev)
+        samples = (torch.nn.functional.one_hot(painted.clamp_min(0), self.num_classes).permute(2, 0, 1).bool()
+                   & (painted >= 0))
+        if refined is not None:
+            refined = torch.as_tensor(refined, device=dev).long()
+            samples = samples | (_eroded(refined, self.num_classes) & (painted < 0))
+        s = self.settings
+        models = fit_colour_models(self.image, samples, self.num_classes, components=s.components,
+                                   position_weight=s.position_weight)
+        return stroke_probs(self.image, self.strokes, models, self.distances, confidence=s.confidence,
+                            colour_weight=s.colour_weight, prior_strength=s.stroke_prior)
 
 
 def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, num_classes: int | None = None,
@@ -198,7 +221,10 @@ def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, 
     geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction)
     geometry.zone |= unknown
     geometry.confident &= ~unknown
-    return RoughMask(image_t, work, painted, num_classes, rho, factor, settings, geometry)
+    distances = None
+    if painted is not None and (labels is None or known.size == 0):  # strokes alone: the geodesic prior
+        distances = geodesic_distances(img, painted, num_classes, edge_weight=settings.stroke_edges)
+    return RoughMask(image_t, work, painted, num_classes, rho, factor, settings, geometry, distances)
 
 
 @torch.no_grad()
