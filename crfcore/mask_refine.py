@@ -19,7 +19,8 @@ from torch import Tensor
 from . import params as P
 from . import presets
 from .api import Refinement, best_device, resolve_params
-from .appearance import MaskGeometry, appearance_probs, estimate_roughness, fit_colour_models, mask_geometry
+from .appearance import (ColourModels, MaskGeometry, appearance_probs, estimate_roughness, fit_colour_models,
+                         mask_geometry)
 from .image_refiner import ImageRefiner
 from .stroke_unary import geodesic_distances, stroke_probs
 
@@ -142,9 +143,9 @@ class RoughMask:
                                 smoothing=s.colour_smoothing, labels=self.labels, strokes=self.strokes,
                                 calibrate=s.calibrate)
 
-    def _stroke_unary(self, refined: Tensor | np.ndarray | None) -> Tensor:
-        """Strokes alone: colour models fitted on the painted pixels (and a previous round's labels away from their
-        outlines), with the geodesic prior of :mod:`crfcore.stroke_unary`."""
+    def stroke_models(self, refined: Tensor | np.ndarray | None = None) -> ColourModels:
+        """Strokes alone: the colour models fitted on the painted pixels (and on a previous round's ``(H, W)``
+        labels away from their outlines)."""
         dev = self.image.device
         painted = torch.from_numpy(self.strokes).to(dev)
         samples = (torch.nn.functional.one_hot(painted.clamp_min(0), self.num_classes).permute(2, 0, 1).bool()
@@ -152,11 +153,14 @@ class RoughMask:
         if refined is not None:
             refined = torch.as_tensor(refined, device=dev).long()
             samples = samples | (_eroded(refined, self.num_classes) & (painted < 0))
+        return fit_colour_models(self.image, samples, self.num_classes, components=self.settings.components,
+                                 position_weight=self.settings.position_weight)
+
+    def _stroke_unary(self, refined: Tensor | np.ndarray | None) -> Tensor:
+        """Strokes alone: :meth:`stroke_models` with the geodesic prior of :mod:`crfcore.stroke_unary`."""
         s = self.settings
-        models = fit_colour_models(self.image, samples, self.num_classes, components=s.components,
-                                   position_weight=s.position_weight)
-        return stroke_probs(self.image, self.strokes, models, self.distances, confidence=s.confidence,
-                            colour_weight=s.colour_weight, prior_strength=s.stroke_prior)
+        return stroke_probs(self.image, self.strokes, self.stroke_models(refined), self.distances,
+                            confidence=s.confidence, colour_weight=s.colour_weight, prior_strength=s.stroke_prior)
 
 
 def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, num_classes: int | None = None,

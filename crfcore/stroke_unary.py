@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .appearance import LOG_RATIO_CLIP, ColourModels, colour_log_likelihood
 
-__all__ = ["DISTANCE_OFFSET", "geodesic_distances", "stroke_probs"]
+__all__ = ["DISTANCE_OFFSET", "geodesic_distances", "stroke_scores", "stroke_probs"]
 
 DISTANCE_OFFSET = 5.0
 """δ [px]: added to the geodesic distance before its log, about a brush radius, so the prior stays finite next to a
@@ -71,6 +71,31 @@ def geodesic_distances(image: np.ndarray, strokes: np.ndarray, num_classes: int,
     return out
 
 
+def stroke_scores(image: Tensor, strokes: np.ndarray, models: ColourModels,
+                  distances: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+    """The two terms of s_c and the painted classes: ``(log_distance, ratio, present)``.
+
+    Returns:
+        ``log_distance``: ``(C, H·W)`` float32 −log(D_c + δ) (0 for classes nobody painted); ``ratio``: ``(C, H·W)``
+        the clipped colour log-likelihood ratio over the painted classes with a model (0 elsewhere);
+        ``present``: ``(C,)`` bool, the painted classes. s_c = γ · log_distance + w · ratio.
+    """
+    dev = image.device
+    num_classes = distances.shape[0]
+    painted = torch.from_numpy(strokes).to(dev).reshape(-1)
+    present = torch.zeros(num_classes, dtype=torch.bool, device=dev)
+    present[painted[painted >= 0].unique()] = True
+    cand = (present & models.fitted).unsqueeze(1)
+    loglik = colour_log_likelihood(models, image)
+    masked = torch.where(cand, loglik, torch.full_like(loglik, -math.inf))
+    norm = torch.logsumexp(masked, 0, keepdim=True)
+    ratio = (masked - norm).clamp_min(-LOG_RATIO_CLIP)
+    ratio = torch.where(cand & torch.isfinite(norm), ratio, torch.zeros_like(ratio))
+    dist = torch.from_numpy(distances).to(dev).reshape(num_classes, -1)
+    log_distance = torch.where(torch.isfinite(dist), -torch.log(dist + DISTANCE_OFFSET), torch.zeros_like(dist))
+    return log_distance, ratio, present
+
+
 def stroke_probs(image: Tensor, strokes: np.ndarray, models: ColourModels, distances: np.ndarray, *,
                  confidence: float, colour_weight: float, prior_strength: float) -> Tensor:
     """The unary ``(C, H, W)`` float32 probabilities of the module docstring, on the image's device.
@@ -85,23 +110,13 @@ def stroke_probs(image: Tensor, strokes: np.ndarray, models: ColourModels, dista
         colour_weight: w ≥ 0.
         prior_strength: γ ≥ 0.
     """
-    dev = image.device
     num_classes, h, w = distances.shape
-    painted_cls = torch.from_numpy(strokes).to(dev).reshape(-1)
-    present = torch.zeros(num_classes, dtype=torch.bool, device=dev)
-    present[painted_cls[painted_cls >= 0].unique()] = True
-    cand = (present & models.fitted).unsqueeze(1)
-    loglik = colour_log_likelihood(models, image)
-    masked = torch.where(cand, loglik, torch.full_like(loglik, -math.inf))
-    norm = torch.logsumexp(masked, 0, keepdim=True)
-    ratio = (masked - norm).clamp_min(-LOG_RATIO_CLIP)
-    ratio = torch.where(cand & torch.isfinite(norm), ratio, torch.zeros_like(ratio))
-    dist = torch.from_numpy(distances).to(dev).reshape(num_classes, -1)
-    prior = torch.where(torch.isfinite(dist), -prior_strength * torch.log(dist + DISTANCE_OFFSET),
-                        torch.zeros_like(dist))
-    score = torch.where(present.unsqueeze(1), prior + colour_weight * ratio, torch.full_like(prior, -math.inf))
+    log_distance, ratio, present = stroke_scores(image, strokes, models, distances)
+    score = torch.where(present.unsqueeze(1), prior_strength * log_distance + colour_weight * ratio,
+                        torch.full_like(ratio, -math.inf))
     n = torch.softmax(score, 0)
     rest = (1.0 - confidence) / (num_classes - 1)
     probs = (rest + (confidence - rest) * n).reshape(num_classes, h, w)
-    hard = torch.nn.functional.one_hot(painted_cls.clamp_min(0), num_classes).T.reshape(num_classes, h, w).float()
-    return torch.where((painted_cls >= 0).reshape(1, h, w), hard, probs)
+    painted = torch.from_numpy(strokes).to(image.device)
+    hard = torch.nn.functional.one_hot(painted.clamp_min(0), num_classes).permute(2, 0, 1).float()
+    return torch.where((painted >= 0).unsqueeze(0), hard, probs)

@@ -111,3 +111,16 @@ def test_strokes_only_refine_mask_refits_over_rounds_deterministically():
     assert a.timing["rounds"] == 2
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.probs, b.probs)
+
+
+def test_learnable_stroke_head_writes_its_width_back_as_the_prior_strength():
+    """RoughUnary on strokes alone: A/σ² with A = γσ₀²·(−log(D + δ)), so a learned σ is γ(σ₀/σ)² of the prior."""
+    from crfcore.learn.rough import RoughUnary
+
+    base = crfcore.params.UnaryParams(prior_width=0.5, stroke_prior=8.0)
+    head = RoughUnary(base, 2, strokes=True)
+    assert head.settings().stroke_prior == pytest.approx(8.0, rel=1e-3)
+    assert head.settings().prior_width == 0.5  # unused by strokes alone: kept
+    with torch.no_grad():
+        head.width_logit.fill_(0.0)  # σ = 0.1 · 100^0.5 = 1
+    assert head.settings().stroke_prior == pytest.approx(8.0 * 0.25, rel=1e-3)
