@@ -24,8 +24,8 @@ Only the last step depends on ``confidence``, ``colour_weight`` w and ``prior_wi
 itself; softmax ignores a per-pixel constant, so ``A/σ² + w·B`` is the score up to one, and :class:`RoughUnary`
 computes p from (A, B) in torch with gradients: the three settings are learned with the CRF through inference
 (:func:`crfcore.learn.fine_tune`). Strokes alone (:mod:`crfcore.stroke_unary`) store A = γσ₀² · (−log(D + δ)) and
-B = the colour ratio, so σ scales the geodesic prior, written back as ``stroke_prior`` = γ(σ₀/σ)². ``roughness_scale`` moves the zone (not differentiable): a small grid of it, the
-CRF fine-tuned at each point.
+B = the colour ratio, so σ scales the geodesic prior, written back as ``stroke_prior`` = γ(σ₀/σ)².
+``roughness_scale`` moves the zone (not differentiable): a small grid of it, the CRF fine-tuned at each point.
 
 The choice is made on the validation images among: the starting preset (the method's shipped ``rough_annotation``
 or ``scribbles`` preset, or ``--preset``), the unary alone (the starting unary with every pairwise weight ``w_*`` at

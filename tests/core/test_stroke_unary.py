@@ -1,4 +1,5 @@
-"""The strokes-only unary (crfcore.stroke_unary): geodesic distances, the prior's hand formula, refine_mask (issue 18)."""
+"""The strokes-only unary (crfcore.stroke_unary): geodesic distances, the prior's hand formula, refine_mask
+(issue 18)."""
 
 from __future__ import annotations
 
