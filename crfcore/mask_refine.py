@@ -127,15 +127,16 @@ class RoughMask:
     def unary(self, refined: Tensor | np.ndarray | None = None) -> Tensor:
         """``(C, H, W)`` float32 probabilities on the image's device: colour models fitted on the confident pixels
         (first round, ``refined`` None) or also on the zone pixels inside the regions of a previous round's
-        ``(H, W)`` labels (GrabCut's refit), combined with the mask prior in the zone."""
-        dev = self.image.device
-        s = self.settings
+        ``(H, W)`` labels (GrabCut's refit), combined with the mask prior in the zone; strokes alone (``distances``
+        set): :func:`crfcore.stroke_unary.stroke_probs`."""
         if self.distances is not None:
             return self._stroke_unary(refined)
+        dev = self.image.device
         samples = torch.from_numpy(self.geometry.confident).to(dev)
         if refined is not None:
             refined = torch.as_tensor(refined, device=dev).long()
             samples = samples | (torch.from_numpy(self.geometry.zone).to(dev) & _eroded(refined, self.num_classes))
+        s = self.settings
         models = fit_colour_models(self.image, samples, self.num_classes, components=s.components,
                                    position_weight=s.position_weight)
         return appearance_probs(self.image, self.geometry, models, confidence=s.confidence,
@@ -241,7 +242,8 @@ def refine_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *,
     Args:
         image: ``(H, W, 3)`` uint8 RGB, or a ``(3, H, W)`` tensor in 0..255.
         mask: ``(H, W)`` int labels 0..C-1, ``void`` = unannotated (doubted everywhere: the colours and the CRF
-            decide); None = strokes only.
+            decide); None = strokes only (colour models from the strokes and a geodesic distance prior,
+            :mod:`crfcore.stroke_unary`).
         num_classes: C ≥ 2; default the largest label in the mask and strokes + 1 (at least 2).
         method: a registered refiner (``"convcrf"``, ``"densecrf"``, ``"gaussian"``, ``"piecewise"``).
         params: None for the method's shipped preset of the input's kind (``rough_annotation`` with a mask,
