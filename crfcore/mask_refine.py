@@ -19,8 +19,10 @@ from torch import Tensor
 from . import params as P
 from . import presets
 from .api import Refinement, best_device, resolve_params
-from .appearance import MaskGeometry, appearance_probs, estimate_roughness, fit_colour_models, mask_geometry
+from .appearance import (ColourModels, MaskGeometry, appearance_probs, estimate_roughness, fit_colour_models,
+                         mask_geometry)
 from .image_refiner import ImageRefiner
+from .stroke_unary import geodesic_distances, stroke_probs
 
 __all__ = ["RoughMask", "rough_mask", "refine_mask", "resolve_settings"]
 
@@ -107,6 +109,9 @@ class RoughMask:
         factor: the spatial scale factor (:func:`crfcore.params.scale_factor`) the refiner should run at.
         settings: the unary settings.
         geometry: the zone, reaches and training pixels (:func:`crfcore.appearance.mask_geometry`).
+        distances: strokes without a mask (or one void everywhere): ``(C, H, W)`` float32 geodesic distances [px]
+            to each class's strokes (:func:`crfcore.stroke_unary.geodesic_distances`), and :meth:`unary` is
+            :func:`crfcore.stroke_unary.stroke_probs`; None with a mask.
     """
 
     image: Tensor
@@ -117,11 +122,15 @@ class RoughMask:
     factor: float
     settings: P.UnaryParams
     geometry: MaskGeometry
+    distances: np.ndarray | None = None
 
     def unary(self, refined: Tensor | np.ndarray | None = None) -> Tensor:
         """``(C, H, W)`` float32 probabilities on the image's device: colour models fitted on the confident pixels
         (first round, ``refined`` None) or also on the zone pixels inside the regions of a previous round's
-        ``(H, W)`` labels (GrabCut's refit), combined with the mask prior in the zone."""
+        ``(H, W)`` labels (GrabCut's refit), combined with the mask prior in the zone; strokes alone (``distances``
+        set): :func:`crfcore.stroke_unary.stroke_probs`."""
+        if self.distances is not None:
+            return self._stroke_unary(refined)
         dev = self.image.device
         samples = torch.from_numpy(self.geometry.confident).to(dev)
         if refined is not None:
@@ -134,6 +143,25 @@ class RoughMask:
                                 colour_weight=s.colour_weight, prior_width=s.prior_width,
                                 smoothing=s.colour_smoothing, labels=self.labels, strokes=self.strokes,
                                 calibrate=s.calibrate)
+
+    def stroke_models(self, refined: Tensor | np.ndarray | None = None) -> ColourModels:
+        """Strokes alone: the colour models fitted on the painted pixels (and on a previous round's ``(H, W)``
+        labels away from their outlines)."""
+        dev = self.image.device
+        painted = torch.from_numpy(self.strokes).to(dev)
+        samples = (torch.nn.functional.one_hot(painted.clamp_min(0), self.num_classes).permute(2, 0, 1).bool()
+                   & (painted >= 0))
+        if refined is not None:
+            refined = torch.as_tensor(refined, device=dev).long()
+            samples = samples | (_eroded(refined, self.num_classes) & (painted < 0))
+        return fit_colour_models(self.image, samples, self.num_classes, components=self.settings.components,
+                                 position_weight=self.settings.position_weight)
+
+    def _stroke_unary(self, refined: Tensor | np.ndarray | None) -> Tensor:
+        """Strokes alone: :meth:`stroke_models` with the geodesic prior of :mod:`crfcore.stroke_unary`."""
+        s = self.settings
+        return stroke_probs(self.image, self.strokes, self.stroke_models(refined), self.distances,
+                            confidence=s.confidence, colour_weight=s.colour_weight, prior_strength=s.stroke_prior)
 
 
 def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, num_classes: int | None = None,
@@ -198,7 +226,10 @@ def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, 
     geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction)
     geometry.zone |= unknown
     geometry.confident &= ~unknown
-    return RoughMask(image_t, work, painted, num_classes, rho, factor, settings, geometry)
+    distances = None
+    if painted is not None and (labels is None or known.size == 0):  # strokes alone: the geodesic prior
+        distances = geodesic_distances(img, painted, num_classes, edge_weight=settings.stroke_edges)
+    return RoughMask(image_t, work, painted, num_classes, rho, factor, settings, geometry, distances)
 
 
 @torch.no_grad()
@@ -211,7 +242,8 @@ def refine_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *,
     Args:
         image: ``(H, W, 3)`` uint8 RGB, or a ``(3, H, W)`` tensor in 0..255.
         mask: ``(H, W)`` int labels 0..C-1, ``void`` = unannotated (doubted everywhere: the colours and the CRF
-            decide); None = strokes only.
+            decide); None = strokes only (colour models from the strokes and a geodesic distance prior,
+            :mod:`crfcore.stroke_unary`).
         num_classes: C ≥ 2; default the largest label in the mask and strokes + 1 (at least 2).
         method: a registered refiner (``"convcrf"``, ``"densecrf"``, ``"gaussian"``, ``"piecewise"``).
         params: None for the method's shipped preset of the input's kind (``rough_annotation`` with a mask,

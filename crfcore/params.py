@@ -312,6 +312,14 @@ class UnaryParams:
                                           "colour model per class over the image; > 0 lets a class's colours vary "
                                           "across the image (components follow regions; 1: the image's longer "
                                           "side spans 255 colour levels).", low=0.0, high=4.0, step=0.05))
+    stroke_prior: float = _p(ParamSpec("stroke_prior", 8.0, "Strokes without a mask: weight γ of the prior "
+                                       "−γ·log(geodesic distance to the class's strokes + 5 px), so a stroke "
+                                       "holds the region around it and not only its colours "
+                                       "(crfcore.stroke_unary; 0: colours alone).", low=0.0, high=32.0, step=0.5))
+    stroke_edges: float = _p(ParamSpec("stroke_edges", 0.5, "Strokes without a mask: how much colour edges "
+                                       "lengthen the geodesic distance to a stroke (a step across a gradient of g "
+                                       "levels per px costs 1 + this·g px; 0: Euclidean).", low=0.0, high=4.0,
+                                       step=0.05))
     rounds: int = _p(ParamSpec("rounds", 1, "GrabCut rounds: fit the colour models and refine with the CRF; each "
                                "further round refits on the refined labels and refines again (a second round changed "
                                "horse mIoU by under 0.05 at twice the time).", kind="int", low=1, high=5, step=1))

@@ -23,8 +23,9 @@ Only the last step depends on ``confidence``, ``colour_weight`` w and ``prior_wi
 ``A`` = log n at (w = 0, σ = 1) and ``B`` = log n at (w = 1, σ → ∞) from :func:`crfcore.appearance.appearance_probs`
 itself; softmax ignores a per-pixel constant, so ``A/σ² + w·B`` is the score up to one, and :class:`RoughUnary`
 computes p from (A, B) in torch with gradients: the three settings are learned with the CRF through inference
-(:func:`crfcore.learn.fine_tune`). ``roughness_scale`` moves the zone (not differentiable): a small grid of it, the
-CRF fine-tuned at each point.
+(:func:`crfcore.learn.fine_tune`). Strokes alone (:mod:`crfcore.stroke_unary`) store A = γσ₀² · (−log(D + δ)) and
+B = the colour ratio, so σ scales the geodesic prior, written back as ``stroke_prior`` = γ(σ₀/σ)².
+``roughness_scale`` moves the zone (not differentiable): a small grid of it, the CRF fine-tuned at each point.
 
 The choice is made on the validation images among: the starting preset (the method's shipped ``rough_annotation``
 or ``scribbles`` preset, or ``--preset``), the unary alone (the starting unary with every pairwise weight ``w_*`` at
@@ -50,6 +51,7 @@ from torch import Tensor, nn
 from .. import params as P
 from ..appearance import appearance_probs, fit_colour_models
 from ..mask_refine import rough_mask
+from ..stroke_unary import stroke_scores
 from ..labels import VOID
 from ..protocols import StrokeRecipe, fill_nearest, next_stroke, polygon_annotation
 from .data import LearnData, Sample
@@ -141,6 +143,14 @@ def unary_parts(image: np.ndarray, mask: np.ndarray | None, strokes: np.ndarray 
     h, w = image.shape[:2]
     rough = rough_mask(image, mask, num_classes=num_classes, strokes=strokes, void=-1, device="cpu",
                        settings=settings)
+    painted = torch.full((1, h, w), -1.0) if strokes is None else torch.from_numpy(strokes).float()[None]
+    if rough.distances is not None:  # strokes alone (crfcore.stroke_unary): A = γσ²·(−log(D + δ)), B = the ratio
+        log_distance, ratio, present = stroke_scores(rough.image, rough.strokes, rough.stroke_models(),
+                                                     rough.distances)
+        cand = present.unsqueeze(1).expand_as(ratio)
+        a = settings.stroke_prior * settings.prior_width ** 2 * log_distance
+        parts = [torch.where(cand, t, torch.zeros_like(t)).reshape(num_classes, h, w) for t in (a, ratio)]
+        return torch.cat([*parts, cand.float().reshape(num_classes, h, w), painted]).contiguous()
     common = {"labels": rough.labels, "strokes": rough.strokes, "smoothing": settings.colour_smoothing,
               "calibrate": settings.calibrate}
     models = fit_colour_models(rough.image, torch.from_numpy(rough.geometry.confident), num_classes,
@@ -154,7 +164,6 @@ def unary_parts(image: np.ndarray, mask: np.ndarray | None, strokes: np.ndarray 
     zero = torch.zeros_like(n0)
     a = torch.where(cand, torch.log(n0.clamp_min(1e-30)), zero)
     b = torch.where(cand, torch.log(n1.clamp_min(1e-30)), zero)
-    painted = torch.full((1, h, w), -1.0) if strokes is None else torch.from_numpy(strokes).float()[None]
     return torch.cat([a, b, cand.float(), painted]).contiguous()
 
 
@@ -166,12 +175,15 @@ def _logit(x: float) -> float:
 class RoughUnary(nn.Module):
     """The learnable last step of the colour-model unary: ``(B, 3C + 1, H, W)`` parts → ``(B, C, H, W)``
     probabilities, with ``confidence`` ∈ (0.51, 1), ``colour_weight`` ∈ (0, 10) and ``prior_width`` ∈ (0.1, 10)
-    (sigmoid-parametrised inside :class:`crfcore.params.UnaryParams`' ranges)."""
+    (sigmoid-parametrised inside :class:`crfcore.params.UnaryParams`' ranges). With ``strokes`` (parts of strokes
+    alone, :func:`unary_parts`) the learned width σ scales the geodesic prior instead: its strength is
+    ``stroke_prior`` · (σ₀/σ)², σ₀ the starting ``prior_width``, and :meth:`settings` writes it as ``stroke_prior``."""
 
-    def __init__(self, settings: P.UnaryParams, num_classes: int) -> None:
+    def __init__(self, settings: P.UnaryParams, num_classes: int, *, strokes: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.base = settings
+        self.strokes = strokes
         self.conf_logit = nn.Parameter(torch.tensor(_logit((settings.confidence - 0.51) / 0.49)))
         self.weight_logit = nn.Parameter(torch.tensor(_logit(settings.colour_weight / 10.0)))
         self.width_logit = nn.Parameter(torch.tensor(_logit(math.log(settings.prior_width / 0.1) / math.log(100.0))))
@@ -184,6 +196,12 @@ class RoughUnary(nn.Module):
     def settings(self) -> P.UnaryParams:
         """The starting settings with the three learned values (rounded to 4 decimals, kept in range)."""
         conf, weight, width = (float(v.detach()) for v in self.values())
+        if self.strokes:
+            spec = {s.name: s for s in P.specs(P.UnaryParams)}["stroke_prior"]
+            gamma = self.base.stroke_prior * (self.base.prior_width / width) ** 2
+            return dataclasses.replace(self.base, confidence=min(1.0, max(0.51, round(conf, 4))),
+                                       colour_weight=min(10.0, round(weight, 4)),
+                                       stroke_prior=min(spec.high, max(spec.low, round(gamma, 4))))
         return dataclasses.replace(self.base, confidence=min(1.0, max(0.51, round(conf, 4))),
                                    colour_weight=min(10.0, round(weight, 4)),
                                    prior_width=min(10.0, max(0.1, round(width, 4))))
@@ -286,7 +304,8 @@ def tune_rough(method: str, params: Any, data: RoughData, *, config: FinetuneCon
     start = data.settings
     points = (1.0,) if data.rough.protocol == "strokes" else (grid or GRID)
     c, void, classes = data.num_classes, data.void, config.classes
-    head0 = RoughUnary(start, c)
+    strokes = data.rough.protocol == "strokes"
+    head0 = RoughUnary(start, c, strokes=strokes)
     val0 = data.val()
     unary0 = unary_miou(val0, c, void=void, classes=classes, transform=head0)
     shipped = validate(UnaryCRF(head0, refiners.get(method, params, num_classes=c)), val0, c, void=void,
@@ -306,7 +325,8 @@ def tune_rough(method: str, params: Any, data: RoughData, *, config: FinetuneCon
         scale = start.roughness_scale * factor
         settings = P.with_overrides(start, roughness_scale=scale)  # validates the range
         point = data if factor == 1.0 else data.with_settings(settings)
-        model = UnaryCRF(RoughUnary(settings, c), refiners.get(method, params, num_classes=c, **model_options))
+        model = UnaryCRF(RoughUnary(settings, c, strokes=strokes),
+                         refiners.get(method, params, num_classes=c, **model_options))
 
         def report(step: int, _total: int, values: dict[str, float], offset: int = k * config.steps) -> None:
             if callback is not None:
