@@ -19,6 +19,8 @@ _NAMES = {"refine": "api", "Refinement": "api", "best_device": "api", "ImageRefi
           "Cancelled": "inference", "VOID": "labels", "refine_mask": "mask_refine"}
 """Function and class names of the package: the module each one lives in."""
 
+importlib.import_module(".registry", __name__).PROVIDERS.append(f"{__name__}.refiners")  # registered on first use
+
 
 def __getattr__(name: str) -> Any:
     """The names of :data:`__all__` and every submodule (``crfcore.io``, ``crfcore.metrics``, …), imported on first

@@ -46,7 +46,7 @@ from torch import Tensor
 
 __all__ = ["ColourModels", "MaskGeometry", "LOG_RATIO_CLIP", "ROUGHNESS_PERCENTILE", "mask_geometry",
            "fit_colour_models", "colour_log_likelihood", "colour_calibration", "appearance_probs",
-           "estimate_roughness", "edge_roughness", "outline_sagitta", "CALIBRATION_GRID", "SAGITTA_SCALE",
+           "estimate_roughness", "edge_roughness", "outline_sagitta", "fill_unknown", "CALIBRATION_GRID", "SAGITTA_SCALE",
            "SAGITTA_TRUST", "POLYGON_SAGITTA"]
 
 LOG_RATIO_CLIP = 12.0
@@ -405,6 +405,15 @@ def edge_roughness(image: np.ndarray, labels: np.ndarray, *, percentile: float =
     dist = distance_transform_edt(~edges)
     return float(np.clip(np.percentile(dist[outline], percentile), 1.0, cap))
 
+def fill_unknown(labels: np.ndarray) -> np.ndarray:
+    """``(H, W)`` int ``labels`` with each -1 pixel given the label of its nearest labelled pixel (Euclidean; at least
+    one pixel must be labelled)."""
+    from scipy.ndimage import distance_transform_edt
+
+    _, (iy, ix) = distance_transform_edt(labels < 0, return_indices=True)
+    return labels[iy, ix]
+
+
 def outline_sagitta(labels: np.ndarray, *, tolerance: float = 1.0) -> float:
     """How far a polygonal outline would lie from a smooth boundary through its vertices: pixels ≥ 0.
 
@@ -462,13 +471,11 @@ def estimate_roughness(image: np.ndarray, labels: np.ndarray) -> float:
         image: ``(H, W, 3)`` uint8.
         labels: ``(H, W)`` int, -1 = unknown.
     """
-    from .protocols import fill_nearest
-
     edges = edge_roughness(image, labels)
     known = labels >= 0
     if not known.any():
         return edges
-    sagitta = outline_sagitta(fill_nearest(labels, -1) if not known.all() else labels)
+    sagitta = outline_sagitta(fill_unknown(labels) if not known.all() else labels)
     lo, hi = POLYGON_SAGITTA
     weight = float(np.clip((sagitta - lo) / (hi - lo), 0.0, 1.0))
     if weight == 0.0:

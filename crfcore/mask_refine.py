@@ -19,8 +19,8 @@ from torch import Tensor
 from . import params as P
 from . import presets
 from .api import Refinement, best_device, resolve_params
-from .appearance import (ColourModels, MaskGeometry, appearance_probs, estimate_roughness, fit_colour_models,
-                         mask_geometry)
+from .appearance import (ColourModels, MaskGeometry, appearance_probs, estimate_roughness, fill_unknown,
+                         fit_colour_models, mask_geometry)
 from .image_refiner import ImageRefiner
 from .stroke_unary import geodesic_distances, stroke_probs
 
@@ -76,14 +76,6 @@ def resolve_settings(method: str, params: Any, kind: str, **overrides: Any) -> t
     appearance = P.with_overrides(appearance, **{k: v for k, v in overrides.items()
                                                  if k in unary_names and k not in refiner_names})
     return config, appearance
-
-
-def _fill_nearest(labels: np.ndarray) -> np.ndarray:
-    """``labels`` with each -1 pixel given the label of its nearest labelled pixel (Euclidean)."""
-    from scipy.ndimage import distance_transform_edt
-
-    _, (iy, ix) = distance_transform_edt(labels < 0, return_indices=True)
-    return labels[iy, ix]
 
 
 def _eroded(labels: Tensor, num_classes: int) -> Tensor:
@@ -222,7 +214,7 @@ def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, 
     image_t = torch.from_numpy(img).to(dev).permute(2, 0, 1).float()
     unknown = work < 0
     if labels is not None and unknown.any() and not unknown.all():
-        work = _fill_nearest(work)  # the nearest label is an unannotated pixel's prior; the zone doubts it
+        work = fill_unknown(work)  # the nearest label is an unannotated pixel's prior; the zone doubts it
     geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction)
     geometry.zone |= unknown
     geometry.confident &= ~unknown

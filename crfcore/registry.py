@@ -12,6 +12,8 @@ this module sits below ``params.py`` so that every layer, ``params`` included, r
 
 from __future__ import annotations
 
+import importlib
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,11 +60,16 @@ def register(method: Method) -> Method:
     return method
 
 
-def declared() -> dict[str, Method]:
-    """:data:`METHODS` with :mod:`crfcore.refiners`'s entries in it: that module (and torch) is imported on the first
-    call, since ``import crfcore`` imports nothing until it is used."""
-    from . import refiners  # noqa: F401  registers the refiners
+PROVIDERS: list[str] = []
+"""Modules whose import registers methods; the package (``crfcore/__init__.py``) names :mod:`crfcore.refiners` here,
+so this bottom layer never imports the refiners above it."""
 
+
+def declared() -> dict[str, Method]:
+    """:data:`METHODS` with the :data:`PROVIDERS`' entries in it: those modules (and torch) are imported on the first
+    call, since ``import crfcore`` imports nothing until it is used."""
+    for provider in PROVIDERS:
+        importlib.import_module(provider)
     return METHODS
 
 

@@ -23,7 +23,7 @@ RANKS: dict[str, int] = {
     "crfcore.registry": 0, "crfcore.checks": 0, "crfcore.labels": 0, "crfcore.errors": 0,
     "crfcore.params": 1, "crfcore.io": 1, "crfcore.files": 1, "crfcore.metrics": 1, "crfcore.features": 1, "crfcore.affinity": 1,
     "crfcore.synthetic": 1, "crfcore.backbones": 1, "crfcore.polygons": 1,
-    "crfcore.inference": 2, "crfcore.unary": 2, "crfcore.appearance": 2,
+    "crfcore.inference": 2, "crfcore.unary": 2, "crfcore.appearance": 2, "crfcore.stroke_unary": 2,
     "crfcore.refiners": 3,
     "crfcore.image_refiner": 4,
     "crfcore.api": 5,
@@ -40,7 +40,7 @@ RANKS: dict[str, int] = {
     "app.document": 21,
     "app.autosave": 22, "app.workers": 22, "app.network_jobs": 22, "app.keys": 22,
     "app.widgets": 23,
-    "app.dialogs": 24,
+    "app.dialogs": 24, "app.engine": 24,
     "app.window": 25,
     "app.selftest": 26, "app.main": 27, "app.bench_latency": 27,
 }
