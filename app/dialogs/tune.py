@@ -122,8 +122,9 @@ def run_rough_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, reci
     params, unary = resolve_settings(settings.method, settings.params, recipe.kind)
     given = {"steps": settings.steps, "lr": settings.lr, "crop": settings.crop, "seed": settings.seed}
     config = learn.FinetuneConfig(**given)
-    piecewise = learn.PiecewiseConfig(**given) if crfcore.refiners.method(settings.method).training == "piecewise" \
-        else None
+    piecewise = None
+    if crfcore.refiners.method(settings.method).training == "piecewise":  # its potentials first, piecewise
+        piecewise = learn.PiecewiseConfig(**given)
     with _training_folder(entries) as root:
         data = learn.RoughData(root, recipe, unary, num_classes=settings.num_classes, val_frac=settings.val_frac,
                                seed=settings.seed, void=entries[0].void)
