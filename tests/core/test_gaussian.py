@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import crfcore
 from crfcore import Cancelled
-from crfcore.affinity import ExactBackend, LocalBackend, LowRankBackend, PooledBackend
+from crfcore.affinity import ExactBackend, LocalBackend, LowRankBackend, PooledBackend, WindowMatrix
 from crfcore.affinity.grid import downsample
 from crfcore.features import appearance_features, smoothness_features
 from crfcore.inference import ConvergenceWarning, gaussian_crf, unary_scores
@@ -260,6 +260,36 @@ def test_grid_reduction_stencil_and_coarse_system_match_their_definitions():
     dense = torch.einsum("bjyx,iyx->bij", s_cols, indicators)  # (R S Rᵀ)_{ij}
     factor = reduction.coarse_factor
     assert torch.allclose(factor @ factor.transpose(1, 2), dense, atol=1e-9 * float(dense.abs().max()))
+
+
+@pytest.mark.parametrize("classes", [3, 11])
+def test_window_matrix_matches_the_window_and_is_exactly_symmetric(classes):
+    """The sparse K (issue 17) against the window's tap-by-tap apply, batch 2, odd sizes, class counts below and
+    above the product's column padding; K read column by column from it is symmetric to the last bit."""
+    img = _image(13, 17, 2)
+    op = LocalBackend(5, 1).build(_features(img)).weighted(torch.tensor([6.0, 3.0], dtype=D64))
+    matrix = WindowMatrix.of(op)
+    q = torch.randn(2, classes, 13, 17, dtype=D64)
+    assert torch.allclose(matrix.apply(q), op.apply(q), rtol=0, atol=1e-12)
+    dense = _dense_matrix(matrix, 2, 13, 17)
+    assert torch.equal(dense, dense.transpose(1, 2))
+    assert WindowMatrix.of(LocalBackend(5, 2).build(_features(img))) is None  # blurred: not symmetric, not kept
+
+
+def test_grid_reduction_deflation_columns_and_fine_norms_match_their_definitions():
+    """``SZ c`` and ``K M Z c`` read from the colour probes against S and K M applied to the expanded ``Z c``, and
+    the full-resolution residual norm computed on the grid (UᵀU) against ``(2/c)|U K r|`` at full resolution."""
+    op, _, reduction, _, _ = _pooled_system(23, 29, 2, filter_size=5, blur=3, lam=0.5, batch=2)
+    h, w = op.grid
+    like = torch.zeros(2, 11, h, w, dtype=D64)
+    a = reduction.blocks
+    c = torch.randn(2, 11, -(-h // a) * -(-w // a), dtype=D64)
+    sz, kmz = reduction._deflated(c, like)
+    s_ref, km_ref = reduction._s_apply(reduction._expand(c, like))
+    assert torch.allclose(sz, s_ref, atol=1e-10) and torch.allclose(kmz, km_ref, atol=1e-10)
+    r = torch.randn(2, 11, h, w, dtype=D64)
+    norms = reduction.coef * op.prolong(op.inner.apply(r)).flatten(2).norm(dim=-1)
+    assert torch.allclose(reduction._fine_norms(r).flatten(1), norms, rtol=1e-10)
 
 
 def test_grid_reduction_solves_the_full_system_in_fewer_iterations():
