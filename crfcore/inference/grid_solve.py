@@ -16,7 +16,7 @@ per iteration and no full-resolution work inside the loop; K is applied as a spa
 Preconditioning: Jacobi on M (``diag(M)⁻¹``, damping rough error) and deflation of the smooth error CG is slow on
 (Tang, Nabben, Vuik & Erlangga 2009, "Comparison of Two-Level Preconditioners Derived from Deflation, Domain
 Decomposition and Multigrid Methods", J. Sci. Comput. 39, the "DEF2" variant): with ``Z`` the indicators of the
-a×a blocks of the grid, ``E = ZᵀSZ`` (dense, ≤ 1024 blocks, inverted once), ``Q = Z E⁻¹ Zᵀ`` and ``P = I − S Q``,
+a×a blocks of the grid, ``E = ZᵀSZ`` (dense, ≤ 512 blocks, inverted once), ``Q = Z E⁻¹ Zᵀ`` and ``P = I − S Q``,
 CG starts at ``z₀ = Q g`` and is preconditioned by ``Pᵀ diag(M)⁻¹``, so every residual has zero block sums. ``SZ``
 and ``KMZ`` are read from ``(2q+1)²`` probes of S (blocks q apart in each axis are the farthest S couples, S
 reaching 2 + k//2 grid pixels) and kept as sparse matrices, so the projection costs no extra K: with
@@ -41,7 +41,9 @@ from .cg import CGResult, column_dot, conjugate_gradient, safe_div
 
 __all__ = ["GridReduction"]
 
-_COARSE_UNKNOWNS = 1024  # most blocks of the deflation space (dense E, inverted once: ~0.4 GFLOP)
+_COARSE_UNKNOWNS = 512
+"""Most blocks of the deflation space (dense E, inverted once). At the 500×375 defaults (grid 94×125) 512 gives 5×5
+blocks (475), as many CG iterations (14) as 4×4 blocks (768) for a third of the inversion."""
 
 
 class GridReduction:
@@ -111,6 +113,9 @@ class GridReduction:
         self.blocks, self.coarse_factor, self.coarse_inverse = a, factor, 0.5 * (inverse + inverse.transpose(1, 2))
         self._reach_blocks = q
         self._deflation = [_block_columns(s, km, a, q, (hb, wb)) for s, km in zip(s_cols, km_cols)]
+        n = h * w
+        self._deflation_s = [csr_matrix(m.crow_indices()[:n + 1], m.col_indices()[:m.crow_indices()[n]],
+                                        m.values()[:m.crow_indices()[n]], (n, m.shape[1])) for m in self._deflation]
 
     def _coarse(self, v: Tensor) -> Tensor:
         """``E⁻¹ Zᵀ v`` ``(B, C, n₀)`` for ``v`` ``(B, C, h, w)``."""
@@ -123,18 +128,19 @@ class GridReduction:
         blocks = c.unflatten(-1, (-(-h // a), -(-w // a)))
         return blocks.repeat_interleave(a, -2).repeat_interleave(a, -1)[..., :h, :w]
 
-    def _deflated(self, c: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        """``(SZ c, KMZ c)`` for ``c`` ``(B, C, n₀)``, each ``(B, C, h, w)``: one sparse product per batch item."""
+    def _deflated(self, c: Tensor, like: Tensor, *, km: bool = True) -> tuple[Tensor, Tensor | None]:
+        """``(SZ c, KMZ c)`` for ``c`` ``(B, C, n₀)``, each ``(B, C, h, w)``: one sparse product per batch item
+        (``SZ c`` only, and None, with ``km=False``)."""
         b, classes = c.shape[:2]
         h, w = like.shape[-2:]
         n, a, q = h * w, self.blocks, self._reach_blocks
         hb, wb = -(-h // a), -(-w // a)
         padded = c.new_zeros(b, hb + 2 * q, wb + 2 * q, dense_columns(classes))
         padded[:, q:q + hb, q:q + wb, :classes] = c.unflatten(-1, (hb, wb)).permute(0, 2, 3, 1)
-        parts = [(m @ padded[i].flatten(0, 1))[:, :classes].t().contiguous()  # (C, 2n) each
-                 for i, m in enumerate(self._deflation)]
+        parts = [(m @ padded[i].flatten(0, 1))[:, :classes].t().contiguous()  # (C, 2n) or (C, n) each
+                 for i, m in enumerate(self._deflation if km else self._deflation_s)]
         both = parts[0][None] if b == 1 else torch.stack(parts)
-        return both[..., :n].unflatten(-1, (h, w)), both[..., n:].unflatten(-1, (h, w))
+        return both[..., :n].unflatten(-1, (h, w)), both[..., n:].unflatten(-1, (h, w)) if km else None
 
     def m_apply(self, z: Tensor) -> Tensor:
         """``M z`` for ``z`` ``(B, C, h, w)``."""
@@ -157,15 +163,19 @@ class GridReduction:
         kmz = self.k_apply(mz)
         return mz.sub_(self.m_apply(kmz), alpha=self.coef), kmz
 
-    def _precondition(self, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(ẑ, S ẑ, K M ẑ)`` for the preconditioned residual ``ẑ = Pᵀ diag(M)⁻¹ r``: one application of K."""
+    def _precondition(self, r: Tensor, track: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(ẑ, S ẑ, K M ẑ)`` for the preconditioned residual ``ẑ = Pᵀ diag(M)⁻¹ r`` (``K M ẑ`` None unless
+        ``track``): one application of K."""
         y = r * self.inv_m
         sy, kmy = self._s_apply(y)
-        if self._deflation is None:
-            return y, sy, kmy
-        e = self._coarse(sy)
-        sze, kmze = self._deflated(e, r)
-        return y.sub_(self._expand(e, r)), sy.sub_(sze), kmy.sub_(kmze)
+        if self._deflation is not None:
+            e = self._coarse(sy)
+            sze, kmze = self._deflated(e, r, km=track)
+            y.sub_(self._expand(e, r))
+            sy.sub_(sze)
+            if track:
+                kmy.sub_(kmze)
+        return y, sy, kmy if track else None
 
     def _fine_norms(self, r: Tensor) -> Tensor:
         """``|F − A X|`` per column ``(B, C, 1, 1)`` from the grid residual ``r = g − S z``: ``(2/c)|U K r|``, with
@@ -174,7 +184,7 @@ class GridReduction:
         return _dot4(v, _mass_apply(v, self.mass)).clamp_min(0).sqrt() * self.coef
 
     def _solution(self, rhs: Tensor, kmz: Tensor) -> Tensor:
-        return self.inv_delta * (rhs + self.coef * self.op.prolong(kmz))
+        return torch.add(rhs, self.op.prolong(kmz), alpha=self.coef).mul_(self.inv_delta)
 
     def _start(self, x0: Tensor) -> Tensor:
         """z with ``M z ≈ Uᵀ x0`` (so that ``Y = UᵀX`` starts at the warm start's), by a short Jacobi-preconditioned
@@ -190,8 +200,10 @@ class GridReduction:
 
         The full-resolution residual costs one K, so it is computed only when the grid residual, times the last
         measured ratio of the two, says ``tol`` may be met. ``x0`` ``(B, C, H, W)`` is returned as it is when it
-        already meets ``tol``; ``callback(k, max_iter, X_k)`` gets a fresh full-resolution iterate.
+        already meets ``tol``; ``callback(k, max_iter, X_k)`` gets a fresh full-resolution iterate (for it, ``K M z``
+        is carried along by recurrence; without a callback it is computed once at the end, one more K).
         """
+        track = callback is not None
         rhs_norm = _norms(rhs)
         scale = torch.where(rhs_norm > 0, rhs_norm, torch.ones_like(rhs_norm)).reciprocal()
         if x0 is not None:
@@ -207,22 +219,24 @@ class GridReduction:
             r = g - sz
         if self._deflation is not None:  # z ← z + Q r: the deflated start, after which Zᵀ r = 0
             c = self._coarse(r)
-            sc, kmc = self._deflated(c, r)
+            sc, kmc = self._deflated(c, r, km=track)
             z.add_(self._expand(c, r))
             r.sub_(sc)
-            kmz.add_(kmc)
+            if track:
+                kmz.add_(kmc)
         grid_norm = _norms(r)
         fine_norm = self._fine_norms(r)
         ratio = safe_div(fine_norm, grid_norm)
         residual, checked = float((fine_norm * scale).max()), True
         done = 0
         if residual > tol and max_iter > 0:
-            p, sp, kmp = self._precondition(r)
+            p, sp, kmp = self._precondition(r, track)
             rz = _dot4(r, p)
         while residual > tol and done < max_iter:
             alpha = safe_div(rz, _dot4(p, sp))
             z.addcmul_(alpha, p)
-            kmz.addcmul_(alpha, kmp)
+            if track:
+                kmz.addcmul_(alpha, kmp)
             r.addcmul_(alpha, sp, value=-1.0)
             done += 1
             grid_norm = _norms(r)
@@ -235,15 +249,18 @@ class GridReduction:
                 callback(done, max_iter, self._solution(rhs, kmz))
             if residual <= tol or done >= max_iter:
                 break
-            pz, spz, kmpz = self._precondition(r)
+            pz, spz, kmpz = self._precondition(r, track)
             rz_next = _dot4(r, pz)
             beta = safe_div(rz_next, rz)
             p.mul_(beta).add_(pz)
             sp.mul_(beta).add_(spz)
-            kmp.mul_(beta).add_(kmpz)
+            if track:
+                kmp.mul_(beta).add_(kmpz)
             rz = rz_next
         if not checked:
             residual = float((self._fine_norms(r) * scale).max())
+        if not track:
+            kmz = self.k_apply(self.m_apply(z))
         return CGResult(self._solution(rhs, kmz), done, residual, residual <= tol)
 
 

@@ -312,6 +312,18 @@ def test_grid_reduction_solves_the_full_system_in_fewer_iterations():
     assert _rel_err(reduced.x, dense) <= 1e-8
 
 
+def test_grid_reduction_with_a_callback_carries_k_m_z_to_the_same_solution():
+    """With a callback, K M z is carried by recurrence so every iterate can be shown; without one it is computed
+    once at the end. Both give the same solution, and the last iterate shown is it."""
+    h, w, lam = 40, 48, 0.5
+    _, _, reduction, scores, _ = _pooled_system(h, w, 3, filter_size=5, blur=2, lam=lam)
+    seen = []
+    shown = reduction.solve(lam * scores, tol=1e-10, max_iter=5000, callback=lambda k, n, x: seen.append(x.clone()))
+    plain = reduction.solve(lam * scores, tol=1e-10, max_iter=5000)
+    assert shown.iterations == plain.iterations == len(seen) > 1
+    assert _rel_err(shown.x, plain.x) <= 1e-9 and _rel_err(seen[-1], shown.x) <= 1e-12
+
+
 def test_grid_reduction_warm_start_converges_in_fewer_iterations_and_float32_stays_float32():
     h, w, lam = 32, 36, 0.5
     _, system, reduction, scores, img = _pooled_system(h, w, 2, filter_size=5, blur=2, lam=lam)
