@@ -11,6 +11,7 @@ exactly symmetric; sums run in another order, so results differ from ``LocalOp.a
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -30,9 +31,10 @@ class WindowMatrix:
 
     Row i holds all k²−1 taps of pixel i, their columns indexing the grid zero-padded by k//2 on every side (taps
     off the grid meet that zero padding, as in ``LocalOp.apply``), so every row has the same columns shifted and
-    the matrix is built without a search (one copy of the filters). Build with :meth:`of` (None when the op is blurred, its filters are not
-    kept, or the matrix would exceed :data:`SPARSE_BYTES`); then :meth:`apply` as the op's ``apply`` on grid-sized
-    tensors. Forward only (no autograd through the values).
+    the matrix is built without a search (one copy of the filters). Build with :meth:`of` (None when the op is
+    blurred, its filters are not kept, or the matrix would exceed :data:`SPARSE_BYTES`); then :meth:`apply` as the
+    op's ``apply`` on grid-sized tensors. :meth:`stencil` makes one of any per-pixel k×k stencil, centre included
+    (the Gaussian CRF's M). Forward only (no autograd through the values).
     """
 
     def __init__(self, matrices: list[Tensor], size: tuple[int, int], radius: int) -> None:
@@ -52,10 +54,20 @@ class WindowMatrix:
         filters = op.filters()
         if filters is None:
             return None
-        return cls([_csr(f.detach(), k) for f in filters], (h, w), k // 2)
+        return cls([_csr(f.detach(), k, centre=False) for f in filters], (h, w), k // 2)
+
+    @classmethod
+    def stencil(cls, taps: Tensor) -> "WindowMatrix":
+        """The matrix of a per-pixel stencil ``(B, k², h, w)``, tap ``(dy + k//2)·k + dx + k//2`` the weight of pixel
+        ``(y + dy, x + dx)`` in row ``(y, x)``, centre included (taps off the grid meet zero padding)."""
+        k = math.isqrt(taps.shape[1])
+        if k * k != taps.shape[1] or k % 2 == 0:
+            raise ValueError(f"taps has {taps.shape[1]} per pixel; expected k² for an odd k.")
+        return cls([_csr(t.detach(), k, centre=True) for t in taps], tuple(taps.shape[-2:]), k // 2)
 
     def apply(self, q: Tensor) -> Tensor:
-        """``(B, C, h, w)`` → ``(B, C, h, w)``: ``Σ_{d≠0} G_d(i) q_{i+d}``, as ``LocalOp.apply`` (no self term)."""
+        """``(B, C, h, w)`` → ``(B, C, h, w)``: ``Σ_{d≠0} G_d(i) q_{i+d}``, as ``LocalOp.apply`` (no self term; with
+        the centre for a :meth:`stencil`)."""
         if q.shape[0] != len(self.matrices) or tuple(q.shape[-2:]) != self.size:
             raise ValueError(f"q has shape {tuple(q.shape)}, but the matrix was built for batch "
                              f"{len(self.matrices)} and size {self.size}.")
@@ -68,20 +80,20 @@ class WindowMatrix:
         return out[0][None] if b == 1 else torch.stack(out)
 
 
-def _csr(filters: Tensor, k: int) -> Tensor:
-    """CSR ``(n, n_padded)`` of one item's filters ``(k², h, w)`` (centre tap 0, left out): row i's columns are the
-    padded-grid indices of its taps, in tap order, which is increasing column order."""
+def _csr(filters: Tensor, k: int, *, centre: bool) -> Tensor:
+    """CSR ``(n, n_padded)`` of one item's filters ``(k², h, w)`` (the centre tap left out unless ``centre``): row
+    i's columns are the padded-grid indices of its taps, in tap order, which is increasing column order."""
     _, h, w = filters.shape
     r = k // 2
     wp = w + 2 * r
     device = filters.device
-    centre = (k * k) // 2
-    taps = torch.tensor([t for t in range(k * k) if t != centre], device=device)
+    kept = [t for t in range(k * k) if centre or t != (k * k) // 2]
+    taps = torch.tensor(kept, device=device)
     offsets = (taps // k) * wp + taps % k  # tap t = k·ty + tx of pixel (y, x) reads padded pixel (y + ty, x + tx)
     corners = (torch.arange(h, device=device)[:, None] * wp + torch.arange(w, device=device)[None, :]).reshape(-1, 1)
     columns = (corners + offsets).reshape(-1).to(torch.int32)
-    values = torch.cat([filters[:centre], filters[centre + 1:]]).reshape(k * k - 1, h * w).t().reshape(-1)
-    rows = torch.arange(0, (k * k - 1) * h * w + 1, k * k - 1, dtype=torch.int32, device=device)
+    values = filters[taps].reshape(len(kept), h * w).t().reshape(-1)
+    rows = torch.arange(0, len(kept) * h * w + 1, len(kept), dtype=torch.int32, device=device)
     return csr_matrix(rows, columns, values, (h * w, (h + 2 * r) * wp))
 
 

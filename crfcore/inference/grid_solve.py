@@ -66,6 +66,7 @@ class GridReduction:
         self.window = WindowMatrix.of(op.inner) if isinstance(op.inner, LocalOp) else None
         self.stencil = _stencil(op, self.inv_delta)  # (B, 9, h, w): M_{J, J+d}, d row-major over {−1,0,1}²
         self.inv_m = self.stencil[:, 4:5].reciprocal()  # the Jacobi part diag(M)⁻¹
+        self._m = WindowMatrix.stencil(self.stencil) if self.window is not None else None  # one product, not nine
         self.mass = [_mass_bands(small, big, self.inv_delta) for small, big in zip(op.grid, op.size)]
         self.blocks, self.coarse_factor, self.coarse_inverse, self._deflation, self._reach_blocks = 0, None, None, None, 0
         self._coarse_system()
@@ -144,6 +145,8 @@ class GridReduction:
 
     def m_apply(self, z: Tensor) -> Tensor:
         """``M z`` for ``z`` ``(B, C, h, w)``."""
+        if self._m is not None:
+            return self._m.apply(z)
         h, w = z.shape[-2:]
         padded = F.pad(z, (1, 1, 1, 1))
         out = self.stencil[:, 4:5] * z
