@@ -68,7 +68,10 @@ class GridReduction:
         self.inv_m = self.stencil[:, 4:5].reciprocal()  # the Jacobi part diag(M)⁻¹
         self._m = WindowMatrix.stencil(self.stencil) if self.window is not None else None  # one product, not nine
         self.mass = [_mass_bands(small, big, self.inv_delta) for small, big in zip(op.grid, op.size)]
-        self.blocks, self.coarse_factor, self.coarse_inverse, self._deflation, self._reach_blocks = 0, None, None, None, 0
+        self.blocks, self.coarse_factor, self.coarse_inverse = 0, None, None
+        self._deflation: list[Tensor] | None = None  # sparse [SZ; KMZ] per batch item
+        self._deflation_s: list[Tensor] | None = None  # its SZ rows
+        self._reach_blocks = 0
         self._coarse_system()
 
     def k_apply(self, v: Tensor) -> Tensor:

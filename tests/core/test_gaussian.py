@@ -324,6 +324,23 @@ def test_grid_reduction_with_a_callback_carries_k_m_z_to_the_same_solution():
     assert _rel_err(shown.x, plain.x) <= 1e-9 and _rel_err(seen[-1], shown.x) <= 1e-12
 
 
+def test_grid_reduction_without_kept_filters_applies_k_and_m_by_the_window_to_the_same_solution():
+    """A window whose filters exceed its cache budget has no sparse K: the reduction falls back to the banded apply
+    and the nine-tap M, and reaches the same solution."""
+    h, w, lam = 40, 48, 0.5
+    img = _image(h, w)
+    scores = torch.randn(1, 3, h, w, dtype=D64)
+    solutions = []
+    for cache_bytes in (1 << 30, 0):
+        op = PooledBackend(LocalBackend(5, 1, cache_bytes=cache_bytes), 2).build(_features(img)).weighted(
+            torch.tensor([6.0, 3.0], dtype=D64))
+        system = GaussianSystem([op], (h, w), 1, lam=lam, mu=lam, like=scores)
+        reduction = GridReduction(op, system.diagonal().unflatten(-1, (h, w)))
+        assert (reduction.window is None) == (cache_bytes == 0)
+        solutions.append(reduction.solve(lam * scores, tol=1e-10, max_iter=5000).x)
+    assert _rel_err(solutions[1], solutions[0]) <= 1e-8
+
+
 def test_grid_reduction_warm_start_converges_in_fewer_iterations_and_float32_stays_float32():
     h, w, lam = 32, 36, 0.5
     _, system, reduction, scores, img = _pooled_system(h, w, 2, filter_size=5, blur=2, lam=lam)
