@@ -12,6 +12,9 @@ mask label l (void: none) and a class c present in the mask:
     ρ_c(x)    c's reach: min(κ · m_c, ρ) taken at x's nearest pixel of c; κ = ``thin_fraction``
     zone      t_l(x) ≤ ρ_l(x): x is doubted (void pixels always are)
     cand(x)   {l} ∪ {c : d_c(x) ≤ ρ_c(x)}: the classes x may belong to (all modelled classes when none is near)
+    unknown   pixels the mask leaves unannotated (void, gaps between polygons): in the zone, and every class's
+              reach there is at least ν·ρ (ν = ``void_reach``), so a class the polygons lost nearby (a pole between
+              two simplified regions) is a candidate and its prior is wide: the colours and the CRF decide
     conf_c    pixels of c with t_c > ρ_c, or on c's ridge (t_c ≥ m_c): the model's training pixels
 
 So the zone and the models respect each region's own width: a region thinner than the zone keeps its core as
@@ -99,9 +102,12 @@ class MaskGeometry:
     roughness: float
 
 
-def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thin_fraction: float) -> MaskGeometry:
+def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thin_fraction: float,
+                  unknown: np.ndarray | None = None, void_reach: float = 1.0) -> MaskGeometry:
     """The zone, reaches and training pixels of ``(H, W)`` int ``labels`` (-1 = unknown) at ``roughness`` ρ [px] > 0.
 
+    ``unknown``: ``(H, W)`` bool, pixels the mask leaves unannotated (their ``labels`` already filled with the
+    nearest label): doubted, never training pixels, and every class reaches them from ``void_reach`` · ρ away.
     See the module docstring for the definitions.
     """
     from scipy.ndimage import distance_transform_edt, maximum_filter
@@ -124,6 +130,10 @@ def mask_geometry(labels: np.ndarray, num_classes: int, roughness: float, *, thi
         reach[c] = own[iy, ix]
         confident[c] = inside & ((depth > own) | (depth >= width))
         zone |= inside & (depth <= own)
+    if unknown is not None and unknown.any():
+        reach[:, unknown] = np.maximum(reach[:, unknown], void_reach * roughness)
+        zone |= unknown
+        confident &= ~unknown
     return MaskGeometry(present, dist, reach, zone, confident, float(roughness))
 
 

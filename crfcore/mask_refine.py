@@ -215,9 +215,8 @@ def rough_mask(image: np.ndarray | Tensor, mask: np.ndarray | Tensor | None, *, 
     unknown = work < 0
     if labels is not None and unknown.any() and not unknown.all():
         work = fill_unknown(work)  # the nearest label is an unannotated pixel's prior; the zone doubts it
-    geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction)
-    geometry.zone |= unknown
-    geometry.confident &= ~unknown
+    geometry = mask_geometry(work, num_classes, rho, thin_fraction=settings.thin_fraction, unknown=unknown,
+                             void_reach=settings.void_reach)
     distances = None
     if painted is not None and (labels is None or known.size == 0):  # strokes alone: the geodesic prior
         distances = geodesic_distances(img, painted, num_classes, edge_weight=settings.stroke_edges)

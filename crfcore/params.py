@@ -306,6 +306,12 @@ class UnaryParams:
     thin_fraction: float = _p(ParamSpec("thin_fraction", 0.2, "κ: a region is doubted at most κ times its own width "
                                         "(its largest inner distance) from its outline, so thin structures keep a "
                                         "core.", low=0.1, high=2.0, step=0.05))
+    void_reach: float = _p(ParamSpec("void_reach", 15.0, "Unannotated pixels (the mask's void, gaps between "
+                                     "polygons): each class's reach there, in units of the roughness ρ, so every "
+                                     "class within it is a candidate and its mask prior widens to it; the colours "
+                                     "and the CRF decide (1: as annotated pixels near an outline, so they take the "
+                                     "nearest label unless colours clearly differ).", low=1.0,
+                                     high=100.0, scale="log", step=0.5))
     components: int = _p(ParamSpec("components", 5, "Gaussian components K per class colour model.", kind="int",
                                    low=1, high=12, step=1))
     position_weight: float = _p(ParamSpec("position_weight", 0.0, "Position in the colour models: 0 for one "

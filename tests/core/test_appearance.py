@@ -283,13 +283,47 @@ def test_colour_calibration_trusts_distinct_colours_and_ignores_shared_ones():
 
 
 def test_refine_mask_unknown_sliver_takes_the_nearest_label_when_colours_cannot_tell():
-    """Unannotated (void) pixels between two regions of one colour distribution: the nearest label, as an annotator
-    would fill them, not whichever class the colours slightly prefer."""
+    """Unannotated (void) pixels between two regions of one colour distribution, at void reach 1 (void pixels
+    doubted as annotated ones next to an outline): the nearest label, as an annotator would fill them, not whichever
+    class the colours slightly prefer. (A wide void reach trades this for recovering lost classes: next test.)"""
     rng = np.random.default_rng(5)
     image = rng.integers(60, 200, (40, 60, 3)).astype(np.uint8)
     mask = np.zeros((40, 60), np.int64)
     mask[:, 30:] = 1
     drawn = mask.copy()
     drawn[:, 27:33] = 255
-    r = crfcore.refine_mask(image, drawn, roughness=3, device="cpu", scale=1.0, w_appearance=0.0)
+    r = crfcore.refine_mask(image, drawn, roughness=3, device="cpu", scale=1.0, w_appearance=0.0, void_reach=1)
     np.testing.assert_array_equal(r.labels, mask)
+
+
+def test_mask_geometry_unknown_pixels_are_doubted_and_reached_from_afar():
+    labels = np.zeros((20, 30), np.int64)
+    labels[:, 15:] = 1
+    labels[:4, 2:5] = 2
+    unknown = np.zeros_like(labels, bool)
+    unknown[:, 8:12] = True  # already filled with the nearest label, as rough_mask does
+    near = mask_geometry(labels, 3, 2.0, thin_fraction=0.2, unknown=unknown, void_reach=1.0)
+    far = mask_geometry(labels, 3, 2.0, thin_fraction=0.2, unknown=unknown, void_reach=10.0)
+    for geometry in (near, far):
+        assert geometry.zone[unknown].all() and not geometry.confident[:, unknown].any()
+    assert (far.reach[:, unknown] >= 20.0).all()
+    np.testing.assert_array_equal(far.reach[:, ~unknown], near.reach[:, ~unknown])
+    assert (near.dist[2][unknown] > near.reach[2][unknown]).all()  # class 2 out of reach unless void reaches it
+    assert (far.dist[2][unknown] <= far.reach[2][unknown]).all()
+
+
+def test_refine_mask_void_gap_recovers_a_class_the_polygons_lost_there():
+    """A white pole crosses the image; the mask has it only in the top rows and leaves a void gap where it was lost
+    below. A wide void reach lets its colour model claim the gap; at void reach 1 only the neighbours compete."""
+    image, truth = _halves()
+    image[:, 30:36] = (250, 250, 250)
+    truth[:, 30:36] = 2
+    mask = truth.copy()
+    mask[12:, 28:38] = 255
+    mask[12:, 28:30], mask[12:, 36:38] = 0, 1
+    mask[12:, 30:36] = 255
+    wide = crfcore.refine_mask(image, mask, num_classes=3, roughness=2, device="cpu", scale=1.0, void_reach=30)
+    narrow = crfcore.refine_mask(image, mask, num_classes=3, roughness=2, device="cpu", scale=1.0, void_reach=1)
+    pole = truth == 2
+    assert (wide.labels[pole] == 2).mean() > 0.9
+    assert (narrow.labels[40:, 30:36] == 2).mean() < 0.1
