@@ -70,7 +70,10 @@ def compatibility_transform(message: Tensor, compat: Tensor | None) -> Tensor:
     if compat.shape != (message.shape[1], message.shape[1]):
         raise ValueError(f"unary has {message.shape[1]} classes, compat is "
                          f"{'×'.join(map(str, compat.shape))}.")
-    return torch.einsum("lk,bkhw->blhw", compat.to(message.dtype), message)
+    compat = compat.to(message.dtype)
+    if message.is_contiguous(memory_format=torch.channels_last) and not message.is_contiguous():
+        return torch.matmul(message.permute(0, 2, 3, 1), compat.T).permute(0, 3, 1, 2)  # stays channels-last
+    return torch.einsum("lk,bkhw->blhw", compat, message)
 
 
 def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tensor | None = None,
@@ -82,7 +85,8 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         op: weighted kernel operator; ``op.apply(Q)`` is the message ``Σ_j k(f_i, f_j) Q_j``.
         iterations: T ≥ 0; 0 returns softmax(−ψu).
         compat: ``(C, C)`` compatibility, or None for Potts.
-        callback: ``callback(t, T, Q)`` after every iteration; may raise :class:`Cancelled`.
+        callback: ``callback(t, T, Q)`` after every iteration, Q the live iterate (copy it to keep it); may raise
+            :class:`Cancelled`.
         fixed: optional ``(B, 1, H, W)`` bool; these pixels keep softmax(−ψu) (see :func:`hard_pixels`) and pass
             it to their neighbours.
     """
@@ -91,25 +95,38 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
     q_fixed = q if fixed is not None else None
     for t in range(iterations):
         message = op.apply(q)
-        logits = neg_energy + message if compat is None else neg_energy - compatibility_transform(message, compat)
-        q = _softmax(logits)
+        # without autograd each full-resolution step runs in place on the fresh message: on CPU a new tensor the
+        # size of Q costs more in page faults than the arithmetic that fills it
+        in_place = not (torch.is_grad_enabled() and (message.requires_grad or neg_energy.requires_grad))
+        if compat is not None:
+            pair = compatibility_transform(message, compat)
+            message = pair.neg_() if in_place else -pair
+        logits = message.add_(neg_energy) if in_place else neg_energy + message
+        q = _softmax(logits, in_place=in_place)
         if q_fixed is not None:
-            q = torch.where(fixed, q_fixed, q)
+            q = torch.where(fixed, q_fixed, q, out=q) if in_place else torch.where(fixed, q_fixed, q)
         if callback is not None:
             callback(t + 1, iterations, q)
     return q
 
 
-def _softmax(logits: Tensor) -> Tensor:
-    """Softmax over C of ``(B, C, H, W)``. Without autograd it runs in place on ``logits`` (a fresh temporary),
-    which is over twice as fast on CPU as ``torch.softmax`` over a strided class axis. In channels-last memory the
-    class axis is innermost, so torch's fused softmax over the last axis of the ``(B, H, W, C)`` view wins."""
-    if logits.is_contiguous(memory_format=torch.channels_last) and not logits.is_contiguous():
-        return torch.softmax(logits.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+def _softmax(logits: Tensor, *, in_place: bool = False) -> Tensor:
+    """Softmax over C of ``(B, C, H, W)``, in ``logits``' memory format; ``in_place`` may overwrite ``logits``.
+
+    Without autograd the logits are shifted by their pixel's maximum and clamped at −80 before ``exp``: a CRF's
+    messages put most logits 87 or more below the maximum, where ``exp`` leaves its fast path (``torch.softmax``
+    runs several times slower on them), and below −80 the result is < 2e-35 of the largest class, so the clamp
+    changes nothing a float32 sum can see. In channels-last memory the class axis is innermost.
+    """
+    channels_last = logits.is_contiguous(memory_format=torch.channels_last) and not logits.is_contiguous()
+    dim = 1
+    if channels_last:
+        logits, dim = logits.permute(0, 2, 3, 1), -1
     if torch.is_grad_enabled() and logits.requires_grad:
-        return torch.softmax(logits, dim=1)
-    logits = logits - logits.amax(dim=1, keepdim=True)
-    # exp of very negative numbers yields subnormals, which CPUs compute ~6x slower; below -80 the result is < 2e-35
-    # of the largest class, so clamping changes nothing a float32 sum can see.
-    logits.clamp_min_(-80.0).exp_()
-    return logits.div_(logits.sum(dim=1, keepdim=True))
+        out = torch.softmax(logits, dim=dim)
+    else:
+        peak = logits.amax(dim=dim, keepdim=True)
+        out = logits.sub_(peak) if in_place else logits - peak
+        out.clamp_min_(-80.0).exp_()
+        out = out.div_(out.sum(dim=dim, keepdim=True))
+    return out.permute(0, 3, 1, 2) if channels_last else out

@@ -73,8 +73,10 @@ class MeanFieldCRF(nn.Module):
         one-hot ones, :func:`~crfcore.inference.hard_pixels`)."""
         op = op if op is not None else self.build(image)
         steps = self.config.iterations if iterations is None else iterations
-        return mean_field(unary_energy(probs), op.weighted(self.kernels.weights()), iterations=steps,
-                          compat=self.compat, callback=callback, fixed=held_pixels(probs, fixed))
+        energy = unary_energy(probs).contiguous(memory_format=getattr(op, "memory_format", torch.contiguous_format))
+        q = mean_field(energy, op.weighted(self.kernels.weights()), iterations=steps, compat=self.compat,
+                       callback=callback, fixed=held_pixels(probs, fixed))
+        return q.contiguous()
 
     def current_params(self) -> Any:
         """The params dataclass with the current (possibly learned) values, ready for ``params.save_preset``."""
