@@ -39,11 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import params as P
+from .affinity.grid import upsample_planes
 from .checks import as_device, as_image_tensor, as_prob_tensor
 from .errors import InputError
 from .inference import ProgressCallback
 from .refiners import method as method_entry
-from .unary import resize
 
 __all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACTOR", "CACHE_SIZE", "Refinement",
            "ImageRefiner", "best_device", "resolve_params", "preview_scale", "preview_params"]
@@ -279,8 +279,8 @@ class ImageRefiner:
             q = torch.softmax(x, dim=1)
         else:
             q = model(image, probs, op=op, callback=callback, **held_kw)
-        if scale > 1:
-            q = resize(q, (height, width))
+        if scale > 1:  # bilinear weights sum to 1, so q stays normalised (to float rounding) without a division
+            q = upsample_planes(q, (height, width))
         self._sync()
         t2 = time.perf_counter()
         labels = q.max(1).indices  # as argmax(1) (first maximum), ~10x faster on CPU for a strided class axis

@@ -111,19 +111,26 @@ def run_rough_tuning(entries: Sequence[ImageEntry], settings: TuneSettings, reci
                      callback: learn.finetune.TuneCallback | None = None) -> learn.TuneResult:
     """Tune ``settings.method`` and refine_mask's unary settings on rough annotations of ``entries``' ground truths
     (:func:`crfcore.learn.tune_rough`), starting from ``settings.params`` and the method's shipped unary settings of
-    ``recipe.kind``; images at their own size, as :func:`app.tuning.run_tuning` trains them.
+    ``recipe.kind``; images at their own size, as :func:`app.tuning.run_tuning` trains them. The piecewise refiner
+    trains its potentials piecewise first, then the unary's settings through inference with them; the steps,
+    learning rate and crop apply to both stages.
 
     Raises:
-        ValueError: fewer than two images with ground truth, images of several void labels, a piecewise refiner.
+        ValueError: fewer than two images with ground truth, images of several void labels.
         crfcore.Cancelled: from the callback.
     """
     params, unary = resolve_settings(settings.method, settings.params, recipe.kind)
-    config = learn.FinetuneConfig(steps=settings.steps, lr=settings.lr, crop=settings.crop, seed=settings.seed)
+    given = {"steps": settings.steps, "lr": settings.lr, "crop": settings.crop, "seed": settings.seed}
+    config = learn.FinetuneConfig(**given)
+    piecewise = None
+    if crfcore.refiners.method(settings.method).training == "piecewise":  # its potentials first, piecewise
+        piecewise = learn.PiecewiseConfig(**given)
     with _training_folder(entries) as root:
         data = learn.RoughData(root, recipe, unary, num_classes=settings.num_classes, val_frac=settings.val_frac,
                                seed=settings.seed, void=entries[0].void)
         extra = {"learn_compat": True} if settings.learn_compat else {}
-        return learn.tune_rough(settings.method, params, data, config=config, callback=callback, **extra)
+        return learn.tune_rough(settings.method, params, data, config=config, callback=callback,
+                                piecewise=piecewise, **extra)
 
 
 class TuneDialog(QDialog):

@@ -15,9 +15,10 @@ from .exact import ExactBackend, ExactOp
 from .lattice import LatticeBackend, LatticeOp
 from .local import LocalBackend, LocalOp
 from .lowrank import LowRankBackend, LowRankOp, PooledBackend, PooledOp
+from .sparse import WindowMatrix
 
 __all__ = ["AffinityOp", "Backend", "ExactBackend", "ExactOp", "LatticeBackend", "LatticeOp", "LocalBackend",
-           "LocalOp", "LowRankBackend", "LowRankOp", "PooledBackend", "PooledOp"]
+           "LocalOp", "LowRankBackend", "LowRankOp", "PooledBackend", "PooledOp", "WindowMatrix"]
 
 
 class AffinityOp(Protocol):

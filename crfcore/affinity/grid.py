@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["downsample", "upsample"]
+__all__ = ["downsample", "upsample", "upsample_planes"]
 
 
 def downsample(x: Tensor, factor: int) -> Tensor:
@@ -33,3 +33,14 @@ def upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def upsample_planes(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """:func:`upsample` of ``(B, C, h, w)`` with each of the B·C planes resized as an image of its own: the same
+    values up to float rounding, faster on CPU, where PyTorch's bilinear kernel takes a slow path for a few
+    channels first (one thread: 3 × 128×256 → 512×1024 8.0 → 3.5 ms; 21 × 94×125 → 375×500 14.5 → 9.1 ms)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    b, c, h, w = x.shape
+    planes = F.interpolate(x.reshape(b * c, 1, h, w), size=size, mode="bilinear", align_corners=False)
+    return planes.view(b, c, *size)

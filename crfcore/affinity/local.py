@@ -128,6 +128,11 @@ class LocalOp:
         """``(h, w)`` of the blurred grid the messages are computed on."""
         return tuple(self.features[0].shape[-2:])
 
+    def filters(self) -> Tensor | None:
+        """The weighted per-pixel filters ``(B, k², h, w)`` on the blurred grid (tap ``(dy + k//2)·k + dx + k//2``,
+        centre 0), or None when they exceed ``cache_bytes`` (then :meth:`apply` makes them band by band)."""
+        return self._full_combined(self.grid_size[0])
+
     def apply(self, q: Tensor) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, H, W)``: Σ_{d≠0} G_d(i) q_{i+d} on the blurred grid, upsampled back.
 

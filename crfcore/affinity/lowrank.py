@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .grid import downsample, upsample
+from .grid import downsample, upsample_planes
 from .local import check_features
 
 __all__ = ["LowRankBackend", "LowRankOp", "PooledBackend", "PooledOp"]
@@ -146,7 +146,7 @@ class PooledOp:
 
     def prolong(self, y: Tensor) -> Tensor:
         """``U y``: ``(B, C, h, w)`` → ``(B, C, H, W)``, bilinear."""
-        return upsample(y, self.size)
+        return upsample_planes(y, self.size)
 
     def self_term(self) -> Tensor:
         """``s = diag(U K Uᵀ) / c`` with the current weights, ``(B, 1, H, W)``."""

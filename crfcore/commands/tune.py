@@ -2,7 +2,11 @@
 
 Methods with mean-field or G-CRF inference are fine-tuned through inference (ConvCRF §5.2, ``--learn-compat`` "+C",
 ``--learn-features`` "+T"); ``--method piecewise`` trains range-box potentials piecewise (Lin et al. 2016). The
-unaries are the synthetic noise of ``crfcore eval``.
+unaries are the synthetic noise of ``crfcore eval`` (``--protocol noise``) or rough annotations drawn from the ground
+truth (``--protocol polygon|strokes``, :mod:`crfcore.learn.rough`): the CRF and refine_mask's unary settings are
+learned together; ``--method piecewise`` there trains its potentials piecewise first, then the unary's settings
+through inference with them. Each training flag goes to every stage that declares it (piecewise on rough
+annotations: ``--steps``, ``--lr`` and ``--crop`` to both the piecewise training and the unary's fine-tuning).
 
 With ``--scale auto`` (the default) every image is resampled to the 500-px reference long side (``--max-side M``:
 to M, the learned spatial values then converted to 500 px), so the preset holds reference-size values whatever the
@@ -70,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "each (default %(default)s)")
     p.add_argument("--curves", type=Path, help="curves CSV (default: the preset's name with .csv)")
     p.add_argument("--plot", type=Path, help="curves PNG (default: the preset's name with .png)")
-    group = p.add_argument_group("training settings (defaults: fine-tuning / piecewise training)")
+    group = p.add_argument_group("training settings (defaults: fine-tuning / piecewise training; piecewise on rough "
+                                 "annotations: each flag to every stage that declares it)")
     tables = {"finetune": FINETUNE, "piecewise": PIECEWISE}
     for name in dict.fromkeys(_FINETUNE_FLAGS + _PIECEWISE_FLAGS):
         specs = {kind: table[name] for kind, table in tables.items() if name in table}
@@ -192,7 +197,9 @@ def _sides(args: argparse.Namespace) -> tuple[float, dict[str, int | None]]:
 
 def _run_rough(args: argparse.Namespace, method: str) -> int:
     """``--protocol polygon|strokes``: the CRF and the unary's settings on rough annotations (crfcore.learn.rough)."""
-    from ..learn import FinetuneConfig, RoughData, RoughRecipe, plot_png, save_result, tune_rough, write_csv
+    from .. import refiners
+    from ..learn import (FinetuneConfig, PiecewiseConfig, RoughData, RoughRecipe, plot_png, save_result, tune_rough,
+                         write_csv)
     from ..mask_refine import resolve_settings
 
     if args.checkpoint is not None:
@@ -205,10 +212,16 @@ def _run_rough(args: argparse.Namespace, method: str) -> int:
     factor, sides = _sides(args)
     params = P.scaled(reference, factor, floor=False)
     given = {n: getattr(args, f"cfg_{n}") for n in _FINETUNE_FLAGS if getattr(args, f"cfg_{n}") is not None}
-    foreign = [n for n in _PIECEWISE_FLAGS if n not in _FINETUNE_FLAGS and getattr(args, f"cfg_{n}") is not None]
-    if foreign:
-        raise ValueError(f"--{foreign[0].replace('_', '-')} is a piecewise-training setting; fine-tuning on rough "
-                         f"annotations takes {', '.join('--' + n.replace('_', '-') for n in _FINETUNE_FLAGS)}.")
+    piecewise = None
+    if refiners.method(method).training == "piecewise":  # potentials piecewise, then the unary's settings
+        piecewise = PiecewiseConfig(seed=args.seed, **{n: getattr(args, f"cfg_{n}") for n in _PIECEWISE_FLAGS
+                                                       if getattr(args, f"cfg_{n}") is not None})
+    else:
+        foreign = [n for n in _PIECEWISE_FLAGS if n not in _FINETUNE_FLAGS and getattr(args, f"cfg_{n}") is not None]
+        if foreign:
+            raise ValueError(f"--{foreign[0].replace('_', '-')} is a piecewise-training setting; fine-tuning "
+                             f"{method} on rough annotations takes "
+                             f"{', '.join('--' + n.replace('_', '-') for n in _FINETUNE_FLAGS)}.")
     data = RoughData(args.data, recipe, settings, num_classes=args.num_classes, val_frac=args.val_frac,
                      seed=args.seed, void=args.void, limit=args.limit, **sides)
     start = args.preset or f"shipped {recipe.kind}"
@@ -217,7 +230,8 @@ def _run_rough(args: argparse.Namespace, method: str) -> int:
           file=sys.stderr)
     extra = {k: True for k in ("learn_compat", "learn_features") if getattr(args, k)}
     result = tune_rough(method, params, data, config=FinetuneConfig(seed=args.seed, **given),
-                        grid=_grid(args.roughness_scales), callback=_progress(f"tune {method}"), **extra)
+                        grid=_grid(args.roughness_scales), callback=_progress(f"tune {method}"), piecewise=piecewise,
+                        **extra)
     result = dataclasses.replace(result, params=_to_reference(result.params, reference, factor))
     save_result(result, args.output)
     curves = args.curves or args.output.with_suffix(".csv")

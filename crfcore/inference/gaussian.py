@@ -15,22 +15,9 @@ with no self term, applied by an affinity op. The minimiser solves
 A is symmetric positive definite (λ > 0, L ⪰ 0), so X is unique; every class is an independent right-hand side of
 the same A, and all are solved together by Jacobi-preconditioned conjugate gradient (``diag A = λ + 2D``).
 
-**The pooled grid** (single scale, W a :class:`~crfcore.affinity.PooledOp`, the refiner's default): with
-``W = U K Uᵀ/c − diag(s)`` (U bilinear, N×n; K the kernel on the grid of n = N/b² pixels; c = N/n),
-``A = Δ − (2/c) U K Uᵀ`` with the diagonal ``Δ = λ + 2D + 2s``. For ``A X = F``, ``Y = UᵀX`` satisfies
-``Y = UᵀΔ⁻¹F + (2/c) M K Y`` with ``M = UᵀΔ⁻¹U``, a 3×3 stencil on the grid (every pixel has 2×2 bilinear
-parents). Writing ``Y = M z`` gives the grid system
-
-    S z = g,   S = M − (2/c) M K M = M (M⁻¹ − (2/c) K) M,   g = UᵀΔ⁻¹F,   X = Δ⁻¹(F + (2/c) U K M z),
-
-symmetric positive definite because A is (``xᵀAx = vᵀ(M⁻¹ − (2/c)K)v`` for ``x = Δ⁻¹U M⁻¹ v``), and its residual
-maps exactly to the full-resolution one, ``F − A X = −(2/c) U K (g − S z)``. :class:`GridReduction` solves it by
-conjugate gradient: the same solution and stopping rule (relative residual of ``A X = F``), one application of K
-per iteration and no full-resolution work inside the loop. Its preconditioner is two-level (additive):
-``diag(M)⁻¹ + Rᵀ S₀⁻¹ R`` with R the sum over a×a blocks of the grid and ``S₀ = R S Rᵀ`` dense (≤ 1024 blocks,
-Cholesky once), read from ``(2q+1)²`` probes of S (blocks q apart in each axis are the farthest S couples, S
-reaching 2 + k//2 grid pixels): the Jacobi part damps rough error, the block part the smooth error CG is slow on.
-Without a windowed K (the exact kernel couples everything) it is ``diag(M)⁻¹`` alone.
+**The pooled grid** (single scale, W a :class:`~crfcore.affinity.PooledOp`, the refiner's default): the system is
+reduced exactly to the pooled grid and solved there by deflated conjugate gradient, one application of the grid
+kernel per iteration (:class:`~crfcore.inference.grid_solve.GridReduction`).
 
 **Multi-scale**: levels s = 0..S−1, level s+1 at half the resolution of level s (``⌈H/2⌉``), each with its own
 scores B_s (B average-pooled) and affinity W_s, coupled by ``μ/2 |X_s − U X_{s+1}|²`` with U pixel replication (so
@@ -48,7 +35,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -58,18 +44,18 @@ from torch.autograd.function import once_differentiable
 
 from ..affinity import AffinityOp, LocalOp, PooledOp
 from ..affinity.grid import downsample
+from .cg import CGResult, conjugate_gradient
+from .grid_solve import GridReduction
 from .meanfield import ProgressCallback, unary_energy
 
 __all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "GridReduction", "conjugate_gradient", "gaussian_crf",
            "level_sizes", "unary_scores"]
 
-MatVec = Callable[[Tensor], Tensor]
 _SYMMETRY_TOL = 1e-3  # relative asymmetry above which an op is rejected (see _check_symmetric)
 GRID_MIN_PIXELS = 100_000
 """Pixels from which the grid reduction pays for its set-up (the stencil and coarse-system probes): on smaller images,
 e.g. the app's drag previews, Jacobi CG on the full system is faster (0.5 MP preview at 1/4: 41 against 82 ms; full
 runs break even near 65k pixels, quiet machine)."""
-_COARSE_UNKNOWNS = 1024  # most blocks of the two-level preconditioner's dense coarse system (Cholesky, ~0.4 GFLOP)
 
 
 class ConvergenceWarning(UserWarning):
@@ -83,75 +69,6 @@ def unary_scores(probs: Tensor) -> Tensor:
     class), so log-probabilities and logits of the same probabilities give the same refined probabilities.
     """
     return -unary_energy(probs)
-
-
-@dataclass(frozen=True)
-class CGResult:
-    """Output of :func:`conjugate_gradient`.
-
-    Attributes:
-        x: the solution, same shape as the right-hand side.
-        iterations: iterations run (0 when the start already met ``tol``).
-        residual: the largest relative residual ``|r|/|rhs|`` over the columns when it stopped.
-        converged: ``residual <= tol``.
-    """
-
-    x: Tensor
-    iterations: int
-    residual: float
-    converged: bool
-
-
-def conjugate_gradient(matvec: MatVec, rhs: Tensor, diag: Tensor, *, tol: float, max_iter: int,
-                       x0: Tensor | None = None,
-                       callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
-    """Jacobi-preconditioned conjugate gradient on many right-hand sides of one SPD operator.
-
-    Args:
-        matvec: ``x ↦ A x`` for ``x`` shaped like ``rhs``; A symmetric positive definite.
-        rhs: ``(B, C, N)``; each ``(b, c)`` column is its own system (its own step sizes).
-        diag: ``(B, 1, N)`` or ``(B, C, N)``, positive: the preconditioner ``diag A``.
-        tol: stop when every column has ``|r| ≤ tol·|rhs|`` (a zero column is solved by zero).
-        max_iter: iteration limit ≥ 0; the result says whether ``tol`` was met (no warning here).
-        x0: start, shaped like ``rhs`` (zeros if None): a previous solution makes a warm start.
-        callback: ``callback(k, max_iter, x)`` after iteration k; ``x`` is the live iterate (copy it to keep it).
-            Raising (e.g. :class:`~crfcore.inference.Cancelled`) stops the solve.
-    """
-    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
-    r = rhs - matvec(x) if x0 is not None else rhs.clone()
-    rhs_sq = _dot(rhs, rhs)
-    scale = torch.where(rhs_sq > 0, rhs_sq, torch.ones_like(rhs_sq)).rsqrt()
-    inv_diag = diag.reciprocal()
-    z = r * inv_diag
-    p = z.clone()
-    rz = _dot(r, z)
-    residual = float((_dot(r, r).sqrt() * scale).max())
-    done = 0
-    while residual > tol and done < max_iter:
-        ap = matvec(p)
-        alpha = _safe_div(rz, _dot(p, ap))
-        x.addcmul_(alpha, p)
-        r.addcmul_(alpha, ap, value=-1.0)
-        torch.mul(r, inv_diag, out=z)
-        rz_next = _dot(r, z)
-        p.mul_(_safe_div(rz_next, rz)).add_(z)
-        rz = rz_next
-        done += 1
-        residual = float((_dot(r, r).sqrt() * scale).max())
-        if callback is not None:
-            callback(done, max_iter, x)
-    return CGResult(x, done, residual, residual <= tol)
-
-
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Per-column inner products of ``(B, C, N)`` tensors, ``(B, C, 1)`` (a batched matrix product, without the
-    temporary of ``(a * b).sum(-1)``)."""
-    return torch.einsum("bcn,bcn->bc", a, b).unsqueeze(-1)
-
-
-def _safe_div(num: Tensor, den: Tensor) -> Tensor:
-    """``num / den`` with 0 where ``den`` is 0 (a column already solved exactly)."""
-    return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
 def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
@@ -241,199 +158,6 @@ class GaussianSystem:
                 y = y - self.mu * _replicate_adjoint(xs[s - 1])
             out.append(y)
         return self.merge(out)
-
-
-class GridReduction:
-    """The single-scale G-CRF system with a pooled affinity, reduced exactly to its grid (module docstring).
-
-    Args:
-        op: the weighted :class:`~crfcore.affinity.PooledOp` of the system (its inner K symmetric).
-        diag: ``diag A = λ + 2D`` ``(B, 1, H, W)``, positive (:meth:`GaussianSystem.diagonal`).
-
-    Built once per system (the 3×3 stencil M from nine probes through U, Δ⁻¹ and Uᵀ; the coarse system of the
-    two-level preconditioner from ``(2q+1)²`` probes of S, about one more application of K), then :meth:`solve`
-    any right-hand side ``F`` ``(B, C, H, W)``; nothing here is differentiable (the caller detaches).
-    """
-
-    def __init__(self, op: PooledOp, diag: Tensor) -> None:
-        self.op = op
-        self.coef = 2.0 / op.scale
-        self.delta = diag + 2 * op.self_term()
-        self.inv_delta = self.delta.reciprocal()
-        self.stencil = _stencil(op, self.inv_delta)  # (B, 9, h, w): M_{J, J+d}, d row-major over {−1,0,1}²
-        self.inv_m = self.stencil[:, 4:5].reciprocal()  # the Jacobi part diag(M)⁻¹
-        self.blocks, self.coarse_factor = self._coarse_system()
-
-    def _coarse_system(self) -> tuple[int, Tensor | None]:
-        """``(a, cholesky(R S Rᵀ))`` of the two-level preconditioner, ``(0, None)`` without a windowed K."""
-        inner = self.op.inner
-        if not isinstance(inner, LocalOp) or inner.blur != 1:
-            return 0, None
-        h, w = self.op.grid
-        reach = 2 + inner.filter_size // 2  # S = M K M couples grid pixels this far apart (Chebyshev)
-        a = max(-(-reach // 2), math.ceil(math.sqrt(h * w / _COARSE_UNKNOWNS)))
-        hb, wb = -(-h // a), -(-w // a)
-        if hb * wb < 2:
-            return 0, None
-        q = (reach + a - 1) // a  # blocks this far apart (per axis) are the farthest S couples
-        period = 2 * q + 1
-        ref = self.inv_delta
-        ys = torch.arange(h, device=ref.device)[:, None] // a
-        xs = torch.arange(w, device=ref.device)[None, :] // a
-        colours = torch.arange(period * period, device=ref.device)[:, None, None]
-        probes = ((ys % period) * period + xs % period == colours).to(ref.dtype)
-        batch = ref.shape[0]
-        applied, _ = self._s_apply(probes.expand(batch, *probes.shape))
-        sums = _block_sum(applied, a).flatten(2)  # (B, colours, n₀): Σ over each colour of (R S Rᵀ)_{I, ·}
-        n0 = hb * wb
-        index = torch.arange(n0, device=ref.device)
-        iy, ix = index // wb, index % wb
-        coarse = ref.new_zeros(batch, n0, n0)
-        for dy in range(-q, q + 1):
-            for dx in range(-q, q + 1):
-                jy, jx = iy + dy, ix + dx
-                inside = (jy >= 0) & (jy < hb) & (jx >= 0) & (jx < wb)
-                rows, colour = index[inside], ((jy % period) * period + jx % period)[inside]
-                coarse[:, rows, (jy * wb + jx)[inside]] = sums[:, colour, rows]
-        factor, info = torch.linalg.cholesky_ex(0.5 * (coarse + coarse.transpose(1, 2)))
-        if bool((info != 0).any()):  # rounding broke definiteness: Jacobi alone is still a valid preconditioner
-            return 0, None
-        return a, factor
-
-    def precondition(self, r: Tensor) -> Tensor:
-        """The two-level preconditioner ``diag(M)⁻¹ r + Rᵀ S₀⁻¹ R r`` for ``r`` ``(B, C, h, w)``."""
-        out = r * self.inv_m
-        if self.coarse_factor is None:
-            return out
-        h, w = r.shape[-2:]
-        summed = _block_sum(r, self.blocks)
-        solved = torch.cholesky_solve(summed.flatten(2).transpose(1, 2), self.coarse_factor)
-        blocks = solved.transpose(1, 2).reshape(summed.shape)
-        return out.add_(blocks.repeat_interleave(self.blocks, -2).repeat_interleave(self.blocks, -1)[..., :h, :w])
-
-    def m_apply(self, z: Tensor) -> Tensor:
-        """``M z`` for ``z`` ``(B, C, h, w)``."""
-        h, w = z.shape[-2:]
-        padded = F.pad(z, (1, 1, 1, 1))
-        out = self.stencil[:, 4:5] * z
-        for d in range(9):
-            if d != 4:
-                dy, dx = divmod(d, 3)
-                out.addcmul_(self.stencil[:, d:d + 1], padded[..., dy:dy + h, dx:dx + w])
-        return out
-
-    def fine_matvec(self, x: Tensor) -> Tensor:
-        """``A x = Δx − (2/c) U K Uᵀ x`` for ``x`` ``(B, C, H, W)``."""
-        return self.delta * x - self.coef * self.op.prolong(self.op.inner.apply(self.op.restrict(x)))
-
-    def _s_apply(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(S z, K M z)``: one application of K."""
-        mz = self.m_apply(z)
-        kmz = self.op.inner.apply(mz)
-        return mz.sub_(self.m_apply(kmz), alpha=self.coef), kmz
-
-    def _fine_norms(self, r: Tensor) -> Tensor:
-        """``|F − A X|`` per column ``(B, C, 1, 1)`` from the grid residual ``r = g − S z``."""
-        return _norms(self.op.prolong(self.op.inner.apply(r))) * self.coef
-
-    def _solution(self, rhs: Tensor, kmz: Tensor) -> Tensor:
-        return self.inv_delta * (rhs + self.coef * self.op.prolong(kmz))
-
-    def _start(self, x0: Tensor) -> Tensor:
-        """z with ``M z ≈ Uᵀ x0`` (so that ``Y = UᵀX`` starts at the warm start's), by a short Jacobi-preconditioned
-        conjugate gradient on the well-conditioned M; any z is a valid start, this one is a good one."""
-        y = self.op.restrict(x0)
-        return conjugate_gradient(lambda v: self.m_apply(v.view_as(y)).flatten(2), y.flatten(2),
-                                  self.stencil[:, 4:5].flatten(2), tol=1e-6, max_iter=50).x.view_as(y)
-
-    def solve(self, rhs: Tensor, *, tol: float, max_iter: int, x0: Tensor | None = None,
-              callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
-        """Solve ``A X = rhs`` for ``rhs`` ``(B, C, H, W)``, stopping as :func:`conjugate_gradient` does: every
-        column's full-resolution relative residual ``≤ tol``, or ``max_iter`` grid iterations.
-
-        The full-resolution residual costs one K, so it is computed only when the grid residual, times the last
-        measured ratio of the two, says ``tol`` may be met. ``x0`` ``(B, C, H, W)`` is returned as it is when it
-        already meets ``tol``; ``callback(k, max_iter, X_k)`` gets a fresh full-resolution iterate.
-        """
-        rhs_norm = _norms(rhs)
-        scale = torch.where(rhs_norm > 0, rhs_norm, torch.ones_like(rhs_norm)).reciprocal()
-        if x0 is not None:
-            residual = float((_norms(rhs - self.fine_matvec(x0)) * scale).max())
-            if residual <= tol:
-                return CGResult(x0.clone(), 0, residual, True)
-        g = self.op.restrict(self.inv_delta * rhs)
-        if x0 is None:
-            z, kmz, r = torch.zeros_like(g), torch.zeros_like(g), g.clone()
-        else:
-            z = self._start(x0)
-            sz, kmz = self._s_apply(z)
-            r = g - sz
-        grid_norm = _norms(r)
-        fine_norm = self._fine_norms(r)
-        ratio = _safe_div(fine_norm, grid_norm)
-        residual, checked = float((fine_norm * scale).max()), True
-        pz = self.precondition(r)
-        p = pz.clone()
-        rz = _dot4(r, pz)
-        done = 0
-        while residual > tol and done < max_iter:
-            sp, kmp = self._s_apply(p)
-            alpha = _safe_div(rz, _dot4(p, sp))
-            z.addcmul_(alpha, p)
-            kmz.addcmul_(alpha, kmp)
-            r.addcmul_(alpha, sp, value=-1.0)
-            pz = self.precondition(r)
-            rz_next = _dot4(r, pz)
-            p.mul_(_safe_div(rz_next, rz)).add_(pz)
-            rz = rz_next
-            done += 1
-            grid_norm = _norms(r)
-            residual, checked = float((ratio * grid_norm * scale).max()), False
-            if residual <= tol:
-                fine_norm = self._fine_norms(r)
-                ratio = _safe_div(fine_norm, grid_norm)
-                residual, checked = float((fine_norm * scale).max()), True
-            if callback is not None:
-                callback(done, max_iter, self._solution(rhs, kmz))
-        if not checked:
-            residual = float((self._fine_norms(r) * scale).max())
-        return CGResult(self._solution(rhs, kmz), done, residual, residual <= tol)
-
-
-def _stencil(op: PooledOp, inv_delta: Tensor) -> Tensor:
-    """``M = UᵀΔ⁻¹U`` as nine grid images ``(B, 9, h, w)``: entry d = 3(dy+1) + (dx+1) holds ``M_{J, J+(dy,dx)}``
-    (0 off the grid). Read from nine probes, one per colour ``(y mod 3, x mod 3)``: among the 3×3 neighbours of J
-    (the support of M's row J) exactly one pixel has each colour."""
-    h, w = op.grid
-    ys = torch.arange(h, device=inv_delta.device)[:, None]
-    xs = torch.arange(w, device=inv_delta.device)[None, :]
-    colours = torch.arange(9, device=inv_delta.device)[:, None, None]
-    probes = ((ys % 3) * 3 + xs % 3 == colours).to(inv_delta.dtype)
-    batch = inv_delta.shape[0]
-    sums = op.restrict(inv_delta * op.prolong(probes.expand(batch, 9, h, w)))  # Σ over each colour of M_{J, ·}
-    taps = []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            inside = ((ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)).to(inv_delta.dtype)
-            colour = (((ys + dy) % 3) * 3 + (xs + dx) % 3).expand(h, w)
-            taps.append(sums.gather(1, colour.expand(batch, 1, h, w)) * inside)
-    return torch.cat(taps, dim=1)
-
-
-def _block_sum(x: Tensor, size: int) -> Tensor:
-    """Sums over ``size×size`` blocks of ``(B, C, h, w)``, ``(B, C, ⌈h/size⌉, ⌈w/size⌉)`` (edge blocks sum what
-    they have)."""
-    return F.avg_pool2d(x, size, ceil_mode=True, divisor_override=1)
-
-
-def _norms(x: Tensor) -> Tensor:
-    """Per-column 2-norms of ``(B, C, H, W)``, ``(B, C, 1, 1)``."""
-    return _dot4(x, x).sqrt()
-
-
-def _dot4(a: Tensor, b: Tensor) -> Tensor:
-    """Per-column inner products of ``(B, C, H, W)`` tensors, ``(B, C, 1, 1)``."""
-    return _dot(a.flatten(2), b.flatten(2)).unsqueeze(-1)
 
 
 class _AdjointSolve(torch.autograd.Function):

@@ -141,11 +141,16 @@ def _score(preds: list[Tensor], samples: list[Sample], num_classes: int, void: i
 
 @torch.no_grad()
 def validate(model: nn.Module, samples: list[Sample], num_classes: int, *, void: int | None = VOID,
-             classes: str = "gt") -> float:
+             classes: str = "gt", transform: Callable[[Tensor], Tensor] | None = None) -> float:
     """mIoU (%) of ``model``'s labels over ``samples`` at full size (confusion summed over the images; ``classes``
-    as in :func:`crfcore.metrics.miou`)."""
+    as in :func:`crfcore.metrics.miou`); ``transform`` maps a stored ``(1, K, H, W)`` unary to the ``(1, C, H, W)``
+    probabilities ``model`` takes (as in :func:`unary_miou`), None: as stored."""
     device = next(model.parameters()).device
-    preds = [model(s.image[None].to(device), s.unary[None].to(device)).max(1).indices[0].cpu() for s in samples]
+    preds = []
+    for s in samples:
+        unary = s.unary[None].to(device)
+        unary = unary if transform is None else transform(unary)
+        preds.append(model(s.image[None].to(device), unary).max(1).indices[0].cpu())
     return _score(preds, samples, num_classes, void, classes)
 
 
@@ -305,10 +310,15 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
 
 
 def zero_pairwise(params: Any) -> Any | None:
-    """``params`` with every pairwise weight (``w_*``) at 0, or None when the refiner has none. Mean field (and the
-    G-CRF) then return the unary itself, so the refiner's labels are the unary's argmax."""
-    names = [s.name for s in P.specs(params) if s.name.startswith("w_")]
-    return P.with_overrides(params, **{n: 0.0 for n in names}) if names else None
+    """``params`` with every pairwise weight (``w_*``) at 0 and every learned matrix (``potentials``,
+    ``feature_transforms``) at its default, or None when the refiner has no weight. Mean field (and the G-CRF) then
+    return the unary itself, so the refiner's labels are the unary's argmax. The matrices are reset because the
+    piecewise refiner's box-kernel energies carry no weight to zero."""
+    fields = P.specs(params)
+    names = [s.name for s in fields if s.name.startswith("w_")]
+    if not names:
+        return None
+    return P.with_overrides(params, **{n: 0.0 for n in names}, **{s.name: s.default for s in fields if s.matrices})
 
 
 def prefer_unary(result: TuneResult) -> TuneResult:

@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -195,7 +196,8 @@ def _step_losses(model: PiecewiseCRF, grids: list[GridSample], config: Piecewise
 
 
 def train_piecewise(model: PiecewiseCRF, data: LearnData, *, config: PiecewiseConfig = PiecewiseConfig(),
-                    callback: TuneCallback | None = None) -> TuneResult:
+                    callback: TuneCallback | None = None,
+                    unary_transform: Callable[[Tensor], Tensor] | None = None) -> TuneResult:
     """Train ``model``'s potentials and θ's piecewise on ``data``'s training images, calibrate, validate.
 
     Args:
@@ -204,6 +206,9 @@ def train_piecewise(model: PiecewiseCRF, data: LearnData, *, config: PiecewiseCo
         config: settings.
         callback: ``callback(step, total, {"train_loss", "val_miou"})`` after every step (``val_miou`` NaN until
             the final validation); raise :class:`crfcore.Cancelled` to stop.
+        unary_transform: maps a stored ``(B, K, H, W)`` unary to the ``(B, C, H, W)`` probabilities the model
+            takes, for calibration and validation (the colour-model unary of :mod:`crfcore.learn.rough`); None: the
+            stored unaries are probabilities.
 
     Returns:
         :class:`TuneResult` with the calibrated parameters; ``model`` holds them.
@@ -215,8 +220,9 @@ def train_piecewise(model: PiecewiseCRF, data: LearnData, *, config: PiecewiseCo
     generator = torch.Generator().manual_seed(config.seed)
     val = data.val()
     c, void, blur = data.num_classes, data.void, model.config.blur
-    val_unary = unary_miou(val, c, void=void, classes=config.classes)
-    val_initial = validate(model, val, c, void=void, classes=config.classes)
+    scored = {"void": void, "classes": config.classes, "transform": unary_transform}
+    val_unary = unary_miou(val, c, **scored)
+    val_initial = validate(model, val, c, **scored)
     grids = [grid_sample(s.image, s.labels, blur, c, void) for s in data.train()]
     thetas = [model.log_theta_alpha, model.log_theta_beta, model.log_theta_gamma]
     k = model.surrounding.shape[-1]
@@ -246,8 +252,8 @@ def train_piecewise(model: PiecewiseCRF, data: LearnData, *, config: PiecewiseCo
         history.append(row)
         if callback is not None:
             callback(step, config.steps, {"train_loss": row["train_loss"], "val_miou": math.nan})
-    scales = calibrate(model, data, config, generator)
-    final = validate(model, val, c, void=void, classes=config.classes)
+    scales = calibrate(model, data, config, generator, unary_transform=unary_transform)
+    final = validate(model, val, c, **scored)
     history[-1]["val_miou"] = final
     log.info("piecewise: scales %.4g (surrounding), %.4g (above/below), validation mIoU %.2f (untrained %.2f)",
              *scales, final, val_initial)
@@ -258,15 +264,17 @@ def train_piecewise(model: PiecewiseCRF, data: LearnData, *, config: PiecewiseCo
 
 
 @torch.no_grad()
-def calibrate(model: PiecewiseCRF, data: LearnData, config: PiecewiseConfig,
-              generator: torch.Generator) -> tuple[float, float]:
+def calibrate(model: PiecewiseCRF, data: LearnData, config: PiecewiseConfig, generator: torch.Generator, *,
+              unary_transform: Callable[[Tensor], Tensor] | None = None) -> tuple[float, float]:
     """Fit the scales of the learned energies on training crops (see the module docstring); returns
-    ``(s_surrounding, s_above_below)``, already folded into the model.
+    ``(s_surrounding, s_above_below)``, already folded into the model. ``unary_transform`` as in
+    :func:`train_piecewise`.
 
     Coordinate search: s_surrounding over :data:`CALIBRATION_SCALES` with the above/below potential off, then
     s_above_below over 0 and the same scales. The boxes are built once and reused (only the energies change).
     """
     batch = data.crops(config.calibration_crops, config.crop, generator)
+    unary = batch.unary if unary_transform is None else unary_transform(batch.unary)
     op = model.build(batch.image)
     original = [p.detach().clone() for p in (model.potts, model.surrounding, model.above_below)]
 
@@ -277,7 +285,7 @@ def calibrate(model: PiecewiseCRF, data: LearnData, config: PiecewiseConfig,
 
     def score(s_sur: float, s_ab: float) -> tuple[float, float]:
         apply(s_sur, s_ab)
-        q = model(batch.image, batch.unary, op=op)
+        q = model(batch.image, unary, op=op)
         key = (batch_miou(q, batch.labels, data.num_classes, data.void, config.classes),
                -float(crf_loss(q, batch.labels, void=data.void)))
         log.debug("calibration s=(%.4g, %.4g): mIoU %.2f, loss %.4f", s_sur, s_ab, key[0], -key[1])

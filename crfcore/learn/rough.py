@@ -27,15 +27,22 @@ computes p from (A, B) in torch with gradients: the three settings are learned w
 B = the colour ratio, so σ scales the geodesic prior, written back as ``stroke_prior`` = γ(σ₀/σ)².
 ``roughness_scale`` moves the zone (not differentiable): a small grid of it, the CRF fine-tuned at each point.
 
+The ``"piecewise"`` refiner (Lin et al. 2016) learns its potentials without inference, from ground-truth label
+pairs alone, so they do not depend on the unary: :func:`~crfcore.learn.train_piecewise` trains them on the training
+images' ground truth first (its calibration fits their scale against the starting unary), then they are held fixed
+while the unary's settings are fine-tuned through mean field with them, over the same grid.
+
 The choice is made on the validation images among: the starting preset (the method's shipped ``rough_annotation``
 or ``scribbles`` preset, or ``--preset``), the unary alone (the starting unary with every pairwise weight ``w_*`` at
-0, so the CRF returns the unary's argmax), and each grid point's best; so the tuned result is never below the unary
+0 and learned matrices at their defaults, :func:`~crfcore.learn.finetune.zero_pairwise`, so the CRF returns the
+unary's argmax), and each grid point's best; so the tuned result is never below the unary
 or the starting preset on validation. GrabCut's later rounds (``rounds`` > 1: refit on the refined labels) are not
 trained through; the written preset keeps the starting ``rounds``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -56,6 +63,7 @@ from ..labels import VOID
 from ..protocols import StrokeRecipe, fill_nearest, next_stroke, polygon_annotation
 from .data import LearnData, Sample
 from .finetune import FinetuneConfig, TuneCallback, TuneResult, fine_tune, unary_miou, validate, zero_pairwise
+from .piecewise_train import PiecewiseConfig, train_piecewise
 
 __all__ = ["PROTOCOLS", "GRID", "RoughRecipe", "annotate", "unary_parts", "RoughUnary", "UnaryCRF", "RoughData",
            "tune_rough"]
@@ -272,17 +280,24 @@ class RoughData(LearnData):
 
 def tune_rough(method: str, params: Any, data: RoughData, *, config: FinetuneConfig = FinetuneConfig(),
                grid: tuple[float, ...] | None = None, callback: TuneCallback | None = None,
-               **model_options: Any) -> TuneResult:
+               piecewise: PiecewiseConfig | None = None, **model_options: Any) -> TuneResult:
     """Train ``method``'s CRF and the unary's settings on ``data``'s rough annotations; keep the best on validation.
 
+    The ``"piecewise"`` refiner learns its potentials piecewise, without inference (Lin et al. 2016), so from the
+    training images' ground truth alone: they are trained first (:func:`~crfcore.learn.train_piecewise`, calibrated
+    on the starting unary), then held fixed while the unary's settings are fine-tuned through inference with them at
+    each grid point, as for the other methods.
+
     Args:
-        method: a refiner fine-tuned through inference (not ``"piecewise"``).
+        method: a registered refiner.
         params: its starting params dataclass, at the training size.
         data: the images with parts built at the starting unary settings (``data.settings``).
-        config: fine-tuning settings of each grid point.
+        config: fine-tuning settings of each grid point (piecewise: of the unary's settings alone).
         grid: multipliers of the starting ``roughness_scale`` (default :data:`GRID` for polygons; strokes alone
             have no roughness to scale, so one point).
-        callback: progress over the whole grid (steps numbered across the points).
+        callback: progress over the whole run (steps numbered across the piecewise training and the points).
+        piecewise: piecewise-training settings (method ``"piecewise"`` only; default :class:`PiecewiseConfig` with
+            ``config``'s seed and classes rule).
         **model_options: ``crfcore.refiners.get`` keywords (``learn_compat``, ``learn_features``).
 
     Returns:
@@ -291,15 +306,15 @@ def tune_rough(method: str, params: Any, data: RoughData, *, config: FinetuneCon
         ``val_initial_miou`` the starting preset, ``val_miou`` the chosen one (≥ both).
 
     Raises:
-        ValueError: a piecewise method, or a grid value out of range.
+        ValueError: piecewise settings for another method, or a grid value out of range.
+        crfcore.Cancelled: from the callback.
     """
     from .. import refiners
 
-    entry = refiners.method(method)
-    if entry.training == "piecewise":
-        raise ValueError(f"method {method!r} trains its potentials piecewise, without inference, so the unary's "
-                         f"settings cannot be learned through it; tune it with --protocol noise, or tune "
-                         f"convcrf / densecrf / gaussian on rough masks.")
+    by_parts = refiners.method(method).training == "piecewise"
+    if piecewise is not None and not by_parts:
+        raise ValueError(f"piecewise settings were given for method {method!r}, which is fine-tuned through "
+                         f"inference; pass them only with method 'piecewise' (config holds {method}'s settings).")
     start_time = time.perf_counter()
     start = data.settings
     points = (1.0,) if data.rough.protocol == "strokes" else (grid or GRID)
@@ -308,37 +323,49 @@ def tune_rough(method: str, params: Any, data: RoughData, *, config: FinetuneCon
     head0 = RoughUnary(start, c, strokes=strokes)
     val0 = data.val()
     unary0 = unary_miou(val0, c, void=void, classes=classes, transform=head0)
-    shipped = validate(UnaryCRF(head0, refiners.get(method, params, num_classes=c)), val0, c, void=void,
-                       classes=classes)
+    shipped = validate(refiners.get(method, params, num_classes=c), val0, c, void=void, classes=classes,
+                       transform=head0)
     best = {"miou": shipped, "params": params, "unary": start, "choice": "the starting preset", "run": None}
     zero = zero_pairwise(params)
     if zero is not None:
-        alone = validate(UnaryCRF(head0, refiners.get(method, zero, num_classes=c)), val0, c, void=void,
-                         classes=classes)
+        alone = validate(refiners.get(method, zero, num_classes=c), val0, c, void=void, classes=classes,
+                         transform=head0)
         if alone > best["miou"]:
             best = {"miou": alone, "params": zero, "unary": start, "choice": "the unary alone (no pairwise term)",
                     "run": None}
     history: list[dict[str, float]] = []
-    total = config.steps * len(points)
-    steps_run = 0
+    piecewise = (piecewise or PiecewiseConfig(seed=config.seed, classes=classes)) if by_parts else None
+    offset = 0 if piecewise is None else piecewise.steps
+    total = offset + config.steps * len(points)
+    steps_run, label = 0, ""
+    crf = refiners.get(method, params, num_classes=c, **model_options)
+    if piecewise is not None:
+        def trained(step: int, _total: int, values: dict[str, float]) -> None:
+            if callback is not None:
+                callback(step, total, values)
+
+        run = train_piecewise(crf, data, config=piecewise, callback=trained, unary_transform=head0)
+        crf.requires_grad_(False)  # the potentials stay as trained; the unary's settings learn through them
+        history += [{**row, "roughness_scale": start.roughness_scale} for row in run.history]
+        steps_run, label = run.steps, "piecewise potentials, unary "
     for k, factor in enumerate(points):
         scale = start.roughness_scale * factor
         settings = P.with_overrides(start, roughness_scale=scale)  # validates the range
         point = data if factor == 1.0 else data.with_settings(settings)
-        model = UnaryCRF(RoughUnary(settings, c, strokes=strokes),
-                         refiners.get(method, params, num_classes=c, **model_options))
+        model = UnaryCRF(RoughUnary(settings, c, strokes=strokes), copy.deepcopy(crf))
+        first = offset + k * config.steps
 
-        def report(step: int, _total: int, values: dict[str, float], offset: int = k * config.steps) -> None:
+        def report(step: int, _total: int, values: dict[str, float], first: int = first) -> None:
             if callback is not None:
-                callback(offset + step, total, values)
+                callback(first + step, total, values)
 
         run = fine_tune(model, point, config=config, callback=report, unary_transform=model.unary)
         steps_run += run.steps
-        history += [{**row, "step": row["step"] + k * config.steps, "roughness_scale": scale} for row in run.history]
+        history += [{**row, "step": row["step"] + first, "roughness_scale": scale} for row in run.history]
         log.debug("roughness_scale %.3g: validation mIoU %.2f (step %d)", scale, run.val_miou, run.best_step)
         if run.val_miou > best["miou"]:
             best = {"miou": run.val_miou, "params": run.params, "unary": model.unary.settings(), "run": run,
-                    "choice": f"tuned at roughness_scale {scale:.3g} (step {run.best_step})"}
+                    "choice": f"{label}tuned at roughness_scale {scale:.3g} (step {run.best_step})"}
     run = best["run"]
     return TuneResult(method, best["params"], unary0, shipped, best["miou"],
                       run.best_step if run is not None else 0, steps_run,

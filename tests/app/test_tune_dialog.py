@@ -170,3 +170,32 @@ def test_tuning_on_polygons_shows_unary_before_and_tuned_and_saves_the_unary_set
     assert "unary settings" in dialog.status.text()
     dialog.close()
     qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
+
+
+def test_piecewise_tunes_on_polygons_in_the_dialog_and_applies_potentials_and_unary_18(labelled_window, qtbot):
+    import re
+
+    window = labelled_window
+    window.document.set_method("piecewise")
+    qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)
+    dialog = open_dialog(window, qtbot, steps=2)
+    assert dialog.method == "piecewise"
+    dialog.protocol.setCurrentIndex(dialog.protocol.findData("polygon"))
+    dialog.tolerance.setValue(6.0)
+    totals = []
+    dialog.runner.progress.connect(lambda value: totals.append(value[1]))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=3 * TIMEOUT) as finished:
+        dialog.start_button.click()
+        assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()  # runs on the worker
+    result = finished.args[0]
+    assert (result.method, result.kind) == ("piecewise", "rough_annotation") and result.unary is not None
+    assert set(totals) == {2 + 2 * 3}  # 2 piecewise steps, then 2 unary steps at each of the 3 roughness scales
+    figures = re.search(r"unary ([\d.]+), before ([\d.]+), tuned ([\d.]+)", dialog.status.text())
+    assert figures, dialog.status.text()
+    unary, before, tuned = map(float, figures.groups())
+    assert tuned >= unary and tuned >= before
+    dialog.apply_button.click()
+    assert window.document.params("piecewise") == result.params
+    assert window.document.unary_settings == result.unary
+    dialog.close()
+    qtbot.waitUntil(lambda: not window.scheduler.busy and not window.scheduler.pending, timeout=TIMEOUT)

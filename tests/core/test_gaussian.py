@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import crfcore
 from crfcore import Cancelled
-from crfcore.affinity import ExactBackend, LocalBackend, LowRankBackend, PooledBackend
+from crfcore.affinity import ExactBackend, LocalBackend, LowRankBackend, PooledBackend, WindowMatrix
 from crfcore.affinity.grid import downsample
 from crfcore.features import appearance_features, smoothness_features
 from crfcore.inference import ConvergenceWarning, gaussian_crf, unary_scores
@@ -262,6 +262,36 @@ def test_grid_reduction_stencil_and_coarse_system_match_their_definitions():
     assert torch.allclose(factor @ factor.transpose(1, 2), dense, atol=1e-9 * float(dense.abs().max()))
 
 
+@pytest.mark.parametrize("classes", [3, 11])
+def test_window_matrix_matches_the_window_and_is_exactly_symmetric(classes):
+    """The sparse K (issue 17) against the window's tap-by-tap apply, batch 2, odd sizes, class counts below and
+    above the product's column padding; K read column by column from it is symmetric to the last bit."""
+    img = _image(13, 17, 2)
+    op = LocalBackend(5, 1).build(_features(img)).weighted(torch.tensor([6.0, 3.0], dtype=D64))
+    matrix = WindowMatrix.of(op)
+    q = torch.randn(2, classes, 13, 17, dtype=D64)
+    assert torch.allclose(matrix.apply(q), op.apply(q), rtol=0, atol=1e-12)
+    dense = _dense_matrix(matrix, 2, 13, 17)
+    assert torch.equal(dense, dense.transpose(1, 2))
+    assert WindowMatrix.of(LocalBackend(5, 2).build(_features(img))) is None  # blurred: not symmetric, not kept
+
+
+def test_grid_reduction_deflation_columns_and_fine_norms_match_their_definitions():
+    """``SZ c`` and ``K M Z c`` read from the colour probes against S and K M applied to the expanded ``Z c``, and
+    the full-resolution residual norm computed on the grid (UᵀU) against ``(2/c)|U K r|`` at full resolution."""
+    op, _, reduction, _, _ = _pooled_system(23, 29, 2, filter_size=5, blur=3, lam=0.5, batch=2)
+    h, w = op.grid
+    like = torch.zeros(2, 11, h, w, dtype=D64)
+    a = reduction.blocks
+    c = torch.randn(2, 11, -(-h // a) * -(-w // a), dtype=D64)
+    sz, kmz = reduction._deflated(c, like)
+    s_ref, km_ref = reduction._s_apply(reduction._expand(c, like))
+    assert torch.allclose(sz, s_ref, atol=1e-10) and torch.allclose(kmz, km_ref, atol=1e-10)
+    r = torch.randn(2, 11, h, w, dtype=D64)
+    norms = reduction.coef * op.prolong(op.inner.apply(r)).flatten(2).norm(dim=-1)
+    assert torch.allclose(reduction._fine_norms(r).flatten(1), norms, rtol=1e-10)
+
+
 def test_grid_reduction_solves_the_full_system_in_fewer_iterations():
     """The reduced, two-level preconditioned solve reaches the solution of plain and of Jacobi CG on the full grid
     (and of the dense solve) in fewer iterations; its stopping rule is the full system's relative residual."""
@@ -280,6 +310,35 @@ def test_grid_reduction_solves_the_full_system_in_fewer_iterations():
     assert reduced.iterations < jacobi.iterations < plain.iterations
     dense = _dense_solve(_dense_matrix(op, 1, h, w), scores, lam)
     assert _rel_err(reduced.x, dense) <= 1e-8
+
+
+def test_grid_reduction_with_a_callback_carries_k_m_z_to_the_same_solution():
+    """With a callback, K M z is carried by recurrence so every iterate can be shown; without one it is computed
+    once at the end. Both give the same solution, and the last iterate shown is it."""
+    h, w, lam = 40, 48, 0.5
+    _, _, reduction, scores, _ = _pooled_system(h, w, 3, filter_size=5, blur=2, lam=lam)
+    seen = []
+    shown = reduction.solve(lam * scores, tol=1e-10, max_iter=5000, callback=lambda k, n, x: seen.append(x.clone()))
+    plain = reduction.solve(lam * scores, tol=1e-10, max_iter=5000)
+    assert shown.iterations == plain.iterations == len(seen) > 1
+    assert _rel_err(shown.x, plain.x) <= 1e-9 and _rel_err(seen[-1], shown.x) <= 1e-12
+
+
+def test_grid_reduction_without_kept_filters_applies_k_and_m_by_the_window_to_the_same_solution():
+    """A window whose filters exceed its cache budget has no sparse K: the reduction falls back to the banded apply
+    and the nine-tap M, and reaches the same solution."""
+    h, w, lam = 40, 48, 0.5
+    img = _image(h, w)
+    scores = torch.randn(1, 3, h, w, dtype=D64)
+    solutions = []
+    for cache_bytes in (1 << 30, 0):
+        op = PooledBackend(LocalBackend(5, 1, cache_bytes=cache_bytes), 2).build(_features(img)).weighted(
+            torch.tensor([6.0, 3.0], dtype=D64))
+        system = GaussianSystem([op], (h, w), 1, lam=lam, mu=lam, like=scores)
+        reduction = GridReduction(op, system.diagonal().unflatten(-1, (h, w)))
+        assert (reduction.window is None) == (cache_bytes == 0)
+        solutions.append(reduction.solve(lam * scores, tol=1e-10, max_iter=5000).x)
+    assert _rel_err(solutions[1], solutions[0]) <= 1e-8
 
 
 def test_grid_reduction_warm_start_converges_in_fewer_iterations_and_float32_stays_float32():

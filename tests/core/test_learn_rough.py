@@ -14,7 +14,7 @@ import crfcore
 from crfcore import io
 from crfcore import params as P
 from crfcore.cli import main
-from crfcore.learn import FinetuneConfig, RoughData, RoughRecipe, tune_rough
+from crfcore.learn import FinetuneConfig, PiecewiseConfig, RoughData, RoughRecipe, tune_rough
 from crfcore.learn.rough import RoughUnary, annotate, unary_parts
 from crfcore.mask_refine import resolve_settings
 from crfcore.protocols import polygon_annotation
@@ -138,12 +138,93 @@ def test_cli_tune_strokes_runs_and_rough_protocols_refuse_what_they_cannot_do(sh
                  "--max-side", "48", "--steps", "1", "--crop", "40", "--val-frac", "0.5"]) == 0
     assert json.loads(out.read_text())["kind"] == "scribbles"
     capsys.readouterr()
-    assert main(["tune", "--data", str(shapes_folder), "-o", str(out), "--protocol", "polygon", "--method",
-                 "piecewise", "--steps", "1"]) == 2
-    assert "cannot be learned through it" in capsys.readouterr().err
     assert main(["tune", "--data", str(shapes_folder), "-o", str(out), "--protocol", "polygon", "--checkpoint",
                  str(tmp_path / "c.pt")]) == 2
     assert "--checkpoint applies to --protocol noise" in capsys.readouterr().err
+    assert main(["tune", "--data", str(shapes_folder), "-o", str(out), "--protocol", "polygon", "--edges",
+                 "256"]) == 2
+    assert "--edges is a piecewise-training setting; fine-tuning convcrf" in capsys.readouterr().err
+    assert main(["tune", "--data", str(shapes_folder), "-o", str(out), "--protocol", "polygon", "--method",
+                 "piecewise", "--learn-compat"]) == 2
+    assert "learns its potentials (its compatibilities) by itself" in capsys.readouterr().err
+
+
+def _piecewise_rough(folder, protocol: str):
+    recipe = RoughRecipe(protocol, tolerance=6, strokes=4)
+    params, settings = resolve_settings("piecewise", None, recipe.kind)
+    data = RoughData(folder, recipe, settings, val_frac=0.5, long_side=48)
+    steps = []
+    result = tune_rough("piecewise", P.scaled(params, 48 / 500, floor=False), data,
+                        config=FinetuneConfig(steps=2, val_every=1, crop=40), grid=(1.0, 2.0),
+                        piecewise=PiecewiseConfig(steps=4, edges=512, crop=32, calibration_crops=1),
+                        callback=lambda step, total, _values: steps.append((step, total)))
+    return result, settings, steps
+
+
+@pytest.mark.parametrize("protocol", ["polygon", "strokes"])
+def test_tune_rough_piecewise_trains_the_potentials_then_the_unary_and_never_falls_below_it_18(shapes_folder,
+                                                                                              protocol):
+    result, settings, steps = _piecewise_rough(shapes_folder, protocol)
+    assert result.method == "piecewise" and result.kind == RoughRecipe(protocol).kind and result.choice
+    assert result.val_miou >= max(result.val_unary_miou, result.val_initial_miou)
+    assert isinstance(result.unary, P.UnaryParams) and 0.51 <= result.unary.confidence <= 1.0
+    # piecewise training first (its per-potential losses), then the unary's settings at each grid point
+    assert sum("loss_surrounding" in row for row in result.history) == 4
+    points = 1 if protocol == "strokes" else 2
+    total = 4 + 2 * points
+    assert {t for _, t in steps} == {total} and result.steps == total  # one count across both stages
+    assert [k for k, _ in steps] == sorted(k for k, _ in steps) and {k for k, _ in steps} == set(range(1, total + 1))
+    assert {row["roughness_scale"] for row in result.history} == {settings.roughness_scale * f
+                                                                  for f in (1.0, 2.0)[:points]}
+    if result.choice.startswith("piecewise potentials"):
+        assert isinstance(result.params.potentials, tuple) and len(result.params.potentials) == 6
+    if protocol == "polygon":  # seeded on CPU: the trained potentials with the tuned unary gain on these shapes
+        assert result.choice.startswith("piecewise potentials") and result.val_miou > result.val_unary_miou
+
+
+def test_tune_rough_refuses_piecewise_settings_for_a_method_tuned_through_inference(shapes_folder):
+    recipe = RoughRecipe("polygon", tolerance=6)
+    params, settings = resolve_settings("convcrf", None, recipe.kind)
+    data = RoughData(shapes_folder, recipe, settings, val_frac=0.5, long_side=48)
+    with pytest.raises(ValueError, match="piecewise settings were given for method 'convcrf'"):
+        tune_rough("convcrf", params, data, piecewise=PiecewiseConfig(steps=1))
+
+
+def test_cli_tune_piecewise_on_polygons_writes_a_preset_refine_mask_uses_18(shapes_folder, tmp_path, capsys):
+    out = tmp_path / "piecewise.json"
+    assert main(["tune", "--method", "piecewise", "--data", str(shapes_folder), "-o", str(out), "--protocol",
+                 "polygon", "--tolerance", "6", "--max-side", "48", "--limit", "4", "--steps", "3", "--edges", "512",
+                 "--val-every", "1", "--crop", "24", "--val-frac", "0.5", "--roughness-scales", "1,2"]) == 0
+    text = capsys.readouterr().out
+    figures = re.search(r"validation mIoU\s+unary ([\d.]+)\s+shipped ([\d.]+)\s+tuned ([\d.]+) \(([^;]+);", text)
+    assert figures, text
+    unary, shipped, tuned = map(float, figures.groups()[:3])
+    assert tuned >= unary and tuned >= shipped
+    written = json.loads(out.read_text())
+    assert (written["method"], written["kind"]) == ("piecewise", "rough_annotation")
+    assert set(written["unary"]) == {s.name for s in P.specs(P.UnaryParams)}
+    params, settings = resolve_settings("piecewise", out, "rough_annotation")
+    assert figures.group(4).startswith("piecewise potentials")  # seeded: the trained potentials are kept
+    assert np.asarray(params.potentials).shape == (6, 3, 3)
+    # refine_mask(method="piecewise", params=path) runs the written potentials with the written unary settings
+    image, gt = _shapes(3)
+    mask = polygon_annotation(gt, tolerance=6)
+    via_preset = crfcore.refine_mask(image, mask, method="piecewise", params=str(out), device="cpu").labels
+    by_hand = crfcore.refine_mask(image, mask, method="piecewise", params=params, device="cpu",
+                                  **P.to_dict(settings)).labels
+    np.testing.assert_array_equal(via_preset, by_hand)
+
+
+def test_zero_pairwise_of_trained_piecewise_potentials_returns_the_unary_18():
+    model = crfcore.refiners.get("piecewise", num_classes=3)
+    with torch.no_grad():  # box-kernel energies carry no w_* weight: zeroing the weights alone would keep them
+        model.surrounding[2].copy_(3.0 * torch.randn(3, 3, generator=torch.Generator().manual_seed(0)))
+    zero = crfcore.learn.finetune.zero_pairwise(model.current_params())
+    assert zero.potentials == "potts"
+    image, gt = _shapes(0)
+    probs = np.random.default_rng(1).dirichlet([1, 1, 1], gt.shape).transpose(2, 0, 1).astype(np.float32)
+    labels = crfcore.refine(image, probs, "piecewise", params=zero, device="cpu").labels
+    np.testing.assert_array_equal(labels, probs.argmax(0))
 
 
 def test_prefer_unary_hands_back_the_unary_alone_when_tuning_made_it_worse():
