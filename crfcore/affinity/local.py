@@ -131,7 +131,10 @@ class LocalOp:
     def filters(self) -> Tensor | None:
         """The weighted per-pixel filters ``(B, k², h, w)`` on the blurred grid (tap ``(dy + k//2)·k + dx + k//2``,
         centre 0), or None when they exceed ``cache_bytes`` (then :meth:`apply` makes them band by band)."""
-        return self._full_combined(self.grid_size[0])
+        if self._gather is None:
+            return self._full_combined(self.grid_size[0])
+        b, _, h, w = self.features[0].shape
+        return self._gather.weighted_taps(self.weights).transpose(1, 2).reshape(b, -1, h, w)
 
     def apply(self, q: Tensor) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, H, W)``: Σ_{d≠0} G_d(i) q_{i+d} on the blurred grid, upsampled back.
