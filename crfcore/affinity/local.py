@@ -13,13 +13,14 @@ How it is computed, chosen by memory (``cache_bytes``):
 - gather (the per-pixel taps fit): the taps are built once (``build``) as rows ``(B, h·w, k²)`` with a tap index
   of the same shape, and each ``apply`` is one ``embedding_bag`` in ``"sum"`` mode with per-sample weights over q
   in channels-last layout ``(h·w, C)``: its CPU kernel (fbgemm) reduces a pixel's k² neighbour rows (the centre
-  with weight 0) in registers, so an iteration streams the taps and q once and writes M once. Measured at 500×375, 21 classes, one thread (thread
-  CPU time, loaded machine): about 2× (k = 7) and 1.7× (k = 11) faster than the band loop below, whose k²−1
-  multiply-adds each read and write the accumulator (~4.4 G multiply-adds/s, bound by the cache's bandwidth).
+  with weight 0) in registers, so an iteration streams the taps and q once and writes M once. Measured at 500×375,
+  21 classes, one thread (thread CPU time, loaded machine): about 2× (k = 7) and 1.7× (k = 11) faster than the
+  band loop below, whose k²−1 multiply-adds each read and write the accumulator (~4.4 G multiply-adds/s, bound by
+  the cache's bandwidth).
 - bands (otherwise): the k²−1 shifted multiply-adds run over bands of rows small enough to stay in cache; the
   weighted filters are kept while one ``(B, k², h, w)`` tensor fits, otherwise recomputed band by band in
-  ``apply``, so memory stays bounded (a 4096×4096 image with 21 classes at
-  k=11 needs a few GiB, never the k²·C·N of an unfold).
+  ``apply``, so memory stays bounded (a 4096×4096 image with 21 classes at k=11 needs a few GiB, never the k²·C·N
+  of an unfold).
 
 Both give the same sums up to float32 rounding order; the tests hold each to the exact truncated affinity.
 """
@@ -118,7 +119,7 @@ class LocalOp:
     def memory_format(self) -> torch.memory_format:
         """The layout mean field should keep Q in: channels-last when the message is gathered at full resolution,
         whose rows of classes it reads and writes; (B, C, H, W) on a blurred grid, where the full-resolution
-        softmax, pooling and upsampling run faster along rows of pixels (``crfcore bench convcrf``)."""
+        softmax, pooling and upsampling measured faster along rows of pixels."""
         if self._gather is not None and self.blur == 1:
             return torch.channels_last
         return torch.contiguous_format
