@@ -28,7 +28,8 @@ class AffinityOp(Protocol):
         """The same kernels with per-kernel weights ``(M,)`` (differentiable), sharing what was built."""
 
     def apply(self, q: Tensor) -> Tensor:
-        """``(B, C, H, W)`` → ``(B, C, H, W)``: the weighted kernel sum applied to ``q``, no self term."""
+        """``(B, C, H, W)`` → ``(B, C, H, W)``: the weighted kernel sum applied to ``q``, no self term; a new tensor
+        (mean field overwrites it in place)."""
 
 
 class Backend(Protocol):

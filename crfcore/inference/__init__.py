@@ -2,8 +2,8 @@
 
 from .gaussian import CGResult, ConvergenceWarning, GaussianSystem, conjugate_gradient, gaussian_crf, unary_scores
 from .meanfield import (Cancelled, ProgressCallback, compatibility_transform, hard_pixels, held_pixels, mean_field,
-                        unary_energy)
+                        to_memory_format, unary_energy)
 
 __all__ = ["Cancelled", "ProgressCallback", "compatibility_transform", "hard_pixels", "held_pixels", "mean_field",
-           "unary_energy", "CGResult", "ConvergenceWarning", "GaussianSystem", "conjugate_gradient", "gaussian_crf",
+           "to_memory_format", "unary_energy", "CGResult", "ConvergenceWarning", "GaussianSystem", "conjugate_gradient", "gaussian_crf",
            "unary_scores"]

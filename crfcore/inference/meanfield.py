@@ -18,7 +18,7 @@ from torch import Tensor
 from ..affinity import AffinityOp
 
 __all__ = ["Cancelled", "ProgressCallback", "unary_energy", "hard_pixels", "held_pixels", "compatibility_transform",
-           "mean_field"]
+           "mean_field", "to_memory_format"]
 
 UNARY_CLIP = 1e-5  # probabilities are clipped to [1e-5, 1] before the log, as pydensecrf's unary_from_softmax
 
@@ -32,7 +32,28 @@ class Cancelled(Exception):
 
 def unary_energy(probs: Tensor) -> Tensor:
     """ψu = −log(clip(P, 1e-5, 1)), ``(B, C, H, W)``."""
-    return -torch.log(probs.clamp(UNARY_CLIP, 1.0))
+    return torch.log(probs.clamp(UNARY_CLIP, 1.0)).neg_()
+
+
+def to_memory_format(x: Tensor, memory_format: torch.memory_format) -> Tensor:
+    """``x`` ``(B, C, H, W)`` in ``memory_format`` (contiguous or channels-last), copied only if it is not already.
+
+    Both directions are transposes of ``(C, H·W)`` blocks, which ``Tensor.contiguous(memory_format=…)`` runs three to
+    four times slower on CPU than a copy into a fresh tensor of the other layout (channels-last) or a 2-D transpose
+    per image (back), measured on a 500×375×21 Q.
+    """
+    if x.is_contiguous(memory_format=memory_format):
+        return x
+    if memory_format == torch.channels_last:
+        return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+    if memory_format != torch.contiguous_format or not x.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=memory_format)
+    b, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view of channels-last memory
+    out = x.new_empty(b, c, h * w)
+    for i in range(b):
+        out[i].copy_(rows[i].t())
+    return out.view(b, c, h, w)
 
 
 def hard_pixels(probs: Tensor) -> Tensor | None:
@@ -70,7 +91,10 @@ def compatibility_transform(message: Tensor, compat: Tensor | None) -> Tensor:
     if compat.shape != (message.shape[1], message.shape[1]):
         raise ValueError(f"unary has {message.shape[1]} classes, compat is "
                          f"{'×'.join(map(str, compat.shape))}.")
-    return torch.einsum("lk,bkhw->blhw", compat.to(message.dtype), message)
+    compat = compat.to(message.dtype)
+    if message.is_contiguous(memory_format=torch.channels_last) and not message.is_contiguous():
+        return torch.matmul(message.permute(0, 2, 3, 1), compat.T).permute(0, 3, 1, 2)  # stays channels-last
+    return torch.einsum("lk,bkhw->blhw", compat, message)
 
 
 def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tensor | None = None,
@@ -82,7 +106,8 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         op: weighted kernel operator; ``op.apply(Q)`` is the message ``Σ_j k(f_i, f_j) Q_j``.
         iterations: T ≥ 0; 0 returns softmax(−ψu).
         compat: ``(C, C)`` compatibility, or None for Potts.
-        callback: ``callback(t, T, Q)`` after every iteration; may raise :class:`Cancelled`.
+        callback: ``callback(t, T, Q)`` after every iteration, Q the live iterate (copy it to keep it); may raise
+            :class:`Cancelled`.
         fixed: optional ``(B, 1, H, W)`` bool; these pixels keep softmax(−ψu) (see :func:`hard_pixels`) and pass
             it to their neighbours.
     """
@@ -91,25 +116,38 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
     q_fixed = q if fixed is not None else None
     for t in range(iterations):
         message = op.apply(q)
-        logits = neg_energy + message if compat is None else neg_energy - compatibility_transform(message, compat)
-        q = _softmax(logits)
+        # without autograd each full-resolution step runs in place on the fresh message: on CPU a new tensor the
+        # size of Q costs more in page faults than the arithmetic that fills it
+        in_place = not (torch.is_grad_enabled() and (message.requires_grad or neg_energy.requires_grad))
+        if compat is not None:
+            pair = compatibility_transform(message, compat)
+            message = pair.neg_() if in_place else -pair
+        logits = message.add_(neg_energy) if in_place else neg_energy + message
+        q = _softmax(logits, in_place=in_place)
         if q_fixed is not None:
-            q = torch.where(fixed, q_fixed, q)
+            q = torch.where(fixed, q_fixed, q, out=q) if in_place else torch.where(fixed, q_fixed, q)
         if callback is not None:
             callback(t + 1, iterations, q)
     return q
 
 
-def _softmax(logits: Tensor) -> Tensor:
-    """Softmax over C of ``(B, C, H, W)``. Without autograd it runs in place on ``logits`` (a fresh temporary),
-    which is over twice as fast on CPU as ``torch.softmax`` over a strided class axis. In channels-last memory the
-    class axis is innermost, so torch's fused softmax over the last axis of the ``(B, H, W, C)`` view wins."""
-    if logits.is_contiguous(memory_format=torch.channels_last) and not logits.is_contiguous():
-        return torch.softmax(logits.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+def _softmax(logits: Tensor, *, in_place: bool = False) -> Tensor:
+    """Softmax over C of ``(B, C, H, W)``, in ``logits``' memory format; ``in_place`` may overwrite ``logits``.
+
+    Without autograd the logits are shifted by their pixel's maximum and clamped at −80 before ``exp``: a CRF's
+    messages put most logits 87 or more below the maximum, where ``exp`` leaves its fast path (``torch.softmax``
+    runs several times slower on them), and below −80 the result is < 2e-35 of the largest class, so the clamp
+    changes nothing a float32 sum can see. In channels-last memory the class axis is innermost.
+    """
+    channels_last = logits.is_contiguous(memory_format=torch.channels_last) and not logits.is_contiguous()
+    dim = 1
+    if channels_last:
+        logits, dim = logits.permute(0, 2, 3, 1), -1
     if torch.is_grad_enabled() and logits.requires_grad:
-        return torch.softmax(logits, dim=1)
-    logits = logits - logits.amax(dim=1, keepdim=True)
-    # exp of very negative numbers yields subnormals, which CPUs compute ~6x slower; below -80 the result is < 2e-35
-    # of the largest class, so clamping changes nothing a float32 sum can see.
-    logits.clamp_min_(-80.0).exp_()
-    return logits.div_(logits.sum(dim=1, keepdim=True))
+        out = torch.softmax(logits, dim=dim)
+    else:
+        peak = logits.amax(dim=dim, keepdim=True)
+        out = logits.sub_(peak) if in_place else logits - peak
+        out.clamp_min_(-80.0).exp_()
+        out = out.div_(out.sum(dim=dim, keepdim=True))
+    return out.permute(0, 3, 1, 2) if channels_last else out

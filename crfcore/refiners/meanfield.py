@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .. import params as P
 from ..affinity import AffinityOp, LocalBackend
 from ..affinity.lattice import LatticeBackend, LatticeOp
-from ..inference import ProgressCallback, held_pixels, mean_field, unary_energy
+from ..inference import ProgressCallback, held_pixels, mean_field, to_memory_format, unary_energy
 from .kernels import GaussianKernels
 
 __all__ = ["MeanFieldCRF", "ConvCRF", "DenseCRF"]
@@ -73,8 +73,11 @@ class MeanFieldCRF(nn.Module):
         one-hot ones, :func:`~crfcore.inference.hard_pixels`)."""
         op = op if op is not None else self.build(image)
         steps = self.config.iterations if iterations is None else iterations
-        return mean_field(unary_energy(probs), op.weighted(self.kernels.weights()), iterations=steps,
-                          compat=self.compat, callback=callback, fixed=held_pixels(probs, fixed))
+        # the op says which layout its messages are fastest in (LocalOp: channels-last at blur 1)
+        energy = to_memory_format(unary_energy(probs), getattr(op, "memory_format", torch.contiguous_format))
+        q = mean_field(energy, op.weighted(self.kernels.weights()), iterations=steps, compat=self.compat,
+                       callback=callback, fixed=held_pixels(probs, fixed))
+        return to_memory_format(q, torch.contiguous_format)
 
     def current_params(self) -> Any:
         """The params dataclass with the current (possibly learned) values, ready for ``params.save_preset``."""

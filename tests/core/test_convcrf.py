@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crfcore.affinity import ExactBackend
+from crfcore.affinity import ExactBackend, LocalBackend
 from crfcore.affinity.grid import downsample, upsample
-from crfcore.inference import mean_field, unary_energy
+from crfcore.inference import mean_field, to_memory_format, unary_energy
 from crfcore.params import ConvCRFParams
 from crfcore.refiners import ConvCRF, get
 
@@ -30,10 +30,17 @@ class _PoolExactUpsample:
 
 
 @pytest.mark.parametrize("k,blur", [(3, 1), (5, 1), (7, 1), (5, 2)])
-def test_convcrf_matches_exact_meanfield(k: int, blur: int) -> None:
+@pytest.mark.parametrize("path", ["gather", "bands"])
+def test_convcrf_matches_exact_meanfield(k: int, blur: int, path: str, monkeypatch) -> None:
+    """Both message paths of the local backend (the gather in channels-last memory while its taps fit
+    ``cache_bytes``, shifted multiply-adds over bands otherwise) against mean field with the dense truncated W."""
+    if path == "bands":
+        monkeypatch.setattr(ConvCRF, "backend", lambda self: LocalBackend(self.config.filter_size, self.config.blur,
+                                                                           cache_bytes=0))
     image, probs = _scene()
     model = ConvCRF(ConvCRFParams(filter_size=k, blur=blur, w_appearance=2.0, w_smoothness=1.0, theta_alpha=6.0,
                                   theta_beta=40.0, theta_gamma=2.0))
+    assert (model.build(image).memory_format == torch.channels_last) == (path == "gather" and blur == 1)
     with torch.no_grad():
         ours = model(image, probs)
         feats = [downsample(f, blur) for f in model.kernels.features(image)]
@@ -88,3 +95,32 @@ def test_current_params_round_trip_learned_values() -> None:
 def test_learn_compat_needs_num_classes() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         ConvCRF(learn_compat=True)
+
+
+def test_meanfield_in_channels_last_equals_bchw_with_compat_and_held_pixels() -> None:
+    """Mean field keeps Q in the energy's memory format (the ConvCRF runs channels-last at blur 1, in place); the
+    result must not depend on it, with a C×C compatibility and held pixels too."""
+    g = torch.Generator().manual_seed(3)
+    energy = torch.rand(2, 4, 9, 11, generator=g) * 5
+    feats = [torch.randn(2, 5, 9, 11, generator=g), torch.randn(2, 2, 9, 11, generator=g)]
+    op = LocalBackend(5, 1).build(feats).weighted(torch.tensor([2.0, 1.0]))
+    compat = torch.rand(4, 4, generator=g)
+    fixed = torch.rand(2, 1, 9, 11, generator=g) > 0.8
+    with torch.no_grad():
+        bchw = mean_field(energy, op, iterations=4, compat=compat, fixed=fixed)
+        rows = mean_field(to_memory_format(energy, torch.channels_last), op, iterations=4, compat=compat,
+                          fixed=fixed)
+    assert rows.is_contiguous(memory_format=torch.channels_last) and not rows.is_contiguous()
+    assert (rows - bchw).abs().max().item() <= 1e-6
+    held = fixed.expand_as(rows)
+    assert (rows[held] - torch.softmax(-energy, dim=1)[held]).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_to_memory_format_round_trips_exactly(layout: torch.memory_format) -> None:
+    x = torch.rand(2, 5, 6, 7).contiguous(memory_format=layout)
+    other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
+    y = to_memory_format(x, other)
+    assert y.is_contiguous(memory_format=other) and torch.equal(y, x)
+    assert to_memory_format(y, layout).is_contiguous(memory_format=layout)
+    assert to_memory_format(x, layout) is x

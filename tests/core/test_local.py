@@ -16,16 +16,34 @@ def _features(b: int, h: int, w: int, dtype: torch.dtype = torch.float32) -> lis
 
 
 @pytest.mark.parametrize("k", [3, 5, 7, 11])
-@pytest.mark.parametrize("cache", [10.0, 1.5, 0.0], ids=["all-cached", "combined-cached", "band-by-band"])
+@pytest.mark.parametrize("cache", [10.0, 1.5, 0.0], ids=["gather", "bands-combined-cached", "bands-recomputed"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_local_matches_exact_truncated_affinity(k: int, cache: float, dtype: torch.dtype, tol: float) -> None:
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["bchw", "channels-last"])
+def test_local_matches_exact_truncated_affinity(k: int, cache: float, dtype: torch.dtype, tol: float,
+                                                layout: torch.memory_format) -> None:
     feats = _features(2, 13, 17, dtype)
     q = torch.rand(2, 4, 13, 17, dtype=dtype)
     weights = torch.tensor([1.0, 0.5], dtype=dtype)
     one_filter = 2 * k * k * 13 * 17 * feats[0].element_size()  # bytes of one (B, k², H, W) filter tensor
     local = LocalBackend(k, 1, cache_bytes=int(cache * one_filter)).build(feats).weighted(weights)
+    assert (local.memory_format == torch.channels_last) == (cache == 10.0)  # the gather path iff its taps fit
     exact = ExactBackend(window=k).build(feats).weighted(weights)
-    assert (local.apply(q) - exact.apply(q)).abs().max().item() <= tol
+    out = local.apply(q.contiguous(memory_format=layout))
+    assert out.is_contiguous(memory_format=layout)
+    assert (out - exact.apply(q)).abs().max().item() <= tol
+
+
+def test_local_reweighting_after_a_no_grad_apply_uses_the_new_weights() -> None:
+    """The gather keeps Σ w_m taps_m between calls with equal weights; new weights must not reuse it."""
+    feats = _features(1, 9, 10)
+    q = torch.rand(1, 3, 9, 10)
+    built = LocalBackend(5, 1).build(feats)
+    exact = ExactBackend(window=5).build(feats)
+    for weights in ([1.0, 0.5], [1.0, 0.5], [0.2, 3.0]):
+        w = torch.tensor(weights)
+        with torch.no_grad():
+            out = built.weighted(w).apply(q)
+        assert (out - exact.weighted(w).apply(q)).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("shape", [(6, 7), (7, 3), (2, 7)])  # window ±6 px reaches past every edge
@@ -61,13 +79,14 @@ def test_local_has_no_self_term() -> None:
     assert LocalBackend(3, 1).build(feats).apply(torch.ones(1, 2, 1, 1)).abs().max().item() == 0.0
 
 
-def test_local_apply_gradcheck_float64() -> None:
+@pytest.mark.parametrize("cache", [1 << 30, 0], ids=["gather", "bands"])
+def test_local_apply_gradcheck_float64(cache: int) -> None:
     feats = [f.requires_grad_() for f in _features(1, 4, 5, torch.float64)]
     q = torch.rand(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     w = torch.tensor([1.5, 0.5], dtype=torch.float64, requires_grad=True)
 
     def fn(q, w, f0, f1):
-        return LocalBackend(3, 1).build([f0, f1]).weighted(w).apply(q)
+        return LocalBackend(3, 1, cache_bytes=cache).build([f0, f1]).weighted(w).apply(q)
 
     assert torch.autograd.gradcheck(fn, (q, w, *feats))
 
