@@ -51,7 +51,7 @@ __all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACT
            "resolve_params", "preview_bounds", "preview_scale", "next_preview_scale", "preview_params"]
 
 PREVIEW_PIXELS = 65_536  # a preview runs on at most this many pixels (256×256), then is upsampled
-PREVIEW_MS = 40.0  # ... and on fewer when the image's last full run predicts more than this many milliseconds
+PREVIEW_MS = 40.0  # ... and on fewer when its build and solve (what shrinks with it) would take more milliseconds
 PREVIEW_MIN_SIDE = 32  # pixels: the preview's shorter side never gets smaller than this
 PREVIEW_TOL_FACTOR = 10.0  # a preview's solver tolerance (the Gaussian CRF's CG) is this much looser
 PREVIEW_FINER_SHARE = 0.5  # a preview gets finer only when predicted to take at most this share of PREVIEW_MS ...
@@ -128,7 +128,8 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
                        budget_ms: float | None = None) -> int:
     """The downsampling factor for the next preview, after previews at factor ``scale`` took ``recent_ms``.
 
-    A preview's time is taken to grow with its pixel count (``∝ 1 / scale²``). Hysteresis, since each change of
+    Times are a preview's build and solve at its size (not the full-size resampling and labelling around them,
+    which no factor shrinks), taken to grow with its pixel count (``∝ 1 / scale²``). Hysteresis, since each change of
     factor costs a preview built and solved cold at the new size:
 
     * coarser as soon as the latest preview is over ``budget_ms``: to the factor predicted to fit it, at least one
@@ -139,7 +140,7 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
 
     Args:
         scale: the factor the previews ran at, ≥ 1.
-        recent_ms: their total times in milliseconds, oldest first (only the last :data:`PREVIEW_FINER_AFTER`
+        recent_ms: their build and solve times in milliseconds, oldest first (only the last :data:`PREVIEW_FINER_AFTER`
             matter); at least one.
         finest, coarsest: the allowed factors, 1 ≤ finest ≤ coarsest.
         budget_ms: milliseconds a preview may take; None for :data:`PREVIEW_MS`.
@@ -185,7 +186,8 @@ class PreviewSizer:
         self._seen = False  # a preview ran at self.scale (the first one there is not counted)
 
     def record(self, scale: int, preview_ms: float, *, budget_ms: float | None = None) -> int:
-        """Note that a preview at factor ``scale`` took ``preview_ms`` milliseconds; returns the next factor.
+        """Note that a preview at factor ``scale`` took ``preview_ms`` milliseconds (build and solve); returns the
+        next factor.
         Previews at another factor than :attr:`scale` (asked for explicitly) change nothing."""
         if scale != self.scale:
             return self.scale
@@ -382,6 +384,8 @@ class ImageRefiner:
             q = torch.softmax(x, dim=1)
         else:
             q = model(image, probs, op=op, callback=callback, **held_kw)
+        self._sync()
+        work_ms = (time.perf_counter() - t0) * 1e3  # build and solve at the preview's size: what sizing can shrink
         if scale > 1:  # bilinear weights sum to 1, so q stays normalised (to float rounding) without a division
             q = upsample_planes(q, (height, width))
         self._sync()
@@ -398,7 +402,7 @@ class ImageRefiner:
             self._full_ms[method] = timing["total_ms"]  # refining this image from scratch: sizes its previews
         if preview is True:
             with self._sizers_lock:
-                self._sizers[method].record(scale, timing["total_ms"], budget_ms=PREVIEW_MS)
+                self._sizers[method].record(scale, work_ms, budget_ms=PREVIEW_MS)
         if as_numpy:
             return Refinement(q.numpy(), labels.numpy(), timing, factor)
         return Refinement(q, labels, timing, factor)
