@@ -7,7 +7,8 @@ It holds what makes a slider live:
 * an operator cache: a change of weights, compatibility or iteration count reuses the built affinity operator
   (only the params whose spec ``rebuilds`` key it), so only the iterations are paid again;
 * warm starts: refiners that solve to a tolerance and expose ``scores(..., x0=)`` (the Gaussian CRF) start from
-  their previous solution on this image, which a small slider move barely changes;
+  their previous solution on this image, which a small slider move barely changes (at another size, resampled:
+  a preview that changed size does not start cold);
 * previews: a reduced-resolution run, first sized by the image's last full-run time (:func:`preview_scale`), then
   by the previews' own times with hysteresis (:class:`PreviewSizer`, :func:`next_preview_scale`), with params
   keeping the full run's spatial reach (:func:`preview_params`), upsampled back to full size;
@@ -286,6 +287,7 @@ class ImageRefiner:
         self._sizers = {method: PreviewSizer(scale, finest=finest, coarsest=coarsest)
                         for method, scale in (preview_scales or {}).items()}
         self._sizers_lock = threading.Lock()
+        self._latest: dict[tuple[str, int, int], Tensor] = {}  # (method, B, C): the last solution at any size
 
     @property
     def size(self) -> tuple[int, int]:
@@ -379,8 +381,12 @@ class ImageRefiner:
         held_kw = {} if isinstance(held, str) else {"fixed": held}
         if hasattr(model, "scores"):
             warm_key = ("x0", method, scale, image.shape[0], num_classes)
-            x = model.scores(image, probs, op=op, callback=callback, x0=self._cache.get(warm_key), **held_kw)
+            x0 = self._cache.get(warm_key)
+            if x0 is None:
+                x0 = self._resampled_start(warm_key, probs.shape[-2:])
+            x = model.scores(image, probs, op=op, callback=callback, x0=x0, **held_kw)
             self._cache.put(warm_key, x)
+            self._latest[(method, *warm_key[3:])] = x
             q = torch.softmax(x, dim=1)
         else:
             q = model(image, probs, op=op, callback=callback, **held_kw)
@@ -434,6 +440,14 @@ class ImageRefiner:
         if isinstance(preview, (int, np.integer)) and preview >= 1:
             return int(preview)
         raise InputError(f"preview must be None, True, False or a downsampling factor >= 1, got {preview!r}.")
+
+    def _resampled_start(self, warm_key: tuple, size: torch.Size) -> Tensor | None:
+        """The method's last solution at another size (``warm_key`` = ``("x0", method, scale, B, C)``), resized
+        bilinearly to ``size``: a start for a solve whose own size has none; None when there is none."""
+        latest = self._latest.get((warm_key[1], *warm_key[3:]))
+        if latest is None:
+            return None
+        return F.interpolate(latest, size=tuple(size), mode="bilinear", align_corners=False)
 
     def _fixed(self, fixed: Fixed, probs: Tensor) -> Tensor | str | None:
         """``"auto"``, None, or the mask as a ``(B, 1, H, W)`` bool tensor on the device."""

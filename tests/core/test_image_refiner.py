@@ -173,6 +173,18 @@ def test_tolerance_solvers_are_warm_started_from_the_previous_solution():
     np.testing.assert_allclose(warm.probs, cold.probs, atol=1e-4)
 
 
+def test_a_preview_of_a_new_size_starts_from_the_last_solution_resampled_17():
+    image, unary = make_input(96, 128)
+    refiner = ImageRefiner(image, device="cpu")
+    refiner.refine(unary, "gaussian", tol=1e-6, preview=3)
+    cold_steps, warm_steps = [], []
+    cold = ImageRefiner(image, device="cpu").refine(unary, "gaussian", tol=1e-6, preview=2,
+                                                    callback=lambda d, t, q: cold_steps.append(d))
+    warm = refiner.refine(unary, "gaussian", tol=1e-6, preview=2, callback=lambda d, t, q: warm_steps.append(d))
+    assert len(warm_steps) < len(cold_steps)
+    np.testing.assert_allclose(warm.probs, cold.probs, atol=1e-4)
+
+
 def test_compat_matrix_of_the_wrong_size_is_refused_with_the_fix():
     image, unary = make_input()
     with pytest.raises(ValueError, match="unary has 3 classes, compat is 2×2; reset the preset's compat"):
