@@ -122,8 +122,9 @@ class RefineResult:
 class Refiners:
     """The :class:`crfcore.ImageRefiner` of each image refined lately, least recently used dropped first; safe to
     share between threads. A dropped refiner's full-run times and preview factors are kept, so a revisited image's
-    previews start at the size they had (a change of size would cost a cold preview). It also keeps the last :data:`UNARIES_KEPT` rough-mask unaries (:meth:`rough_unary`), keyed by the
-    image and the contents of the mask, strokes and settings, so a slider drag does not remake them."""
+    previews start at the size they had (a change of size costs operators built at the new size). It also keeps the
+    last :data:`UNARIES_KEPT` rough-mask unaries (:meth:`rough_unary`), keyed by the image and the contents of the
+    mask, strokes and settings, so a slider drag does not remake them."""
 
     def __init__(self, size: int = IMAGES_KEPT) -> None:
         if size < 1:

@@ -48,15 +48,16 @@ from .inference import ProgressCallback
 from .refiners import method as method_entry
 
 __all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACTOR", "PREVIEW_FINER_SHARE",
-           "PREVIEW_FINER_AFTER", "CACHE_SIZE", "Refinement", "ImageRefiner", "PreviewSizer", "best_device",
-           "resolve_params", "preview_bounds", "preview_scale", "next_preview_scale", "preview_params"]
+           "PREVIEW_FINER_AFTER", "PREVIEW_FINER_AFTER_MAX", "CACHE_SIZE", "Refinement", "ImageRefiner", "PreviewSizer",
+           "best_device", "resolve_params", "preview_bounds", "preview_scale", "next_preview_scale", "preview_params"]
 
 PREVIEW_PIXELS = 65_536  # a preview runs on at most this many pixels (256×256), then is upsampled
 PREVIEW_MS = 40.0  # ... and on fewer when its build and solve (what shrinks with it) would take more milliseconds
 PREVIEW_MIN_SIDE = 32  # pixels: the preview's shorter side never gets smaller than this
 PREVIEW_TOL_FACTOR = 10.0  # a preview's solver tolerance (the Gaussian CRF's CG) is this much looser
 PREVIEW_FINER_SHARE = 0.5  # a preview gets finer only when predicted to take at most this share of PREVIEW_MS ...
-PREVIEW_FINER_AFTER = 3  # ... judged by each of this many timed previews in a row (a coarser one: after one over)
+PREVIEW_FINER_AFTER = 3  # ... judged by each of this many timed previews in a row (a coarser one: after one over);
+PREVIEW_FINER_AFTER_MAX = 24  # doubled up to this many each time a finer size proved too slow (PreviewSizer)
 CACHE_SIZE = 6  # operators (full and preview, current and previous θ's) and warm starts kept per image
 
 Fixed = Literal["auto"] | np.ndarray | Tensor | None
@@ -126,7 +127,7 @@ def preview_scale(height: int, width: int, *, full_ms: float | None = None) -> i
 
 
 def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, coarsest: int,
-                       budget_ms: float | None = None) -> int:
+                       budget_ms: float | None = None, finer_after: int = PREVIEW_FINER_AFTER) -> int:
     """The downsampling factor for the next preview, after previews at factor ``scale`` took ``recent_ms``.
 
     Times are a preview's build and solve at its size (not the full-size resampling and labelling around them,
@@ -135,32 +136,34 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
 
     * coarser as soon as the latest preview is over ``budget_ms``: to the factor predicted to fit it, at least one
       step;
-    * finer by one step only when each of the last :data:`PREVIEW_FINER_AFTER` previews, scaled to that finer
+    * finer by one step only when each of the last ``finer_after`` previews, scaled to that finer
       size, is predicted within :data:`PREVIEW_FINER_SHARE` of ``budget_ms`` (fewer times: no change);
     * else unchanged; always within ``[finest, coarsest]`` (:func:`preview_bounds`).
 
     Args:
         scale: the factor the previews ran at, ≥ 1.
-        recent_ms: their build and solve times in milliseconds, oldest first (only the last :data:`PREVIEW_FINER_AFTER`
+        recent_ms: their build and solve times in milliseconds, oldest first (only the last ``finer_after``
             matter); at least one.
         finest, coarsest: the allowed factors, 1 ≤ finest ≤ coarsest.
         budget_ms: milliseconds a preview may take; None for :data:`PREVIEW_MS`.
+        finer_after: how many previews in a row must be well under budget to go finer, ≥ 1.
 
     Raises:
         ValueError: ``recent_ms`` empty or a bad factor, bound or budget.
     """
     budget = PREVIEW_MS if budget_ms is None else budget_ms
-    if not 1 <= finest <= coarsest or scale < 1 or budget <= 0:
-        raise InputError(f"next_preview_scale needs 1 <= finest <= coarsest, scale >= 1 and budget_ms > 0, got "
-                         f"finest={finest}, coarsest={coarsest}, scale={scale}, budget_ms={budget}.")
+    if not 1 <= finest <= coarsest or scale < 1 or budget <= 0 or finer_after < 1:
+        raise InputError(f"next_preview_scale needs 1 <= finest <= coarsest, scale >= 1, budget_ms > 0 and "
+                         f"finer_after >= 1, got finest={finest}, coarsest={coarsest}, scale={scale}, "
+                         f"budget_ms={budget}, finer_after={finer_after}.")
     if not recent_ms:
         raise InputError("next_preview_scale needs the time of at least one preview at this scale (recent_ms).")
     if recent_ms[-1] > budget:
         wanted = math.ceil(scale * math.sqrt(recent_ms[-1] / budget))
         return max(finest, min(coarsest, max(scale + 1, wanted)))
-    last = recent_ms[-PREVIEW_FINER_AFTER:]
+    last = recent_ms[-finer_after:]
     finer = scale - 1
-    if finer >= finest and len(last) == PREVIEW_FINER_AFTER and \
+    if finer >= finest and len(last) == finer_after and \
             all(t * (scale / finer) ** 2 <= PREVIEW_FINER_SHARE * budget for t in last):
         return min(finer, coarsest)
     return max(finest, min(coarsest, scale))
@@ -170,8 +173,11 @@ class PreviewSizer:
     """The preview factor of one image and method: it starts where :func:`preview_scale` put it (from the full
     run's time) and then follows the previews' own times (:func:`next_preview_scale`).
 
-    The first preview at each factor is not counted: it paid for the change (operators built and a solve started
-    cold at that size) and says little about the next ones. Not thread-safe (:class:`ImageRefiner` guards it).
+    The first preview at each factor is not counted: it paid for the change (operators built at that size) and says
+    little about the next ones. Each time a step finer is undone (the next change of size is a coarser one), the
+    streak of well-under previews asked for the next finer step doubles (from :data:`PREVIEW_FINER_AFTER` up to
+    :data:`PREVIEW_FINER_AFTER_MAX`), so a time that hovers near the budget (a loaded machine) does not make the
+    size flip back and forth. Not thread-safe (:class:`ImageRefiner` guards it).
 
     Args:
         scale: the starting factor.
@@ -185,6 +191,8 @@ class PreviewSizer:
         self.scale = max(finest, min(coarsest, int(scale)))
         self._times: list[float] = []
         self._seen = False  # a preview ran at self.scale (the first one there is not counted)
+        self.finer_after = PREVIEW_FINER_AFTER  # well-under previews in a row asked for the next finer step
+        self._went_finer = False  # the last change of size was a step finer
 
     def record(self, scale: int, preview_ms: float, *, budget_ms: float | None = None) -> int:
         """Note that a preview at factor ``scale`` took ``preview_ms`` milliseconds (build and solve); returns the
@@ -195,10 +203,13 @@ class PreviewSizer:
         if not self._seen:
             self._seen = True
             return self.scale
-        self._times = [*self._times, preview_ms][-PREVIEW_FINER_AFTER:]
+        self._times = [*self._times, preview_ms][-self.finer_after:]
         scale = next_preview_scale(self.scale, self._times, finest=self.finest, coarsest=self.coarsest,
-                                   budget_ms=budget_ms)
+                                   budget_ms=budget_ms, finer_after=self.finer_after)
+        if scale > self.scale and self._went_finer:  # the step finer was too slow after all: wait longer next time
+            self.finer_after = min(PREVIEW_FINER_AFTER_MAX, 2 * self.finer_after)
         if scale != self.scale:
+            self._went_finer = scale < self.scale
             self.scale, self._times, self._seen = scale, [], False
         return self.scale
 

@@ -9,8 +9,8 @@ import torch
 import crfcore
 import crfcore.image_refiner
 from crfcore import params as P
-from crfcore.image_refiner import (PREVIEW_FINER_AFTER, ImageRefiner, PreviewSizer, next_preview_scale, preview_bounds,
-                                   preview_params, preview_scale)
+from crfcore.image_refiner import (PREVIEW_FINER_AFTER, PREVIEW_FINER_AFTER_MAX, ImageRefiner, PreviewSizer,
+                                   next_preview_scale, preview_bounds, preview_params, preview_scale)
 
 
 def make_input(height: int = 24, width: int = 30, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +145,26 @@ def test_preview_sizer_skips_the_first_preview_at_each_size_and_does_not_flip_17
     assert sizer.record(7, 1e4, budget_ms=40.0) == 5  # a preview at a factor asked for explicitly: ignored
     times = [sizer.record(5, 8.0, budget_ms=40.0) for _ in range(PREVIEW_FINER_AFTER)]  # 8·25/16 = 12.5 ≤ 20
     assert times == [5] * (PREVIEW_FINER_AFTER - 1) + [4] and sizer.scale == 4
+
+
+def test_a_finer_size_undone_by_a_slow_preview_waits_twice_as_long_next_time_17():
+    sizer = PreviewSizer(5, finest=3, coarsest=16)
+    fast, slow = 8.0, 45.0  # at 1/5: 12.5 ms predicted at 1/4 (well under 40); at 1/4: over 40
+
+    def run(scale: int, ms: float, times: int) -> list[int]:
+        return [sizer.record(scale, ms, budget_ms=40.0) for _ in range(times)]
+
+    assert run(5, fast, PREVIEW_FINER_AFTER + 1)[-1] == 4  # the first at 1/5 not counted, then 3 well under
+    assert run(4, slow, 2) == [4, 5] and sizer.finer_after == 2 * PREVIEW_FINER_AFTER  # undone: wait longer
+    assert run(5, fast, 2 * PREVIEW_FINER_AFTER) == [5] * (2 * PREVIEW_FINER_AFTER)  # the first is not counted ...
+    assert run(5, fast, 1) == [4]  # ... then 6 in a row
+    for _ in range(4):  # flip again and again: the wait is capped
+        run(4, slow, 2)
+        run(5, fast, sizer.finer_after + 1)
+    assert sizer.finer_after == PREVIEW_FINER_AFTER_MAX
+    coarse = PreviewSizer(4, finest=3, coarsest=16)
+    assert [coarse.record(4, 45.0, budget_ms=40.0) for _ in range(2)] == [4, 5]
+    assert coarse.finer_after == PREVIEW_FINER_AFTER  # a coarser step not after a finer one: no longer wait
 
 
 def test_previews_follow_their_own_times_per_method_17(monkeypatch):
