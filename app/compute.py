@@ -101,9 +101,9 @@ class RefineResult:
         probs: ``(C, H, W)`` float32 marginals at the image's full size, sum 1 over C.
         labels: ``(H, W)`` int64 argmax labels.
         timing: ``build_ms``, ``iterations_ms``, ``total_ms`` (milliseconds), ``device``, ``cached`` (the operator
-            was reused, build_ms ≈ 0) and ``scale`` (1, or the preview's downsampling factor); with a rough-mask
-            unary also ``unary_ms`` (0 when cached) and ``roughness_px`` (the uncertain zone's width at the image's
-            size, estimated under Auto).
+            was reused, build_ms ≈ 0) and ``preview_scale`` (1, or the preview's downsampling factor); with a
+            rough-mask unary also ``unary_ms`` (0 when cached) and ``roughness_px`` (the uncertain zone's width at
+            the image's size, estimated under Auto).
         method: the refiner that made it.
         preview: True for a reduced-resolution preview.
         version: the job's ``version``.

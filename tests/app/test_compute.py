@@ -86,3 +86,12 @@ def test_scribbles_become_hard_unaries_on_the_worker():
     assert (hard[2, 2:5, 3:9] == 1).all()
     expected = crfcore.refine(job.image, hard, params=job.params, device="cpu")
     np.testing.assert_array_equal(compute(painted, device="cpu").probs, expected.probs)
+
+
+def test_the_status_line_names_a_previews_size_17():
+    from app.window import format_timing  # the window's status text of a result's timing
+
+    preview = compute(make_job(height=300, width=400, preview=True), device="cpu")  # 2× under PREVIEW_PIXELS
+    full = compute(make_job(height=24, width=30), device="cpu")
+    assert preview.timing["preview_scale"] == 2 and format_timing(preview).endswith(" · preview at 1/2 size")
+    assert "preview" not in format_timing(full)
