@@ -56,7 +56,7 @@ PREVIEW_MS = 40.0  # ... and on fewer when its build and solve (what shrinks wit
 PREVIEW_MIN_SIDE = 32  # pixels: the preview's shorter side never gets smaller than this
 PREVIEW_TOL_FACTOR = 10.0  # a preview's solver tolerance (the Gaussian CRF's CG) is this much looser
 PREVIEW_FINER_SHARE = 0.5  # a preview gets finer only when predicted to take at most this share of PREVIEW_MS ...
-PREVIEW_FINER_AFTER = 3  # ... judged by each of this many timed previews in a row (a coarser one: after one over);
+PREVIEW_FINER_AFTER = 3  # ... judged by each of this many timed previews in a row (a coarser one: after one over)
 PREVIEW_FINER_AFTER_MAX = 24  # doubled up to this many each time a finer size proved too slow (PreviewSizer)
 CACHE_SIZE = 6  # operators (full and preview, current and previous θ's) and warm starts kept per image
 
@@ -132,7 +132,7 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
 
     Times are a preview's build and solve at its size (not the full-size resampling and labelling around them,
     which no factor shrinks), taken to grow with its pixel count (``∝ 1 / scale²``). Hysteresis, since each change of
-    factor costs a preview built and solved cold at the new size:
+    factor costs a preview whose operators are built anew at that size:
 
     * coarser as soon as the latest preview is over ``budget_ms``: to the factor predicted to fit it, at least one
       step;
@@ -196,8 +196,7 @@ class PreviewSizer:
 
     def record(self, scale: int, preview_ms: float, *, budget_ms: float | None = None) -> int:
         """Note that a preview at factor ``scale`` took ``preview_ms`` milliseconds (build and solve); returns the
-        next factor.
-        Previews at another factor than :attr:`scale` (asked for explicitly) change nothing."""
+        next factor. Previews at another factor than :attr:`scale` (asked for explicitly) change nothing."""
         if scale != self.scale:
             return self.scale
         if not self._seen:
