@@ -5,8 +5,9 @@
 ``--changes`` steps each the way a user does: press, drag a few steps, release. It prints, per refiner and slider,
 the median and p95 of two latencies — **drag**: a slider step to the end of the first repaint showing the preview
 made for it (reduced resolution; the step the user watches), and **release**: the release to the repaint showing
-the full-resolution result — with the refiner's own median time from its timing breakdown, and the longest gap of
-a 10 ms GUI timer over the whole run (how long the event loop was ever blocked).
+the full-resolution result — with the refiner's own median time from its timing breakdown, the preview sizes the
+drag steps ran at (downsampling factors, fewest to most), and the longest gap of a 10 ms GUI timer over the whole
+run (how long the event loop was ever blocked).
 
 Runs headless (``QT_QPA_PLATFORM=offscreen``) unless a display is set. Timings on a shared machine are noisy; run
 it once and report the load it ran under.
@@ -116,12 +117,13 @@ def _move(window, method: str, name: str, changes: int) -> dict[str, list[float]
     """Drags of ``STEPS_PER_DRAG`` steps of one slider, ``changes`` steps in all, as a user drags: press, move
     (each step waits for its preview overlay, then the next step comes at once), release (waits for the
     full-resolution overlay). Returns milliseconds: ``drag`` (step → preview shown), ``release`` (release → full
-    result shown), ``refiner`` (the full runs' own ``total_ms``)."""
+    result shown), ``refiner`` (the full runs' own ``total_ms``); and ``preview``: each drag step's downsampling
+    factor."""
     control = window.panel.forms[method].controls[name]
     spec = control.spec
     low, high = control.scale.to_position(spec.default * 0.5), control.scale.to_position(spec.default * 2.0)
     positions = np.linspace(low, high, 7).round().astype(int).tolist()
-    times: dict[str, list[float]] = {"drag": [], "release": [], "refiner": []}
+    times: dict[str, list[float]] = {"drag": [], "release": [], "refiner": [], "preview": []}
     step = 0
     while step < changes:
         control.slider.setSliderDown(True)
@@ -133,6 +135,7 @@ def _move(window, method: str, name: str, changes: int) -> dict[str, list[float]
             control.slider.setValue(position)
             _wait_for_preview(window, method)
             times["drag"].append((time.perf_counter() - start) * 1e3)
+            times["preview"].append(window.document.result.timing["preview_scale"])
             step += 1
         previous = window.document.result
         start = time.perf_counter()
@@ -141,6 +144,12 @@ def _move(window, method: str, name: str, changes: int) -> dict[str, list[float]
         times["release"].append((time.perf_counter() - start) * 1e3)
         times["refiner"].append(window.document.result.timing["total_ms"])
     return times
+
+
+def _sizes(factors: list[float]) -> str:
+    """``"1/4"`` or ``"1/4-1/6"``: the range of preview downsampling factors."""
+    low, high = int(min(factors)), int(max(factors))
+    return f"1/{low}" if low == high else f"1/{low}-1/{high}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{window.document.result.timing['device']}, {args.changes} changes per row, load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"{'refiner':<10} {'slider':<14} {'drag median':>12} {'drag p95':>9} {'release median':>15} "
-              f"{'release p95':>12} {'refiner ms':>11}")
+              f"{'release p95':>12} {'refiner ms':>11} {'preview sizes':>14}")
         clock.start()
         ticker.start()
         for method in methods:
@@ -190,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                 times = _move(window, method, name, args.changes)
                 print(f"{method:<10} {name:<14} {statistics.median(times['drag']):>12.0f} "
                       f"{percentile(times['drag'], 95):>9.0f} {statistics.median(times['release']):>15.0f} "
-                      f"{percentile(times['release'], 95):>12.0f} {statistics.median(times['refiner']):>11.0f}",
+                      f"{percentile(times['release'], 95):>12.0f} {statistics.median(times['refiner']):>11.0f} "
+                      f"{_sizes(times['preview']):>14}",
                       flush=True)
             window.document.reset_params(method)
         ticker.stop()

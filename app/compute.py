@@ -29,7 +29,7 @@ from .scribbles import UNPAINTED
 __all__ = ["IMAGES_KEPT", "UNARIES_KEPT", "RoughInput", "RefineJob", "RefineResult", "Refiners", "compute"]
 
 IMAGES_KEPT = 2  # per-image refiners kept (the current image and the one before), each with its operators
-TIMES_KEPT = 256  # full-run times kept (one set per image and device) for images whose refiner was dropped
+TIMES_KEPT = 256  # full-run times and preview factors kept (per image and device) for images whose refiner was dropped
 UNARIES_KEPT = 4  # rough-mask unaries kept (the current inputs and a few before, e.g. the state an undo returns to)
 
 
@@ -68,8 +68,9 @@ class RefineJob:
         method: a registered refiner name.
         params: that refiner's params dataclass.
         image_key: identifies the image for the operator cache (its path); equal keys must mean equal images.
-        preview: run at reduced resolution (``crfcore.image_refiner.preview_scale``) for a quick look while a slider
-            is dragged.
+        preview: run at reduced resolution for a quick look while a slider is dragged, at the factor the image's
+            refiner keeps per method (``crfcore.image_refiner.PreviewSizer``: from the full run's time, then from
+            the previews' own).
         version: the document's input version the unary was taken at (see ``ImageDocument.version``); the result
             carries it back so a result made before the latest edit is recognised.
         rough: the mask and unary settings the worker makes the unary from (cached per image in
@@ -100,9 +101,9 @@ class RefineResult:
         probs: ``(C, H, W)`` float32 marginals at the image's full size, sum 1 over C.
         labels: ``(H, W)`` int64 argmax labels.
         timing: ``build_ms``, ``iterations_ms``, ``total_ms`` (milliseconds), ``device``, ``cached`` (the operator
-            was reused, build_ms ≈ 0) and ``scale`` (1, or the preview's downsampling factor); with a rough-mask
-            unary also ``unary_ms`` (0 when cached) and ``roughness_px`` (the uncertain zone's width at the image's
-            size, estimated under Auto).
+            was reused, build_ms ≈ 0) and ``preview_scale`` (1, or the preview's downsampling factor); with a
+            rough-mask unary also ``unary_ms`` (0 when cached) and ``roughness_px`` (the uncertain zone's width at
+            the image's size, estimated under Auto).
         method: the refiner that made it.
         preview: True for a reduced-resolution preview.
         version: the job's ``version``.
@@ -120,16 +121,17 @@ class RefineResult:
 
 class Refiners:
     """The :class:`crfcore.ImageRefiner` of each image refined lately, least recently used dropped first; safe to
-    share between threads. A dropped refiner's full-run times are kept, so a revisited image's previews are sized
-    as before. It also keeps the last :data:`UNARIES_KEPT` rough-mask unaries (:meth:`rough_unary`), keyed by the
-    image and the contents of the mask, strokes and settings, so a slider drag does not remake them."""
+    share between threads. A dropped refiner's full-run times and preview factors are kept, so a revisited image's
+    previews start at the size they had (a change of size costs operators built at the new size). It also keeps the
+    last :data:`UNARIES_KEPT` rough-mask unaries (:meth:`rough_unary`), keyed by the image and the contents of the
+    mask, strokes and settings, so a slider drag does not remake them."""
 
     def __init__(self, size: int = IMAGES_KEPT) -> None:
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}.")
         self.size = size
         self._refiners: OrderedDict[Hashable, crfcore.ImageRefiner] = OrderedDict()
-        self._times: OrderedDict[Hashable, dict[str, float]] = OrderedDict()
+        self._times: OrderedDict[Hashable, tuple[dict[str, float], dict[str, int]]] = OrderedDict()
         self._unaries: OrderedDict[Hashable, tuple[torch.Tensor, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -141,12 +143,13 @@ class Refiners:
             if refiner is not None:
                 self._refiners.move_to_end(key)
                 return refiner
-        refiner = crfcore.ImageRefiner(job.image, device=device, full_ms=self._times.get(key))
+        full_ms, preview_scales = self._times.get(key, (None, None))
+        refiner = crfcore.ImageRefiner(job.image, device=device, full_ms=full_ms, preview_scales=preview_scales)
         with self._lock:
             self._refiners[key] = refiner
             while len(self._refiners) > self.size:
                 old_key, old = self._refiners.popitem(last=False)
-                self._times[old_key] = old.full_ms
+                self._times[old_key] = (old.full_ms, old.preview_scales)
                 self._times.move_to_end(old_key)
             while len(self._times) > TIMES_KEPT:
                 self._times.popitem(last=False)

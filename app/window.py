@@ -89,7 +89,7 @@ def format_timing(result: RefineResult) -> str:
     """``"convcrf · build 140 ms · iterations 65 ms · total 250 ms"`` (+ cached / preview notes)."""
     t = result.timing
     build = "build cached" if t.get("cached") else f"build {t['build_ms']:.0f} ms"
-    preview = f" · preview at 1/{t['scale']} size" if t.get("scale", 1) > 1 else ""
+    preview = f" · preview at 1/{t['preview_scale']} size" if t.get("preview_scale", 1) > 1 else ""
     return (f"{result.method} · {build} · iterations {t['iterations_ms']:.0f} ms · total {t['total_ms']:.0f} ms"
             f"{preview}")
 

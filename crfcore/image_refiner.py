@@ -7,8 +7,10 @@ It holds what makes a slider live:
 * an operator cache: a change of weights, compatibility or iteration count reuses the built affinity operator
   (only the params whose spec ``rebuilds`` key it), so only the iterations are paid again;
 * warm starts: refiners that solve to a tolerance and expose ``scores(..., x0=)`` (the Gaussian CRF) start from
-  their previous solution on this image, which a small slider move barely changes;
-* previews: a reduced-resolution run sized by the image's last full-run time (:func:`preview_scale`), with params
+  their previous solution on this image, which a small slider move barely changes (at another size, resampled:
+  a preview that changed size does not start cold);
+* previews: a reduced-resolution run, first sized by the image's last full-run time (:func:`preview_scale`), then
+  by the previews' own times with hysteresis (:class:`PreviewSizer`, :func:`next_preview_scale`), with params
   keeping the full run's spatial reach (:func:`preview_params`), upsampled back to full size;
 * timing and labelling: every result is a :class:`~crfcore.api.Refinement` with its timing breakdown.
 
@@ -29,7 +31,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,13 +47,17 @@ from .errors import InputError
 from .inference import ProgressCallback
 from .refiners import method as method_entry
 
-__all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACTOR", "CACHE_SIZE", "Refinement",
-           "ImageRefiner", "best_device", "resolve_params", "preview_scale", "preview_params"]
+__all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACTOR", "PREVIEW_FINER_SHARE",
+           "PREVIEW_FINER_AFTER", "PREVIEW_FINER_AFTER_MAX", "CACHE_SIZE", "Refinement", "ImageRefiner", "PreviewSizer",
+           "best_device", "resolve_params", "preview_bounds", "preview_scale", "next_preview_scale", "preview_params"]
 
 PREVIEW_PIXELS = 65_536  # a preview runs on at most this many pixels (256×256), then is upsampled
-PREVIEW_MS = 40.0  # ... and on fewer when the image's last full run predicts more than this many milliseconds
+PREVIEW_MS = 40.0  # ... and on fewer when its build and solve (what shrinks with it) would take more milliseconds
 PREVIEW_MIN_SIDE = 32  # pixels: the preview's shorter side never gets smaller than this
 PREVIEW_TOL_FACTOR = 10.0  # a preview's solver tolerance (the Gaussian CRF's CG) is this much looser
+PREVIEW_FINER_SHARE = 0.5  # a preview gets finer only when predicted to take at most this share of PREVIEW_MS ...
+PREVIEW_FINER_AFTER = 3  # ... judged by each of this many timed previews in a row (a coarser one: after one over)
+PREVIEW_FINER_AFTER_MAX = 24  # doubled up to this many each time a finer size proved too slow (PreviewSizer)
 CACHE_SIZE = 6  # operators (full and preview, current and previous θ's) and warm starts kept per image
 
 Fixed = Literal["auto"] | np.ndarray | Tensor | None
@@ -98,17 +104,113 @@ def resolve_params(method: str, params: Any = None, **overrides: Any) -> Any:
     return P.with_overrides(params, **overrides)
 
 
+def preview_bounds(height: int, width: int) -> tuple[int, int]:
+    """``(finest, coarsest)`` preview downsampling factors of a ``height × width`` image: the finest keeps a preview
+    within :data:`PREVIEW_PIXELS` pixels, the coarsest keeps its shorter side ≥ :data:`PREVIEW_MIN_SIDE` pixels
+    (the coarsest wins where they cross); both ≥ 1."""
+    coarsest = max(1, min(height, width) // PREVIEW_MIN_SIDE)
+    return min(coarsest, max(1, math.ceil(math.sqrt(height * width / PREVIEW_PIXELS)))), coarsest
+
+
 def preview_scale(height: int, width: int, *, full_ms: float | None = None) -> int:
-    """Integer downsampling factor of a preview of a ``height × width`` image.
+    """Integer downsampling factor of a preview of a ``height × width`` image, before any preview was timed.
 
     The preview has at most :data:`PREVIEW_PIXELS` pixels and, given ``full_ms`` (milliseconds a full-size
     refinement of this image took), about ``full_ms / scale²`` ≤ :data:`PREVIEW_MS` of work, since a refinement's
     time grows with its pixel count; its shorter side stays ≥ :data:`PREVIEW_MIN_SIDE` pixels. 1 for small images.
     """
-    scale = math.ceil(math.sqrt(height * width / PREVIEW_PIXELS))
+    finest, coarsest = preview_bounds(height, width)
+    scale = finest
     if full_ms is not None and full_ms > 0:
         scale = max(scale, math.ceil(math.sqrt(full_ms / PREVIEW_MS)))
-    return max(1, min(scale, min(height, width) // PREVIEW_MIN_SIDE))
+    return min(scale, coarsest)
+
+
+def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, coarsest: int,
+                       budget_ms: float | None = None, finer_after: int = PREVIEW_FINER_AFTER) -> int:
+    """The downsampling factor for the next preview, after previews at factor ``scale`` took ``recent_ms``.
+
+    Times are a preview's build and solve at its size (not the full-size resampling and labelling around them,
+    which no factor shrinks), taken to grow with its pixel count (``∝ 1 / scale²``). Hysteresis, since each change of
+    factor costs a preview whose operators are built anew at that size:
+
+    * coarser as soon as the latest preview is over ``budget_ms``: to the factor predicted to fit it, at least one
+      step;
+    * finer by one step only when each of the last ``finer_after`` previews, scaled to that finer
+      size, is predicted within :data:`PREVIEW_FINER_SHARE` of ``budget_ms`` (fewer times: no change);
+    * else unchanged; always within ``[finest, coarsest]`` (:func:`preview_bounds`).
+
+    Args:
+        scale: the factor the previews ran at, ≥ 1.
+        recent_ms: their build and solve times in milliseconds, oldest first (only the last ``finer_after``
+            matter); at least one.
+        finest, coarsest: the allowed factors, 1 ≤ finest ≤ coarsest.
+        budget_ms: milliseconds a preview may take; None for :data:`PREVIEW_MS`.
+        finer_after: how many previews in a row must be well under budget to go finer, ≥ 1.
+
+    Raises:
+        ValueError: ``recent_ms`` empty or a bad factor, bound or budget.
+    """
+    budget = PREVIEW_MS if budget_ms is None else budget_ms
+    if not 1 <= finest <= coarsest or scale < 1 or budget <= 0 or finer_after < 1:
+        raise InputError(f"next_preview_scale needs 1 <= finest <= coarsest, scale >= 1, budget_ms > 0 and "
+                         f"finer_after >= 1, got finest={finest}, coarsest={coarsest}, scale={scale}, "
+                         f"budget_ms={budget}, finer_after={finer_after}.")
+    if not recent_ms:
+        raise InputError("next_preview_scale needs the time of at least one preview at this scale (recent_ms).")
+    if recent_ms[-1] > budget:
+        wanted = math.ceil(scale * math.sqrt(recent_ms[-1] / budget))
+        return max(finest, min(coarsest, max(scale + 1, wanted)))
+    last = recent_ms[-finer_after:]
+    finer = scale - 1
+    if finer >= finest and len(last) == finer_after and \
+            all(t * (scale / finer) ** 2 <= PREVIEW_FINER_SHARE * budget for t in last):
+        return min(finer, coarsest)
+    return max(finest, min(coarsest, scale))
+
+
+class PreviewSizer:
+    """The preview factor of one image and method: it starts where :func:`preview_scale` put it (from the full
+    run's time) and then follows the previews' own times (:func:`next_preview_scale`).
+
+    The first preview at each factor is not counted: it paid for the change (operators built at that size) and says
+    little about the next ones. Each time a step finer is undone (the next change of size is a coarser one), the
+    streak of well-under previews asked for the next finer step doubles (from :data:`PREVIEW_FINER_AFTER` up to
+    :data:`PREVIEW_FINER_AFTER_MAX`), so a time that hovers near the budget (a loaded machine) does not make the
+    size flip back and forth. Not thread-safe (:class:`ImageRefiner` guards it).
+
+    Args:
+        scale: the starting factor.
+        finest, coarsest: the allowed factors (:func:`preview_bounds`).
+    """
+
+    def __init__(self, scale: int, *, finest: int, coarsest: int) -> None:
+        if not 1 <= finest <= coarsest:
+            raise InputError(f"PreviewSizer needs 1 <= finest <= coarsest, got finest={finest}, coarsest={coarsest}.")
+        self.finest, self.coarsest = finest, coarsest
+        self.scale = max(finest, min(coarsest, int(scale)))
+        self._times: list[float] = []
+        self._seen = False  # a preview ran at self.scale (the first one there is not counted)
+        self.finer_after = PREVIEW_FINER_AFTER  # well-under previews in a row asked for the next finer step
+        self._went_finer = False  # the last change of size was a step finer
+
+    def record(self, scale: int, preview_ms: float, *, budget_ms: float | None = None) -> int:
+        """Note that a preview at factor ``scale`` took ``preview_ms`` milliseconds (build and solve); returns the
+        next factor. Previews at another factor than :attr:`scale` (asked for explicitly) change nothing."""
+        if scale != self.scale:
+            return self.scale
+        if not self._seen:
+            self._seen = True
+            return self.scale
+        self._times = [*self._times, preview_ms][-self.finer_after:]
+        scale = next_preview_scale(self.scale, self._times, finest=self.finest, coarsest=self.coarsest,
+                                   budget_ms=budget_ms, finer_after=self.finer_after)
+        if scale > self.scale and self._went_finer:  # the step finer was too slow after all: wait longer next time
+            self.finer_after = min(PREVIEW_FINER_AFTER_MAX, 2 * self.finer_after)
+        if scale != self.scale:
+            self._went_finer = scale < self.scale
+            self.scale, self._times, self._seen = scale, [], False
+        return self.scale
 
 
 def preview_params(params: Any, scale: int) -> Any:
@@ -173,14 +275,17 @@ class ImageRefiner:
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
         cache_size: built operators and warm starts kept (least recently used dropped first), ≥ 1.
         full_ms: known full-size refinement times of this image per method, in milliseconds (e.g. from
-            :attr:`full_ms` of an earlier refiner of the same image); they size previews.
+            :attr:`full_ms` of an earlier refiner of the same image); they size the first previews.
+        preview_scales: preview factors per method chosen by an earlier refiner of the same image
+            (:attr:`preview_scales`); previews start there instead of at the full run's estimate.
 
     Raises:
         ValueError: a bad image (see :func:`crfcore.refine`) or ``cache_size`` < 1.
     """
 
     def __init__(self, image: np.ndarray | Tensor, *, device: str | torch.device | None = None,
-                 cache_size: int = CACHE_SIZE, full_ms: Mapping[str, float] | None = None) -> None:
+                 cache_size: int = CACHE_SIZE, full_ms: Mapping[str, float] | None = None,
+                 preview_scales: Mapping[str, int] | None = None) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}.")
         self.device = as_device(device)
@@ -188,6 +293,11 @@ class ImageRefiner:
         self._previews: dict[int, Tensor] = {1: self._image}
         self._cache = _LRU(cache_size)
         self._full_ms: dict[str, float] = dict(full_ms or {})
+        finest, coarsest = preview_bounds(*self.size)
+        self._sizers = {method: PreviewSizer(scale, finest=finest, coarsest=coarsest)
+                        for method, scale in (preview_scales or {}).items()}
+        self._sizers_lock = threading.Lock()
+        self._latest: dict[tuple[str, int, int], Tensor] = {}  # (method, B, C): the last solution at any size
 
     @property
     def size(self) -> tuple[int, int]:
@@ -198,6 +308,12 @@ class ImageRefiner:
     def full_ms(self) -> dict[str, float]:
         """The last full-size refinement time per method (milliseconds); a copy."""
         return dict(self._full_ms)
+
+    @property
+    def preview_scales(self) -> dict[str, int]:
+        """The factor the next ``preview=True`` runs at, per method previewed so far; a copy."""
+        with self._sizers_lock:
+            return {method: sizer.scale for method, sizer in self._sizers.items()}
 
     def cached(self) -> int:
         """How many built operators and warm starts are held."""
@@ -216,9 +332,10 @@ class ImageRefiner:
             scale: ``"auto"``: spatial parameters (θα, θγ, the window's reach) are given at a 500-px long side and
                 scaled to the image (:func:`crfcore.params.scale_factor`, :func:`crfcore.params.scaled`); a number
                 > 0 multiplies them by it, so ``1.0`` runs them in pixels exactly as given.
-            preview: None or False for a full-size run; True for a preview sized by :func:`preview_scale` (and this
-                image's last full-run time with ``method``); an int ≥ 1 for that downsampling factor. A preview
-                runs on the downsampled image with :func:`preview_params` and returns full-size results.
+            preview: None or False for a full-size run; True for a preview sized to :data:`PREVIEW_MS`: first by
+                :func:`preview_scale` (and this image's last full-run time with ``method``), then by the previews'
+                own times (:class:`PreviewSizer`); an int ≥ 1 for that downsampling factor. A preview runs on the
+                downsampled image with :func:`preview_params` and returns full-size results.
             callback: ``callback(done, total, q)`` per iteration; raise ``crfcore.Cancelled`` to stop.
             fixed: pixels mean field holds at their unary: ``"auto"`` (those whose unary is one-hot, e.g. brush
                 strokes), None (none), or an ``(H, W)`` / ``(B, H, W)`` bool mask. A preview holds a downsampled
@@ -274,11 +391,17 @@ class ImageRefiner:
         held_kw = {} if isinstance(held, str) else {"fixed": held}
         if hasattr(model, "scores"):
             warm_key = ("x0", method, scale, image.shape[0], num_classes)
-            x = model.scores(image, probs, op=op, callback=callback, x0=self._cache.get(warm_key), **held_kw)
+            x0 = self._cache.get(warm_key)
+            if x0 is None:
+                x0 = self._resampled_start(warm_key, probs.shape[-2:])
+            x = model.scores(image, probs, op=op, callback=callback, x0=x0, **held_kw)
             self._cache.put(warm_key, x)
+            self._latest[(method, *warm_key[3:])] = x
             q = torch.softmax(x, dim=1)
         else:
             q = model(image, probs, op=op, callback=callback, **held_kw)
+        self._sync()
+        work_ms = (time.perf_counter() - t0) * 1e3  # build and solve at the preview's size: what sizing can shrink
         if scale > 1:  # bilinear weights sum to 1, so q stays normalised (to float rounding) without a division
             q = upsample_planes(q, (height, width))
         self._sync()
@@ -293,6 +416,9 @@ class ImageRefiner:
                   "preview_scale": scale}
         if scale == 1 and (not cached or method not in self._full_ms):
             self._full_ms[method] = timing["total_ms"]  # refining this image from scratch: sizes its previews
+        if preview is True:
+            with self._sizers_lock:
+                self._sizers[method].record(scale, work_ms, budget_ms=PREVIEW_MS)
         if as_numpy:
             return Refinement(q.numpy(), labels.numpy(), timing, factor)
         return Refinement(q, labels, timing, factor)
@@ -313,10 +439,25 @@ class ImageRefiner:
         if preview is None or preview is False:
             return 1
         if preview is True:
-            return preview_scale(*self.size, full_ms=self._full_ms.get(method))
+            with self._sizers_lock:
+                sizer = self._sizers.get(method)
+                if sizer is None:
+                    finest, coarsest = preview_bounds(*self.size)
+                    sizer = PreviewSizer(preview_scale(*self.size, full_ms=self._full_ms.get(method)),
+                                         finest=finest, coarsest=coarsest)
+                    self._sizers[method] = sizer
+                return sizer.scale
         if isinstance(preview, (int, np.integer)) and preview >= 1:
             return int(preview)
         raise InputError(f"preview must be None, True, False or a downsampling factor >= 1, got {preview!r}.")
+
+    def _resampled_start(self, warm_key: tuple, size: torch.Size) -> Tensor | None:
+        """The method's last solution at another size (``warm_key`` = ``("x0", method, scale, B, C)``), resized
+        bilinearly to ``size``: a start for a solve whose own size has none; None when there is none."""
+        latest = self._latest.get((warm_key[1], *warm_key[3:]))
+        if latest is None:
+            return None
+        return F.interpolate(latest, size=tuple(size), mode="bilinear", align_corners=False)
 
     def _fixed(self, fixed: Fixed, probs: Tensor) -> Tensor | str | None:
         """``"auto"``, None, or the mask as a ``(B, 1, H, W)`` bool tensor on the device."""

@@ -42,8 +42,20 @@ def test_refiners_keep_the_latest_images_and_the_times_of_dropped_ones(monkeypat
     assert len(refiners) == 1  # "a" was dropped ...
     preview = compute(make_job(height=96, width=128, image_key="a", preview=True), refiners=refiners, device="cpu")
     assert preview.preview and preview.timing["preview_scale"] == 96 // 32  # ... but its full-run time still sizes previews
+    assert refiners.get(make_job(height=96, width=128, image_key="a"), "cpu").preview_scales == {"convcrf": 3}
     with pytest.raises(ValueError, match="size must be >= 1"):
         Refiners(size=0)
+
+
+def test_a_revisited_image_previews_at_the_size_its_previews_chose_17(monkeypatch):
+    monkeypatch.setattr(crfcore.image_refiner, "PREVIEW_MS", 1e-3)  # every timed preview is over budget
+    refiners = Refiners(size=1)
+    job = make_job(height=96, width=128, image_key="a", preview=True)
+    ran = [compute(job, refiners=refiners, device="cpu").timing["preview_scale"] for _ in range(2)]
+    assert ran == [1, 1]  # no full run yet: the pixel budget's factor; the second, timed, asks for coarser
+    assert refiners.get(job, "cpu").preview_scales == {"convcrf": 3}
+    compute(make_job(height=96, width=128, image_key="b"), refiners=refiners, device="cpu")  # "a" is dropped ...
+    assert compute(job, refiners=refiners, device="cpu").timing["preview_scale"] == 3  # ... its choice is not
 
 
 def test_should_stop_raises_cancelled_between_iterations():
@@ -74,3 +86,12 @@ def test_scribbles_become_hard_unaries_on_the_worker():
     assert (hard[2, 2:5, 3:9] == 1).all()
     expected = crfcore.refine(job.image, hard, params=job.params, device="cpu")
     np.testing.assert_array_equal(compute(painted, device="cpu").probs, expected.probs)
+
+
+def test_the_status_line_names_a_previews_size_17():
+    from app.window import format_timing  # the window's status text of a result's timing
+
+    preview = compute(make_job(height=300, width=400, preview=True), device="cpu")  # 2× under PREVIEW_PIXELS
+    full = compute(make_job(height=24, width=30), device="cpu")
+    assert preview.timing["preview_scale"] == 2 and format_timing(preview).endswith(" · preview at 1/2 size")
+    assert "preview" not in format_timing(full)

@@ -9,7 +9,8 @@ import torch
 import crfcore
 import crfcore.image_refiner
 from crfcore import params as P
-from crfcore.image_refiner import ImageRefiner, preview_params, preview_scale
+from crfcore.image_refiner import (PREVIEW_FINER_AFTER, PREVIEW_FINER_AFTER_MAX, ImageRefiner, PreviewSizer,
+                                   next_preview_scale, preview_bounds, preview_params, preview_scale)
 
 
 def make_input(height: int = 24, width: int = 30, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +101,86 @@ def test_a_full_run_records_its_time_and_sizes_the_next_preview(monkeypatch):
     assert again.refine(unary, preview=True).timing["preview_scale"] == 96 // 32
 
 
+def test_preview_bounds_are_the_pixel_budget_and_the_shortest_side():
+    assert preview_bounds(512, 1024) == (3, 16)  # √(524288 / 65536) = 2.83 → 3; 512 // 32 = 16
+    assert preview_bounds(100, 100) == (1, 3)
+    assert preview_bounds(40, 5000) == (1, 1)  # too thin to shrink: the shorter side wins over the pixel budget
+
+
+def test_an_over_budget_preview_goes_coarser_at_once_to_the_predicted_size_17():
+    bounds = {"finest": 3, "coarsest": 16, "budget_ms": 40.0}
+    assert next_preview_scale(3, [120.0], **bounds) == 6  # 3·√(120 / 40) = 5.2 → 6: ~120·9/36 = 30 ms
+    assert next_preview_scale(4, [10.0, 10.0, 41.0], **bounds) == 5  # one over is enough; at least one step
+    assert next_preview_scale(12, [1e5], **bounds) == 16  # never past the coarsest
+    assert next_preview_scale(4, [40.0], **bounds) == 4  # at the budget: unchanged
+
+
+def test_a_preview_goes_finer_only_after_several_well_under_budget_17():
+    bounds = {"finest": 3, "coarsest": 16, "budget_ms": 40.0}
+    quick = 12.0  # at 1/5: predicted 12·25/16 = 18.75 ms at 1/4, within half the budget
+    assert next_preview_scale(5, [quick] * PREVIEW_FINER_AFTER, **bounds) == 4
+    assert next_preview_scale(5, [quick] * (PREVIEW_FINER_AFTER - 1), **bounds) == 5  # too few timed previews
+    assert next_preview_scale(5, [13.0] * PREVIEW_FINER_AFTER, **bounds) == 5  # 20.3 ms at 1/4: not well under
+    assert next_preview_scale(5, [30.0, quick, quick, quick], **bounds) == 4  # only the last few count
+    assert next_preview_scale(5, [quick, 30.0, quick], **bounds) == 5  # one slower among them holds it
+    assert next_preview_scale(3, [1.0] * PREVIEW_FINER_AFTER, **bounds) == 3  # never finer than the finest
+
+
+def test_preview_scale_rule_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="at least one preview"):
+        next_preview_scale(4, [], finest=1, coarsest=8)
+    with pytest.raises(ValueError, match="finest=5, coarsest=2"):
+        next_preview_scale(4, [1.0], finest=5, coarsest=2)
+    with pytest.raises(ValueError, match="finest=0"):
+        PreviewSizer(2, finest=0, coarsest=2)
+
+
+def test_preview_sizer_skips_the_first_preview_at_each_size_and_does_not_flip_17():
+    sizer = PreviewSizer(4, finest=3, coarsest=16)
+    assert sizer.record(4, 500.0, budget_ms=40.0) == 4  # the first at 1/4: built and solved cold, not counted
+    assert sizer.record(4, 50.0, budget_ms=40.0) == 5  # over: coarser at once (4·√(50/40) = 4.5 → 5)
+    assert sizer.record(5, 80.0, budget_ms=40.0) == 5  # the first at 1/5 (cold) is not counted either
+    steady = [sizer.record(5, 32.0, budget_ms=40.0) for _ in range(20)]  # 50·16/25: under budget, not well under
+    assert steady == [5] * 20
+    assert sizer.record(7, 1e4, budget_ms=40.0) == 5  # a preview at a factor asked for explicitly: ignored
+    times = [sizer.record(5, 8.0, budget_ms=40.0) for _ in range(PREVIEW_FINER_AFTER)]  # 8·25/16 = 12.5 ≤ 20
+    assert times == [5] * (PREVIEW_FINER_AFTER - 1) + [4] and sizer.scale == 4
+
+
+def test_a_finer_size_undone_by_a_slow_preview_waits_twice_as_long_next_time_17():
+    sizer = PreviewSizer(5, finest=3, coarsest=16)
+    fast, slow = 8.0, 45.0  # at 1/5: 12.5 ms predicted at 1/4 (well under 40); at 1/4: over 40
+
+    def run(scale: int, ms: float, times: int) -> list[int]:
+        return [sizer.record(scale, ms, budget_ms=40.0) for _ in range(times)]
+
+    assert run(5, fast, PREVIEW_FINER_AFTER + 1)[-1] == 4  # the first at 1/5 not counted, then 3 well under
+    assert run(4, slow, 2) == [4, 5] and sizer.finer_after == 2 * PREVIEW_FINER_AFTER  # undone: wait longer
+    assert run(5, fast, 2 * PREVIEW_FINER_AFTER) == [5] * (2 * PREVIEW_FINER_AFTER)  # the first is not counted ...
+    assert run(5, fast, 1) == [4]  # ... then 6 in a row
+    for _ in range(4):  # flip again and again: the wait is capped
+        run(4, slow, 2)
+        run(5, fast, sizer.finer_after + 1)
+    assert sizer.finer_after == PREVIEW_FINER_AFTER_MAX
+    coarse = PreviewSizer(4, finest=3, coarsest=16)
+    assert [coarse.record(4, 45.0, budget_ms=40.0) for _ in range(2)] == [4, 5]
+    assert coarse.finer_after == PREVIEW_FINER_AFTER  # a coarser step not after a finer one: no longer wait
+
+
+def test_previews_follow_their_own_times_per_method_17(monkeypatch):
+    image, unary = make_input(96, 128)  # factors 1 (the pixel budget) to 3 (a 32-px shorter side)
+    monkeypatch.setattr(crfcore.image_refiner, "PREVIEW_MS", 1e9)  # every preview is well under budget
+    refiner = ImageRefiner(image, device="cpu", preview_scales={"convcrf": 3})
+    steps = [refiner.refine(unary, preview=True).timing["preview_scale"] for _ in range(2 * PREVIEW_FINER_AFTER + 3)]
+    per_size = [3] * (PREVIEW_FINER_AFTER + 1) + [2] * (PREVIEW_FINER_AFTER + 1)  # the first at each is not counted
+    assert steps == per_size + [1] and refiner.preview_scales == {"convcrf": 1}
+    monkeypatch.setattr(crfcore.image_refiner, "PREVIEW_MS", 1e-3)  # every preview is over budget
+    assert [refiner.refine(unary, preview=True).timing["preview_scale"] for _ in range(2)] == [1, 3]  # one over
+    assert refiner.refine(unary, "densecrf", preview=True).timing["preview_scale"] == 1  # its own sizer (no full run)
+    assert refiner.preview_scales == {"convcrf": 3, "densecrf": 1}
+    assert refiner.refine(unary, preview=2).timing["preview_scale"] == 2 and refiner.preview_scales["convcrf"] == 3
+
+
 def test_tolerance_solvers_are_warm_started_from_the_previous_solution():
     image, unary = make_input()
     refiner = ImageRefiner(image, device="cpu")
@@ -108,6 +189,18 @@ def test_tolerance_solvers_are_warm_started_from_the_previous_solution():
     cold = ImageRefiner(image, device="cpu").refine(unary, "gaussian", tol=1e-6, w_smoothness=3.5,
                                                     callback=lambda d, t, q: cold_steps.append(d))
     warm = refiner.refine(unary, "gaussian", tol=1e-6, w_smoothness=3.5, callback=lambda d, t, q: warm_steps.append(d))
+    assert len(warm_steps) < len(cold_steps)
+    np.testing.assert_allclose(warm.probs, cold.probs, atol=1e-4)
+
+
+def test_a_preview_of_a_new_size_starts_from_the_last_solution_resampled_17():
+    image, unary = make_input(96, 128)
+    refiner = ImageRefiner(image, device="cpu")
+    refiner.refine(unary, "gaussian", tol=1e-6, preview=3)
+    cold_steps, warm_steps = [], []
+    cold = ImageRefiner(image, device="cpu").refine(unary, "gaussian", tol=1e-6, preview=2,
+                                                    callback=lambda d, t, q: cold_steps.append(d))
+    warm = refiner.refine(unary, "gaussian", tol=1e-6, preview=2, callback=lambda d, t, q: warm_steps.append(d))
     assert len(warm_steps) < len(cold_steps)
     np.testing.assert_allclose(warm.probs, cold.probs, atol=1e-4)
 
