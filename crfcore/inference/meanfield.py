@@ -134,16 +134,18 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
 def _softmax(logits: Tensor, *, in_place: bool = False) -> Tensor:
     """Softmax over C of ``(B, C, H, W)``, in ``logits``' memory format; ``in_place`` may overwrite ``logits``.
 
-    Without autograd the logits are shifted by their pixel's maximum and clamped at −80 before ``exp``: a CRF's
-    messages put most logits 87 or more below the maximum, where ``exp`` leaves its fast path (``torch.softmax``
-    runs several times slower on them), and below −80 the result is < 2e-35 of the largest class, so the clamp
-    changes nothing a float32 sum can see. In channels-last memory the class axis is innermost.
+    In channels-last memory the class axis is innermost and ``torch.softmax`` runs its fused last-axis kernel (one
+    read and one write of Q; 1.3–2.5× faster than the steps below, measured on a 500×375×21 Q with logits spread
+    over hundreds). In (B, C, H, W) memory without autograd the logits are shifted by their pixel's maximum and
+    clamped at −80 before ``exp``: a CRF's messages put most logits 87 or more below the maximum, where ``exp``
+    leaves its fast path (``torch.softmax`` over the strided class axis runs several times slower on them), and
+    below −80 the result is < 2e-35 of the largest class, so the clamp changes nothing a float32 sum can see.
     """
     channels_last = logits.is_contiguous(memory_format=torch.channels_last) and not logits.is_contiguous()
     dim = 1
     if channels_last:
         logits, dim = logits.permute(0, 2, 3, 1), -1
-    if torch.is_grad_enabled() and logits.requires_grad:
+    if channels_last or (torch.is_grad_enabled() and logits.requires_grad):
         out = torch.softmax(logits, dim=dim)
     else:
         peak = logits.amax(dim=dim, keepdim=True)
