@@ -26,7 +26,8 @@ from crfcore import params as P
 
 from .scribbles import UNPAINTED
 
-__all__ = ["IMAGES_KEPT", "UNARIES_KEPT", "RoughInput", "RefineJob", "RefineResult", "Refiners", "compute"]
+__all__ = ["IMAGES_KEPT", "UNARIES_KEPT", "RoughInput", "RefineJob", "RefineResult", "Refiners", "compute",
+           "needs_warm", "warm"]
 
 IMAGES_KEPT = 2  # per-image refiners kept (the current image and the one before), each with its operators
 TIMES_KEPT = 256  # full-run times and preview factors kept (per image and device) for images whose refiner was dropped
@@ -233,18 +234,8 @@ def compute(job: RefineJob, *, refiners: Refiners | None = None, device: str | t
     check()
     dev = torch.device(device) if device is not None else crfcore.best_device()
     refiner = refiners.get(job, dev) if refiners is not None else crfcore.ImageRefiner(job.image, device=dev)
-    extra: dict[str, Any] = {}
-    if job.rough is not None:
-        start = time.perf_counter()
-        unary, roughness, cached = (refiners.rough_unary(job, dev) if refiners is not None
-                                    else (*rough_unary(job, dev), False))
-        extra = {"unary_ms": 0.0 if cached else (time.perf_counter() - start) * 1e3, "roughness_px": roughness}
-        check()
-    elif job.scribbles is not None:
-        unary = crfcore.unary.from_scribbles(job.scribbles.astype(np.int64), job.unary.shape[0], prior=job.unary,
-                                             unpainted=UNPAINTED)
-    else:
-        unary = job.unary
+    unary, extra = _unary(job, refiners, dev)
+    check()
 
     def callback(done: int, total: int, _q: torch.Tensor) -> None:
         check()
@@ -259,3 +250,44 @@ def compute(job: RefineJob, *, refiners: Refiners | None = None, device: str | t
     if extra:
         timing["total_ms"] = result.timing["total_ms"] + extra["unary_ms"]
     return RefineResult(probs, labels, timing, job.method, job.preview, job.version, job.params)
+
+
+def _unary(job: RefineJob, refiners: Refiners | None, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """The job's unary (made from its rough mask or strokes where it has them) and the timing entries that adds."""
+    if job.rough is not None:
+        start = time.perf_counter()
+        unary, roughness, cached = (refiners.rough_unary(job, device) if refiners is not None
+                                    else (*rough_unary(job, device), False))
+        return unary, {"unary_ms": 0.0 if cached else (time.perf_counter() - start) * 1e3, "roughness_px": roughness}
+    if job.scribbles is not None:
+        return crfcore.unary.from_scribbles(job.scribbles.astype(np.int64), job.unary.shape[0], prior=job.unary,
+                                            unpainted=UNPAINTED), {}
+    return job.unary, {}
+
+
+def needs_warm(job: RefineJob, refiners: Refiners, device: str | torch.device | None = None) -> bool:
+    """True when previews of ``job``'s image and method are not settled yet (:func:`warm` has work to do)."""
+    dev = torch.device(device) if device is not None else crfcore.best_device()
+    return not refiners.get(job, dev).preview_settled(job.method)
+
+
+def warm(job: RefineJob, *, refiners: Refiners, device: str | torch.device | None = None,
+         should_stop: Callable[[], bool] | None = None) -> int:
+    """Settle the preview size of ``job``'s image and method and build its operators for ``job.params``
+    (``crfcore.ImageRefiner.warm_previews``), so that the first preview of a slider drag starts there: run on the
+    worker after a full run, while the window waits for the user. Returns the preview's downsampling factor.
+
+    Raises:
+        crfcore.Cancelled: ``should_stop`` returned True (polled before and between iterations; what was built
+            stays cached).
+    """
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise crfcore.Cancelled()
+
+    check()
+    dev = torch.device(device) if device is not None else crfcore.best_device()
+    refiner = refiners.get(job, dev)
+    unary, _ = _unary(job, refiners, dev)
+    check()
+    return refiner.warm_previews(unary, job.method, job.params, callback=lambda done, total, q: check())

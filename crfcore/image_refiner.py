@@ -387,7 +387,10 @@ class ImageRefiner:
 
     def preview_settled(self, method: str) -> bool:
         """True when ``preview=True`` runs of ``method`` were timed at the factor they run at now (a preview then
-        finds its size chosen and its operators built; :meth:`warm_previews` has nothing to do)."""
+        finds its size chosen and its operators built; :meth:`warm_previews` has nothing to do), or when this
+        image's previews run at full size (:func:`preview_bounds` ``(1, 1)``: nothing to choose or build)."""
+        if preview_bounds(*self.size) == (1, 1):
+            return True
         with self._sizers_lock:
             sizer = self._sizers.get(method)
             return sizer is not None and sizer.settled

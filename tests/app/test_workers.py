@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 import app.workers
 import crfcore
@@ -104,6 +105,44 @@ def test_a_failure_arrives_as_a_one_line_message(scheduler, job, qtbot, monkeypa
         scheduler.submit(job)
     assert failed.args == [1, "RuntimeError: lattice exploded"]
     assert not scheduler.busy
+
+
+def test_a_full_result_is_followed_by_a_preview_warm_up_17(scheduler, qtbot):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)  # preview factors 1 to 3
+    unary = crfcore.unary.from_labels(rng.integers(0, 2, (96, 128)), 2)
+    job = RefineJob(image=image, unary=unary, method="convcrf", params=P.ConvCRFParams(), image_key="warm")
+    busy = []
+    scheduler.busy_changed.connect(busy.append)
+    with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT):
+        scheduler.submit(job)
+    assert scheduler.busy and busy == [True, False, True]  # the request ended, then the warm-up began
+    qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
+    refiner = scheduler._refiners.get(job, torch.device("cpu"))
+    assert refiner.preview_settled("convcrf") and refiner.cached() >= 2  # the full run's operator and a preview's
+    with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT) as preview:
+        scheduler.submit(dataclasses.replace(job, preview=True))
+    assert preview.args[1].timing["cached"]  # the first preview found its operator built
+    qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
+    assert busy[-2:] == [True, False]  # no warm-up after a preview
+
+
+def test_no_warm_up_when_turned_off_or_another_request_came_17(qtbot, job):
+    quiet = RefineScheduler(device="cpu", debounce_ms=50, warm=False)
+    busy = []
+    quiet.busy_changed.connect(busy.append)
+    with qtbot.waitSignal(quiet.finished, timeout=TIMEOUT):
+        quiet.submit(job)
+    assert busy == [True, False] and not quiet.busy
+    quiet.shutdown()
+    eager = RefineScheduler(device="cpu", debounce_ms=50)
+    eager.finished.connect(lambda rid, result: eager.submit(job) if rid == 1 else None)  # asked for at once
+    started = []
+    eager.started.connect(lambda rid, preview: started.append(rid))
+    eager.submit(job)
+    qtbot.waitUntil(lambda: len(started) == 2 and not eager.busy, timeout=TIMEOUT)
+    assert eager._warm_id == -1  # one warm-up, after the second result: none between the first and the second
+    eager.shutdown()
 
 
 def test_describe_error_keeps_validation_messages_and_explains_memory():
