@@ -156,6 +156,11 @@ class Refiners:
                 self._times.popitem(last=False)
         return refiner
 
+    def peek(self, job: RefineJob, device: torch.device) -> crfcore.ImageRefiner | None:
+        """The refiner of ``job``'s image on ``device`` if one is kept, else None (nothing is made)."""
+        with self._lock:
+            return self._refiners.get((job.image_key, job.image.shape, str(device)))
+
     def rough_unary(self, job: RefineJob, device: torch.device) -> tuple[torch.Tensor, float, bool]:
         """``(unary, roughness_px, cached)`` of ``job.rough``: ``(C, H, W)`` float32 on ``device``, made by
         :func:`rough_unary` unless the same inputs were made lately."""
@@ -266,9 +271,13 @@ def _unary(job: RefineJob, refiners: Refiners | None, device: torch.device) -> t
 
 
 def needs_warm(job: RefineJob, refiners: Refiners, device: str | torch.device | None = None) -> bool:
-    """True when previews of ``job``'s image and method are not settled yet (:func:`warm` has work to do)."""
+    """True when ``job``'s image has a kept refiner that has not yet run (or been given) a preview size for
+    ``job.method`` and whose previews are not full-size: :func:`warm` has work to do. Cheap (no refiner is made),
+    so the GUI thread may ask."""
     dev = torch.device(device) if device is not None else crfcore.best_device()
-    return not refiners.get(job, dev).preview_settled(job.method)
+    refiner = refiners.peek(job, dev)
+    return refiner is not None and job.method not in refiner.preview_scales and \
+        not refiner.preview_settled(job.method)
 
 
 def warm(job: RefineJob, *, refiners: Refiners, device: str | torch.device | None = None,

@@ -4,9 +4,10 @@ Every request gets an increasing id. Submitting a new one cancels the running on
 build, after it and between iterations) and only the latest id's result, error or cancellation reaches the GUI; the
 others are dropped. :meth:`RefineScheduler.schedule` debounces (slider moves: the first request after a quiet
 interval runs at once, later ones within the interval collapse into the latest, which runs when it ends), and
-:meth:`RefineScheduler.submit` runs at once (a slider release, the Refine button). After a full-resolution result,
-while nothing else is asked for, the worker warms the previews of that image and refiner (:func:`app.compute.warm`:
-their size settled and operators built) so that a drag's first steps find them ready; any request cancels that. One worker thread runs at a time, so builds never compete for the CPU
+:meth:`RefineScheduler.submit` runs at once (a slider release, the Refine button). After the first full-resolution
+result of an image with a refiner, while nothing else is asked for, the worker warms that refiner's previews of the
+image (:func:`app.compute.warm`: their size settled and operators built; the scheduler stays busy meanwhile) so that
+a drag's first steps find them ready; any request cancels that. One worker thread runs at a time, so builds never compete for the CPU
 and the per-image refiners need no more than their own locks. Errors arrive as readable one-line messages, never
 tracebacks (those go to the log).
 
@@ -104,10 +105,8 @@ class _WarmTask(QRunnable):
 
     def run(self) -> None:
         try:
-            if not self.token.cancelled and needs_warm(self.job, self.refiners, self.device):
-                factor = warm(self.job, refiners=self.refiners, device=self.device,
-                              should_stop=lambda: self.token.cancelled)
-                _log.debug("previews of %s warmed at 1/%d", self.job.method, factor)
+            factor = warm(self.job, refiners=self.refiners, device=self.device, should_stop=lambda: self.token.cancelled)
+            _log.debug("previews of %s warmed at 1/%d", self.job.method, factor)
         except crfcore.Cancelled:
             _log.debug("preview warm-up %d cancelled", self.warm_id)
         except Exception:  # a failure here is the next preview's to report; never the user's concern now
@@ -253,21 +252,21 @@ class RefineScheduler(QObject):
     @Slot(int, object)
     def _on_done(self, request_id: int, result: RefineResult) -> None:
         job = self._jobs.get(request_id)
+        if job is not None and not job.preview and request_id == self._latest:
+            self._start_warm(job)  # before the result is emitted: busy throughout, never off and on again
         if self._finish(request_id):
             self.finished.emit(request_id, result)
-            if job is not None and not job.preview:
-                self._start_warm(job)
 
     def _start_warm(self, job: RefineJob) -> None:
-        """Warm ``job``'s previews on the worker, unless warming is off or another request came meanwhile (a slot
-        of :attr:`finished` may have asked for one)."""
-        if not self.warm or self._pending is not None or self._running:
+        """Warm the previews of ``job``'s image and method on the worker (:func:`app.compute.warm`), the first time
+        that image is refined with that method (:func:`app.compute.needs_warm`), unless warming is off or another
+        request waits. Any later request, or :meth:`cancel`, cancels it."""
+        if not self.warm or self._pending is not None or not needs_warm(job, self._refiners, self.device):
             return
-        self._token = CancelToken()  # a request or cancel() cancels the warm-up as it would a request
+        self._token = CancelToken()
         self._warm_id -= 1
         self._running.add(self._warm_id)
         self._pool.start(_WarmTask(self._warm_id, job, self._token, self._refiners, self._relay, self.device))
-        self.busy_changed.emit(True)
 
     @Slot(int)
     def _on_warmed(self, warm_id: int) -> None:

@@ -134,10 +134,11 @@ def preview_scale(height: int, width: int, *, full_ms: float | None = None) -> i
 def preview_overhead(points: Sequence[tuple[int, float]]) -> float:
     """Milliseconds of a preview's build and solve that no size shrinks (per-call costs), from timed sizes.
 
-    Fits ``t = a + b / scale²`` (a part per call plus a part per pixel) through the latest point and the latest one
-    at another factor; ``a`` is returned, within ``[0, t]`` of the latest point: 0 (time ∝ pixels) with no other
-    factor or where time fell faster than pixels, the smaller time where the finer size was not the slower (nothing
-    shrank with the size).
+    Fits ``t = a + b / scale²`` (a part per call plus a part per pixel) through the latest point and, of the points
+    at other factors, the one whose pixel count differs most from it (the full run where there is one: the widest
+    lever, least thrown by noise in either time); ``a`` is returned, within ``[0, t]`` of the latest point: 0 (time
+    ∝ pixels) with no other factor or where time fell faster than pixels, the smaller time where the finer size was
+    not the slower (nothing shrank with the size).
 
     Args:
         points: ``(scale, ms)`` pairs, oldest first: a downsampling factor ≥ 1 (1: a full-size run) and the build
@@ -152,9 +153,10 @@ def preview_overhead(points: Sequence[tuple[int, float]]) -> float:
     if not points:
         return 0.0
     last_scale, last_ms = points[-1]
-    other = next(((s, t) for s, t in reversed(points) if s != last_scale), None)
-    if other is None:
+    others = [(s, t) for s, t in reversed(points) if s != last_scale]  # the latest first: it wins a tie
+    if not others:
         return 0.0
+    other = max(others, key=lambda p: abs(p[0] ** -2 - last_scale ** -2))
     (fine, fine_ms), (coarse, coarse_ms) = sorted([other, (last_scale, last_ms)])
     if fine_ms <= coarse_ms:
         return float(min(fine_ms, coarse_ms, last_ms))

@@ -133,7 +133,9 @@ def test_the_per_call_overhead_is_fitted_through_two_sizes_17():
     assert preview_overhead([(4, 50.0), (8, 35.0)]) == pytest.approx(30.0)
     assert preview_overhead([(8, 35.0), (4, 50.0)]) == pytest.approx(30.0)
     assert preview_overhead([(1, 350.0), (4, 50.0)]) == pytest.approx(30.0)
-    assert preview_overhead([(1, 350.0), (8, 35.0), (4, 50.0)]) == pytest.approx(30.0)  # the latest two sizes
+    assert preview_overhead([(1, 350.0), (8, 35.0), (4, 50.0)]) == pytest.approx(30.0)
+    assert preview_overhead([(1, 350.0), (5, 42.0), (6, 45.0)]) == pytest.approx(45 - 305 / 35)  # latest, widest
+    assert preview_overhead([(8, 35.0), (5, 42.0), (4, 50.0)]) == pytest.approx(30.0)  # 1/8, not the nearer 1/5
     assert preview_overhead([(4, 50.0), (8, 60.0)]) == 50.0  # the finer size was not slower: nothing shrank
     assert preview_overhead([(1, 800.0), (4, 20.0)]) == 0.0  # fell faster than pixels: no overhead, not < 0
     with pytest.raises(ValueError, match=r"got \(0, 5.0\)"):
