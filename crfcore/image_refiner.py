@@ -177,15 +177,16 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
 
     * coarser as soon as the latest preview is over ``budget_ms``: to the finest factor predicted within it with the
       overhead (which makes a coarser size gain less than its pixels), at least one step;
-    * finer only when each of the last ``finer_after`` previews is well under: to the finest factor where each is
-      predicted within :data:`PREVIEW_FINER_SHARE` of ``budget_ms`` as if time ∝ pixels (which a per-call part
-      only makes cheaper); with fewer times, no change;
+    * finer only when there are at least ``finer_after`` times and each is well under: to the finest factor where
+      each is predicted within :data:`PREVIEW_FINER_SHARE` of ``budget_ms`` as if time ∝ pixels (which a per-call
+      part only makes cheaper); with fewer times, no change;
     * else unchanged; always within ``[finest, coarsest]`` (:func:`preview_bounds`).
 
     Args:
         scale: the factor the previews ran at, ≥ 1.
-        recent_ms: their build and solve times in milliseconds, oldest first (only the last ``finer_after``
-            matter); at least one.
+        recent_ms: their build and solve times in milliseconds, oldest first; at least one. All of them judge a
+            finer size (the caller chooses how far back: :class:`PreviewSizer` passes those since the last change
+            of size), the latest a coarser one.
         finest, coarsest: the allowed factors, 1 ≤ finest ≤ coarsest.
         budget_ms: milliseconds a preview may take; None for :data:`PREVIEW_MS`.
         finer_after: how many previews in a row must be well under budget to go finer, ≥ 1.
@@ -207,9 +208,8 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
         if fixed < budget:  # a + (t − a)·(scale / s)² ≤ budget
             wanted = math.ceil(scale * math.sqrt((recent_ms[-1] - fixed) / (budget - fixed)))
         return max(finest, min(coarsest, max(scale + 1, wanted)))
-    last = recent_ms[-finer_after:]
-    if len(last) == finer_after and scale > finest:
-        wanted = max(finest, math.ceil(scale * math.sqrt(max(last) / (PREVIEW_FINER_SHARE * budget))))
+    if len(recent_ms) >= finer_after and scale > finest:
+        wanted = max(finest, math.ceil(scale * math.sqrt(max(recent_ms) / (PREVIEW_FINER_SHARE * budget))))
         if wanted < scale:
             return min(wanted, coarsest)
     return max(finest, min(coarsest, scale))
@@ -222,7 +222,10 @@ class PreviewSizer:
     ``full_ms``, is the first of them).
 
     The first preview at each factor is not counted: it paid for the change (operators built at that size) and says
-    little about the next ones. Each time a step finer is undone (the next change of size is a coarser one), the
+    little about the next ones. A finer size is judged by every counted time since the last change (up to
+    :data:`PREVIEW_FINER_AFTER_MAX`), so one slow step among quick ones (times on a shared machine come in bursts,
+    and a slider step that finds its operator cached is much quicker than one that builds it) holds the size.
+    Each time a step finer is undone (the next change of size is a coarser one), the
     streak of well-under previews asked for the next finer step doubles (from :data:`PREVIEW_FINER_AFTER` up to
     :data:`PREVIEW_FINER_AFTER_MAX`), so a time that hovers near the budget (a loaded machine) does not make the
     size flip back and forth. Not thread-safe (:class:`ImageRefiner` guards it).
@@ -267,7 +270,7 @@ class PreviewSizer:
         if not self._seen:
             self._seen = True
             return self.scale
-        self._times = [*self._times, preview_ms][-self.finer_after:]
+        self._times = [*self._times, preview_ms][-PREVIEW_FINER_AFTER_MAX:]
         self._points = [*(p for p in self._points if p[0] != scale), (scale, float(preview_ms))]
         scale = next_preview_scale(self.scale, self._times, finest=self.finest, coarsest=self.coarsest,
                                    budget_ms=budget_ms, finer_after=self.finer_after, overhead_ms=self.overhead_ms)

@@ -122,8 +122,8 @@ def test_a_preview_goes_finer_only_after_several_well_under_budget_17():
     assert next_preview_scale(5, [quick] * PREVIEW_FINER_AFTER, **bounds) == 4
     assert next_preview_scale(5, [quick] * (PREVIEW_FINER_AFTER - 1), **bounds) == 5  # too few timed previews
     assert next_preview_scale(5, [13.0] * PREVIEW_FINER_AFTER, **bounds) == 5  # 20.3 ms at 1/4: not well under
-    assert next_preview_scale(5, [30.0, quick, quick, quick], **bounds) == 4  # only the last few count
-    assert next_preview_scale(5, [quick, 30.0, quick], **bounds) == 5  # one slower among them holds it
+    assert next_preview_scale(5, [quick, 30.0, quick], **bounds) == 5  # one slower among them holds it ...
+    assert next_preview_scale(5, [30.0, quick, quick, quick], **bounds) == 5  # ... however far back it is
     assert next_preview_scale(3, [1.0] * PREVIEW_FINER_AFTER, **bounds) == 3  # never finer than the finest
 
 
@@ -185,8 +185,10 @@ def test_preview_sizer_skips_the_first_preview_at_each_size_and_does_not_flip_17
     steady = [sizer.record(5, 32.0, budget_ms=40.0) for _ in range(20)]  # 50·16/25: under budget, not well under
     assert steady == [5] * 20
     assert sizer.record(7, 1e4, budget_ms=40.0) == 5  # a preview at a factor asked for explicitly: ignored
-    times = [sizer.record(5, 8.0, budget_ms=40.0) for _ in range(PREVIEW_FINER_AFTER)]  # 8·25/16 = 12.5 ≤ 20
-    assert times == [5] * (PREVIEW_FINER_AFTER - 1) + [4] and sizer.scale == 4
+    # 8·25/16 = 12.5 ≤ 20 at 1/4, but the 32-ms times since the last change hold the size until they are the
+    # last PREVIEW_FINER_AFTER_MAX no longer
+    times = [sizer.record(5, 8.0, budget_ms=40.0) for _ in range(PREVIEW_FINER_AFTER_MAX)]
+    assert times == [5] * (PREVIEW_FINER_AFTER_MAX - 1) + [4] and sizer.scale == 4
 
 
 def test_a_finer_size_undone_by_a_slow_preview_waits_twice_as_long_next_time_17():
