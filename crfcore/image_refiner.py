@@ -175,8 +175,10 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
     factor costs a preview whose operators are built anew at that size, so the rule jumps straight to the factor
     predicted, on the safe side in each direction, with hysteresis:
 
-    * coarser as soon as the latest preview is over ``budget_ms``: to the finest factor predicted within it with the
-      overhead (which makes a coarser size gain less than its pixels), at least one step;
+    * coarser when the latest preview is over ``budget_ms``, and the one before too if there is one (a single slow
+      one among quick ones is a burst of load, not too large a size): to the finest factor where the quicker of the
+      two is predicted within it with the overhead (which makes a coarser size gain less than its pixels), at least
+      one step;
     * finer only when there are at least ``finer_after`` times and each is well under: to the finest factor where
       each is predicted within :data:`PREVIEW_FINER_SHARE` of ``budget_ms`` as if time ∝ pixels (which a per-call
       part only makes cheaper); with fewer times, no change;
@@ -186,7 +188,7 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
         scale: the factor the previews ran at, ≥ 1.
         recent_ms: their build and solve times in milliseconds, oldest first; at least one. All of them judge a
             finer size (the caller chooses how far back: :class:`PreviewSizer` passes those since the last change
-            of size), the latest a coarser one.
+            of size), the latest two a coarser one.
         finest, coarsest: the allowed factors, 1 ≤ finest ≤ coarsest.
         budget_ms: milliseconds a preview may take; None for :data:`PREVIEW_MS`.
         finer_after: how many previews in a row must be well under budget to go finer, ≥ 1.
@@ -202,11 +204,12 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
                          f"scale={scale}, budget_ms={budget}, finer_after={finer_after}, overhead_ms={overhead_ms}.")
     if not recent_ms:
         raise InputError("next_preview_scale needs the time of at least one preview at this scale (recent_ms).")
-    if recent_ms[-1] > budget:
-        fixed = min(overhead_ms, recent_ms[-1])
+    slow = min(recent_ms[-2:])
+    if slow > budget:
+        fixed = min(overhead_ms, slow)
         wanted = coarsest
         if fixed < budget:  # a + (t − a)·(scale / s)² ≤ budget
-            wanted = math.ceil(scale * math.sqrt((recent_ms[-1] - fixed) / (budget - fixed)))
+            wanted = math.ceil(scale * math.sqrt((slow - fixed) / (budget - fixed)))
         return max(finest, min(coarsest, max(scale + 1, wanted)))
     if len(recent_ms) >= finer_after and scale > finest:
         wanted = max(finest, math.ceil(scale * math.sqrt(max(recent_ms) / (PREVIEW_FINER_SHARE * budget))))
@@ -218,7 +221,8 @@ def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, c
 class PreviewSizer:
     """The preview factor of one image and method: it starts where :func:`preview_scale` put it (from the full
     run's time) and then follows the previews' own times (:func:`next_preview_scale`), with the per-call overhead
-    fitted from the latest times at two factors (:func:`preview_overhead`; the full run's own build and solve time,
+    fitted from the times at two factors (:func:`preview_overhead`; the median of the counted times at each factor
+    since it was last chosen, so that one burst does not make it; the full run's own build and solve time,
     ``full_ms``, is the first of them).
 
     The first preview at each factor is not counted: it paid for the change (operators built at that size) and says
@@ -271,7 +275,7 @@ class PreviewSizer:
             self._seen = True
             return self.scale
         self._times = [*self._times, preview_ms][-PREVIEW_FINER_AFTER_MAX:]
-        self._points = [*(p for p in self._points if p[0] != scale), (scale, float(preview_ms))]
+        self._points = [*(p for p in self._points if p[0] != scale), (scale, float(np.median(self._times)))]
         scale = next_preview_scale(self.scale, self._times, finest=self.finest, coarsest=self.coarsest,
                                    budget_ms=budget_ms, finer_after=self.finer_after, overhead_ms=self.overhead_ms)
         if scale > self.scale and self._went_finer:  # the step finer was too slow after all: wait longer next time

@@ -111,7 +111,9 @@ def test_preview_bounds_are_the_pixel_budget_and_the_shortest_side():
 def test_an_over_budget_preview_goes_coarser_at_once_to_the_predicted_size_17():
     bounds = {"finest": 3, "coarsest": 16, "budget_ms": 40.0}
     assert next_preview_scale(3, [120.0], **bounds) == 6  # 3·√(120 / 40) = 5.2 → 6: ~120·9/36 = 30 ms
-    assert next_preview_scale(4, [10.0, 10.0, 41.0], **bounds) == 5  # one over is enough; at least one step
+    assert next_preview_scale(4, [10.0, 41.0, 41.0], **bounds) == 5  # two over in a row; at least one step
+    assert next_preview_scale(4, [10.0, 10.0, 90.0], **bounds) == 4  # one over among quick ones: a burst
+    assert next_preview_scale(4, [10.0, 90.0, 60.0], **bounds) == 5  # judged by the quicker: 4·√(60/40) = 4.9
     assert next_preview_scale(12, [1e5], **bounds) == 16  # never past the coarsest
     assert next_preview_scale(4, [40.0], **bounds) == 4  # at the budget: unchanged
 
@@ -166,6 +168,14 @@ def test_the_sizer_fits_the_overhead_from_the_full_run_and_jumps_once_17():
     assert sizer.record(6, 30 + 320 / 36, budget_ms=40.0) == 6 and sizer.settled
     plain = PreviewSizer(4, finest=3, coarsest=16)  # no full run: time ∝ pixels until a second size is timed
     assert [plain.record(4, 50.0, budget_ms=40.0) for _ in range(2)] == [4, 5]
+
+
+def test_a_burst_neither_moves_the_size_nor_makes_the_overhead_17():
+    sizer = PreviewSizer(8, finest=3, coarsest=16, full_ms=970.0)
+    assert [sizer.record(8, ms, budget_ms=40.0) for ms in (200.0, 25.0, 25.0, 25.0, 86.0)] == [8] * 5  # one over
+    # two over: the overhead comes from the median at 1/8 (25 ms) and the full run, a = 25 − 945·64/63/64 = 10 ms,
+    # not from the burst (86 ms would make it 72: the coarsest); 8·√((86 − 10)/(40 − 10)) = 12.7 → 13
+    assert sizer.record(8, 86.0, budget_ms=40.0) == 13 and sizer.overhead_ms == pytest.approx(10.0)
 
 
 def test_preview_scale_rule_refuses_bad_arguments():
