@@ -126,6 +126,7 @@ class RefineScheduler(QObject):
         cancelled(int): the latest request stopped because of :meth:`cancel`.
         busy_changed(bool): whether any request is still running (a superseded one may still be finishing) or the
             previews are being warmed after a full result (``warm``; cancelled by any request).
+        refining_changed(bool): whether any request is still running, warm-ups aside (what Cancel can stop).
     """
 
     started = Signal(int, bool)
@@ -134,6 +135,7 @@ class RefineScheduler(QObject):
     failed = Signal(int, str)
     cancelled = Signal(int)
     busy_changed = Signal(bool)
+    refining_changed = Signal(bool)
 
     def __init__(self, parent: QObject | None = None, *, debounce_ms: int = DEBOUNCE_MS,
                  device: str | None = None, warm: bool = True) -> None:
@@ -169,7 +171,13 @@ class RefineScheduler(QObject):
 
     @property
     def busy(self) -> bool:
+        """A request or a warm-up runs on the worker."""
         return bool(self._running)
+
+    @property
+    def refining(self) -> bool:
+        """A request runs on the worker (warm-ups aside)."""
+        return any(rid > 0 for rid in self._running)
 
     @property
     def pending(self) -> bool:
@@ -197,13 +205,15 @@ class RefineScheduler(QObject):
             self._token.cancel()
         self._latest += 1
         self._token = CancelToken()
-        was_busy = self.busy
+        was_busy, was_refining = self.busy, self.refining
         self._running.add(self._latest)
         self._jobs[self._latest] = job
         self._pool.start(_RefineTask(self._latest, job, self._token, self._refiners, self._relay, self.device))
         self.started.emit(self._latest, job.preview)
         if not was_busy:
             self.busy_changed.emit(True)
+        if not was_refining:
+            self.refining_changed.emit(True)
         return self._latest
 
     def cancel(self) -> None:
@@ -237,6 +247,8 @@ class RefineScheduler(QObject):
         """Mark ``request_id`` done; True if it is the latest (its outcome should be emitted)."""
         self._running.discard(request_id)
         self._jobs.pop(request_id, None)
+        if not self.refining:
+            self.refining_changed.emit(False)
         if not self._running:
             self.busy_changed.emit(False)
         if request_id != self._latest:

@@ -116,11 +116,13 @@ def make_warm_job() -> RefineJob:
 
 def test_a_full_result_is_followed_by_a_preview_warm_up_17(scheduler, qtbot):
     job = make_warm_job()
-    busy = []
+    busy, refining = [], []
     scheduler.busy_changed.connect(busy.append)
+    scheduler.refining_changed.connect(refining.append)
     with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT):
         scheduler.submit(job)
     assert scheduler.busy and busy == [True]  # the warm-up began before the result was emitted: busy throughout
+    assert not scheduler.refining and refining == [True, False]  # ... but nothing for Cancel to stop
     qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
     refiner = scheduler._refiners.get(job, torch.device("cpu"))
     assert busy == [True, False] and refiner.preview_settled("convcrf")
