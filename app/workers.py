@@ -7,8 +7,8 @@ interval runs at once, later ones within the interval collapse into the latest, 
 :meth:`RefineScheduler.submit` runs at once (a slider release, the Refine button). After the first full-resolution
 result of an image with a refiner, while nothing else is asked for, the worker warms that refiner's previews of the
 image (:func:`app.compute.warm`: their size settled and operators built; the scheduler stays busy meanwhile) so that
-a drag's first steps find them ready; any request cancels that. One worker thread runs at a time, so builds never compete for the CPU
-and the per-image refiners need no more than their own locks. Errors arrive as readable one-line messages, never
+a drag's first steps find them ready; any request cancels that. One worker thread runs at a time, so builds never
+compete for the CPU and the per-image refiners need no more than their own locks. Errors arrive as readable one-line messages, never
 tracebacks (those go to the log).
 
 :class:`TaskRunner` runs other long work the same way (export, fine-tuning): one task at a time on its own thread, a
@@ -105,7 +105,8 @@ class _WarmTask(QRunnable):
 
     def run(self) -> None:
         try:
-            factor = warm(self.job, refiners=self.refiners, device=self.device, should_stop=lambda: self.token.cancelled)
+            factor = warm(self.job, refiners=self.refiners, device=self.device,
+                          should_stop=lambda: self.token.cancelled)
             _log.debug("previews of %s warmed at 1/%d", self.job.method, factor)
         except crfcore.Cancelled:
             _log.debug("preview warm-up %d cancelled", self.warm_id)

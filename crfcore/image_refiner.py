@@ -59,10 +59,11 @@ PREVIEW_MS = 40.0  # ... and on fewer when its build and solve (what shrinks wit
 PREVIEW_MIN_SIDE = 32  # pixels: the preview's shorter side never gets smaller than this
 PREVIEW_TOL_FACTOR = 10.0  # a preview's solver tolerance (the Gaussian CRF's CG) is this much looser
 PREVIEW_FINER_SHARE = 0.5  # a preview gets finer only when predicted to take at most this share of PREVIEW_MS ...
-PREVIEW_FINER_AFTER = 3  # ... judged by each of this many timed previews in a row (a coarser one: after one over)
+PREVIEW_FINER_AFTER = 3  # ... judged by at least this many timed previews (a coarser one: after two over in a row)
 PREVIEW_FINER_AFTER_MAX = 24  # doubled up to this many each time a finer size proved too slow (PreviewSizer)
-CACHE_SIZE = 8  # operators (full and preview, current and previous θ's, warmed sizes) and warm starts per image
-WARM_RUNS = 6  # previews ImageRefiner.warm_previews runs at most (two per size it tries)
+CACHE_SIZE = 6  # operators (full and preview, current and previous θ's) and warm starts kept per image
+WARM_RUNS = 4  # previews ImageRefiner.warm_previews runs at most: two sizes, so that with their operators and warm
+# starts the full run's stay among the CACHE_SIZE kept (a release after the drag finds them)
 LATEST_SIZES = 3  # sizes whose last solution is kept per method for warm starts at another size
 
 Fixed = Literal["auto"] | np.ndarray | Tensor | None
