@@ -26,7 +26,8 @@ from crfcore import params as P
 
 from .scribbles import UNPAINTED
 
-__all__ = ["IMAGES_KEPT", "UNARIES_KEPT", "RoughInput", "RefineJob", "RefineResult", "Refiners", "compute"]
+__all__ = ["IMAGES_KEPT", "UNARIES_KEPT", "RoughInput", "RefineJob", "RefineResult", "Refiners", "compute",
+           "needs_warm", "warm"]
 
 IMAGES_KEPT = 2  # per-image refiners kept (the current image and the one before), each with its operators
 TIMES_KEPT = 256  # full-run times and preview factors kept (per image and device) for images whose refiner was dropped
@@ -155,6 +156,11 @@ class Refiners:
                 self._times.popitem(last=False)
         return refiner
 
+    def peek(self, job: RefineJob, device: torch.device) -> crfcore.ImageRefiner | None:
+        """The refiner of ``job``'s image on ``device`` if one is kept, else None (nothing is made)."""
+        with self._lock:
+            return self._refiners.get((job.image_key, job.image.shape, str(device)))
+
     def rough_unary(self, job: RefineJob, device: torch.device) -> tuple[torch.Tensor, float, bool]:
         """``(unary, roughness_px, cached)`` of ``job.rough``: ``(C, H, W)`` float32 on ``device``, made by
         :func:`rough_unary` unless the same inputs were made lately."""
@@ -233,18 +239,8 @@ def compute(job: RefineJob, *, refiners: Refiners | None = None, device: str | t
     check()
     dev = torch.device(device) if device is not None else crfcore.best_device()
     refiner = refiners.get(job, dev) if refiners is not None else crfcore.ImageRefiner(job.image, device=dev)
-    extra: dict[str, Any] = {}
-    if job.rough is not None:
-        start = time.perf_counter()
-        unary, roughness, cached = (refiners.rough_unary(job, dev) if refiners is not None
-                                    else (*rough_unary(job, dev), False))
-        extra = {"unary_ms": 0.0 if cached else (time.perf_counter() - start) * 1e3, "roughness_px": roughness}
-        check()
-    elif job.scribbles is not None:
-        unary = crfcore.unary.from_scribbles(job.scribbles.astype(np.int64), job.unary.shape[0], prior=job.unary,
-                                             unpainted=UNPAINTED)
-    else:
-        unary = job.unary
+    unary, extra = _unary(job, refiners, dev)
+    check()
 
     def callback(done: int, total: int, _q: torch.Tensor) -> None:
         check()
@@ -259,3 +255,48 @@ def compute(job: RefineJob, *, refiners: Refiners | None = None, device: str | t
     if extra:
         timing["total_ms"] = result.timing["total_ms"] + extra["unary_ms"]
     return RefineResult(probs, labels, timing, job.method, job.preview, job.version, job.params)
+
+
+def _unary(job: RefineJob, refiners: Refiners | None, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """The job's unary (made from its rough mask or strokes where it has them) and the timing entries that adds."""
+    if job.rough is not None:
+        start = time.perf_counter()
+        unary, roughness, cached = (refiners.rough_unary(job, device) if refiners is not None
+                                    else (*rough_unary(job, device), False))
+        return unary, {"unary_ms": 0.0 if cached else (time.perf_counter() - start) * 1e3, "roughness_px": roughness}
+    if job.scribbles is not None:
+        return crfcore.unary.from_scribbles(job.scribbles.astype(np.int64), job.unary.shape[0], prior=job.unary,
+                                            unpainted=UNPAINTED), {}
+    return job.unary, {}
+
+
+def needs_warm(job: RefineJob, refiners: Refiners, device: str | torch.device | None = None) -> bool:
+    """True when ``job``'s image has a kept refiner that has not yet run (or been given) a preview size for
+    ``job.method`` and whose previews are not full-size: :func:`warm` has work to do. Cheap (no refiner is made),
+    so the GUI thread may ask."""
+    dev = torch.device(device) if device is not None else crfcore.best_device()
+    refiner = refiners.peek(job, dev)
+    return refiner is not None and job.method not in refiner.preview_scales and \
+        not refiner.preview_settled(job.method)
+
+
+def warm(job: RefineJob, *, refiners: Refiners, device: str | torch.device | None = None,
+         should_stop: Callable[[], bool] | None = None) -> int:
+    """Settle the preview size of ``job``'s image and method and build its operators for ``job.params``
+    (``crfcore.ImageRefiner.warm_previews``), so that the first preview of a slider drag starts there: run on the
+    worker after a full run, while the window waits for the user. Returns the preview's downsampling factor.
+
+    Raises:
+        crfcore.Cancelled: ``should_stop`` returned True (polled before and between iterations; what was built
+            stays cached).
+    """
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise crfcore.Cancelled()
+
+    check()
+    dev = torch.device(device) if device is not None else crfcore.best_device()
+    refiner = refiners.get(job, dev)
+    unary, _ = _unary(job, refiners, dev)
+    check()
+    return refiner.warm_previews(unary, job.method, job.params, callback=lambda done, total, q: check())

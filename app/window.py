@@ -238,7 +238,7 @@ class MainWindow(QMainWindow):
         self.scheduler.finished.connect(self._on_finished)
         self.scheduler.failed.connect(self._on_failed)
         self.scheduler.cancelled.connect(self._on_cancelled)
-        self.scheduler.busy_changed.connect(self._on_busy)
+        self.scheduler.refining_changed.connect(self._on_busy)  # not a warm-up: Cancel (Esc) stays free
         self.network_jobs.ready.connect(self._on_network_ready)
         self.network_jobs.progress.connect(self._on_network_progress)
         self.network_jobs.busy_changed.connect(self._on_network_busy)

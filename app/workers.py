@@ -4,8 +4,11 @@ Every request gets an increasing id. Submitting a new one cancels the running on
 build, after it and between iterations) and only the latest id's result, error or cancellation reaches the GUI; the
 others are dropped. :meth:`RefineScheduler.schedule` debounces (slider moves: the first request after a quiet
 interval runs at once, later ones within the interval collapse into the latest, which runs when it ends), and
-:meth:`RefineScheduler.submit` runs at once (a slider release, the Refine button). One worker thread runs at a time, so builds never compete for the CPU
-and the per-image refiners need no more than their own locks. Errors arrive as readable one-line messages, never
+:meth:`RefineScheduler.submit` runs at once (a slider release, the Refine button). After the first full-resolution
+result of an image with a refiner, while nothing else is asked for, the worker warms that refiner's previews of the
+image (:func:`app.compute.warm`: their size settled and operators built; the scheduler stays busy meanwhile) so that
+a drag's first steps find them ready; any request cancels that. One worker thread runs at a time, so builds never
+compete for the CPU and the per-image refiners need no more than their own locks. Errors arrive as readable one-line messages, never
 tracebacks (those go to the log).
 
 :class:`TaskRunner` runs other long work the same way (export, fine-tuning): one task at a time on its own thread, a
@@ -23,7 +26,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal, 
 
 import crfcore
 
-from .compute import RefineJob, RefineResult, Refiners, compute
+from .compute import RefineJob, RefineResult, Refiners, compute, needs_warm, warm
 
 __all__ = ["DEBOUNCE_MS", "CancelToken", "describe_error", "RefineScheduler", "Report", "TaskRunner"]
 
@@ -66,6 +69,7 @@ class _Relay(QObject):
     done = Signal(int, object)
     failed = Signal(int, str)
     stopped = Signal(int)
+    warmed = Signal(int)
 
 
 class _RefineTask(QRunnable):
@@ -90,6 +94,28 @@ class _RefineTask(QRunnable):
             self.relay.done.emit(rid, result)
 
 
+class _WarmTask(QRunnable):
+    """:func:`app.compute.warm` of a job; its outcome is only logged (the previews it prepares report their own)."""
+
+    def __init__(self, warm_id: int, job: RefineJob, token: CancelToken, refiners: Refiners, relay: _Relay,
+                 device: str | None) -> None:
+        super().__init__()
+        self.warm_id, self.job, self.token, self.refiners, self.relay, self.device = (
+            warm_id, job, token, refiners, relay, device)
+
+    def run(self) -> None:
+        try:
+            factor = warm(self.job, refiners=self.refiners, device=self.device,
+                          should_stop=lambda: self.token.cancelled)
+            _log.debug("previews of %s warmed at 1/%d", self.job.method, factor)
+        except crfcore.Cancelled:
+            _log.debug("preview warm-up %d cancelled", self.warm_id)
+        except Exception:  # a failure here is the next preview's to report; never the user's concern now
+            _log.exception("preview warm-up %d failed", self.warm_id)
+        finally:
+            self.relay.warmed.emit(self.warm_id)
+
+
 class RefineScheduler(QObject):
     """Runs :class:`~app.compute.RefineJob` s on a worker thread; only the latest request's outcome is emitted.
 
@@ -99,7 +125,9 @@ class RefineScheduler(QObject):
         finished(int, object): ``(request id, RefineResult)``.
         failed(int, str): ``(request id, readable message)``.
         cancelled(int): the latest request stopped because of :meth:`cancel`.
-        busy_changed(bool): whether any request is still running (a superseded one may still be finishing).
+        busy_changed(bool): whether any request is still running (a superseded one may still be finishing) or the
+            previews are being warmed after a full result (``warm``; cancelled by any request).
+        refining_changed(bool): whether any request is still running, warm-ups aside (what Cancel can stop).
     """
 
     started = Signal(int, bool)
@@ -108,13 +136,15 @@ class RefineScheduler(QObject):
     failed = Signal(int, str)
     cancelled = Signal(int)
     busy_changed = Signal(bool)
+    refining_changed = Signal(bool)
 
     def __init__(self, parent: QObject | None = None, *, debounce_ms: int = DEBOUNCE_MS,
-                 device: str | None = None) -> None:
+                 device: str | None = None, warm: bool = True) -> None:
         super().__init__(parent)
         if debounce_ms < 0:
             raise ValueError(f"debounce_ms must be >= 0, got {debounce_ms}.")
         self.device = device
+        self.warm = warm
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
         self._refiners = Refiners()
@@ -123,6 +153,7 @@ class RefineScheduler(QObject):
         self._relay.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
         self._relay.failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
         self._relay.stopped.connect(self._on_stopped, Qt.ConnectionType.QueuedConnection)
+        self._relay.warmed.connect(self._on_warmed, Qt.ConnectionType.QueuedConnection)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(debounce_ms)
@@ -130,7 +161,9 @@ class RefineScheduler(QObject):
         self._pending: RefineJob | None = None
         self._latest = 0
         self._token: CancelToken | None = None
-        self._running: set[int] = set()
+        self._running: set[int] = set()  # request ids, and warm-up ids (negative) while they run
+        self._jobs: dict[int, RefineJob] = {}  # running requests' jobs: a full one's is warmed after it
+        self._warm_id = 0
 
     @property
     def latest_id(self) -> int:
@@ -139,7 +172,13 @@ class RefineScheduler(QObject):
 
     @property
     def busy(self) -> bool:
+        """A request or a warm-up runs on the worker."""
         return bool(self._running)
+
+    @property
+    def refining(self) -> bool:
+        """A request runs on the worker (warm-ups aside)."""
+        return any(rid > 0 for rid in self._running)
 
     @property
     def pending(self) -> bool:
@@ -167,12 +206,15 @@ class RefineScheduler(QObject):
             self._token.cancel()
         self._latest += 1
         self._token = CancelToken()
-        was_busy = self.busy
+        was_busy, was_refining = self.busy, self.refining
         self._running.add(self._latest)
+        self._jobs[self._latest] = job
         self._pool.start(_RefineTask(self._latest, job, self._token, self._refiners, self._relay, self.device))
         self.started.emit(self._latest, job.preview)
         if not was_busy:
             self.busy_changed.emit(True)
+        if not was_refining:
+            self.refining_changed.emit(True)
         return self._latest
 
     def cancel(self) -> None:
@@ -205,6 +247,9 @@ class RefineScheduler(QObject):
     def _finish(self, request_id: int) -> bool:
         """Mark ``request_id`` done; True if it is the latest (its outcome should be emitted)."""
         self._running.discard(request_id)
+        self._jobs.pop(request_id, None)
+        if not self.refining:
+            self.refining_changed.emit(False)
         if not self._running:
             self.busy_changed.emit(False)
         if request_id != self._latest:
@@ -219,8 +264,28 @@ class RefineScheduler(QObject):
 
     @Slot(int, object)
     def _on_done(self, request_id: int, result: RefineResult) -> None:
+        job = self._jobs.get(request_id)
+        if job is not None and not job.preview and request_id == self._latest:
+            self._start_warm(job)  # before the result is emitted: busy throughout, never off and on again
         if self._finish(request_id):
             self.finished.emit(request_id, result)
+
+    def _start_warm(self, job: RefineJob) -> None:
+        """Warm the previews of ``job``'s image and method on the worker (:func:`app.compute.warm`), the first time
+        that image is refined with that method (:func:`app.compute.needs_warm`), unless warming is off or another
+        request waits. Any later request, or :meth:`cancel`, cancels it."""
+        if not self.warm or self._pending is not None or not needs_warm(job, self._refiners, self.device):
+            return
+        self._token = CancelToken()
+        self._warm_id -= 1
+        self._running.add(self._warm_id)
+        self._pool.start(_WarmTask(self._warm_id, job, self._token, self._refiners, self._relay, self.device))
+
+    @Slot(int)
+    def _on_warmed(self, warm_id: int) -> None:
+        self._running.discard(warm_id)
+        if not self._running:
+            self.busy_changed.emit(False)
 
     @Slot(int, str)
     def _on_failed(self, request_id: int, message: str) -> None:

@@ -10,8 +10,10 @@ It holds what makes a slider live:
   their previous solution on this image, which a small slider move barely changes (at another size, resampled:
   a preview that changed size does not start cold);
 * previews: a reduced-resolution run, first sized by the image's last full-run time (:func:`preview_scale`), then
-  by the previews' own times with hysteresis (:class:`PreviewSizer`, :func:`next_preview_scale`), with params
-  keeping the full run's spatial reach (:func:`preview_params`), upsampled back to full size;
+  by the previews' own times with hysteresis (:class:`PreviewSizer`, :func:`next_preview_scale`), a per-call
+  overhead that no size shrinks fitted from two sizes (:func:`preview_overhead`), with params keeping the full
+  run's spatial reach (:func:`preview_params`), upsampled back to full size; :meth:`ImageRefiner.warm_previews`
+  settles the size and builds its operator before the first preview is asked for;
 * timing and labelling: every result is a :class:`~crfcore.api.Refinement` with its timing breakdown.
 
 ``crfcore.refine`` is a one-shot ``ImageRefiner``; the app keeps one per open image.
@@ -49,16 +51,20 @@ from .refiners import method as method_entry
 
 __all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACTOR", "PREVIEW_FINER_SHARE",
            "PREVIEW_FINER_AFTER", "PREVIEW_FINER_AFTER_MAX", "CACHE_SIZE", "Refinement", "ImageRefiner", "PreviewSizer",
-           "best_device", "resolve_params", "preview_bounds", "preview_scale", "next_preview_scale", "preview_params"]
+           "WARM_RUNS", "best_device", "resolve_params", "preview_bounds", "preview_scale", "preview_overhead",
+           "next_preview_scale", "preview_params"]
 
 PREVIEW_PIXELS = 65_536  # a preview runs on at most this many pixels (256×256), then is upsampled
 PREVIEW_MS = 40.0  # ... and on fewer when its build and solve (what shrinks with it) would take more milliseconds
 PREVIEW_MIN_SIDE = 32  # pixels: the preview's shorter side never gets smaller than this
 PREVIEW_TOL_FACTOR = 10.0  # a preview's solver tolerance (the Gaussian CRF's CG) is this much looser
 PREVIEW_FINER_SHARE = 0.5  # a preview gets finer only when predicted to take at most this share of PREVIEW_MS ...
-PREVIEW_FINER_AFTER = 3  # ... judged by each of this many timed previews in a row (a coarser one: after one over)
+PREVIEW_FINER_AFTER = 3  # ... judged by at least this many timed previews (a coarser one: after two over in a row)
 PREVIEW_FINER_AFTER_MAX = 24  # doubled up to this many each time a finer size proved too slow (PreviewSizer)
 CACHE_SIZE = 6  # operators (full and preview, current and previous θ's) and warm starts kept per image
+WARM_RUNS = 4  # previews ImageRefiner.warm_previews runs at most: two sizes, so that with their operators and warm
+# starts the full run's stay among the CACHE_SIZE kept (a release after the drag finds them)
+LATEST_SIZES = 3  # sizes whose last solution is kept per method for warm starts at another size
 
 Fixed = Literal["auto"] | np.ndarray | Tensor | None
 
@@ -126,55 +132,105 @@ def preview_scale(height: int, width: int, *, full_ms: float | None = None) -> i
     return min(scale, coarsest)
 
 
+def preview_overhead(points: Sequence[tuple[int, float]]) -> float:
+    """Milliseconds of a preview's build and solve that no size shrinks (per-call costs), from timed sizes.
+
+    Fits ``t = a + b / scale²`` (a part per call plus a part per pixel) through the latest point and, of the points
+    at other factors, the one whose pixel count differs most from it (the full run where there is one: the widest
+    lever, least thrown by noise in either time); ``a`` is returned, within ``[0, t]`` of the latest point: 0 (time
+    ∝ pixels) with no other factor or where time fell faster than pixels, the smaller time where the finer size was
+    not the slower (nothing shrank with the size).
+
+    Args:
+        points: ``(scale, ms)`` pairs, oldest first: a downsampling factor ≥ 1 (1: a full-size run) and the build
+            and solve time at it in milliseconds ≥ 0.
+
+    Raises:
+        ValueError: a factor < 1 or a negative or non-finite time.
+    """
+    for scale, ms in points:
+        if scale < 1 or not math.isfinite(ms) or ms < 0:
+            raise InputError(f"preview_overhead needs (scale >= 1, ms >= 0) pairs, got ({scale}, {ms}).")
+    if not points:
+        return 0.0
+    last_scale, last_ms = points[-1]
+    others = [(s, t) for s, t in reversed(points) if s != last_scale]  # the latest first: it wins a tie
+    if not others:
+        return 0.0
+    other = max(others, key=lambda p: abs(p[0] ** -2 - last_scale ** -2))
+    (fine, fine_ms), (coarse, coarse_ms) = sorted([other, (last_scale, last_ms)])
+    if fine_ms <= coarse_ms:
+        return float(min(fine_ms, coarse_ms, last_ms))
+    per_pixel = (fine_ms - coarse_ms) / (fine ** -2 - coarse ** -2)  # ms at full size, per-call part excluded
+    return float(min(last_ms, max(0.0, coarse_ms - per_pixel * coarse ** -2)))
+
+
 def next_preview_scale(scale: int, recent_ms: Sequence[float], *, finest: int, coarsest: int,
-                       budget_ms: float | None = None, finer_after: int = PREVIEW_FINER_AFTER) -> int:
+                       budget_ms: float | None = None, finer_after: int = PREVIEW_FINER_AFTER,
+                       overhead_ms: float = 0.0) -> int:
     """The downsampling factor for the next preview, after previews at factor ``scale`` took ``recent_ms``.
 
     Times are a preview's build and solve at its size (not the full-size resampling and labelling around them,
-    which no factor shrinks), taken to grow with its pixel count (``∝ 1 / scale²``). Hysteresis, since each change of
-    factor costs a preview whose operators are built anew at that size:
+    which no factor shrinks). A time ``t`` at ``scale`` predicts ``a + (t − a)·(scale / s)²`` at factor ``s``, where
+    ``a`` = ``overhead_ms`` (at most ``t``) is the part no size shrinks (:func:`preview_overhead`). Each change of
+    factor costs a preview whose operators are built anew at that size, so the rule jumps straight to the factor
+    predicted, on the safe side in each direction, with hysteresis:
 
-    * coarser as soon as the latest preview is over ``budget_ms``: to the factor predicted to fit it, at least one
-      step;
-    * finer by one step only when each of the last ``finer_after`` previews, scaled to that finer
-      size, is predicted within :data:`PREVIEW_FINER_SHARE` of ``budget_ms`` (fewer times: no change);
+    * coarser when the latest preview is over ``budget_ms``, and the one before too if there is one (a single slow
+      one among quick ones is a burst of load, not too large a size): to the finest factor where the quicker of the
+      two is predicted within it with the overhead (which makes a coarser size gain less than its pixels), at least
+      one step;
+    * finer only when there are at least ``finer_after`` times and each is well under: to the finest factor where
+      each is predicted within :data:`PREVIEW_FINER_SHARE` of ``budget_ms`` as if time ∝ pixels (which a per-call
+      part only makes cheaper); with fewer times, no change;
     * else unchanged; always within ``[finest, coarsest]`` (:func:`preview_bounds`).
 
     Args:
         scale: the factor the previews ran at, ≥ 1.
-        recent_ms: their build and solve times in milliseconds, oldest first (only the last ``finer_after``
-            matter); at least one.
+        recent_ms: their build and solve times in milliseconds, oldest first; at least one. All of them judge a
+            finer size (the caller chooses how far back: :class:`PreviewSizer` passes those since the last change
+            of size), the latest two a coarser one.
         finest, coarsest: the allowed factors, 1 ≤ finest ≤ coarsest.
         budget_ms: milliseconds a preview may take; None for :data:`PREVIEW_MS`.
         finer_after: how many previews in a row must be well under budget to go finer, ≥ 1.
+        overhead_ms: milliseconds of each preview that no size shrinks, ≥ 0.
 
     Raises:
-        ValueError: ``recent_ms`` empty or a bad factor, bound or budget.
+        ValueError: ``recent_ms`` empty or a bad factor, bound, budget or overhead.
     """
     budget = PREVIEW_MS if budget_ms is None else budget_ms
-    if not 1 <= finest <= coarsest or scale < 1 or budget <= 0 or finer_after < 1:
-        raise InputError(f"next_preview_scale needs 1 <= finest <= coarsest, scale >= 1, budget_ms > 0 and "
-                         f"finer_after >= 1, got finest={finest}, coarsest={coarsest}, scale={scale}, "
-                         f"budget_ms={budget}, finer_after={finer_after}.")
+    if not 1 <= finest <= coarsest or scale < 1 or budget <= 0 or finer_after < 1 or not overhead_ms >= 0:
+        raise InputError(f"next_preview_scale needs 1 <= finest <= coarsest, scale >= 1, budget_ms > 0, "
+                         f"finer_after >= 1 and overhead_ms >= 0, got finest={finest}, coarsest={coarsest}, "
+                         f"scale={scale}, budget_ms={budget}, finer_after={finer_after}, overhead_ms={overhead_ms}.")
     if not recent_ms:
         raise InputError("next_preview_scale needs the time of at least one preview at this scale (recent_ms).")
-    if recent_ms[-1] > budget:
-        wanted = math.ceil(scale * math.sqrt(recent_ms[-1] / budget))
+    slow = min(recent_ms[-2:])
+    if slow > budget:
+        fixed = min(overhead_ms, slow)
+        wanted = coarsest
+        if fixed < budget:  # a + (t − a)·(scale / s)² ≤ budget
+            wanted = math.ceil(scale * math.sqrt((slow - fixed) / (budget - fixed)))
         return max(finest, min(coarsest, max(scale + 1, wanted)))
-    last = recent_ms[-finer_after:]
-    finer = scale - 1
-    if finer >= finest and len(last) == finer_after and \
-            all(t * (scale / finer) ** 2 <= PREVIEW_FINER_SHARE * budget for t in last):
-        return min(finer, coarsest)
+    if len(recent_ms) >= finer_after and scale > finest:
+        wanted = max(finest, math.ceil(scale * math.sqrt(max(recent_ms) / (PREVIEW_FINER_SHARE * budget))))
+        if wanted < scale:
+            return min(wanted, coarsest)
     return max(finest, min(coarsest, scale))
 
 
 class PreviewSizer:
     """The preview factor of one image and method: it starts where :func:`preview_scale` put it (from the full
-    run's time) and then follows the previews' own times (:func:`next_preview_scale`).
+    run's time) and then follows the previews' own times (:func:`next_preview_scale`), with the per-call overhead
+    fitted from the times at two factors (:func:`preview_overhead`; the median of the counted times at each factor
+    since it was last chosen, so that one burst does not make it; the full run's own build and solve time,
+    ``full_ms``, is the first of them).
 
     The first preview at each factor is not counted: it paid for the change (operators built at that size) and says
-    little about the next ones. Each time a step finer is undone (the next change of size is a coarser one), the
+    little about the next ones. A finer size is judged by every counted time since the last change (up to
+    :data:`PREVIEW_FINER_AFTER_MAX`), so one slow step among quick ones (times on a shared machine come in bursts,
+    and a slider step that finds its operator cached is much quicker than one that builds it) holds the size.
+    Each time a step finer is undone (the next change of size is a coarser one), the
     streak of well-under previews asked for the next finer step doubles (from :data:`PREVIEW_FINER_AFTER` up to
     :data:`PREVIEW_FINER_AFTER_MAX`), so a time that hovers near the budget (a loaded machine) does not make the
     size flip back and forth. Not thread-safe (:class:`ImageRefiner` guards it).
@@ -182,17 +238,34 @@ class PreviewSizer:
     Args:
         scale: the starting factor.
         finest, coarsest: the allowed factors (:func:`preview_bounds`).
+        full_ms: milliseconds the full-size run's build and solve took (factor 1), or None.
     """
 
-    def __init__(self, scale: int, *, finest: int, coarsest: int) -> None:
+    def __init__(self, scale: int, *, finest: int, coarsest: int, full_ms: float | None = None) -> None:
         if not 1 <= finest <= coarsest:
             raise InputError(f"PreviewSizer needs 1 <= finest <= coarsest, got finest={finest}, coarsest={coarsest}.")
         self.finest, self.coarsest = finest, coarsest
         self.scale = max(finest, min(coarsest, int(scale)))
         self._times: list[float] = []
+        self._points: list[tuple[int, float]] = [] if full_ms is None else [(1, float(full_ms))]
         self._seen = False  # a preview ran at self.scale (the first one there is not counted)
         self.finer_after = PREVIEW_FINER_AFTER  # well-under previews in a row asked for the next finer step
         self._went_finer = False  # the last change of size was a step finer
+
+    @property
+    def settled(self) -> bool:
+        """True once a preview at :attr:`scale` was timed there and kept it (not only the first, uncounted one)."""
+        return bool(self._times)
+
+    @property
+    def seen(self) -> bool:
+        """True once a preview ran at :attr:`scale` (its operators are built there)."""
+        return self._seen
+
+    @property
+    def overhead_ms(self) -> float:
+        """The per-call milliseconds fitted so far (:func:`preview_overhead`); 0 before two factors were timed."""
+        return preview_overhead(self._points)
 
     def record(self, scale: int, preview_ms: float, *, budget_ms: float | None = None) -> int:
         """Note that a preview at factor ``scale`` took ``preview_ms`` milliseconds (build and solve); returns the
@@ -202,9 +275,10 @@ class PreviewSizer:
         if not self._seen:
             self._seen = True
             return self.scale
-        self._times = [*self._times, preview_ms][-self.finer_after:]
+        self._times = [*self._times, preview_ms][-PREVIEW_FINER_AFTER_MAX:]
+        self._points = [*(p for p in self._points if p[0] != scale), (scale, float(np.median(self._times)))]
         scale = next_preview_scale(self.scale, self._times, finest=self.finest, coarsest=self.coarsest,
-                                   budget_ms=budget_ms, finer_after=self.finer_after)
+                                   budget_ms=budget_ms, finer_after=self.finer_after, overhead_ms=self.overhead_ms)
         if scale > self.scale and self._went_finer:  # the step finer was too slow after all: wait longer next time
             self.finer_after = min(PREVIEW_FINER_AFTER_MAX, 2 * self.finer_after)
         if scale != self.scale:
@@ -274,7 +348,7 @@ class ImageRefiner:
         image: ``(H, W, 3)`` uint8 NumPy array, or ``(3, H, W)`` / ``(B, 3, H, W)`` tensor in 0..255.
         device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
         cache_size: built operators and warm starts kept (least recently used dropped first), ≥ 1.
-        full_ms: known full-size refinement times of this image per method, in milliseconds (e.g. from
+        full_ms: known full-size build and solve times of this image per method, in milliseconds (e.g. from
             :attr:`full_ms` of an earlier refiner of the same image); they size the first previews.
         preview_scales: preview factors per method chosen by an earlier refiner of the same image
             (:attr:`preview_scales`); previews start there instead of at the full run's estimate.
@@ -297,7 +371,8 @@ class ImageRefiner:
         self._sizers = {method: PreviewSizer(scale, finest=finest, coarsest=coarsest)
                         for method, scale in (preview_scales or {}).items()}
         self._sizers_lock = threading.Lock()
-        self._latest: dict[tuple[str, int, int], Tensor] = {}  # (method, B, C): the last solution at any size
+        # (method, B, C) → {factor: the last solution at that size}, the most recently solved size last
+        self._latest: dict[tuple[str, int, int], dict[int, Tensor]] = {}
 
     @property
     def size(self) -> tuple[int, int]:
@@ -306,7 +381,8 @@ class ImageRefiner:
 
     @property
     def full_ms(self) -> dict[str, float]:
-        """The last full-size refinement time per method (milliseconds); a copy."""
+        """The last full-size run's build and solve time per method (milliseconds, without the labelling around
+        them); a copy."""
         return dict(self._full_ms)
 
     @property
@@ -318,6 +394,50 @@ class ImageRefiner:
     def cached(self) -> int:
         """How many built operators and warm starts are held."""
         return len(self._cache)
+
+    def preview_settled(self, method: str) -> bool:
+        """True when ``preview=True`` runs of ``method`` were timed at the factor they run at now (a preview then
+        finds its size chosen and its operators built; :meth:`warm_previews` has nothing to do), or when this
+        image's previews run at full size (:func:`preview_bounds` ``(1, 1)``: nothing to choose or build)."""
+        if preview_bounds(*self.size) == (1, 1):
+            return True
+        with self._sizers_lock:
+            sizer = self._sizers.get(method)
+            return sizer is not None and sizer.settled
+
+    @torch.no_grad()
+    def warm_previews(self, unary: np.ndarray | Tensor, method: str = "convcrf", params: Any = None, *,
+                      scale: str | float = "auto", callback: ProgressCallback | None = None, fixed: Fixed = "auto",
+                      max_runs: int = WARM_RUNS, **overrides: Any) -> int:
+        """Settle the preview size of ``method`` before a slider asks for one (e.g. on a worker while the window
+        is idle after a full run), so that the first previews of a drag neither pay for operators built at a new
+        size nor change size step by step.
+
+        Runs ``preview=True`` refinements with these arguments (as :meth:`refine`) until the factor is settled
+        (:meth:`preview_settled`), at most ``max_runs``: the first at each factor builds its operators (not
+        counted), the second is timed and moves the factor (:class:`PreviewSizer`) or keeps it. A solver that
+        warm-starts (the Gaussian CRF) starts that second run not from the first's solution (nothing left to solve)
+        but from the last one at another size, as a slider step after a change of size does. Each run leaves its
+        operator and solution in the cache, so the next preview with these params starts from them.
+        ``callback`` may raise ``crfcore.Cancelled`` to stop (what was built stays cached).
+
+        Returns:
+            the factor the next ``preview=True`` run of ``method`` runs at.
+
+        Raises:
+            ValueError: as :meth:`refine`, or ``max_runs`` < 1.
+        """
+        if max_runs < 1:
+            raise InputError(f"warm_previews needs max_runs >= 1, got {max_runs}.")
+        for _ in range(max_runs):
+            with self._sizers_lock:
+                sizer = self._sizer(method)
+                if sizer.settled:
+                    break
+                restart = sizer.seen
+            self._refine(unary, method, params, scale=scale, preview=True, callback=callback, fixed=fixed,
+                         restart=restart, overrides=overrides)
+        return self.preview_scales[method]
 
     @torch.no_grad()
     def refine(self, unary: np.ndarray | Tensor, method: str = "convcrf", params: Any = None, *,
@@ -353,6 +473,13 @@ class ImageRefiner:
             ValueError: unknown method or parameter, bad unary, a size or batch other than the image's, a compat
                 matrix of another class count, a bad ``preview`` or ``fixed``; the message names the fix.
         """
+        return self._refine(unary, method, params, scale=scale, preview=preview, callback=callback, fixed=fixed,
+                            restart=False, overrides=overrides)
+
+    def _refine(self, unary: np.ndarray | Tensor, method: str, params: Any, *, scale: str | float,
+                preview: bool | int | None, callback: ProgressCallback | None, fixed: Fixed, restart: bool,
+                overrides: Mapping[str, Any]) -> Refinement:
+        """:meth:`refine`; ``restart``: a warm-starting solver starts from the last solution at another size."""
         start = time.perf_counter()
         entry = method_entry(method)
         config = resolve_params(method, params, **overrides)
@@ -391,12 +518,16 @@ class ImageRefiner:
         held_kw = {} if isinstance(held, str) else {"fixed": held}
         if hasattr(model, "scores"):
             warm_key = ("x0", method, scale, image.shape[0], num_classes)
-            x0 = self._cache.get(warm_key)
+            x0 = None if restart else self._cache.get(warm_key)
             if x0 is None:
-                x0 = self._resampled_start(warm_key, probs.shape[-2:])
+                x0 = self._resampled_start(warm_key, probs.shape[-2:], other_than=scale if restart else None)
             x = model.scores(image, probs, op=op, callback=callback, x0=x0, **held_kw)
             self._cache.put(warm_key, x)
-            self._latest[(method, *warm_key[3:])] = x
+            solved = self._latest.setdefault((method, *warm_key[3:]), {})
+            solved.pop(scale, None)
+            solved[scale] = x
+            while len(solved) > LATEST_SIZES:
+                del solved[next(iter(solved))]
             q = torch.softmax(x, dim=1)
         else:
             q = model(image, probs, op=op, callback=callback, **held_kw)
@@ -415,7 +546,7 @@ class ImageRefiner:
                   "total_ms": (time.perf_counter() - start) * 1e3, "device": str(self.device), "cached": cached,
                   "preview_scale": scale}
         if scale == 1 and (not cached or method not in self._full_ms):
-            self._full_ms[method] = timing["total_ms"]  # refining this image from scratch: sizes its previews
+            self._full_ms[method] = work_ms  # refining this image from scratch: sizes its previews
         if preview is True:
             with self._sizers_lock:
                 self._sizers[method].record(scale, work_ms, budget_ms=PREVIEW_MS)
@@ -435,26 +566,33 @@ class ImageRefiner:
             image = image.expand(probs.shape[0], -1, -1, -1)
         return probs, image
 
+    def _sizer(self, method: str) -> PreviewSizer:
+        """The preview sizer of ``method``, made on first use (seeded by its full run's time); hold the lock."""
+        sizer = self._sizers.get(method)
+        if sizer is None:
+            finest, coarsest = preview_bounds(*self.size)
+            full_ms = self._full_ms.get(method)
+            sizer = PreviewSizer(preview_scale(*self.size, full_ms=full_ms), finest=finest, coarsest=coarsest,
+                                 full_ms=full_ms)
+            self._sizers[method] = sizer
+        return sizer
+
     def _scale(self, preview: bool | int | None, method: str) -> int:
         if preview is None or preview is False:
             return 1
         if preview is True:
             with self._sizers_lock:
-                sizer = self._sizers.get(method)
-                if sizer is None:
-                    finest, coarsest = preview_bounds(*self.size)
-                    sizer = PreviewSizer(preview_scale(*self.size, full_ms=self._full_ms.get(method)),
-                                         finest=finest, coarsest=coarsest)
-                    self._sizers[method] = sizer
-                return sizer.scale
+                return self._sizer(method).scale
         if isinstance(preview, (int, np.integer)) and preview >= 1:
             return int(preview)
         raise InputError(f"preview must be None, True, False or a downsampling factor >= 1, got {preview!r}.")
 
-    def _resampled_start(self, warm_key: tuple, size: torch.Size) -> Tensor | None:
-        """The method's last solution at another size (``warm_key`` = ``("x0", method, scale, B, C)``), resized
-        bilinearly to ``size``: a start for a solve whose own size has none; None when there is none."""
-        latest = self._latest.get((warm_key[1], *warm_key[3:]))
+    def _resampled_start(self, warm_key: tuple, size: torch.Size, *, other_than: int | None = None) -> Tensor | None:
+        """The method's last solution (``warm_key`` = ``("x0", method, scale, B, C)``), at a factor other than
+        ``other_than`` if given, resized bilinearly to ``size``: a start for a solve whose own size has none; None
+        when there is none."""
+        solved = self._latest.get((warm_key[1], *warm_key[3:]), {})
+        latest = next((x for factor, x in reversed(solved.items()) if factor != other_than), None)
         if latest is None:
             return None
         return F.interpolate(latest, size=tuple(size), mode="bilinear", align_corners=False)

@@ -10,7 +10,7 @@ import pytest
 
 import crfcore
 import crfcore.image_refiner
-from app.compute import RefineJob, Refiners, compute
+from app.compute import RefineJob, Refiners, compute, needs_warm, warm
 from crfcore import params as P
 
 
@@ -56,6 +56,23 @@ def test_a_revisited_image_previews_at_the_size_its_previews_chose_17(monkeypatc
     assert refiners.get(job, "cpu").preview_scales == {"convcrf": 3}
     compute(make_job(height=96, width=128, image_key="b"), refiners=refiners, device="cpu")  # "a" is dropped ...
     assert compute(job, refiners=refiners, device="cpu").timing["preview_scale"] == 3  # ... its choice is not
+
+
+def test_warm_settles_the_previews_of_an_image_and_method_once_17():
+    refiners = Refiners()
+    job = make_job(height=96, width=128, image_key="a")  # preview factors 1 to 3
+    assert not needs_warm(job, refiners, "cpu")  # no refiner kept for the image yet: nothing is made to ask
+    compute(job, refiners=refiners, device="cpu")
+    assert needs_warm(job, refiners, "cpu")
+    scale = warm(job, refiners=refiners, device="cpu")
+    assert not needs_warm(job, refiners, "cpu") and refiners.get(job, "cpu").preview_scales == {"convcrf": scale}
+    preview = compute(dataclasses.replace(job, preview=True), refiners=refiners, device="cpu")
+    assert preview.timing["preview_scale"] == scale and preview.timing["cached"]
+    small = make_job(image_key="small")  # 24×30: previews run at full size, nothing to warm
+    compute(small, refiners=refiners, device="cpu")
+    assert not needs_warm(small, refiners, "cpu")
+    with pytest.raises(crfcore.Cancelled):
+        warm(make_job(height=96, width=128, image_key="b"), refiners=refiners, device="cpu", should_stop=lambda: True)
 
 
 def test_should_stop_raises_cancelled_between_iterations():

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 import app.workers
 import crfcore
@@ -104,6 +105,70 @@ def test_a_failure_arrives_as_a_one_line_message(scheduler, job, qtbot, monkeypa
         scheduler.submit(job)
     assert failed.args == [1, "RuntimeError: lattice exploded"]
     assert not scheduler.busy
+
+
+def make_warm_job() -> RefineJob:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)  # preview factors 1 to 3
+    unary = crfcore.unary.from_labels(rng.integers(0, 2, (96, 128)), 2)
+    return RefineJob(image=image, unary=unary, method="convcrf", params=P.ConvCRFParams(), image_key="warm")
+
+
+def test_a_full_result_is_followed_by_a_preview_warm_up_17(scheduler, qtbot):
+    job = make_warm_job()
+    busy, refining = [], []
+    scheduler.busy_changed.connect(busy.append)
+    scheduler.refining_changed.connect(refining.append)
+    with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT):
+        scheduler.submit(job)
+    assert scheduler.busy and busy == [True]  # the warm-up began before the result was emitted: busy throughout
+    assert not scheduler.refining and refining == [True, False]  # ... but nothing for Cancel to stop
+    qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
+    refiner = scheduler._refiners.get(job, torch.device("cpu"))
+    assert busy == [True, False] and refiner.preview_settled("convcrf")
+    with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT) as preview:
+        scheduler.submit(dataclasses.replace(job, preview=True))
+    assert preview.args[1].timing["cached"]  # the first preview found its operator built
+    qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
+    with qtbot.waitSignal(scheduler.finished, timeout=TIMEOUT):
+        scheduler.submit(dataclasses.replace(job, params=P.ConvCRFParams(w_appearance=30.0)))
+    qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
+    assert busy == [True, False] * 3  # once per image and refiner: not after a preview nor after a later full run
+
+
+def test_a_request_cancels_the_warm_up_17(scheduler, qtbot, monkeypatch):
+    gate, outcomes, real = threading.Event(), [], app.workers.warm
+
+    def gated(j, **kwargs):
+        gate.wait(5)
+        try:
+            return real(j, **kwargs)
+        except crfcore.Cancelled:
+            outcomes.append("cancelled")
+            raise
+
+    monkeypatch.setattr(app.workers, "warm", gated)
+    job = make_warm_job()
+    delivered = []
+    scheduler.finished.connect(lambda rid, result: delivered.append(result.preview))
+    scheduler.finished.connect(lambda rid, result: scheduler.submit(dataclasses.replace(job, preview=True))
+                               if rid == 1 else None)  # a drag at once
+    scheduler.submit(job)
+    qtbot.waitUntil(lambda: len(delivered) == 1, timeout=TIMEOUT)
+    gate.set()
+    qtbot.waitUntil(lambda: not scheduler.busy, timeout=TIMEOUT)
+    assert delivered == [False, True] and outcomes == ["cancelled"]
+
+
+def test_no_warm_up_when_turned_off_17(qtbot):
+    quiet = RefineScheduler(device="cpu", debounce_ms=50, warm=False)
+    busy = []
+    quiet.busy_changed.connect(busy.append)
+    job = make_warm_job()
+    with qtbot.waitSignal(quiet.finished, timeout=TIMEOUT):
+        quiet.submit(job)
+    assert busy == [True, False] and not quiet._refiners.get(job, torch.device("cpu")).preview_scales
+    quiet.shutdown()
 
 
 def test_describe_error_keeps_validation_messages_and_explains_memory():

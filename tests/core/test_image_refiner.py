@@ -10,7 +10,8 @@ import crfcore
 import crfcore.image_refiner
 from crfcore import params as P
 from crfcore.image_refiner import (PREVIEW_FINER_AFTER, PREVIEW_FINER_AFTER_MAX, ImageRefiner, PreviewSizer,
-                                   next_preview_scale, preview_bounds, preview_params, preview_scale)
+                                   next_preview_scale, preview_bounds, preview_overhead, preview_params,
+                                   preview_scale)
 
 
 def make_input(height: int = 24, width: int = 30, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +111,9 @@ def test_preview_bounds_are_the_pixel_budget_and_the_shortest_side():
 def test_an_over_budget_preview_goes_coarser_at_once_to_the_predicted_size_17():
     bounds = {"finest": 3, "coarsest": 16, "budget_ms": 40.0}
     assert next_preview_scale(3, [120.0], **bounds) == 6  # 3·√(120 / 40) = 5.2 → 6: ~120·9/36 = 30 ms
-    assert next_preview_scale(4, [10.0, 10.0, 41.0], **bounds) == 5  # one over is enough; at least one step
+    assert next_preview_scale(4, [10.0, 41.0, 41.0], **bounds) == 5  # two over in a row; at least one step
+    assert next_preview_scale(4, [10.0, 10.0, 90.0], **bounds) == 4  # one over among quick ones: a burst
+    assert next_preview_scale(4, [10.0, 90.0, 60.0], **bounds) == 5  # judged by the quicker: 4·√(60/40) = 4.9
     assert next_preview_scale(12, [1e5], **bounds) == 16  # never past the coarsest
     assert next_preview_scale(4, [40.0], **bounds) == 4  # at the budget: unchanged
 
@@ -121,9 +124,58 @@ def test_a_preview_goes_finer_only_after_several_well_under_budget_17():
     assert next_preview_scale(5, [quick] * PREVIEW_FINER_AFTER, **bounds) == 4
     assert next_preview_scale(5, [quick] * (PREVIEW_FINER_AFTER - 1), **bounds) == 5  # too few timed previews
     assert next_preview_scale(5, [13.0] * PREVIEW_FINER_AFTER, **bounds) == 5  # 20.3 ms at 1/4: not well under
-    assert next_preview_scale(5, [30.0, quick, quick, quick], **bounds) == 4  # only the last few count
-    assert next_preview_scale(5, [quick, 30.0, quick], **bounds) == 5  # one slower among them holds it
+    assert next_preview_scale(5, [quick, 30.0, quick], **bounds) == 5  # one slower among them holds it ...
+    assert next_preview_scale(5, [30.0, quick, quick, quick], **bounds) == 5  # ... however far back it is
     assert next_preview_scale(3, [1.0] * PREVIEW_FINER_AFTER, **bounds) == 3  # never finer than the finest
+
+
+def test_the_per_call_overhead_is_fitted_through_two_sizes_17():
+    assert preview_overhead([]) == 0.0 and preview_overhead([(4, 50.0), (4, 60.0)]) == 0.0  # one size: ∝ pixels
+    # a + b/s²: 30 + 320/16 = 50 at 1/4, 30 + 320/64 = 35 at 1/8 (any order; the full run at 1/1 counts as a size)
+    assert preview_overhead([(4, 50.0), (8, 35.0)]) == pytest.approx(30.0)
+    assert preview_overhead([(8, 35.0), (4, 50.0)]) == pytest.approx(30.0)
+    assert preview_overhead([(1, 350.0), (4, 50.0)]) == pytest.approx(30.0)
+    assert preview_overhead([(1, 350.0), (8, 35.0), (4, 50.0)]) == pytest.approx(30.0)
+    assert preview_overhead([(1, 350.0), (5, 42.0), (6, 45.0)]) == pytest.approx(45 - 305 / 35)  # latest, widest
+    assert preview_overhead([(8, 35.0), (5, 42.0), (4, 50.0)]) == pytest.approx(30.0)  # 1/8, not the nearer 1/5
+    assert preview_overhead([(4, 50.0), (8, 60.0)]) == 50.0  # the finer size was not slower: nothing shrank
+    assert preview_overhead([(1, 800.0), (4, 20.0)]) == 0.0  # fell faster than pixels: no overhead, not < 0
+    with pytest.raises(ValueError, match=r"got \(0, 5.0\)"):
+        preview_overhead([(0, 5.0)])
+
+
+def test_an_over_budget_preview_jumps_past_the_overhead_to_the_size_that_fits_17():
+    bounds = {"finest": 3, "coarsest": 16, "budget_ms": 40.0}
+    assert next_preview_scale(4, [50.0], **bounds) == 5  # ∝ pixels: 4·√(50/40) = 4.5 → 5 (43 ms with a = 30)
+    assert next_preview_scale(4, [50.0], overhead_ms=30.0, **bounds) == 6  # 4·√(20/10) = 5.7 → 6: 30 + 20·16/36
+    assert next_preview_scale(4, [50.0], overhead_ms=45.0, **bounds) == 16  # the overhead alone is over budget
+    assert next_preview_scale(4, [50.0], overhead_ms=1e3, **bounds) == 16  # (capped at the time itself)
+    assert next_preview_scale(4, [20.0] * 3, overhead_ms=15.0, **bounds) == 4  # finer: ∝ pixels, not well under
+    assert next_preview_scale(8, [5.0] * 3, overhead_ms=4.0, **bounds) == 4  # 8·√(5/20) = 4: straight there
+    with pytest.raises(ValueError, match="overhead_ms=-1"):
+        next_preview_scale(4, [1.0], finest=1, coarsest=8, overhead_ms=-1.0)
+
+
+def test_the_sizer_fits_the_overhead_from_the_full_run_and_jumps_once_17():
+    # the full run's build and solve took 350 ms; time = 30 + 320/s² (ms), so 1/4 takes 50 ms and only 1/6 and
+    # coarser (38.9 ms) fit 40: the overhead-aware jump goes there at once, where time ∝ pixels went 4 → 5 → 6
+    sizer = PreviewSizer(4, finest=3, coarsest=16, full_ms=350.0)
+    assert not sizer.settled and sizer.overhead_ms == 0.0
+    assert sizer.record(4, 400.0, budget_ms=40.0) == 4 and sizer.seen and not sizer.settled  # the first: built
+    assert sizer.record(4, 50.0, budget_ms=40.0) == 6 and sizer.overhead_ms == pytest.approx(30.0)
+    assert not sizer.seen and not sizer.settled
+    assert sizer.record(6, 90.0, budget_ms=40.0) == 6  # its first: not counted
+    assert sizer.record(6, 30 + 320 / 36, budget_ms=40.0) == 6 and sizer.settled
+    plain = PreviewSizer(4, finest=3, coarsest=16)  # no full run: time ∝ pixels until a second size is timed
+    assert [plain.record(4, 50.0, budget_ms=40.0) for _ in range(2)] == [4, 5]
+
+
+def test_a_burst_neither_moves_the_size_nor_makes_the_overhead_17():
+    sizer = PreviewSizer(8, finest=3, coarsest=16, full_ms=970.0)
+    assert [sizer.record(8, ms, budget_ms=40.0) for ms in (200.0, 25.0, 25.0, 25.0, 86.0)] == [8] * 5  # one over
+    # two over: the overhead comes from the median at 1/8 (25 ms) and the full run, a = 25 − 945·64/63/64 = 10 ms,
+    # not from the burst (86 ms would make it 72: the coarsest); 8·√((86 − 10)/(40 − 10)) = 12.7 → 13
+    assert sizer.record(8, 86.0, budget_ms=40.0) == 13 and sizer.overhead_ms == pytest.approx(10.0)
 
 
 def test_preview_scale_rule_refuses_bad_arguments():
@@ -143,8 +195,10 @@ def test_preview_sizer_skips_the_first_preview_at_each_size_and_does_not_flip_17
     steady = [sizer.record(5, 32.0, budget_ms=40.0) for _ in range(20)]  # 50·16/25: under budget, not well under
     assert steady == [5] * 20
     assert sizer.record(7, 1e4, budget_ms=40.0) == 5  # a preview at a factor asked for explicitly: ignored
-    times = [sizer.record(5, 8.0, budget_ms=40.0) for _ in range(PREVIEW_FINER_AFTER)]  # 8·25/16 = 12.5 ≤ 20
-    assert times == [5] * (PREVIEW_FINER_AFTER - 1) + [4] and sizer.scale == 4
+    # 8·25/16 = 12.5 ≤ 20 at 1/4, but the 32-ms times since the last change hold the size until they are the
+    # last PREVIEW_FINER_AFTER_MAX no longer
+    times = [sizer.record(5, 8.0, budget_ms=40.0) for _ in range(PREVIEW_FINER_AFTER_MAX)]
+    assert times == [5] * (PREVIEW_FINER_AFTER_MAX - 1) + [4] and sizer.scale == 4
 
 
 def test_a_finer_size_undone_by_a_slow_preview_waits_twice_as_long_next_time_17():
@@ -171,9 +225,9 @@ def test_previews_follow_their_own_times_per_method_17(monkeypatch):
     image, unary = make_input(96, 128)  # factors 1 (the pixel budget) to 3 (a 32-px shorter side)
     monkeypatch.setattr(crfcore.image_refiner, "PREVIEW_MS", 1e9)  # every preview is well under budget
     refiner = ImageRefiner(image, device="cpu", preview_scales={"convcrf": 3})
-    steps = [refiner.refine(unary, preview=True).timing["preview_scale"] for _ in range(2 * PREVIEW_FINER_AFTER + 3)]
-    per_size = [3] * (PREVIEW_FINER_AFTER + 1) + [2] * (PREVIEW_FINER_AFTER + 1)  # the first at each is not counted
-    assert steps == per_size + [1] and refiner.preview_scales == {"convcrf": 1}
+    steps = [refiner.refine(unary, preview=True).timing["preview_scale"] for _ in range(PREVIEW_FINER_AFTER + 3)]
+    # the first at 1/3 is not counted; after a streak well under, straight to the finest predicted (1/1), no 1/2
+    assert steps == [3] * (PREVIEW_FINER_AFTER + 1) + [1, 1] and refiner.preview_scales == {"convcrf": 1}
     monkeypatch.setattr(crfcore.image_refiner, "PREVIEW_MS", 1e-3)  # every preview is over budget
     assert [refiner.refine(unary, preview=True).timing["preview_scale"] for _ in range(2)] == [1, 3]  # one over
     assert refiner.refine(unary, "densecrf", preview=True).timing["preview_scale"] == 1  # its own sizer (no full run)
@@ -257,3 +311,49 @@ def test_a_preset_for_another_method_is_refused_naming_the_file(tmp_path):
     P.save_preset(path, "densecrf", P.DenseCRFParams())
     with pytest.raises(ValueError, match=f"preset {path} is for method 'densecrf', not 'convcrf'"):
         crfcore.refine(image, unary, method="convcrf", params=path, device="cpu")
+
+
+def test_warm_previews_settle_the_size_and_build_its_operator_17(monkeypatch):
+    monkeypatch.setattr(crfcore.image_refiner, "PREVIEW_MS", 1e-3)  # every timed preview is over budget
+    image, unary = make_input(96, 128)  # factors 1 to 3
+    refiner = ImageRefiner(image, device="cpu")
+    refiner.refine(unary)
+    assert not refiner.preview_settled("convcrf")
+    runs: list[int] = []
+    assert refiner.warm_previews(unary, callback=lambda d, t, q: runs.append(d) if d == 1 else None) == 3
+    assert len(runs) == 2 and refiner.preview_settled("convcrf")  # built at 1/3, then timed there: as coarse as allowed
+    preview = refiner.refine(unary, preview=True)
+    assert preview.timing["preview_scale"] == 3 and preview.timing["cached"]  # the first drag step finds it built
+    assert refiner.warm_previews(unary, callback=lambda d, t, q: runs.append(d)) == 3 and len(runs) == 2  # settled
+    with pytest.raises(ValueError, match="max_runs >= 1"):
+        refiner.warm_previews(unary, max_runs=0)
+
+
+def test_warm_previews_stop_when_cancelled_and_keep_what_they_built_17():
+    image, unary = make_input(96, 128)
+    refiner = ImageRefiner(image, device="cpu")
+
+    def stop(done: int, total: int, q: object) -> None:
+        raise crfcore.Cancelled()
+
+    with pytest.raises(crfcore.Cancelled):
+        refiner.warm_previews(unary, callback=stop)
+    assert refiner.cached() == 1 and not refiner.preview_settled("convcrf")  # the operator built before the stop
+
+
+def test_a_warmed_solve_is_timed_from_another_sizes_solution_not_its_own_17():
+    image, unary = make_input(96, 128)
+    refiner = ImageRefiner(image, device="cpu")
+    refiner.refine(unary, "gaussian", tol=1e-6)
+    iterations: list[int] = []  # per run: the CG iterations it took
+
+    def count(done: int, total: int, q: object) -> None:
+        if done == 1:
+            iterations.append(0)
+        iterations[-1] = done
+
+    refiner.warm_previews(unary, "gaussian", tol=1e-6, max_runs=2, callback=count)
+    assert len(iterations) == 2 and iterations[1] == iterations[0] > 0  # both from the full run's solution
+    again: list[int] = []
+    refiner.refine(unary, "gaussian", tol=1e-6, preview=True, callback=lambda d, t, q: again.append(d))
+    assert again == []  # a plain repeat starts from its own size's solution: nothing left to solve
