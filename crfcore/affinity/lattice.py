@@ -134,14 +134,15 @@ def _build_lattice(features: Tensor) -> Lattice:
         raise ValueError(f"features reach {reach:.3g} lattice steps from the origin, more than {f.dtype} resolves; "
                          f"features are divided by their θ's, so use larger θ's, or float64 features.")
     base, slot = _enclosing_simplex(elevated)
-    bary = _barycentric(elevated, base, slot)
+    bary = _barycentric(elevated, base)
     anchor, radix, layer = _anchor_keys(base, b)
     index = _index_dtype(total * d1)
     # the distinct simplices (far fewer than pixels) and each pixel's: one sort of P keys
     pixels, first, simplex = _group(_simplex_keys(anchor, slot, layer), index)
     rep = pixels.index_select(0, first)  # one pixel of each simplex
     # their vertices: one sort of S·(d+1) keys; the sorted unique keys number the vertices
-    keys = _vertex_keys(anchor.index_select(0, rep), slot.index_select(0, rep), radix, layer)
+    rep_slot = torch.empty((rep.numel(), d1), dtype=torch.long, device=f.device).copy_(slot.index_select(1, rep).t())
+    keys = _vertex_keys(anchor.index_select(0, rep), rep_slot, radix, layer)
     if int(keys.max()) < 2 ** 31:
         keys = keys.int()  # a narrower radix sort
     corners, starts, corner_vertex = _group(keys, index)
@@ -157,7 +158,7 @@ def _build_lattice(features: Tensor) -> Lattice:
 def _group(keys: Tensor, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """Sorts ``keys`` ``(N,)``: ``order`` ``(N,)`` int64 (positions by key), ``starts`` ``(U,)`` (each distinct key's
     first place in ``order``, ascending key) and ``group`` ``(N,)`` (each position's distinct key, 0..U-1)."""
-    sorted_keys, order = torch.sort(keys)
+    sorted_keys, order = torch.sort(keys, stable=True)  # stable: a radix sort, faster than the default for int64
     new = torch.ones_like(sorted_keys, dtype=torch.bool)
     torch.ne(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
     starts = new.nonzero().squeeze(1).to(index)
@@ -209,8 +210,8 @@ def _elevate(f: Tensor) -> Tensor:
 
 def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
     """The simplex holding each point: ``base`` (d+1, P), float with integer values (the nearest remainder-0 vertex,
-    in units of d+1), and ``slot`` (P, d+1) int64, pixel-major: ``d - rank``, where ``rank`` orders each
-    coordinate's offset from ``base`` (0 = largest; ties by index)."""
+    in units of d+1), and ``slot`` (d+1, P) int8: ``d - rank``, where ``rank`` orders each coordinate's offset from
+    ``base`` (0 = largest; ties by index)."""
     d1 = elevated.shape[0]
     base = torch.round(elevated * (1.0 / d1))
     offset = torch.add(elevated, base, alpha=-d1)
@@ -226,19 +227,42 @@ def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
     wrap = (rank < 0).view(torch.int8) - (rank >= d1).view(torch.int8)
     rank += wrap * d1
     base += wrap
-    slot = torch.empty(rank.shape[::-1], dtype=torch.long, device=rank.device)
-    return base, slot.copy_(rank.neg_().add_(d1 - 1).t())  # d - rank in int8, then widened
+    return base, rank.neg_().add_(d1 - 1)  # d - rank; rows stay contiguous (no pixel-major int64 copy)
 
 
-def _barycentric(elevated: Tensor, base: Tensor, slot: Tensor) -> Tensor:
+def _sorting_network(n: int) -> list[tuple[int, int]]:
+    """Batcher's odd–even merge sort on ``n`` wires: compare-exchange pairs ``(a, b)``, ``a < b``, in order (the
+    network for the next power of two, less the comparators that touch a wire ≥ n: those wires would hold +∞)."""
+    pairs = []
+    size = 1 << max(n - 1, 0).bit_length()
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+def _barycentric(elevated: Tensor, base: Tensor) -> Tensor:
     """``(P, d+1)`` barycentric weights of the simplex vertices, remainder 0..d (Adams et al. 2010, §3.1):
-    with ``v_(k)`` the offset ranked k, vertex m ≥ 1 gets ``v_(d-m) - v_(d-m+1)`` and vertex 0 the rest."""
+    with ``v_(k)`` the offset ranked k, vertex m ≥ 1 gets ``v_(d-m) - v_(d-m+1)`` and vertex 0 the rest.
+
+    ``v_(d-m)`` is the m-th smallest offset (the ranks of :func:`_enclosing_simplex` order them, ties having equal
+    values), so the offsets are sorted by a sorting network of elementwise min/max over the d+1 rows.
+    """
     d1 = elevated.shape[0]
-    v = torch.add(elevated, base, alpha=-d1).div_(d1)
-    by_slot = torch.empty(slot.shape, dtype=v.dtype, device=v.device).scatter_(1, slot, v.t())  # v_(d-m) at m
-    bary = torch.empty_like(by_slot)
-    torch.sub(by_slot[:, 1:], by_slot[:, :-1], out=bary[:, 1:])
-    bary[:, 0] = 1.0 + by_slot[:, 0] - by_slot[:, -1]
+    rows = list(torch.add(elevated, base, alpha=-d1).div_(d1).unbind(0))
+    for a, b in _sorting_network(d1):
+        rows[a], rows[b] = torch.minimum(rows[a], rows[b]), torch.maximum(rows[a], rows[b])
+    bary = torch.empty((elevated.shape[1], d1), dtype=elevated.dtype, device=elevated.device)
+    for m in range(1, d1):
+        torch.sub(rows[m], rows[m - 1], out=bary[:, m])
+    torch.sub(rows[0] + 1.0, rows[-1], out=bary[:, 0])
     return bary
 
 
@@ -273,21 +297,21 @@ def _anchor_keys(base: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
 
 def _simplex_keys(anchor: Tensor, slot: Tensor, layer: int) -> Tensor:
     """``(P,)`` integer keys equal exactly when two pixels share a simplex: its remainder-0 vertex (``anchor`` <
-    layer) and the order of its coordinates (``slot`` ``(P, d+1)``, of which the first d determine it); int32 when
-    they fit (a narrower radix sort)."""
-    d1 = slot.shape[1]
+    layer) and the order of its coordinates (``slot`` ``(d+1, P)``, of which the first d rows determine it); int32
+    when they fit (a narrower radix sort)."""
+    d1 = slot.shape[0]
     orders = d1 ** (d1 - 1)
     if layer * orders >= 2 ** 63:  # too many dimensions or too wide a range to pack: number the distinct rows
-        return torch.unique(torch.cat([anchor[:, None], slot[:, :-1]], 1), dim=0, return_inverse=True)[1]
+        return torch.unique(torch.cat([anchor[None], slot[:-1].long()]).t(), dim=0, return_inverse=True)[1]
     keys = anchor * orders
     for k in range(d1 - 1):
-        keys.add_(slot[:, k] * d1 ** k)
+        keys.add_(slot[k], alpha=d1 ** k)
     return keys.int() if layer * orders <= 2 ** 31 else keys
 
 
 def _vertex_keys(anchor: Tensor, slot: Tensor, radix: list[int], layer: int) -> Tensor:
     """Packed keys ``(N·(d+1),)``, simplex-major, of the vertices of N simplices given by their remainder-0 vertex
-    keys ``anchor`` ``(N,)`` and ``slot`` ``(N, d+1)`` (see :func:`_enclosing_simplex`): vertex r has
+    keys ``anchor`` ``(N,)`` and ``slot`` ``(N, d+1)`` int64 (:func:`_enclosing_simplex`'s, transposed): vertex r has
     ``a_i = base_i - [rank_i > d - r]``, in keys the anchor plus ``r·layer`` less the radices of those i."""
     d = slot.shape[1] - 1
     keys = torch.empty(slot.shape, dtype=torch.long, device=slot.device)
