@@ -18,15 +18,16 @@ returns it so that DenseCRF can add it back. That share, and ``"none"``'s scale,
 relative to the exact kernel: measured from exact row sums at 16 pixels (at build for ``"none"``, else on first use).
 
 How it is computed: ``build`` does everything that depends on the features once — elevation, enclosing simplex and
-barycentric weights as tensor ops over all pixels; the hash of the vertices as two sorts of integer keys, one key per
-pixel for its simplex, then the vertices of the distinct simplices only (about a quarter as many as pixels); the
-splat's vertex-major order by expanding each vertex's simplex corners into their pixels; the blur's neighbour tables
-by a key-to-vertex table when the keys are dense, else by binary search in the sorted keys. ``apply`` is then
-weighted gather-sums (``embedding_bag``) over rows of ``q`` laid out ``(B·H·W, C)``: a splat and d+1 blurs per
-kernel, and one slice for all kernels together, with the normalisation and kernel weights folded into the splat and
-slice weights. A channels-last ``q`` needs no transposes. Gradients with respect to ``q`` and the weights flow
-through an autograd function whose backward is the transposed filter (splat and slice weights exchanged, blur
-directions reversed); the features are constants.
+barycentric weights as tensor ops over all pixels (the weights by a sorting network of elementwise min/max); the hash
+of the vertices as two sorts of integer keys, one key per pixel for its simplex, then the vertices of the distinct
+simplices only (about a quarter as many as pixels); the splat's tables from those two groupings (no ordering of all
+P·(d+1) entries by vertex); the blur's neighbour tables by a key-to-vertex table when the keys are dense, else by
+binary search in the sorted keys. ``apply`` is then weighted gather-sums (``embedding_bag``) over rows of ``q`` laid
+out ``(B·H·W, C)``: a splat in two stages (simplex corners, then vertices) and d+1 blurs per kernel, and one slice
+for all kernels together, with the normalisation and kernel weights folded into the splat and slice weights. A
+channels-last ``q`` needs no transposes. Gradients with respect to ``q`` and the weights flow through an autograd
+function whose backward is the transposed filter (splat and slice weights exchanged, blur directions reversed); the
+features are constants.
 """
 
 from __future__ import annotations
@@ -62,8 +63,13 @@ class Lattice:
     Attributes:
         bary: ``(P, d+1)`` barycentric weights of each pixel's simplex vertices.
         vertex: ``(P·(d+1),)`` their vertex indices 0..M-1, pixel-major (the slice's gather indices).
-        order: ``(P·(d+1),)`` int64, the pixel-major entries grouped by vertex (the splat's order);
-            ``splat_pixel = order // (d+1)``; ``splat_offsets`` ``(M,)``: each vertex's first entry in ``order``.
+        splat_pixel, splat_bags: the splat's first stage, ``(P·(d+1),)`` and ``(S·(d+1),)`` for the S occupied
+            simplices: for each simplex s and corner r, the pixels of s (run ``s·(d+1) + r`` from
+            ``splat_bags[s·(d+1) + r]``). ``by_simplex`` ``(P,)`` int64: the pixels simplex by simplex;
+            ``position`` ``(P·(d+1),)``: where entry ``j·(d+1) + r``, corner r of pixel ``by_simplex[j]``, is in
+            that list (see :meth:`splat_layout`).
+        corners, splat_offsets: its second stage, ``(S·(d+1),)`` and ``(M,)``: the runs ``s·(d+1) + r`` grouped by
+            the vertex at corner r of s, vertex v from ``splat_offsets[v]``.
         slice_offsets: ``(P,)`` ``0, d+1, 2(d+1), …``: each pixel's entries in :attr:`vertex`.
         blur_index, blur_weight: ``(d+1, M, 3)`` self, previous and next vertex along each direction with weights
             ``(1, ½, ½)``; an absent neighbour points at the vertex itself with weight 0.
@@ -74,8 +80,11 @@ class Lattice:
     num_points: int
     bary: Tensor
     vertex: Tensor
-    order: Tensor
+    by_simplex: Tensor
+    position: Tensor
     splat_pixel: Tensor
+    splat_bags: Tensor
+    corners: Tensor
     splat_offsets: Tensor
     slice_offsets: Tensor
     blur_index: Tensor
@@ -87,8 +96,26 @@ class Lattice:
         return 1.0 / (1.0 + 2.0 ** -self.dims)
 
     def splat(self, x: Tensor, weight: Tensor) -> Tensor:
-        """``(P, C)`` → ``(M, C)``; ``weight`` ``(P·(d+1),)`` in :attr:`order`."""
-        return F.embedding_bag(self.splat_pixel, x, self.splat_offsets, mode="sum", per_sample_weights=weight)
+        """``(P, C)`` → ``(M, C)``; ``weight`` ``(P·(d+1),)`` in :attr:`splat_pixel`'s order (:meth:`splat_layout`).
+
+        In two stages: the weighted sum over each simplex's pixels for each of its corners (each pixel's row read
+        d+1 times in a row, from cache), then the sum over each vertex's corners (S·(d+1) rows, about a quarter of
+        the P·(d+1) entries): less memory traffic than one weighted sum per vertex over its pixels, and its tables
+        need no ordering of the P·(d+1) entries by vertex.
+        """
+        per_corner = F.embedding_bag(self.splat_pixel, x, self.splat_bags, mode="sum", per_sample_weights=weight)
+        return F.embedding_bag(self.corners, per_corner, self.splat_offsets, mode="sum")
+
+    def splat_layout(self, weight: Tensor) -> Tensor:
+        """Pixel-major splat weights ``(P·(d+1),)`` → the order :meth:`splat` takes them in (the pixels' rows
+        gathered simplex by simplex, then scattered to places that advance with them: no random writes)."""
+        rows = weight.view(self.by_simplex.numel(), -1).index_select(0, self.by_simplex).view(-1)
+        return torch.empty_like(weight).scatter_(0, self.position, rows)
+
+    def pixel_layout(self, weight: Tensor) -> Tensor:
+        """The inverse of :meth:`splat_layout`."""
+        rows = weight.index_select(0, self.position).view(self.by_simplex.numel(), -1)
+        return torch.empty_like(rows).index_copy_(0, self.by_simplex, rows).view(-1)
 
     def blur(self, values: Tensor, *, reverse: bool = False) -> Tensor:
         """``(M, C)`` → ``(M, C)``, directions 0..d (``reverse``: d..0, the transpose)."""
@@ -148,11 +175,11 @@ def _build_lattice(features: Tensor) -> Lattice:
     corners, starts, corner_vertex = _group(keys, index)
     unique = keys.index_select(0, corners.index_select(0, starts)).long()
     vertex = corner_vertex.view(-1, d1).index_select(0, simplex).view(-1)
-    order, splat_pixel, splat_offsets = _splat_order(pixels, first, corners, starts, d1, index)
+    position, splat_pixel, splat_bags = _splat_tables(pixels, first, simplex, d1, index)
     blur_index, blur_weight = _blur_tables(unique, radix, layer, d, f.dtype, index)
     slice_offsets = torch.arange(0, total * d1, d1, dtype=index, device=f.device)
-    return Lattice(d, unique.numel(), bary, vertex, order, splat_pixel, splat_offsets, slice_offsets,
-                   blur_index, blur_weight)
+    return Lattice(d, unique.numel(), bary, vertex, pixels, position, splat_pixel, splat_bags, corners.to(index), starts,
+                   slice_offsets, blur_index, blur_weight)
 
 
 def _group(keys: Tensor, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
@@ -167,31 +194,26 @@ def _group(keys: Tensor, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     return order, starts, group
 
 
-def _splat_order(pixels: Tensor, first: Tensor, corners: Tensor, starts: Tensor, d1: int,
-                 index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """The splat's tables from the two groupings, with no sort of all P·(d+1) entries.
+def _splat_tables(pixels: Tensor, first: Tensor, simplex: Tensor, d1: int,
+                  index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """The splat's first stage from the grouping of the pixels by simplex, with no sort of the P·(d+1) entries.
 
-    ``pixels`` ``(P,)`` lists the pixels simplex by simplex, simplex s from ``first[s]``; ``corners`` ``(S·(d+1),)``
-    lists the simplex corners ``s·(d+1) + r`` vertex by vertex, vertex v from ``starts[v]``. The splat entry
-    ``p·(d+1) + r`` of each pixel p of simplex s goes to the vertex at its corner r, so walking ``corners`` and
-    expanding each corner into a run of its simplex's pixels groups the entries by vertex. Returns ``order``
-    ``(P·(d+1),)`` int64, ``splat_pixel = order // (d+1)`` and ``splat_offsets`` ``(M,)``.
+    ``pixels`` ``(P,)`` lists the pixels simplex by simplex, simplex s from ``first[s]``; ``simplex`` ``(P,)`` is
+    each pixel's. Simplex s takes ``(d+1)·n_s`` places from ``(d+1)·first[s]``, ``n_s`` its pixel count: corner r's
+    run from ``(d+1)·first[s] + r·n_s``, where the pixel ``pixels[j]`` is at place ``j - first[s]``. Returns
+    ``position`` ``(P·(d+1),)`` (entry ``j·(d+1) + r`` → place), ``splat_pixel`` ``(P·(d+1),)`` and ``splat_bags``
+    ``(S·(d+1),)``.
     """
     points = pixels.numel()
-    total = points * d1
     count = torch.diff(first, append=first.new_tensor([points]))  # pixels per simplex
-    length = count[:, None].expand(-1, d1).reshape(-1).index_select(0, corners)
-    run = length.cumsum(0, dtype=index).sub_(length)  # each corner's first entry
-    # with the pixels laid out (d+1, P), entry r·P + j holding pixels[j] at corner r, entry t of the run of corner
-    # s·(d+1) + r is at r·P + first[s] + t - run: steps of 1 within a run, a jump between runs
-    rows = torch.arange(0, total, points, dtype=index, device=pixels.device)
-    at = (first[:, None] + rows).view(-1).index_select(0, corners).sub_(run)
-    jump = torch.diff(at, prepend=at.new_tensor([1])).add_(1)
-    at = torch.ones(total, dtype=index, device=pixels.device).index_copy_(0, run.long(), jump).cumsum(0, dtype=index)
-    corner = torch.arange(d1, dtype=torch.long, device=pixels.device)
-    order = (pixels * d1 + corner[:, None]).view(-1).index_select(0, at)
-    splat_pixel = pixels.to(index).expand(d1, -1).reshape(-1).index_select(0, at)
-    return order, splat_pixel, run.index_select(0, starts)
+    corner = torch.arange(d1, dtype=index, device=pixels.device)
+    bags = torch.addcmul(first[:, None] * d1, count[:, None], corner).view(-1)
+    group = simplex.index_select(0, pixels)  # the simplex of each place in `pixels`, ascending
+    start = torch.arange(points, dtype=index, device=pixels.device).add_(first.index_select(0, group), alpha=d1 - 1)
+    position = torch.addcmul(start[:, None], count.index_select(0, group)[:, None], corner).view(-1)
+    splat_pixel = torch.empty(points * d1, dtype=index, device=pixels.device)
+    splat_pixel.scatter_(0, position, pixels.to(index).repeat_interleave(d1))
+    return position, splat_pixel, bags
 
 
 def _elevate(f: Tensor) -> Tensor:
@@ -409,7 +431,7 @@ class _Kernel:
             n_in = n_out = self.degree.clamp_min(torch.finfo(self.degree.dtype).tiny).rsqrt()
         else:
             n_out = 1.0 / self.degree.clamp_min(torch.finfo(self.degree.dtype).tiny)
-        self.splat_weight = (lat.bary * n_in[:, None]).reshape(-1).index_select(0, lat.order)
+        self.splat_weight = lat.splat_layout((lat.bary * n_in[:, None]).reshape(-1))
         self.slice_weight = lat.bary * (n_out * lat.alpha)[:, None]
         self._self_weight: Tensor | None = None
 
@@ -431,10 +453,8 @@ class _Kernel:
     def filter_transposed(self, x: Tensor) -> Tensor:
         """``K̃ᵀ x``: splat with the slice weights, blur in reverse, slice with the splat weights."""
         lat = self.lattice
-        order = lat.order
-        inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
-        blurred = lat.blur(lat.splat(x, self.slice_weight.reshape(-1).index_select(0, order)), reverse=True)
-        return lat.slice(blurred, self.splat_weight.index_select(0, inverse))
+        blurred = lat.blur(lat.splat(x, lat.splat_layout(self.slice_weight.reshape(-1))), reverse=True)
+        return lat.slice(blurred, lat.pixel_layout(self.splat_weight))
 
 
 class _Message(torch.autograd.Function):
