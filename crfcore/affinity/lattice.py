@@ -156,7 +156,7 @@ def _build_lattice(features: Tensor) -> Lattice:
     total, d1 = b * h * w, d + 1
     f = features.detach().permute(1, 0, 2, 3).reshape(d, total)
     elevated = _elevate(f)
-    reach = float(elevated.abs().max()) / d1
+    reach = max(-float(elevated.min()), float(elevated.max())) / d1
     if reach * torch.finfo(f.dtype).eps >= 1.0 / 16:  # rounding to the lattice needs ~4 bits below the unit
         raise ValueError(f"features reach {reach:.3g} lattice steps from the origin, more than {f.dtype} resolves; "
                          f"features are divided by their θ's, so use larger θ's, or float64 features.")
@@ -165,41 +165,42 @@ def _build_lattice(features: Tensor) -> Lattice:
     anchor, radix, layer = _anchor_keys(base, b)
     index = _index_dtype(total * d1)
     # the distinct simplices (far fewer than pixels) and each pixel's: one sort of P keys
-    pixels, first, simplex = _group(_simplex_keys(anchor, slot, layer), index)
+    pixels, first, simplex, by_place = _group(_simplex_keys(anchor, slot, layer), index)
     rep = pixels.index_select(0, first)  # one pixel of each simplex
     # their vertices: one sort of S·(d+1) keys; the sorted unique keys number the vertices
     rep_slot = torch.empty((rep.numel(), d1), dtype=torch.long, device=f.device).copy_(slot.index_select(1, rep).t())
     keys = _vertex_keys(anchor.index_select(0, rep), rep_slot, radix, layer)
     if int(keys.max()) < 2 ** 31:
         keys = keys.int()  # a narrower radix sort
-    corners, starts, corner_vertex = _group(keys, index)
+    corners, starts, corner_vertex, _ = _group(keys, index)
     unique = keys.index_select(0, corners.index_select(0, starts)).long()
     vertex = corner_vertex.view(-1, d1).index_select(0, simplex).view(-1)
-    position, splat_pixel, splat_bags = _splat_tables(pixels, first, simplex, d1, index)
+    position, splat_pixel, splat_bags = _splat_tables(pixels, first, by_place, d1, index)
     blur_index, blur_weight = _blur_tables(unique, radix, layer, d, f.dtype, index)
     slice_offsets = torch.arange(0, total * d1, d1, dtype=index, device=f.device)
     return Lattice(d, unique.numel(), bary, vertex, pixels, position, splat_pixel, splat_bags, corners.to(index), starts,
                    slice_offsets, blur_index, blur_weight)
 
 
-def _group(keys: Tensor, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+def _group(keys: Tensor, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Sorts ``keys`` ``(N,)``: ``order`` ``(N,)`` int64 (positions by key), ``starts`` ``(U,)`` (each distinct key's
-    first place in ``order``, ascending key) and ``group`` ``(N,)`` (each position's distinct key, 0..U-1)."""
+    first place in ``order``, ascending key), ``group`` ``(N,)`` (each position's distinct key, 0..U-1) and
+    ``by_place`` ``(N,)`` (the same for each place in ``order``, ascending)."""
     sorted_keys, order = torch.sort(keys, stable=True)  # stable: a radix sort, faster than the default for int64
     new = torch.ones_like(sorted_keys, dtype=torch.bool)
     torch.ne(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
     starts = new.nonzero().squeeze(1).to(index)
-    group = torch.empty(keys.numel(), dtype=index, device=keys.device)
-    group.scatter_(0, order, new.cumsum(0, dtype=index) - 1)
-    return order, starts, group
+    by_place = new.cumsum(0, dtype=index).sub_(1)
+    group = torch.empty(keys.numel(), dtype=index, device=keys.device).scatter_(0, order, by_place)
+    return order, starts, group, by_place
 
 
-def _splat_tables(pixels: Tensor, first: Tensor, simplex: Tensor, d1: int,
+def _splat_tables(pixels: Tensor, first: Tensor, group: Tensor, d1: int,
                   index: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """The splat's first stage from the grouping of the pixels by simplex, with no sort of the P·(d+1) entries.
 
-    ``pixels`` ``(P,)`` lists the pixels simplex by simplex, simplex s from ``first[s]``; ``simplex`` ``(P,)`` is
-    each pixel's. Simplex s takes ``(d+1)·n_s`` places from ``(d+1)·first[s]``, ``n_s`` its pixel count: corner r's
+    ``pixels`` ``(P,)`` lists the pixels simplex by simplex, simplex s from ``first[s]``; ``group`` ``(P,)`` is the
+    simplex of each place in that list. Simplex s takes ``(d+1)·n_s`` places from ``(d+1)·first[s]``, ``n_s`` its pixel count: corner r's
     run from ``(d+1)·first[s] + r·n_s``, where the pixel ``pixels[j]`` is at place ``j - first[s]``. Returns
     ``position`` ``(P·(d+1),)`` (entry ``j·(d+1) + r`` → place), ``splat_pixel`` ``(P·(d+1),)`` and ``splat_bags``
     ``(S·(d+1),)``.
@@ -208,11 +209,10 @@ def _splat_tables(pixels: Tensor, first: Tensor, simplex: Tensor, d1: int,
     count = torch.diff(first, append=first.new_tensor([points]))  # pixels per simplex
     corner = torch.arange(d1, dtype=index, device=pixels.device)
     bags = torch.addcmul(first[:, None] * d1, count[:, None], corner).view(-1)
-    group = simplex.index_select(0, pixels)  # the simplex of each place in `pixels`, ascending
     start = torch.arange(points, dtype=index, device=pixels.device).add_(first.index_select(0, group), alpha=d1 - 1)
     position = torch.addcmul(start[:, None], count.index_select(0, group)[:, None], corner).view(-1)
     splat_pixel = torch.empty(points * d1, dtype=index, device=pixels.device)
-    splat_pixel.scatter_(0, position, pixels.to(index).repeat_interleave(d1))
+    splat_pixel.scatter_(0, position, pixels.to(index)[:, None].expand(-1, d1).reshape(-1))
     return position, splat_pixel, bags
 
 
@@ -309,9 +309,14 @@ def _anchor_keys(base: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
                          f"keys (per-dimension spans {span} lattice steps); use larger θ's (features divided by "
                          f"larger ranges) or fewer feature dimensions.")
     points = base.shape[1]
-    anchor = base[0].long().sub_(low[0])
-    for i in range(1, d):
-        anchor.add_(base[i].long().sub_(low[i]).mul_(radix[i]))
+    # one float64 matrix-vector product when it is exact: every partial sum an integer below 2^53 in magnitude
+    if sum(max(abs(lo), abs(lo + s)) * r for lo, s, r in zip(low, span, radix)) < 2 ** 53:
+        weights = torch.tensor(radix[:d], dtype=torch.float64, device=base.device)
+        anchor = torch.mv(base[:d].t().double(), weights).long().sub_(sum(lo * r for lo, r in zip(low, radix)))
+    else:
+        anchor = base[0].long().sub_(low[0])
+        for i in range(1, d):
+            anchor.add_(base[i].long().sub_(low[i]).mul_(radix[i]))
     if batches > 1:  # pixels are numbered image by image
         anchor += torch.arange(batches, device=base.device).repeat_interleave(points // batches) * radix[d]
     return anchor, radix, layer
@@ -383,10 +388,14 @@ def _degree(lat: Lattice) -> Tensor:
     ``embedding_bag``'s per-bag work when C = 1."""
     values = torch.zeros(lat.num_points, dtype=lat.bary.dtype, device=lat.bary.device)
     values.index_add_(0, lat.vertex, lat.bary.reshape(-1))
+    # the sums over each row's 3 or d+1 products as matrix-vector products: a reduction over so short an inner
+    # axis runs at a fraction of mv's speed
+    ones = torch.ones(max(3, lat.dims + 1), dtype=values.dtype, device=values.device)
     for j in range(lat.dims + 1):
-        values = (values.index_select(0, lat.blur_index[j].view(-1)).view_as(lat.blur_weight[j])
-                  * lat.blur_weight[j]).sum(1)
-    return values.index_select(0, lat.vertex).view_as(lat.bary).mul_(lat.bary).sum(1).mul_(lat.alpha)
+        values = torch.mv(values.index_select(0, lat.blur_index[j].view(-1)).view_as(lat.blur_weight[j])
+                          .mul_(lat.blur_weight[j]), ones[:3])
+    sliced = values.index_select(0, lat.vertex).view_as(lat.bary).mul_(lat.bary)
+    return torch.mv(sliced, ones[:lat.dims + 1]).mul_(lat.alpha)
 
 
 def _gain(features: Tensor, degree: Tensor) -> Tensor:
@@ -537,7 +546,14 @@ class LatticeOp:
             for k in kernels[:-1]:
                 shifts.append(shifts[-1] + k.lattice.num_points)
             rows = ref.numel()
-            index = torch.cat([k.lattice.vertex.view(rows, -1) + s for k, s in zip(kernels, shifts)], 1).reshape(-1)
+            first = kernels[0].lattice.vertex
+            width = sum(k.lattice.dims + 1 for k in kernels)
+            index = torch.empty((rows, width), dtype=first.dtype, device=first.device)
+            col = 0
+            for k, s in zip(kernels, shifts):
+                torch.add(k.lattice.vertex.view(rows, -1), s, out=index[:, col:col + k.lattice.dims + 1])
+                col += k.lattice.dims + 1
+            index = index.view(-1)
             slice_tables = index, torch.arange(0, index.numel(), index.numel() // rows, dtype=index.dtype,
                                                device=index.device)
         self._slice_tables = slice_tables
