@@ -291,10 +291,10 @@ def _barycentric(elevated: Tensor, base: Tensor) -> Tensor:
 def _anchor_keys(base: Tensor, batches: int) -> tuple[Tensor, list[int], int]:
     """Packed int64 keys ``(P,)`` of each pixel's remainder-0 vertex, and the radices of the packing.
 
-    Vertex r has coordinates ``(d+1)·a + r``; the first d coordinates determine it (they sum to zero). The key is
-    ``Σ_i (a_i - lo_i)·R_i + (b + B·r)·R_d`` with mixed radices R that leave one step of margin on every side, so a
-    neighbour's key is the key plus a constant. Returns the keys (r = 0, ``a = base``), R and the remainder's radix
-    ``B·R_d`` (remainder-major: each remainder's keys are one sorted block).
+    Vertex r has coordinates ``(d+1)·a + r``; the first d coordinates determine it (they sum to zero). The key of
+    its ``a`` is ``Σ_i (a_i - lo_i)·R_i + b·R_d`` (b the image) with mixed radices R that leave one step of margin on
+    every side, so a neighbour's key is the key plus a constant; :func:`_vertex_keys` appends the remainder as the
+    lowest digit. Returns the keys (``a = base``), R and ``layer = B·R_d``, the number of such keys.
     """
     d = base.shape[0] - 1
     low = base[:d].amin(1) - 2
@@ -339,15 +339,18 @@ def _simplex_keys(anchor: Tensor, slot: Tensor, layer: int) -> Tensor:
 def _vertex_keys(anchor: Tensor, slot: Tensor, radix: list[int], layer: int) -> Tensor:
     """Packed keys ``(N·(d+1),)``, simplex-major, of the vertices of N simplices given by their remainder-0 vertex
     keys ``anchor`` ``(N,)`` and ``slot`` ``(N, d+1)`` int64 (:func:`_enclosing_simplex`'s, transposed): vertex r has
-    ``a_i = base_i - [rank_i > d - r]``, in keys the anchor plus ``r·layer`` less the radices of those i."""
+    ``a_i = base_i - [rank_i > d - r]``: the anchor less the radices of those i, packed as ``(that)·(d+1) + r``.
+
+    The remainder is the lowest digit, so a simplex's d+1 vertices get nearby keys: numbered in key order, the
+    vertices sit close to the simplices around them, and the splat's second stage and the slice read rows near
+    each other (with the remainder as the highest digit, the second stage swept its input d+1 times)."""
     d = slot.shape[1] - 1
     keys = torch.empty(slot.shape, dtype=torch.long, device=slot.device)
     keys[:, 0] = anchor
     radix_t = torch.tensor(radix[:d] + [0], dtype=torch.long, device=slot.device)
     by_slot = torch.empty_like(slot).scatter_(1, slot, radix_t.expand_as(slot))  # R of the coordinate ranked d-m
-    steps = torch.arange(1, d + 1, dtype=torch.long, device=slot.device) * layer
-    torch.sub(steps, by_slot[:, :d].cumsum(1), out=keys[:, 1:]).add_(anchor[:, None])
-    return keys.view(-1)
+    torch.sub(anchor[:, None], by_slot[:, :d].cumsum(1), out=keys[:, 1:])
+    return keys.mul_(d + 1).add_(torch.arange(d + 1, device=slot.device)).view(-1)
 
 
 def _blur_tables(unique: Tensor, radix: list[int], layer: int, d: int, dtype: torch.dtype,
@@ -355,21 +358,21 @@ def _blur_tables(unique: Tensor, radix: list[int], layer: int, d: int, dtype: to
     """Neighbour tables ``(d+1, M, 3)`` of the blur along each lattice direction (Adams et al. 2010, §3.2).
 
     Along direction j the neighbours of vertex x are ``x ∓ 1`` in every coordinate except j, where they are
-    ``x ± d``. In packed keys the previous neighbour has remainder r-1 and ``a + R_j`` (``a`` when j = d); from
-    r = 0 it wraps to remainder d with every other ``a_i`` one lower. The next is the inverse.
+    ``x ± d``. In packed keys (:func:`_vertex_keys`) the previous neighbour has remainder r-1 and ``a + R_j`` (``a``
+    when j = d); from r = 0 it wraps to remainder d with every other ``a_i`` one lower. The next is the inverse.
     """
     m = unique.numel()
-    rem = unique // layer
+    rem = unique % (d + 1)
     step = torch.tensor(radix[:d] + [0], device=unique.device)[:, None]  # (d+1, 1): R_j, 0 for j = d
     total = sum(radix[:d])
-    prev = torch.where(rem == 0, unique + step - total + d * layer, unique + step - layer)  # (d+1, M)
+    prev = torch.where(rem == 0, unique + (step - total) * (d + 1) + d, unique + step * (d + 1) - 1)  # (d+1, M)
     own = torch.arange(m, device=unique.device).expand(d + 1, m)
     if (d + 1) * layer <= _LOOKUP_PER_VERTEX * m:  # keys few enough for a table from key to vertex
         # targets stay in [0, (d+1)·layer): the radices leave a margin of one step around every vertex
         table = torch.full(((d + 1) * layer,), -1, dtype=torch.long, device=unique.device)
         pos = table.index_copy_(0, unique, own[0]).index_select(0, prev.reshape(-1)).view_as(prev)
         found = pos >= 0
-    else:  # sorted within each remainder, so the searches stay local
+    else:
         pos = torch.searchsorted(unique, prev.reshape(-1)).clamp_(max=m - 1).view_as(prev)
         found = unique.index_select(0, pos.reshape(-1)).view_as(pos) == prev
     before = torch.where(found, pos, own)
