@@ -618,7 +618,12 @@ class LatticeOp:
         weight = self._slice_weight
         if weight is None:
             w = self.weights.detach()
-            weight = torch.cat([k.slice_weight * w[m] for m, k in enumerate(self.kernels)], 1).reshape(-1)
+            weight = x.new_empty((x.shape[0], sum(k.slice_weight.shape[1] for k in self.kernels)))
+            col = 0
+            for m, k in enumerate(self.kernels):  # written in place: no per-kernel products to concatenate
+                torch.mul(k.slice_weight, w[m], out=weight[:, col:col + k.slice_weight.shape[1]])
+                col += k.slice_weight.shape[1]
+            weight = weight.view(-1)
             if not self.weights.requires_grad:  # trainable weights change in place: recompute them each time
                 self._slice_weight = weight
         index, offsets = self._slice_tables
