@@ -100,8 +100,8 @@ class Lattice:
 
         In two stages: the weighted sum over each simplex's pixels for each of its corners (each pixel's row read
         d+1 times in a row, from cache), then the sum over each vertex's corners (S·(d+1) rows, about a quarter of
-        the P·(d+1) entries): less memory traffic than one weighted sum per vertex over its pixels, and its tables
-        need no ordering of the P·(d+1) entries by vertex.
+        the P·(d+1) entries). It runs as fast as one weighted sum per vertex over its pixels (measured at 500×375),
+        and its tables need no ordering of the P·(d+1) entries by vertex, which the build saves.
         """
         per_corner = F.embedding_bag(self.splat_pixel, x, self.splat_bags, mode="sum", per_sample_weights=weight)
         return F.embedding_bag(self.corners, per_corner, self.splat_offsets, mode="sum")
@@ -169,7 +169,7 @@ def _build_lattice(features: Tensor) -> Lattice:
     rep = pixels.index_select(0, first)  # one pixel of each simplex
     # their vertices: one sort of S·(d+1) keys; the sorted unique keys number the vertices
     rep_slot = torch.empty((rep.numel(), d1), dtype=torch.long, device=f.device).copy_(slot.index_select(1, rep).t())
-    keys = _vertex_keys(anchor.index_select(0, rep), rep_slot, radix, layer)
+    keys = _vertex_keys(anchor.index_select(0, rep), rep_slot, radix)
     if int(keys.max()) < 2 ** 31:
         keys = keys.int()  # a narrower radix sort
     corners, starts, corner_vertex, _ = _group(keys, index)
@@ -178,8 +178,8 @@ def _build_lattice(features: Tensor) -> Lattice:
     position, splat_pixel, splat_bags = _splat_tables(pixels, first, by_place, d1, index)
     blur_index, blur_weight = _blur_tables(unique, radix, layer, d, f.dtype, index)
     slice_offsets = torch.arange(0, total * d1, d1, dtype=index, device=f.device)
-    return Lattice(d, unique.numel(), bary, vertex, pixels, position, splat_pixel, splat_bags, corners.to(index), starts,
-                   slice_offsets, blur_index, blur_weight)
+    return Lattice(d, unique.numel(), bary, vertex, pixels, position, splat_pixel, splat_bags, corners.to(index),
+                   starts, slice_offsets, blur_index, blur_weight)
 
 
 def _group(keys: Tensor, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -200,8 +200,9 @@ def _splat_tables(pixels: Tensor, first: Tensor, group: Tensor, d1: int,
     """The splat's first stage from the grouping of the pixels by simplex, with no sort of the P·(d+1) entries.
 
     ``pixels`` ``(P,)`` lists the pixels simplex by simplex, simplex s from ``first[s]``; ``group`` ``(P,)`` is the
-    simplex of each place in that list. Simplex s takes ``(d+1)·n_s`` places from ``(d+1)·first[s]``, ``n_s`` its pixel count: corner r's
-    run from ``(d+1)·first[s] + r·n_s``, where the pixel ``pixels[j]`` is at place ``j - first[s]``. Returns
+    simplex of each place in that list. Simplex s takes ``(d+1)·n_s`` places from ``(d+1)·first[s]``, ``n_s`` its
+    pixel count: corner r's run from ``(d+1)·first[s] + r·n_s``, where the pixel ``pixels[j]`` is at place
+    ``j - first[s]``. Returns
     ``position`` ``(P·(d+1),)`` (entry ``j·(d+1) + r`` → place), ``splat_pixel`` ``(P·(d+1),)`` and ``splat_bags``
     ``(S·(d+1),)``.
     """
@@ -336,7 +337,7 @@ def _simplex_keys(anchor: Tensor, slot: Tensor, layer: int) -> Tensor:
     return keys.int() if layer * orders <= 2 ** 31 else keys
 
 
-def _vertex_keys(anchor: Tensor, slot: Tensor, radix: list[int], layer: int) -> Tensor:
+def _vertex_keys(anchor: Tensor, slot: Tensor, radix: list[int]) -> Tensor:
     """Packed keys ``(N·(d+1),)``, simplex-major, of the vertices of N simplices given by their remainder-0 vertex
     keys ``anchor`` ``(N,)`` and ``slot`` ``(N, d+1)`` int64 (:func:`_enclosing_simplex`'s, transposed): vertex r has
     ``a_i = base_i - [rank_i > d - r]``: the anchor less the radices of those i, packed as ``(that)·(d+1) + r``.
