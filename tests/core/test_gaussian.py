@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import crfcore
 from crfcore import Cancelled
 from crfcore.affinity import ExactBackend, LocalBackend, LowRankBackend, PooledBackend, WindowMatrix
+from crfcore.affinity.sparse import to_rows
 from crfcore.affinity.grid import downsample
 from crfcore.features import appearance_features, smoothness_features
 from crfcore.inference import ConvergenceWarning, gaussian_crf, unary_scores
@@ -281,15 +282,16 @@ def test_grid_reduction_deflation_columns_and_fine_norms_match_their_definitions
     the full-resolution residual norm computed on the grid (UᵀU) against ``(2/c)|U K r|`` at full resolution."""
     op, _, reduction, _, _ = _pooled_system(23, 29, 2, filter_size=5, blur=3, lam=0.5, batch=2)
     h, w = op.grid
-    like = torch.zeros(2, 11, h, w, dtype=D64)
     a = reduction.blocks
-    c = torch.randn(2, 11, -(-h // a) * -(-w // a), dtype=D64)
-    sz, kmz = reduction._deflated(c, like)
-    s_ref, km_ref = reduction._s_apply(reduction._expand(c, like))
+    c = torch.randn(2, -(-h // a) * -(-w // a), 16, dtype=D64)  # rows: blocks × (11 classes padded to 16)
+    sz, kmz = reduction._deflated(c)
+    s_ref, km_ref = reduction._s_rows(reduction._expand(c))
     assert torch.allclose(sz, s_ref, atol=1e-10) and torch.allclose(kmz, km_ref, atol=1e-10)
+    expanded = torch.stack([reduction._block_sums.to_dense().T @ item for item in c])  # Z c from Zᵀ
+    assert torch.equal(reduction._expand(c), expanded)
     r = torch.randn(2, 11, h, w, dtype=D64)
     norms = reduction.coef * op.prolong(op.inner.apply(r)).flatten(2).norm(dim=-1)
-    assert torch.allclose(reduction._fine_norms(r).flatten(1), norms, rtol=1e-10)
+    assert torch.allclose(reduction._fine_norms(to_rows(r))[:, 0, :11], norms, rtol=1e-10)
 
 
 def test_grid_reduction_solves_the_full_system_in_fewer_iterations():
