@@ -323,16 +323,23 @@ class _Gather:
 
 def window_index(h: int, w: int, k: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """The taps of a k×k window on an ``h×w`` grid, tap ``(dy + k//2)·k + dx + k//2``: ``index`` ``(h·w, k²)``, the
-    row-major pixel each tap of each pixel reads, clamped onto the grid (non-decreasing along a row; int32 below
-    2³¹ pixels, which fbgemm and MKL read faster), and which taps fall off the grid, ``off_y`` ``(h, k²)`` and
-    ``off_x`` ``(w, k²)`` (a tap is off when either is set)."""
+    row-major pixel each tap of each pixel reads (int32 below 2³¹ pixels, which fbgemm and MKL read faster), and
+    which taps fall off the grid, ``off_y`` ``(h, k²)`` and ``off_x`` ``(w, k²)`` (a tap is off when either is set).
+
+    A tap off the grid reads a pixel on it, chosen so that every row of ``index`` is non-decreasing (sorted columns
+    of a sparse matrix whose off-grid entries are zeros): its column clamped onto the grid in a window row on the
+    grid, the first tap on the grid for window rows above it, the last one for window rows below it."""
     dtype = torch.int32 if h * w < 2 ** 31 else torch.int64
     r = k // 2
     offsets = torch.arange(-r, r + 1, device=device, dtype=dtype)
     dy, dx = offsets.repeat_interleave(k), offsets.repeat(k)
     ys = torch.arange(h, device=device, dtype=dtype).view(h, 1) + dy  # (h, k²): the row each tap reads
-    xs = torch.arange(w, device=device, dtype=dtype).view(w, 1) + dx
-    index = ((ys.clamp(0, h - 1) * w).view(h, 1, -1) + xs.clamp(0, w - 1).view(1, w, -1)).view(h * w, -1)
+    cols = torch.arange(w, device=device, dtype=dtype).view(w, 1)
+    xs = cols + dx
+    above, below = (ys < 0).view(h, 1, -1), (ys >= h).view(h, 1, -1)
+    column = torch.where(above, (cols - r).clamp_min(0).view(1, w, 1),
+                         torch.where(below, (cols + r).clamp_max(w - 1).view(1, w, 1), xs.clamp(0, w - 1).view(1, w, -1)))
+    index = ((ys.clamp(0, h - 1) * w).view(h, 1, -1) + column).view(h * w, -1)
     return index, (ys < 0) | (ys >= h), (xs < 0) | (xs >= w)
 
 

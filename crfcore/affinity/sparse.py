@@ -9,7 +9,7 @@ the kernel values per application instead of one pass over the classes per tap (
 exactly symmetric; sums run in another order, so results differ from ``LocalOp.apply`` by float rounding only.
 
 Every row holds all k² taps of its pixel, in tap order: the centre and the taps off the grid are explicit zeros
-(each of those at the column of the next tap on the grid, so the columns stay sorted). So
+(at columns that keep each row's sorted, :func:`~crfcore.affinity.local.window_index`). So
 the values are the gather's weighted taps ``(B, n, k²)`` themselves, the matrix costs no copy to build, and it is
 applied to the ``(n, C)`` rows of the data as they are (no zero-padded copy); the zeros cost 1–8 % more
 multiply-adds at k = 11.
@@ -56,9 +56,8 @@ class WindowMatrix:
         rows = op.tap_rows()
         if rows is None:
             return None
-        index, off_y, off_x = window_index(h, w, k, rows.device)
-        columns = sorted_columns(index, _off_grid(off_y, off_x))
-        return cls([_csr(r.detach(), columns) for r in rows], (h, w))
+        index = window_index(h, w, k, rows.device)[0].reshape(-1)
+        return cls([_csr(r.detach(), index) for r in rows], (h, w))
 
     @classmethod
     def stencil(cls, taps: Tensor) -> "WindowMatrix":
@@ -72,7 +71,7 @@ class WindowMatrix:
         index, off_y, off_x = window_index(h, w, k, taps.device)
         off = _off_grid(off_y, off_x)
         rows = taps.detach().flatten(2).transpose(1, 2).masked_fill(off, 0.0)
-        return cls([_csr(r, sorted_columns(index, off)) for r in rows], (h, w))
+        return cls([_csr(r, index.reshape(-1)) for r in rows], (h, w))
 
     def apply(self, q: Tensor) -> Tensor:
         """``(B, C, h, w)`` → ``(B, C, h, w)``: ``Σ_{d≠0} G_d(i) q_{i+d}``, as ``LocalOp.apply`` (no self term; with
@@ -123,7 +122,7 @@ def _off_grid(off_y: Tensor, off_x: Tensor) -> Tensor:
 
 def _csr(rows: Tensor, index: Tensor) -> Tensor:
     """CSR ``(n, n)`` with the same number T of entries in every row: values ``rows`` ``(n, T)`` (a view when
-    contiguous) at the columns ``index`` ``(n·T,)`` (:func:`sorted_columns`)."""
+    contiguous) at the columns ``index`` ``(n·T,)``, non-decreasing along each row."""
     n, t = rows.shape
     offsets = torch.arange(0, n * t + 1, t, dtype=index.dtype, device=rows.device)
     return csr_matrix(offsets, index, rows.reshape(-1), (n, n))

@@ -274,6 +274,9 @@ def test_window_matrix_matches_the_window_and_is_exactly_symmetric(classes):
     assert torch.allclose(matrix.apply(q), op.apply(q), rtol=0, atol=1e-12)
     dense = _dense_matrix(matrix, 2, 13, 17)
     assert torch.equal(dense, dense.transpose(1, 2))
+    for m in matrix.matrices + WindowMatrix.stencil(torch.randn(2, 9, 13, 17, dtype=D64)).matrices:
+        columns = m.col_indices().view(13 * 17, -1)  # every row's taps, off-grid ones as zeros at sorted columns
+        assert bool((columns[:, 1:] >= columns[:, :-1]).all()) and int(columns.max()) < 13 * 17
     assert WindowMatrix.of(LocalBackend(5, 2).build(_features(img))) is None  # blurred: not symmetric, not kept
 
 
