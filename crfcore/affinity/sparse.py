@@ -24,7 +24,8 @@ from torch import Tensor
 
 from .local import LocalOp, window_index
 
-__all__ = ["SPARSE_BYTES", "WindowMatrix", "csr_matrix", "dense_columns", "from_rows", "sorted_columns", "to_rows"]
+__all__ = ["SPARSE_BYTES", "WindowMatrix", "csr_matrix", "dense_columns", "from_rows", "sorted_columns", "spmm",
+           "to_rows"]
 
 SPARSE_BYTES = 1 << 28
 """Most bytes the sparse copy of a window may take (values and column indices, 8 bytes per entry): about 280k grid
@@ -84,8 +85,16 @@ class WindowMatrix:
     def apply_rows(self, x: Tensor) -> Tensor:
         """``(B, n, P)`` → ``(B, n, P)``: the product with each item's rows of data (contiguous, e.g.
         :func:`to_rows`)."""
-        out = [m @ x[i] for i, m in enumerate(self.matrices)]
-        return out[0][None] if len(out) == 1 else torch.stack(out)
+        if len(self.matrices) == 1:
+            return spmm(self.matrices[0], x[0])[None]
+        return torch.stack([spmm(m, x[i]) for i, m in enumerate(self.matrices)])
+
+
+def spmm(matrix: Tensor, dense: Tensor) -> Tensor:
+    """``matrix @ dense`` for a sparse CSR ``(m, n)`` and a dense ``(n, P)``: into a fresh ``(m, P)`` given as the
+    product's output, which spares the zero fill and the copy of ``@`` (two passes over the result per product)."""
+    out = dense.new_empty(matrix.shape[0], dense.shape[1])
+    return torch.addmm(out, matrix, dense, beta=0, out=out)
 
 
 def to_rows(q: Tensor) -> Tensor:
