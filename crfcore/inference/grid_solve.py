@@ -54,7 +54,7 @@ class GridReduction:
         op: the weighted :class:`~crfcore.affinity.PooledOp` of the system (its inner K symmetric).
         diag: ``diag A = λ + 2D`` ``(B, 1, H, W)``, positive (:meth:`GaussianSystem.diagonal`).
 
-    Built once per system (the 3×3 stencil M from nine probes through U, Δ⁻¹ and Uᵀ; the deflation space from
+    Built once per system (the 3×3 stencil M from the separable weights of U; the deflation space from
     ``(2q+1)²`` probes of S, about one more application of K), then :meth:`solve` any right-hand side ``F``
     ``(B, C, H, W)``; nothing here is differentiable (the caller detaches). Inside the solve every grid vector is
     kept as rows ``(B, n, P)`` (pixels × classes, ``P = dense_columns(C)``, the extra columns zero), the layout the
@@ -295,22 +295,36 @@ class GridReduction:
 
 def _stencil(op: PooledOp, inv_delta: Tensor) -> Tensor:
     """``M = UᵀΔ⁻¹U`` as nine grid images ``(B, 9, h, w)``: entry d = 3(dy+1) + (dx+1) holds ``M_{J, J+(dy,dx)}``
-    (0 off the grid). Read from nine probes, one per colour ``(y mod 3, x mod 3)``: among the 3×3 neighbours of J
-    (the support of M's row J) exactly one pixel has each colour."""
-    h, w = op.grid
-    ys = torch.arange(h, device=inv_delta.device)[:, None]
-    xs = torch.arange(w, device=inv_delta.device)[None, :]
-    colours = torch.arange(9, device=inv_delta.device)[:, None, None]
-    probes = ((ys % 3) * 3 + xs % 3 == colours).to(inv_delta.dtype)
-    batch = inv_delta.shape[0]
-    sums = op.restrict(inv_delta * op.prolong(probes.expand(batch, 9, h, w)))  # Σ over each colour of M_{J, ·}
+    (0 off the grid). U is separable, ``u_J(i) = uʸ_{jy}(iy) uˣ_{jx}(ix)``, so with ``Aʸ_dy`` (h×H) the products
+    ``uʸ_j(iy) uʸ_{j+dy}(iy)`` along y (0 where j + dy is off the grid) and ``Aˣ_dx`` (w×W) those along x, tap (dy, dx)
+    is ``Aʸ_dy Δ⁻¹ Aˣ_dxᵀ``: twelve small dense products, nothing at full resolution but reading Δ⁻¹ three times."""
+    (h, w), (big_h, big_w) = op.grid, op.size
+    uy, ux = _interpolation_rows(h, big_h, inv_delta), _interpolation_rows(w, big_w, inv_delta)
+    inv = inv_delta[:, 0]  # (B, H, W)
     taps = []
     for dy in (-1, 0, 1):
+        rows = torch.matmul(_neighbour_products(uy, dy), inv)  # (B, h, W)
         for dx in (-1, 0, 1):
-            inside = ((ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)).to(inv_delta.dtype)
-            colour = (((ys + dy) % 3) * 3 + (xs + dx) % 3).expand(h, w)
-            taps.append(sums.gather(1, colour.expand(batch, 1, h, w)) * inside)
-    return torch.cat(taps, dim=1)
+            taps.append(torch.matmul(rows, _neighbour_products(ux, dx).t()))  # (B, h, w)
+    return torch.stack(taps, dim=1)
+
+
+def _interpolation_rows(small: int, big: int, like: Tensor) -> Tensor:
+    """``(small, big)``: row j holds the weights of sample j in the 1-D bilinear upsampling from ``small`` to ``big``
+    samples (``upsample``'s pixel-centred weights, the same interpolation along each axis)."""
+    basis = torch.eye(small, dtype=like.dtype, device=like.device)[None]
+    return F.interpolate(basis, size=big, mode="linear", align_corners=False)[0]
+
+
+def _neighbour_products(u: Tensor, d: int) -> Tensor:
+    """``(small, big)``: row j is ``u_j ⊙ u_{j+d}``, 0 where ``j + d`` is off the grid."""
+    out = torch.zeros_like(u)
+    n = u.shape[0]
+    if d >= 0:
+        out[:n - d] = u[:n - d] * u[d:]
+    else:
+        out[-d:] = u[-d:] * u[:n + d]
+    return out
 
 
 def _block_columns(s_cols: Tensor, km_cols: Tensor, a: int, q: int, grid: tuple[int, int],
@@ -343,8 +357,7 @@ def _block_columns(s_cols: Tensor, km_cols: Tensor, a: int, q: int, grid: tuple[
 def _mass_bands(small: int, big: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """Diagonal ``(small,)`` and first off-diagonal ``(small − 1,)`` of ``UᵀU`` for the 1-D bilinear upsampling U
     from ``small`` to ``big`` samples (``upsample``'s pixel-centred weights, the same interpolation along each axis)."""
-    basis = torch.eye(small, dtype=like.dtype, device=like.device)[None]
-    u = F.interpolate(basis, size=big, mode="linear", align_corners=False)[0]  # (small, big): row i = U e_i
+    u = _interpolation_rows(small, big, like)
     return u.square().sum(1), (u[:-1] * u[1:]).sum(1)
 
 
