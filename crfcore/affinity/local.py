@@ -27,6 +27,7 @@ Both give the same sums up to float32 rounding order; the tests hold each to the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -321,6 +322,7 @@ class _Gather:
         return message.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
+@functools.lru_cache(maxsize=4)
 def window_index(h: int, w: int, k: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """The taps of a k×k window on an ``h×w`` grid, tap ``(dy + k//2)·k + dx + k//2``: ``index`` ``(h·w, k²)``, the
     row-major pixel each tap of each pixel reads (int32 below 2³¹ pixels, which fbgemm and MKL read faster), and
@@ -328,7 +330,8 @@ def window_index(h: int, w: int, k: int, device: torch.device) -> tuple[Tensor, 
 
     A tap off the grid reads a pixel on it, chosen so that every row of ``index`` is non-decreasing (sorted columns
     of a sparse matrix whose off-grid entries are zeros): its column clamped onto the grid in a window row on the
-    grid, the first tap on the grid for window rows above it, the last one for window rows below it."""
+    grid, the first tap on the grid for window rows above it, the last one for window rows below it. Kept for the
+    last few sizes (an image's operator is rebuilt for every θ; the gather and the sparse K share one): read only."""
     dtype = torch.int32 if h * w < 2 ** 31 else torch.int64
     r = k // 2
     offsets = torch.arange(-r, r + 1, device=device, dtype=dtype)

@@ -190,7 +190,8 @@ def _adjoint_solver(solve: Callable[..., CGResult], tol: float, max_iter: int) -
 
 
 def _solver(system: GaussianSystem, diag: Tensor) -> Callable[..., CGResult]:
-    """``solve(rhs, *, tol, max_iter, x0=None, callback=None)`` on ``(B, C, ΣN_s)`` tensors: the grid reduction
+    """``solve(rhs, *, tol, max_iter, x0=None, callback=None, factor=1)`` for ``A X = factor·rhs`` on ``(B, C, ΣN_s)``
+    tensors (``factor`` a float or 0-d tensor, folded into a per-pixel scale instead of a pass over rhs): the grid reduction
     for a single pooled level of at least :data:`GRID_MIN_PIXELS` pixels, Jacobi-preconditioned conjugate gradient
     on the full system otherwise."""
     size = system.sizes[0]
@@ -199,19 +200,22 @@ def _solver(system: GaussianSystem, diag: Tensor) -> Callable[..., CGResult]:
             reduction = GridReduction(system.ops[0], diag.unflatten(-1, system.sizes[0]))
 
         def reduced(rhs: Tensor, *, tol: float, max_iter: int, x0: Tensor | None = None,
-                    callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
+                    callback: Callable[[int, int, Tensor], None] | None = None,
+                    factor: float | Tensor = 1.0) -> CGResult:
             hook = None
             if callback is not None:
                 def hook(k: int, total: int, x: Tensor) -> None:
                     callback(k, total, _flat(x))
             result = reduction.solve(rhs.unflatten(-1, system.sizes[0]), tol=tol, max_iter=max_iter,
-                                     x0=None if x0 is None else x0.unflatten(-1, system.sizes[0]), callback=hook)
+                                     x0=None if x0 is None else x0.unflatten(-1, system.sizes[0]), callback=hook,
+                                     factor=factor)
             return CGResult(_flat(result.x), result.iterations, result.residual, result.converged)
 
         return reduced
 
     def full(rhs: Tensor, *, tol: float, max_iter: int, x0: Tensor | None = None,
-             callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
+             callback: Callable[[int, int, Tensor], None] | None = None, factor: float | Tensor = 1.0) -> CGResult:
+        rhs = rhs if isinstance(factor, float) and factor == 1.0 else factor * rhs
         return conjugate_gradient(system.matvec, rhs, diag, tol=tol, max_iter=max_iter, x0=x0, callback=callback)
 
     return full
@@ -276,7 +280,7 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
         if not _symmetric_by_construction(op):
             _check_symmetric(op, level, scores.shape[0], size, scores)
     system = GaussianSystem(ops, tuple(scores.shape[-2:]), scores.shape[0], lam=lam, mu=mu, like=scores)
-    rhs = lam * system.pyramid(scores)
+    scores_flat = system.pyramid(scores)
     diag = system.diagonal().detach()
     start = system.pyramid(x0.detach()) if x0 is not None else None
     n0 = system.numels[0]
@@ -286,12 +290,13 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
             callback(k, total, x[..., :n0].unflatten(-1, system.sizes[0]))
     solve = _solver(system, diag)
     with torch.no_grad():
-        result = solve(rhs.detach(), tol=tol, max_iter=max_iter, x0=start, callback=hook)
+        result = solve(scores_flat.detach(), tol=tol, max_iter=max_iter, x0=start, callback=hook,
+                       factor=lam.detach() if isinstance(lam, Tensor) else lam)
     if not result.converged:
         warnings.warn(_stop_message("forward", result, tol, max_iter), ConvergenceWarning, stacklevel=2)
     x = result.x
     if torch.is_grad_enabled():
-        residual = rhs - system.matvec(x)
+        residual = lam * scores_flat - system.matvec(x)
         if residual.requires_grad:
             x = x + _AdjointSolve.apply(residual, _adjoint_solver(solve, tol, max_iter))
     return x[..., :n0].unflatten(-1, system.sizes[0])

@@ -221,9 +221,10 @@ class GridReduction:
         return to_rows(z)
 
     def solve(self, rhs: Tensor, *, tol: float, max_iter: int, x0: Tensor | None = None,
-              callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
-        """Solve ``A X = rhs`` for ``rhs`` ``(B, C, H, W)``, stopping as :func:`conjugate_gradient` does: every
-        column's full-resolution relative residual ``≤ tol``, or ``max_iter`` grid iterations.
+              callback: Callable[[int, int, Tensor], None] | None = None, factor: float | Tensor = 1.0) -> CGResult:
+        """Solve ``A X = F``, ``F = factor·rhs`` for ``rhs`` ``(B, C, H, W)`` (``factor`` a float or 0-d tensor, folded
+        into Δ⁻¹), stopping as :func:`conjugate_gradient` does: every column's full-resolution relative residual
+        ``≤ tol``, or ``max_iter`` grid iterations. X is returned in channels-last memory.
 
         The full-resolution residual costs one K, so it is computed only when the grid residual, times the last
         measured ratio of the two, says ``tol`` may be met. ``x0`` ``(B, C, H, W)`` is returned as it is when it
@@ -231,14 +232,16 @@ class GridReduction:
         is carried along by recurrence; without a callback it is computed once at the end, one more K).
         """
         track = callback is not None
-        rhs_norm = to_rows(_norms(rhs))  # (B, 1, P)
+        rhs_norm = to_rows(_norms(rhs) * abs(factor))  # (B, 1, P)
         scale = torch.where(rhs_norm > 0, rhs_norm, torch.ones_like(rhs_norm)).reciprocal()
         if x0 is not None:
-            residual = float((_norms(rhs - self.fine_matvec(x0)).flatten(1) * scale[:, 0, :rhs.shape[1]]).max())
+            residual = float((_norms(factor * rhs - self.fine_matvec(x0)).flatten(1)
+                              * scale[:, 0, :rhs.shape[1]]).max())
             if residual <= tol:
                 return CGResult(x0.clone(), 0, residual, True)
         # Δ⁻¹F, kept for the solution, channels-last: Uᵀ of it and U of the grid solution run 2–3× faster so
-        scaled = torch.mul(rhs, self.inv_delta, out=torch.empty_like(rhs, memory_format=torch.channels_last))
+        weight = self.inv_delta if isinstance(factor, float) and factor == 1.0 else factor * self.inv_delta
+        scaled = torch.mul(rhs, weight, out=torch.empty_like(rhs, memory_format=torch.channels_last))
         g = to_rows(self.op.restrict(scaled))
         if x0 is None:
             z, kmz, r = torch.zeros_like(g), torch.zeros_like(g), g
