@@ -44,6 +44,7 @@ from torch.autograd.function import once_differentiable
 
 from ..affinity import AffinityOp, LocalOp, PooledOp
 from ..affinity.grid import downsample
+from ..affinity.sparse import WindowMatrix
 from .cg import CGResult, conjugate_gradient
 from .grid_solve import GridReduction
 from .meanfield import UNARY_CLIP, ProgressCallback
@@ -112,7 +113,7 @@ class GaussianSystem:
         self.sizes = level_sizes(size, len(self.ops))
         self.lam, self.mu = lam, mu
         self.numels = [h * w for h, w in self.sizes]
-        degrees = [op.apply(like.new_ones(batch, 1, h, w)) for op, (h, w) in zip(self.ops, self.sizes)]
+        degrees = [_degree(op, like.new_ones(batch, 1, h, w)) for op, (h, w) in zip(self.ops, self.sizes)]
         self.counts = [None] + [_replicate_adjoint(like.new_ones(1, 1, *fine)) for fine in self.sizes[:-1]]
         last = len(self.ops) - 1
         self.diagonals = []  # diag A per level (B, 1, H_s, W_s): λ + 2 D_s + μ[s<S−1] + μ[s>0] UᵀU
@@ -158,6 +159,18 @@ class GaussianSystem:
                 y = y - self.mu * _replicate_adjoint(xs[s - 1])
             out.append(y)
         return self.merge(out)
+
+
+def _degree(op: AffinityOp, ones: Tensor) -> Tensor:
+    """``W·1`` ``(B, 1, H, W)``: without autograd, for the pooled unblurred window by its sparse K on the grid
+    (:class:`~crfcore.affinity.sparse.WindowMatrix`, built without a copy), where the window's own apply of one
+    channel costs its gather's set-up over all k² taps of every pixel (one thread at the defaults: ~1 ms against
+    ~10 ms); otherwise by ``op.apply``, differentiable in the caller's grad mode."""
+    if not torch.is_grad_enabled() and isinstance(op, PooledOp) and isinstance(op.inner, LocalOp):
+        window = WindowMatrix.of(op.inner)
+        if window is not None:
+            return op.prolong(window.apply(op.restrict(ones) / op.scale)) - op.self_term() * ones
+    return op.apply(ones)
 
 
 class _AdjointSolve(torch.autograd.Function):

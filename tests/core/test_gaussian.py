@@ -21,7 +21,7 @@ from crfcore.affinity.sparse import to_rows
 from crfcore.affinity.grid import downsample
 from crfcore.features import appearance_features, smoothness_features
 from crfcore.inference import ConvergenceWarning, gaussian_crf, unary_scores
-from crfcore.inference.gaussian import GaussianSystem, GridReduction, conjugate_gradient
+from crfcore.inference.gaussian import GaussianSystem, GridReduction, _degree, conjugate_gradient
 from crfcore.params import GaussianCRFParams
 from crfcore.refiners import GaussianCRF
 
@@ -278,6 +278,17 @@ def test_window_matrix_matches_the_window_and_is_exactly_symmetric(classes):
         columns = m.col_indices().view(13 * 17, -1)  # every row's taps, off-grid ones as zeros at sorted columns
         assert bool((columns[:, 1:] >= columns[:, :-1]).all()) and int(columns.max()) < 13 * 17
     assert WindowMatrix.of(LocalBackend(5, 2).build(_features(img))) is None  # blurred: not symmetric, not kept
+
+
+def test_pooled_degree_without_autograd_matches_the_op():
+    """W·1 of the pooled window by its sparse K on the grid (no autograd, issue 17) against the op's own apply
+    (odd sizes, batch 2); with autograd it is the op's apply, differentiable."""
+    img = _image(23, 29, 2)
+    op = PooledBackend(LocalBackend(5, 1), 3).build(_features(img)).weighted(torch.tensor([6.0, 3.0], dtype=D64))
+    ones = torch.ones(2, 1, 23, 29, dtype=D64)
+    with torch.no_grad():
+        fast = _degree(op, ones)
+    assert torch.allclose(fast, op.apply(ones), rtol=0, atol=1e-12) and float(fast.min()) > 0
 
 
 def test_grid_reduction_deflation_columns_and_fine_norms_match_their_definitions():
