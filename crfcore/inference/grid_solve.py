@@ -285,10 +285,10 @@ class GridReduction:
             pz, spz, kmpz = self._precondition(r, track)
             rz_next = _dot(r, pz)
             beta = safe_div(rz_next, rz)
-            p.mul_(beta).add_(pz)
-            sp.mul_(beta).add_(spz)
+            torch.addcmul(pz, beta, p, out=p)  # p ← ẑ + β p, one pass
+            torch.addcmul(spz, beta, sp, out=sp)
             if track:
-                kmp.mul_(beta).add_(kmpz)
+                torch.addcmul(kmpz, beta, kmp, out=kmp)
             rz = rz_next
         if not checked:
             residual = float((self._fine_norms(r) * scale).max())
