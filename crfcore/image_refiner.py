@@ -45,7 +45,6 @@ from .affinity.grid import upsample_planes
 from .checks import as_device, as_image_tensor, as_prob_tensor
 from .errors import InputError
 from .inference import ProgressCallback
-from .inference.gaussian import softmax_classes
 from .refiners import method as method_entry
 
 __all__ = ["PREVIEW_PIXELS", "PREVIEW_MS", "PREVIEW_MIN_SIDE", "PREVIEW_TOL_FACTOR", "PREVIEW_FINER_SHARE",
@@ -398,7 +397,7 @@ class ImageRefiner:
             x = model.scores(image, probs, op=op, callback=callback, x0=x0, **held_kw)
             self._cache.put(warm_key, x)
             self._latest[(method, *warm_key[3:])] = x
-            q = softmax_classes(x)  # the grid reduction's X is channels-last
+            q = torch.softmax(x, dim=1)
         else:
             q = model(image, probs, op=op, callback=callback, **held_kw)
         self._sync()

@@ -50,7 +50,7 @@ from .grid_solve import GridReduction
 from .meanfield import UNARY_CLIP, ProgressCallback
 
 __all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "GridReduction", "conjugate_gradient", "gaussian_crf",
-           "level_sizes", "softmax_classes", "unary_scores"]
+           "level_sizes", "unary_scores"]
 
 _SYMMETRY_TOL = 1e-3  # relative asymmetry above which an op is rejected (see _check_symmetric)
 GRID_MIN_PIXELS = 100_000
@@ -218,11 +218,11 @@ def _solver(system: GaussianSystem, diag: Tensor) -> Callable[..., CGResult]:
             hook = None
             if callback is not None:
                 def hook(k: int, total: int, x: Tensor) -> None:
-                    callback(k, total, _flat(x))
+                    callback(k, total, x.flatten(2))
             result = reduction.solve(rhs.unflatten(-1, system.sizes[0]), tol=tol, max_iter=max_iter,
                                      x0=None if x0 is None else x0.unflatten(-1, system.sizes[0]), callback=hook,
                                      factor=factor)
-            return CGResult(_flat(result.x), result.iterations, result.residual, result.converged)
+            return CGResult(result.x.flatten(2), result.iterations, result.residual, result.converged)
 
         return reduced
 
@@ -232,23 +232,6 @@ def _solver(system: GaussianSystem, diag: Tensor) -> Callable[..., CGResult]:
         return conjugate_gradient(system.matvec, rhs, diag, tol=tol, max_iter=max_iter, x0=x0, callback=callback)
 
     return full
-
-
-def _flat(x: Tensor) -> Tensor:
-    """``(B, C, H, W)`` → ``(B, C, H·W)``, a view when ``x`` is channels-last (the grid reduction's solution), so the
-    finest level cut back out of it stays channels-last."""
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1).flatten(1, 2).transpose(1, 2)
-    return x.flatten(2)
-
-
-def softmax_classes(x: Tensor) -> Tensor:
-    """``softmax(x, dim=1)`` of ``(B, C, H, W)`` scores, in ``x``'s memory layout: over the innermost axis when ``x``
-    is channels-last (the grid reduction's solution), where ``torch.softmax(x, dim=1)`` takes a slow path (one
-    thread, 21 classes at 500×375: 11 ms against 58 ms; 18 ms for the contiguous layout)."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.softmax(x.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
-    return torch.softmax(x, dim=1)
 
 
 def _stop_message(which: str, result: CGResult, tol: float, max_iter: int) -> str:
@@ -277,8 +260,7 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
             iterate; raise :class:`~crfcore.inference.Cancelled` to stop.
 
     Returns:
-        X ``(B, C, H, W)``, the finest level's solution (channels-last memory from the grid reduction);
-        ``softmax(X, dim=1)`` (:func:`softmax_classes`) are the refined probabilities.
+        X ``(B, C, H, W)``, the finest level's solution; ``softmax(X, dim=1)`` are the refined probabilities.
 
     Raises:
         ValueError: bad shapes, out-of-range ``lam``, ``mu``, ``tol``, ``max_iter``, or an op whose W is not

@@ -13,7 +13,7 @@ from .. import params as P
 from ..affinity import AffinityOp, LocalBackend, PooledBackend
 from ..affinity.grid import downsample
 from ..inference import ProgressCallback
-from ..inference.gaussian import gaussian_crf, softmax_classes, unary_scores
+from ..inference.gaussian import gaussian_crf, unary_scores
 from .kernels import GaussianKernels
 
 __all__ = ["GaussianCRF"]
@@ -105,7 +105,7 @@ class GaussianCRF(nn.Module):
         hook = None
         if callback is not None:
             def hook(k: int, total: int, x: Tensor) -> None:
-                callback(k, total, softmax_classes(x))
+                callback(k, total, torch.softmax(x, dim=1))
         return gaussian_crf([o.weighted(weights) for o in ops], unary_scores(probs), lam=self.log_lam.exp(),
                             tol=self.config.tol, max_iter=self.config.max_iter if iterations is None else iterations,
                             x0=x0, callback=hook)
@@ -113,8 +113,8 @@ class GaussianCRF(nn.Module):
     def forward(self, image: Tensor, probs: Tensor, *, op: Any = None, iterations: int | None = None,
                 callback: ProgressCallback | None = None, x0: Tensor | None = None,
                 fixed: str | None = "auto") -> Tensor:
-        return softmax_classes(self.scores(image, probs, op=op, iterations=iterations, callback=callback, x0=x0,
-                                           fixed=fixed))
+        return torch.softmax(self.scores(image, probs, op=op, iterations=iterations, callback=callback, x0=x0,
+                                         fixed=fixed), dim=1)
 
     def current_params(self) -> Any:
         """The params dataclass with the current (possibly learned) values, ready for ``params.save_preset``."""
