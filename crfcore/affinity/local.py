@@ -27,6 +27,7 @@ Both give the same sums up to float32 rounding order; the tests hold each to the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -136,6 +137,21 @@ class LocalOp:
             return self._full_combined(self.grid_size[0])
         b, _, h, w = self.features[0].shape
         return self._gather.weighted_taps(self.weights).transpose(1, 2).reshape(b, -1, h, w)
+
+    def tap_rows(self) -> Tensor | None:
+        """The weighted filters as rows ``(B, h·w, k²)`` (tap order of :meth:`filters`), 0 for the centre and for
+        taps off the grid, or None when they exceed ``cache_bytes``. With the gather this is its kept weighted sum
+        itself (no copy: do not write to it)."""
+        if self._gather is not None:
+            return self._gather.weighted_taps(self.weights)
+        filters = self._full_combined(self.grid_size[0])
+        if filters is None:
+            return None
+        b, k2, h, w = filters.shape
+        _, off_y, off_x = window_index(h, w, self.filter_size, filters.device)
+        rows = filters.flatten(2).transpose(1, 2).reshape(b, h, w, k2)  # a copy: filters stay as they are
+        _zero_off_image(rows, off_y, off_x, self.filter_size // 2)
+        return rows.view(b, h * w, k2)
 
     def apply(self, q: Tensor) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, H, W)``: Σ_{d≠0} G_d(i) q_{i+d} on the blurred grid, upsampled back.
@@ -270,14 +286,8 @@ class _Gather:
         """From the per-kernel filters ``(B, k², h, w)`` of :meth:`LocalOp._kernel_filters` (centre tap 0, kept so
         that the rows are one 2-D transpose of them)."""
         b, k2, h, w = filters[0].shape
-        device, r = filters[0].device, filter_size // 2
-        dtype = torch.int32 if h * w < 2 ** 31 else torch.int64  # fbgemm reads int32 indices faster
-        offsets = torch.arange(-r, r + 1, device=device, dtype=dtype)
-        dy, dx = offsets.repeat_interleave(filter_size), offsets.repeat(filter_size)
-        ys = torch.arange(h, device=device, dtype=dtype).view(h, 1) + dy  # (h, k²): the row each tap reads
-        xs = torch.arange(w, device=device, dtype=dtype).view(w, 1) + dx
-        index = ((ys.clamp(0, h - 1) * w).view(h, 1, -1) + xs.clamp(0, w - 1).view(1, w, -1)).view(h * w, -1)
-        off_y, off_x = (ys < 0) | (ys >= h), (xs < 0) | (xs >= w)
+        r = filter_size // 2
+        index, off_y, off_x = window_index(h, w, filter_size, filters[0].device)
         taps = []
         for f in filters:
             if torch.is_grad_enabled() and f.requires_grad:
@@ -310,6 +320,30 @@ class _Gather:
         out = [F.embedding_bag(self.index, rows[i], mode="sum", per_sample_weights=weights[i]) for i in range(b)]
         message = out[0].unsqueeze(0) if b == 1 else torch.stack(out)
         return message.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=4)
+def window_index(h: int, w: int, k: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """The taps of a k×k window on an ``h×w`` grid, tap ``(dy + k//2)·k + dx + k//2``: ``index`` ``(h·w, k²)``, the
+    row-major pixel each tap of each pixel reads (int32 below 2³¹ pixels, which fbgemm and MKL read faster), and
+    which taps fall off the grid, ``off_y`` ``(h, k²)`` and ``off_x`` ``(w, k²)`` (a tap is off when either is set).
+
+    A tap off the grid reads a pixel on it, chosen so that every row of ``index`` is non-decreasing (sorted columns
+    of a sparse matrix whose off-grid entries are zeros): its column clamped onto the grid in a window row on the
+    grid, the first tap on the grid for window rows above it, the last one for window rows below it. Kept for the
+    last few sizes (an image's operator is rebuilt for every θ; the gather and the sparse K share one): read only."""
+    dtype = torch.int32 if h * w < 2 ** 31 else torch.int64
+    r = k // 2
+    offsets = torch.arange(-r, r + 1, device=device, dtype=dtype)
+    dy, dx = offsets.repeat_interleave(k), offsets.repeat(k)
+    ys = torch.arange(h, device=device, dtype=dtype).view(h, 1) + dy  # (h, k²): the row each tap reads
+    cols = torch.arange(w, device=device, dtype=dtype).view(w, 1)
+    xs = cols + dx
+    above, below = (ys < 0).view(h, 1, -1), (ys >= h).view(h, 1, -1)
+    column = torch.where(above, (cols - r).clamp_min(0).view(1, w, 1),
+                         torch.where(below, (cols + r).clamp_max(w - 1).view(1, w, 1), xs.clamp(0, w - 1).view(1, w, -1)))
+    index = ((ys.clamp(0, h - 1) * w).view(h, 1, -1) + column).view(h * w, -1)
+    return index, (ys < 0) | (ys >= h), (xs < 0) | (xs >= w)
 
 
 def _zero_off_image(rows: Tensor, off_y: Tensor, off_x: Tensor, r: int) -> None:

@@ -7,19 +7,25 @@ grid) is stored once in compressed sparse rows and applied to all classes at onc
 the kernel values per application instead of one pass over the classes per tap (0.5 MP image at b = 4, k = 11,
 21 classes, one thread: 5–7 ms against 11–15 ms per application). The values are the window's own, so K stays
 exactly symmetric; sums run in another order, so results differ from ``LocalOp.apply`` by float rounding only.
+
+Every row holds all k² taps of its pixel, in tap order: the centre and the taps off the grid are explicit zeros
+(at columns that keep each row's sorted, :func:`~crfcore.affinity.local.window_index`). So
+the values are the gather's weighted taps ``(B, n, k²)`` themselves, the matrix costs no copy to build, and it is
+applied to the ``(n, C)`` rows of the data as they are (no zero-padded copy); the zeros cost 1–8 % more
+multiply-adds at k = 11.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 from torch import Tensor
 
-from .local import LocalOp
+from .local import LocalOp, window_index
 
-__all__ = ["SPARSE_BYTES", "WindowMatrix", "csr_matrix", "dense_columns"]
+__all__ = ["SPARSE_BYTES", "WindowMatrix", "csr_matrix", "dense_columns", "from_rows", "sorted_columns", "spmm",
+           "to_rows"]
 
 SPARSE_BYTES = 1 << 28
 """Most bytes the sparse copy of a window may take (values and column indices, 8 bytes per entry): about 280k grid
@@ -27,20 +33,17 @@ pixels at k = 11; larger operators keep their banded apply."""
 
 
 class WindowMatrix:
-    """K of an unblurred :class:`~crfcore.affinity.LocalOp` in compressed sparse rows, one matrix per batch item.
+    """A per-pixel k×k stencil (K of an unblurred :class:`~crfcore.affinity.LocalOp`, or any other) in compressed
+    sparse rows, one matrix per batch item; see the module docstring for the layout.
 
-    Row i holds all k²−1 taps of pixel i, their columns indexing the grid zero-padded by k//2 on every side (taps
-    off the grid meet that zero padding, as in ``LocalOp.apply``), so every row has the same columns shifted and
-    the matrix is built without a search (one copy of the filters). Build with :meth:`of` (None when the op is
-    blurred, its filters are not kept, or the matrix would exceed :data:`SPARSE_BYTES`); then :meth:`apply` as the
-    op's ``apply`` on grid-sized tensors. :meth:`stencil` makes one of any per-pixel k×k stencil, centre included
-    (the Gaussian CRF's M). Forward only (no autograd through the values).
+    Build with :meth:`of` (None when the op is blurred, its filters are not kept, or the matrix would exceed
+    :data:`SPARSE_BYTES`) or :meth:`stencil`; then :meth:`apply` as the op's ``apply`` on grid-sized tensors, or
+    :meth:`apply_rows` on the ``(B, n, P)`` rows of :func:`to_rows`. Forward only (no autograd through the values).
     """
 
-    def __init__(self, matrices: list[Tensor], size: tuple[int, int], radius: int) -> None:
+    def __init__(self, matrices: list[Tensor], size: tuple[int, int]) -> None:
         self.matrices = matrices
         self.size = size
-        self.radius = radius
 
     @classmethod
     def of(cls, op: LocalOp) -> "WindowMatrix | None":
@@ -49,21 +52,27 @@ class WindowMatrix:
             return None
         h, w = op.grid_size
         k = op.filter_size
-        if op.features[0].shape[0] * (k * k - 1) * h * w * 8 > SPARSE_BYTES:
+        if op.features[0].shape[0] * k * k * h * w * 8 > SPARSE_BYTES:
             return None
-        filters = op.filters()
-        if filters is None:
+        rows = op.tap_rows()
+        if rows is None:
             return None
-        return cls([_csr(f.detach(), k, centre=False) for f in filters], (h, w), k // 2)
+        index = window_index(h, w, k, rows.device)[0].reshape(-1)
+        return cls([_csr(r.detach(), index) for r in rows], (h, w))
 
     @classmethod
     def stencil(cls, taps: Tensor) -> "WindowMatrix":
         """The matrix of a per-pixel stencil ``(B, k², h, w)``, tap ``(dy + k//2)·k + dx + k//2`` the weight of pixel
-        ``(y + dy, x + dx)`` in row ``(y, x)``, centre included (taps off the grid meet zero padding)."""
-        k = math.isqrt(taps.shape[1])
+        ``(y + dy, x + dx)`` in row ``(y, x)``, centre included (taps off the grid are dropped, as if they met zero
+        padding)."""
+        k = round(taps.shape[1] ** 0.5)
         if k * k != taps.shape[1] or k % 2 == 0:
             raise ValueError(f"taps has {taps.shape[1]} per pixel; expected k² for an odd k.")
-        return cls([_csr(t.detach(), k, centre=True) for t in taps], tuple(taps.shape[-2:]), k // 2)
+        b, k2, h, w = taps.shape
+        index, off_y, off_x = window_index(h, w, k, taps.device)
+        off = _off_grid(off_y, off_x)
+        rows = taps.detach().flatten(2).transpose(1, 2).masked_fill(off, 0.0)
+        return cls([_csr(r, index.reshape(-1)) for r in rows], (h, w))
 
     def apply(self, q: Tensor) -> Tensor:
         """``(B, C, h, w)`` → ``(B, C, h, w)``: ``Σ_{d≠0} G_d(i) q_{i+d}``, as ``LocalOp.apply`` (no self term; with
@@ -71,30 +80,61 @@ class WindowMatrix:
         if q.shape[0] != len(self.matrices) or tuple(q.shape[-2:]) != self.size:
             raise ValueError(f"q has shape {tuple(q.shape)}, but the matrix was built for batch "
                              f"{len(self.matrices)} and size {self.size}.")
-        b, c, h, w = q.shape
-        r = self.radius
-        padded = q.new_zeros(b, h + 2 * r, w + 2 * r, dense_columns(c))  # (B, padded rows, columns, classes)
-        padded[:, r:r + h, r:r + w, :c] = q.permute(0, 2, 3, 1)
-        out = [(m @ padded[i].flatten(0, 1))[:, :c].t().contiguous().view(c, h, w)
-               for i, m in enumerate(self.matrices)]
-        return out[0][None] if b == 1 else torch.stack(out)
+        return from_rows(self.apply_rows(to_rows(q)), self.size, q.shape[1]).contiguous()
+
+    def apply_rows(self, x: Tensor) -> Tensor:
+        """``(B, n, P)`` → ``(B, n, P)``: the product with each item's rows of data (contiguous, e.g.
+        :func:`to_rows`)."""
+        if len(self.matrices) == 1:
+            return spmm(self.matrices[0], x[0])[None]
+        return torch.stack([spmm(m, x[i]) for i, m in enumerate(self.matrices)])
 
 
-def _csr(filters: Tensor, k: int, *, centre: bool) -> Tensor:
-    """CSR ``(n, n_padded)`` of one item's filters ``(k², h, w)`` (the centre tap left out unless ``centre``): row
-    i's columns are the padded-grid indices of its taps, in tap order, which is increasing column order."""
-    _, h, w = filters.shape
-    r = k // 2
-    wp = w + 2 * r
-    device = filters.device
-    kept = [t for t in range(k * k) if centre or t != (k * k) // 2]
-    taps = torch.tensor(kept, device=device)
-    offsets = (taps // k) * wp + taps % k  # tap t = k·ty + tx of pixel (y, x) reads padded pixel (y + ty, x + tx)
-    corners = (torch.arange(h, device=device)[:, None] * wp + torch.arange(w, device=device)[None, :]).reshape(-1, 1)
-    columns = (corners + offsets).reshape(-1).to(torch.int32)
-    values = filters[taps].reshape(len(kept), h * w).t().reshape(-1)
-    rows = torch.arange(0, len(kept) * h * w + 1, len(kept), dtype=torch.int32, device=device)
-    return csr_matrix(rows, columns, values, (h * w, (h + 2 * r) * wp))
+def spmm(matrix: Tensor, dense: Tensor) -> Tensor:
+    """``matrix @ dense`` for a sparse CSR ``(m, n)`` and a dense ``(n, P)``: into a fresh ``(m, P)`` given as the
+    product's output, which spares the zero fill and the copy of ``@`` (two passes over the result per product)."""
+    out = dense.new_empty(matrix.shape[0], dense.shape[1])
+    return torch.addmm(out, matrix, dense, beta=0, out=out)
+
+
+def to_rows(q: Tensor) -> Tensor:
+    """``(B, C, h, w)`` → rows ``(B, h·w, P)``, ``P = dense_columns(C)``, the columns past C zero."""
+    b, c, h, w = q.shape
+    p = dense_columns(c)
+    out = q.new_zeros(b, h * w, p) if p != c else q.new_empty(b, h * w, p)
+    out.view(b, h, w, p)[..., :c] = q.permute(0, 2, 3, 1)
+    return out
+
+
+def from_rows(x: Tensor, size: tuple[int, int], classes: int) -> Tensor:
+    """Rows ``(B, h·w, P)`` → the ``(B, C, h, w)`` view of their first ``classes`` columns (not contiguous)."""
+    return x.view(x.shape[0], *size, x.shape[-1])[..., :classes].permute(0, 3, 1, 2)
+
+
+def sorted_columns(index: Tensor, off: Tensor) -> Tensor:
+    """Column indices ``(n·T,)`` of a CSR with T entries per row from ``index`` ``(n, T)`` (increasing along each row
+    where ``off`` is not set), whose entries where ``off`` is set hold zero values: each of those takes the column
+    of the next entry of its row that is not off, or of the previous one after the last (every row needs one), so
+    the columns are non-decreasing along each row whatever ``index`` holds there."""
+    big = torch.iinfo(index.dtype).max
+    following = index.masked_fill(off, big).flip(1).cummin(1).values.flip(1)
+    preceding = index.masked_fill(off, -1).cummax(1).values
+    return torch.where(following == big, preceding, following).reshape(-1)
+
+
+def _off_grid(off_y: Tensor, off_x: Tensor) -> Tensor:
+    """``(h·w, T)``: the taps off the grid, from :func:`~crfcore.affinity.local.window_index`'s per-axis flags."""
+    h, t = off_y.shape
+    w = off_x.shape[0]
+    return (off_y.view(h, 1, t) | off_x.view(1, w, t)).view(h * w, t)
+
+
+def _csr(rows: Tensor, index: Tensor) -> Tensor:
+    """CSR ``(n, n)`` with the same number T of entries in every row: values ``rows`` ``(n, T)`` (a view when
+    contiguous) at the columns ``index`` ``(n·T,)``, non-decreasing along each row."""
+    n, t = rows.shape
+    offsets = torch.arange(0, n * t + 1, t, dtype=index.dtype, device=rows.device)
+    return csr_matrix(offsets, index, rows.reshape(-1), (n, n))
 
 
 def dense_columns(classes: int) -> int:

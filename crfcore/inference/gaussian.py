@@ -44,9 +44,10 @@ from torch.autograd.function import once_differentiable
 
 from ..affinity import AffinityOp, LocalOp, PooledOp
 from ..affinity.grid import downsample
+from ..affinity.sparse import WindowMatrix
 from .cg import CGResult, conjugate_gradient
 from .grid_solve import GridReduction
-from .meanfield import ProgressCallback, unary_energy
+from .meanfield import UNARY_CLIP, ProgressCallback
 
 __all__ = ["ConvergenceWarning", "CGResult", "GaussianSystem", "GridReduction", "conjugate_gradient", "gaussian_crf",
            "level_sizes", "unary_scores"]
@@ -68,7 +69,7 @@ def unary_scores(probs: Tensor) -> Tensor:
     Softmax of the G-CRF solution is unchanged by adding a per-pixel constant to b (A acts the same on every
     class), so log-probabilities and logits of the same probabilities give the same refined probabilities.
     """
-    return -unary_energy(probs)
+    return probs.clamp(UNARY_CLIP, 1.0).log_()
 
 
 def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
@@ -112,7 +113,7 @@ class GaussianSystem:
         self.sizes = level_sizes(size, len(self.ops))
         self.lam, self.mu = lam, mu
         self.numels = [h * w for h, w in self.sizes]
-        degrees = [op.apply(like.new_ones(batch, 1, h, w)) for op, (h, w) in zip(self.ops, self.sizes)]
+        degrees = [_degree(op, like.new_ones(batch, 1, h, w)) for op, (h, w) in zip(self.ops, self.sizes)]
         self.counts = [None] + [_replicate_adjoint(like.new_ones(1, 1, *fine)) for fine in self.sizes[:-1]]
         last = len(self.ops) - 1
         self.diagonals = []  # diag A per level (B, 1, H_s, W_s): λ + 2 D_s + μ[s<S−1] + μ[s>0] UᵀU
@@ -160,6 +161,18 @@ class GaussianSystem:
         return self.merge(out)
 
 
+def _degree(op: AffinityOp, ones: Tensor) -> Tensor:
+    """``W·1`` ``(B, 1, H, W)``: without autograd, for the pooled unblurred window by its sparse K on the grid
+    (:class:`~crfcore.affinity.sparse.WindowMatrix`, built without a copy), where the window's own apply of one
+    channel costs its gather's set-up over all k² taps of every pixel (one thread at the defaults: ~1 ms against
+    ~10 ms); otherwise by ``op.apply``, differentiable in the caller's grad mode."""
+    if not torch.is_grad_enabled() and isinstance(op, PooledOp) and isinstance(op.inner, LocalOp):
+        window = WindowMatrix.of(op.inner)
+        if window is not None:
+            return op.prolong(window.apply(op.restrict(ones) / op.scale)) - op.self_term() * ones
+    return op.apply(ones)
+
+
 class _AdjointSolve(torch.autograd.Function):
     """Zero in the forward pass; in the backward pass maps the incoming gradient g to y = A⁻¹g.
 
@@ -190,7 +203,8 @@ def _adjoint_solver(solve: Callable[..., CGResult], tol: float, max_iter: int) -
 
 
 def _solver(system: GaussianSystem, diag: Tensor) -> Callable[..., CGResult]:
-    """``solve(rhs, *, tol, max_iter, x0=None, callback=None)`` on ``(B, C, ΣN_s)`` tensors: the grid reduction
+    """``solve(rhs, *, tol, max_iter, x0=None, callback=None, factor=1)`` for ``A X = factor·rhs`` on ``(B, C, ΣN_s)``
+    tensors (``factor`` a float or 0-d tensor, folded into a per-pixel scale instead of a pass over rhs): the grid reduction
     for a single pooled level of at least :data:`GRID_MIN_PIXELS` pixels, Jacobi-preconditioned conjugate gradient
     on the full system otherwise."""
     size = system.sizes[0]
@@ -199,19 +213,22 @@ def _solver(system: GaussianSystem, diag: Tensor) -> Callable[..., CGResult]:
             reduction = GridReduction(system.ops[0], diag.unflatten(-1, system.sizes[0]))
 
         def reduced(rhs: Tensor, *, tol: float, max_iter: int, x0: Tensor | None = None,
-                    callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
+                    callback: Callable[[int, int, Tensor], None] | None = None,
+                    factor: float | Tensor = 1.0) -> CGResult:
             hook = None
             if callback is not None:
                 def hook(k: int, total: int, x: Tensor) -> None:
                     callback(k, total, x.flatten(2))
             result = reduction.solve(rhs.unflatten(-1, system.sizes[0]), tol=tol, max_iter=max_iter,
-                                     x0=None if x0 is None else x0.unflatten(-1, system.sizes[0]), callback=hook)
+                                     x0=None if x0 is None else x0.unflatten(-1, system.sizes[0]), callback=hook,
+                                     factor=factor)
             return CGResult(result.x.flatten(2), result.iterations, result.residual, result.converged)
 
         return reduced
 
     def full(rhs: Tensor, *, tol: float, max_iter: int, x0: Tensor | None = None,
-             callback: Callable[[int, int, Tensor], None] | None = None) -> CGResult:
+             callback: Callable[[int, int, Tensor], None] | None = None, factor: float | Tensor = 1.0) -> CGResult:
+        rhs = rhs if isinstance(factor, float) and factor == 1.0 else factor * rhs
         return conjugate_gradient(system.matvec, rhs, diag, tol=tol, max_iter=max_iter, x0=x0, callback=callback)
 
     return full
@@ -258,7 +275,7 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
         if not _symmetric_by_construction(op):
             _check_symmetric(op, level, scores.shape[0], size, scores)
     system = GaussianSystem(ops, tuple(scores.shape[-2:]), scores.shape[0], lam=lam, mu=mu, like=scores)
-    rhs = lam * system.pyramid(scores)
+    scores_flat = system.pyramid(scores)
     diag = system.diagonal().detach()
     start = system.pyramid(x0.detach()) if x0 is not None else None
     n0 = system.numels[0]
@@ -268,12 +285,13 @@ def gaussian_crf(ops: AffinityOp | Sequence[AffinityOp], scores: Tensor, *, lam:
             callback(k, total, x[..., :n0].unflatten(-1, system.sizes[0]))
     solve = _solver(system, diag)
     with torch.no_grad():
-        result = solve(rhs.detach(), tol=tol, max_iter=max_iter, x0=start, callback=hook)
+        result = solve(scores_flat.detach(), tol=tol, max_iter=max_iter, x0=start, callback=hook,
+                       factor=lam.detach() if isinstance(lam, Tensor) else lam)
     if not result.converged:
         warnings.warn(_stop_message("forward", result, tol, max_iter), ConvergenceWarning, stacklevel=2)
     x = result.x
     if torch.is_grad_enabled():
-        residual = rhs - system.matvec(x)
+        residual = lam * scores_flat - system.matvec(x)
         if residual.requires_grad:
             x = x + _AdjointSolve.apply(residual, _adjoint_solver(solve, tol, max_iter))
     return x[..., :n0].unflatten(-1, system.sizes[0])

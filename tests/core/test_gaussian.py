@@ -17,10 +17,11 @@ import torch.nn.functional as F
 import crfcore
 from crfcore import Cancelled
 from crfcore.affinity import ExactBackend, LocalBackend, LowRankBackend, PooledBackend, WindowMatrix
+from crfcore.affinity.sparse import to_rows
 from crfcore.affinity.grid import downsample
 from crfcore.features import appearance_features, smoothness_features
 from crfcore.inference import ConvergenceWarning, gaussian_crf, unary_scores
-from crfcore.inference.gaussian import GaussianSystem, GridReduction, conjugate_gradient
+from crfcore.inference.gaussian import GaussianSystem, GridReduction, _degree, conjugate_gradient
 from crfcore.params import GaussianCRFParams
 from crfcore.refiners import GaussianCRF
 
@@ -273,7 +274,21 @@ def test_window_matrix_matches_the_window_and_is_exactly_symmetric(classes):
     assert torch.allclose(matrix.apply(q), op.apply(q), rtol=0, atol=1e-12)
     dense = _dense_matrix(matrix, 2, 13, 17)
     assert torch.equal(dense, dense.transpose(1, 2))
+    for m in matrix.matrices + WindowMatrix.stencil(torch.randn(2, 9, 13, 17, dtype=D64)).matrices:
+        columns = m.col_indices().view(13 * 17, -1)  # every row's taps, off-grid ones as zeros at sorted columns
+        assert bool((columns[:, 1:] >= columns[:, :-1]).all()) and int(columns.max()) < 13 * 17
     assert WindowMatrix.of(LocalBackend(5, 2).build(_features(img))) is None  # blurred: not symmetric, not kept
+
+
+def test_pooled_degree_without_autograd_matches_the_op():
+    """W·1 of the pooled window by its sparse K on the grid (no autograd, issue 17) against the op's own apply
+    (odd sizes, batch 2); with autograd it is the op's apply, differentiable."""
+    img = _image(23, 29, 2)
+    op = PooledBackend(LocalBackend(5, 1), 3).build(_features(img)).weighted(torch.tensor([6.0, 3.0], dtype=D64))
+    ones = torch.ones(2, 1, 23, 29, dtype=D64)
+    with torch.no_grad():
+        fast = _degree(op, ones)
+    assert torch.allclose(fast, op.apply(ones), rtol=0, atol=1e-12) and float(fast.min()) > 0
 
 
 def test_grid_reduction_deflation_columns_and_fine_norms_match_their_definitions():
@@ -281,15 +296,16 @@ def test_grid_reduction_deflation_columns_and_fine_norms_match_their_definitions
     the full-resolution residual norm computed on the grid (UᵀU) against ``(2/c)|U K r|`` at full resolution."""
     op, _, reduction, _, _ = _pooled_system(23, 29, 2, filter_size=5, blur=3, lam=0.5, batch=2)
     h, w = op.grid
-    like = torch.zeros(2, 11, h, w, dtype=D64)
     a = reduction.blocks
-    c = torch.randn(2, 11, -(-h // a) * -(-w // a), dtype=D64)
-    sz, kmz = reduction._deflated(c, like)
-    s_ref, km_ref = reduction._s_apply(reduction._expand(c, like))
+    c = torch.randn(2, -(-h // a) * -(-w // a), 16, dtype=D64)  # rows: blocks × (11 classes padded to 16)
+    sz, kmz = reduction._deflated(c)
+    s_ref, km_ref = reduction._s_rows(reduction._expand(c))
     assert torch.allclose(sz, s_ref, atol=1e-10) and torch.allclose(kmz, km_ref, atol=1e-10)
+    expanded = torch.stack([reduction._block_sums.to_dense().T @ item for item in c])  # Z c from Zᵀ
+    assert torch.equal(reduction._expand(c), expanded)
     r = torch.randn(2, 11, h, w, dtype=D64)
     norms = reduction.coef * op.prolong(op.inner.apply(r)).flatten(2).norm(dim=-1)
-    assert torch.allclose(reduction._fine_norms(r).flatten(1), norms, rtol=1e-10)
+    assert torch.allclose(reduction._fine_norms(to_rows(r))[:, 0, :11], norms, rtol=1e-10)
 
 
 def test_grid_reduction_solves_the_full_system_in_fewer_iterations():
