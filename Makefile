@@ -2,14 +2,17 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-PACKAGE_STAMP := $(VENV)/.package-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The install is redone when the project's metadata or its one compiled extension changes.
+BUILD_INPUTS := pyproject.toml setup.py crfcore/affinity/_window.c
+BUILD_SUM := $(shell cat $(BUILD_INPUTS) | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(BUILD_SUM)
+PACKAGE_STAMP := $(VENV)/.package-$(BUILD_SUM)
+RUN_STAMP := $(VENV)/.run-$(BUILD_SUM)
 VARIANT ?= cpu
 
 .PHONY: run demo test bench eval clean package selftest-package
 
-$(STAMP): pyproject.toml
+$(STAMP): $(BUILD_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -e ".[app,export,test,cluster,bench]"
@@ -17,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # `make run` installs what the app needs (no test tools, no Ray); `make test` adds them.
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): $(BUILD_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -e ".[app,export]"

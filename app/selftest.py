@@ -167,13 +167,16 @@ class Selftest:
             if added:
                 raise SelftestError(f"the app wrote {len(added)} file(s) into its own folder {self.watch}: "
                                     f"{', '.join(added[:5])}; write to the user's config or temp location instead.")
+        from crfcore.affinity.fused import fused_kernel
+
         t = result.timing
         screen = "offscreen" if self.offscreen else os.environ.get("QT_QPA_PLATFORM") or "native"
         return (f"crf-studio {version} selftest OK: window shown ({screen}) {shown_s:.2f} s after "
                 f"{'process start' if seconds_since_process_start() is not None else '--selftest began'}; "
                 f"refined {doc.entry.stem} ({width}×{height}, {doc.num_classes} classes) with {result.method} on "
                 f"{t['device']} in {t['total_ms']:.0f} ms (build {t['build_ms']:.0f} ms, iterations "
-                f"{t['iterations_ms']:.0f} ms), {kept:.1%} of the coarse mask kept; mask {mask_path}; "
+                f"{t['iterations_ms']:.0f} ms; compiled window update: {fused_kernel()}), {kept:.1%} of the "
+                f"coarse mask kept; mask {mask_path}; "
                 f"settings {settings}")
 
     def _wait_shown(self, window: "MainWindow", timeout_s: float) -> float:

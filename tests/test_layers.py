@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RANKS: dict[str, int] = {
     # crfcore, bottom up: guards and the method table; data and operators; inference; refiners; the refine path
-    "crfcore.registry": 0, "crfcore.checks": 0, "crfcore.labels": 0, "crfcore.errors": 0,
+    "crfcore.registry": 0, "crfcore.checks": 0, "crfcore.labels": 0, "crfcore.errors": 0, "crfcore.layout": 0,
     "crfcore.params": 1, "crfcore.io": 1, "crfcore.files": 1, "crfcore.metrics": 1, "crfcore.features": 1, "crfcore.affinity": 1,
     "crfcore.synthetic": 1, "crfcore.backbones": 1, "crfcore.polygons": 1,
     "crfcore.inference": 2, "crfcore.unary": 2, "crfcore.appearance": 2, "crfcore.stroke_unary": 2,

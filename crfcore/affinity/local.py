@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fused import FusedWindowUpdate, fused_available, fused_max_classes
 from .grid import downsample, upsample
 
 __all__ = ["LocalBackend", "LocalOp", "check_features"]
@@ -120,8 +121,9 @@ class LocalOp:
     def memory_format(self) -> torch.memory_format:
         """The layout mean field should keep Q in: channels-last when the message is gathered at full resolution,
         whose rows of classes it reads and writes; (B, C, H, W) on a blurred grid, where the full-resolution
-        softmax, pooling and upsampling measured faster along rows of pixels."""
-        if self._gather is not None and self.blur == 1:
+        softmax, pooling and upsampling measured faster along rows of pixels, and where the compiled update
+        (:meth:`fused_update`) will run: it reads the energy and writes the result in (B, C, H, W) memory itself."""
+        if self._gather is not None and self.blur == 1 and not self._fused_possible():
             return torch.channels_last
         return torch.contiguous_format
 
@@ -137,6 +139,23 @@ class LocalOp:
             return self._full_combined(self.grid_size[0])
         b, _, h, w = self.features[0].shape
         return self._gather.weighted_taps(self.weights).transpose(1, 2).reshape(b, -1, h, w)
+
+    def fused_update(self, energy: Tensor, compat: Tensor | None = None) -> FusedWindowUpdate | None:
+        """Mean field's updates for this operator and ``energy`` ``(B, C, H, W)`` as one compiled pass each
+        (:class:`~crfcore.affinity.fused.FusedWindowUpdate`), or None where they do not apply: a blurred grid,
+        filters not kept, CUDA or float64, more classes than the kernel takes, autograd, or the extension missing."""
+        if (not self._fused_possible() or energy.device.type != "cpu" or energy.dtype != torch.float32
+                or energy.shape[1] > fused_max_classes()
+                or (torch.is_grad_enabled() and (energy.requires_grad
+                                                 or (compat is not None and compat.requires_grad)))):
+            return None
+        return FusedWindowUpdate(self._gather.weighted_taps(self.weights), self.filter_size, energy, compat)
+
+    def _fused_possible(self) -> bool:
+        """Whether :meth:`fused_update` can run for this operator (the energy may still rule it out)."""
+        ref = self.features[0]
+        return (self._gather is not None and self.blur == 1 and fused_available() and ref.device.type == "cpu"
+                and ref.dtype == torch.float32 and self.weights.dtype == torch.float32 and not self._needs_grad())
 
     def tap_rows(self) -> Tensor | None:
         """The weighted filters as rows ``(B, h·w, k²)`` (tap order of :meth:`filters`), 0 for the centre and for

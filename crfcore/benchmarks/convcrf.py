@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"--peers: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}.")
     n_q = args.classes * w * h
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the bound at the thread count the configurations run with
     bw = bandwidth_gbs(n_q, device=args.device)
     print(f"ConvCRF bench: {w}×{h}, {args.classes} classes, {args.iterations} iterations, device {args.device}, "
           f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, median of "

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 
 from ..affinity import AffinityOp
+from ..affinity.fused import FusedWindowUpdate
+from ..layout import to_memory_format
 
 __all__ = ["Cancelled", "ProgressCallback", "unary_energy", "hard_pixels", "held_pixels", "compatibility_transform",
            "mean_field", "to_memory_format"]
@@ -32,28 +34,7 @@ class Cancelled(Exception):
 
 def unary_energy(probs: Tensor) -> Tensor:
     """ψu = −log(clip(P, 1e-5, 1)), ``(B, C, H, W)``."""
-    return torch.log(probs.clamp(UNARY_CLIP, 1.0)).neg_()
-
-
-def to_memory_format(x: Tensor, memory_format: torch.memory_format) -> Tensor:
-    """``x`` ``(B, C, H, W)`` in ``memory_format`` (contiguous or channels-last), copied only if it is not already.
-
-    Both directions are transposes of ``(C, H·W)`` blocks, which ``Tensor.contiguous(memory_format=…)`` runs three to
-    four times slower on CPU than a copy into a fresh tensor of the other layout (channels-last) or a 2-D transpose
-    per image (back), measured on a 500×375×21 Q.
-    """
-    if x.is_contiguous(memory_format=memory_format):
-        return x
-    if memory_format == torch.channels_last:
-        return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
-    if memory_format != torch.contiguous_format or not x.is_contiguous(memory_format=torch.channels_last):
-        return x.contiguous(memory_format=memory_format)
-    b, c, h, w = x.shape
-    rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view of channels-last memory
-    out = x.new_empty(b, c, h * w)
-    for i in range(b):
-        out[i].copy_(rows[i].t())
-    return out.view(b, c, h, w)
+    return probs.clamp(UNARY_CLIP, 1.0).log_().neg_()
 
 
 def hard_pixels(probs: Tensor) -> Tensor | None:
@@ -103,7 +84,9 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
 
     Args:
         energy: unary energy ψu ``(B, C, H, W)`` (see :func:`unary_energy`).
-        op: weighted kernel operator; ``op.apply(Q)`` is the message ``Σ_j k(f_i, f_j) Q_j``.
+        op: weighted kernel operator; ``op.apply(Q)`` is the message ``Σ_j k(f_i, f_j) Q_j``. An operator with a
+            ``fused_update(energy, compat)`` that returns an update (``LocalOp`` at blur 1 on CPU, without autograd)
+            runs each iteration as that one compiled pass instead.
         iterations: T ≥ 0; 0 returns softmax(−ψu).
         compat: ``(C, C)`` compatibility, or None for Potts.
         callback: ``callback(t, T, Q)`` after every iteration, Q the live iterate (copy it to keep it); may raise
@@ -111,6 +94,10 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         fixed: optional ``(B, 1, H, W)`` bool; these pixels keep softmax(−ψu) (see :func:`hard_pixels`) and pass
             it to their neighbours.
     """
+    fused = getattr(op, "fused_update", None)
+    update = fused(energy, compat) if fused is not None else None
+    if update is not None:
+        return _fused_mean_field(update, iterations, callback, fixed)
     neg_energy = -energy
     q = _softmax(neg_energy)
     q_fixed = q if fixed is not None else None
@@ -126,6 +113,21 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         q = _softmax(logits, in_place=in_place)
         if q_fixed is not None:
             q = torch.where(fixed, q_fixed, q, out=q) if in_place else torch.where(fixed, q_fixed, q)
+        if callback is not None:
+            callback(t + 1, iterations, q)
+    return q
+
+
+def _fused_mean_field(update: FusedWindowUpdate, iterations: int, callback: ProgressCallback | None,
+                      fixed: Tensor | None) -> Tensor:
+    """:func:`mean_field` through an operator's compiled update (``op.fused_update``), the same steps in one pass
+    each; Q is returned in (B, C, H, W)-contiguous memory."""
+    q = update.initial(planes=iterations == 0)
+    q_fixed = q.clone() if fixed is not None else None  # the update's buffers are reused
+    for t in range(iterations):
+        q = update(q, planes=t + 1 == iterations)  # the result in the (B, C, H, W) memory callers keep
+        if q_fixed is not None:
+            torch.where(fixed, q_fixed, q, out=q)
         if callback is not None:
             callback(t + 1, iterations, q)
     return q

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from crfcore.affinity import ExactBackend, LocalBackend
+from crfcore.affinity.fused import fused_available
 from crfcore.affinity.grid import downsample, upsample
 from crfcore.inference import mean_field, to_memory_format, unary_energy
 from crfcore.params import ConvCRFParams
@@ -30,17 +31,23 @@ class _PoolExactUpsample:
 
 
 @pytest.mark.parametrize("k,blur", [(3, 1), (5, 1), (7, 1), (5, 2)])
-@pytest.mark.parametrize("path", ["gather", "bands"])
+@pytest.mark.parametrize("path", ["fused", "gather", "bands"])
 def test_convcrf_matches_exact_meanfield(k: int, blur: int, path: str, monkeypatch) -> None:
-    """Both message paths of the local backend (the gather in channels-last memory while its taps fit
-    ``cache_bytes``, shifted multiply-adds over bands otherwise) against mean field with the dense truncated W."""
+    """Every path of the local backend against mean field with the dense truncated W: the compiled update at
+    blur 1 (:mod:`crfcore.affinity.fused`), PyTorch's gather in channels-last memory while the taps fit
+    ``cache_bytes``, shifted multiply-adds over bands otherwise."""
+    if path == "fused" and not fused_available():
+        pytest.skip("crfcore.affinity._window is not built (no C compiler at install time)")
+    if path != "fused":
+        monkeypatch.setenv("CRFCORE_FUSED", "0")
     if path == "bands":
         monkeypatch.setattr(ConvCRF, "backend", lambda self: LocalBackend(self.config.filter_size, self.config.blur,
                                                                            cache_bytes=0))
     image, probs = _scene()
     model = ConvCRF(ConvCRFParams(filter_size=k, blur=blur, w_appearance=2.0, w_smoothness=1.0, theta_alpha=6.0,
                                   theta_beta=40.0, theta_gamma=2.0))
-    assert (model.build(image).memory_format == torch.channels_last) == (path == "gather" and blur == 1)
+    if path != "fused":
+        assert (model.build(image).memory_format == torch.channels_last) == (path == "gather" and blur == 1)
     with torch.no_grad():
         ours = model(image, probs)
         feats = [downsample(f, blur) for f in model.kernels.features(image)]
@@ -97,9 +104,10 @@ def test_learn_compat_needs_num_classes() -> None:
         ConvCRF(learn_compat=True)
 
 
-def test_meanfield_in_channels_last_equals_bchw_with_compat_and_held_pixels() -> None:
-    """Mean field keeps Q in the energy's memory format (the ConvCRF runs channels-last at blur 1, in place); the
-    result must not depend on it, with a C×C compatibility and held pixels too."""
+def test_meanfield_in_channels_last_equals_bchw_with_compat_and_held_pixels(monkeypatch) -> None:
+    """Mean field's PyTorch steps keep Q in the energy's memory format (channels-last where the compiled update
+    is missing); the result must not depend on it, with a C×C compatibility and held pixels too."""
+    monkeypatch.setenv("CRFCORE_FUSED", "0")
     g = torch.Generator().manual_seed(3)
     energy = torch.rand(2, 4, 9, 11, generator=g) * 5
     feats = [torch.randn(2, 5, 9, 11, generator=g), torch.randn(2, 2, 9, 11, generator=g)]

@@ -20,7 +20,8 @@ def _features(b: int, h: int, w: int, dtype: torch.dtype = torch.float32) -> lis
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["bchw", "channels-last"])
 def test_local_matches_exact_truncated_affinity(k: int, cache: float, dtype: torch.dtype, tol: float,
-                                                layout: torch.memory_format) -> None:
+                                                layout: torch.memory_format, monkeypatch) -> None:
+    monkeypatch.setenv("CRFCORE_FUSED", "0")  # the message alone; the fused update is tested in test_fused.py
     feats = _features(2, 13, 17, dtype)
     q = torch.rand(2, 4, 13, 17, dtype=dtype)
     weights = torch.tensor([1.0, 0.5], dtype=dtype)
