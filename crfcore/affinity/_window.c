@@ -12,6 +12,9 @@
  * multiply-adds do not wait on each other. ψu and the new Q may also be (C, n) planes, the layout callers hold, so
  * that no pass transposes them.
  *
+ * The message may also come computed elsewhere (the lattice's, DenseCRF): then the call is the update's epilogue,
+ * compatibility, unary and softmax, in one pass instead of PyTorch's three to five.
+ *
  * Called from Python with raw addresses of float32 tensors (crfcore/affinity/fused.py), on a band of rows, without
  * the GIL, so bands run on several threads. The caller guarantees that Q's storage has at least 8 readable floats
  * past its last row (whole vectors are loaded).
@@ -81,7 +84,8 @@ static inline INLINE v8 hsum8(v8 v) {
 
 /* One call's arguments: a band of rows of one image. */
 typedef struct {
-    const float *q;      /* Q (n, c) rows, n = h·w; NULL: no message (the first softmax) */
+    const float *q;      /* Q (n, c) rows, n = h·w; NULL: no window message */
+    const float *message; /* or a message computed elsewhere, (n, c) rows; neither: the first softmax */
     const float *taps;   /* the window's weighted taps (n, k²), tap (dy + k/2)·k + dx + k/2 */
     const float *energy; /* ψu, (n, c) rows or, with energy_planes, (c, n) planes */
     const float *compat; /* μ (c, c) row-major, or NULL for Potts */
@@ -133,6 +137,16 @@ static inline INLINE void update_blocks(const band_args *args, const Py_ssize_t 
                         const float *s0 = src + dx * c;
                         for (Py_ssize_t b = 0; b < blocks; ++b) acc[b] += g0 * load8(s0 + 8 * b);
                     }
+                }
+            }
+            if (args->message) { /* (lanes past c hold anything until the mask below) */
+                const float *mrow = args->message + i * c;
+                if (i * c + 8 * blocks <= n * c) {
+                    for (Py_ssize_t b = 0; b < blocks; ++b) acc[b] = load8(mrow + 8 * b);
+                } else {
+                    float mv[MAX_BLOCKS * 8] = {0};
+                    memcpy(mv, mrow, sizeof(float) * c);
+                    for (Py_ssize_t b = 0; b < blocks; ++b) acc[b] = load8(mv + 8 * b);
                 }
             }
             for (Py_ssize_t b = 0; b < blocks; ++b) acc[b] += acc2[b];
@@ -238,19 +252,20 @@ static void choose_instruction_set(void) {
 }
 
 static PyObject *update(PyObject *self, PyObject *args) {
-    Py_ssize_t q, taps, energy, compat, out;
+    Py_ssize_t q, message, taps, energy, compat, out;
     band_args a;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnpnnpnnnnnn", &q, &taps, &energy, &a.energy_planes, &compat, &out, &a.out_planes,
-                          &a.h, &a.w, &a.c, &a.k, &a.y0, &a.y1))
+    if (!PyArg_ParseTuple(args, "nnnnpnnpnnnnnn", &q, &message, &taps, &energy, &a.energy_planes, &compat, &out,
+                          &a.out_planes, &a.h, &a.w, &a.c, &a.k, &a.y0, &a.y1))
         return NULL;
     if (a.c < 1 || a.c > 8 * MAX_BLOCKS || a.k < 1 || a.k % 2 == 0 || a.y0 < 0 || a.y1 > a.h || a.y0 > a.y1 ||
-        !taps || !energy || !out) {
+        (q && !taps) || (q && message) || !energy || !out) {
         PyErr_Format(PyExc_ValueError, "window update: unsupported arguments (c=%zd, k=%zd, rows %zd..%zd of %zd)",
                      a.c, a.k, a.y0, a.y1, a.h);
         return NULL;
     }
     a.q = (const float *)q;
+    a.message = (const float *)message;
     a.taps = (const float *)taps;
     a.energy = (const float *)energy;
     a.compat = (const float *)compat;
@@ -264,9 +279,10 @@ static PyObject *update(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"update", update, METH_VARARGS,
-     "update(q, taps, energy, energy_planes, compat, out, out_planes, h, w, c, k, y0, y1): one fused mean-field "
-     "update of rows y0..y1 of an image (addresses of float32 buffers; q = 0 skips the message, compat = 0 is "
-     "Potts; the *_planes flags say (c, n) planes instead of (n, c) rows)."},
+     "update(q, message, taps, energy, energy_planes, compat, out, out_planes, h, w, c, k, y0, y1): one fused "
+     "mean-field update of rows y0..y1 of an image (addresses of float32 buffers; the window's message from q and "
+     "taps, or a given message, or none if both are 0; compat = 0 is Potts; the *_planes flags say (c, n) planes "
+     "instead of (n, c) rows)."},
     {NULL, NULL, 0, NULL},
 };
 

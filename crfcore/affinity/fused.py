@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -28,7 +29,7 @@ try:
 except ImportError:  # built without a C compiler: mean field uses PyTorch's operations
     _window = None
 
-__all__ = ["FusedWindowUpdate", "fused_available", "fused_kernel", "fused_max_classes"]
+__all__ = ["FusedWindowUpdate", "fused_available", "fused_kernel", "fused_max_classes", "fused_softmax"]
 
 _SLACK = 8  # floats readable past the last row: the kernel loads whole vectors of 8 classes
 
@@ -109,21 +110,50 @@ class FusedWindowUpdate:
         src, dst = (0 if q is None else q.data_ptr()), out.data_ptr()
         taps, energy = self.taps.data_ptr(), self.energy.data_ptr()
         compat = 0 if self.compat is None else self.compat.data_ptr()
-        threads = max(1, torch.get_num_threads())
-        rows = -(-h // threads)
-        jobs = [(i, y0, min(h, y0 + rows)) for i in range(b) for y0 in range(0, h, rows)]
-
-        def band(job: tuple[int, int, int]) -> None:
-            i, y0, y1 = job
-            _window.update(src + i * item if src else 0, taps + i * taps_item, energy + i * item,
-                           False, compat, dst + i * item, planes, h, w, c, self.filter_size, y0, y1)
-
-        if threads == 1 or len(jobs) == 1:
-            for job in jobs:
-                band(job)
-        else:
-            list(_pool(threads).map(band, jobs))
+        _in_bands(b, h, lambda i, y0, y1: _window.update(
+            src + i * item if src else 0, 0, taps + i * taps_item, energy + i * item, False, compat, dst + i * item,
+            planes, h, w, c, self.filter_size, y0, y1))
         return out if planes else out[:b * h * w * c].view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def fused_softmax(message: Tensor | None, energy: Tensor, compat: Tensor | None = None) -> Tensor | None:
+    """``softmax(−ψu + M)`` (Potts) or ``softmax(−ψu − μ M)`` over C for a message M computed elsewhere (the
+    lattice's), in one compiled pass: the epilogue of :class:`FusedWindowUpdate`'s update; ``softmax(−ψu)`` without
+    a message.
+
+    ``message`` and ``energy`` ψu are ``(B, C, H, W)`` float32 in channels-last memory on CPU; the result is a new
+    tensor like them. None where this does not apply (another layout or device, float64, more than 64 classes,
+    autograd, the extension missing): the caller then takes PyTorch's steps.
+    """
+    b, c, h, w = energy.shape
+    given = [t for t in (message, energy) if t is not None]
+    if (not fused_available() or c > fused_max_classes() or (message is not None and message.shape != energy.shape)
+            or any(t.device.type != "cpu" or t.dtype != torch.float32 or t.is_contiguous()
+                   or not t.is_contiguous(memory_format=torch.channels_last) for t in given)
+            or (compat is not None and (compat.device.type != "cpu" or compat.shape != (c, c)))
+            or (torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                for t in (message, energy, compat)))):
+        return None
+    out = torch.empty_like(energy, memory_format=torch.channels_last)
+    compat = None if compat is None else compat.detach().to(torch.float32).contiguous()
+    item = 4 * h * w * c
+    src, psi, dst = (0 if message is None else message.data_ptr()), energy.data_ptr(), out.data_ptr()
+    mu = 0 if compat is None else compat.data_ptr()
+    _in_bands(b, h, lambda i, y0, y1: _window.update(
+        0, src + i * item if src else 0, 0, psi + i * item, False, mu, dst + i * item, False, h, w, c, 1, y0, y1))
+    return out
+
+
+def _in_bands(batch: int, height: int, band: Callable[[int, int, int], None]) -> None:
+    """``band(image, y0, y1)`` over every image's rows, cut into ``torch.get_num_threads()`` bands run at once."""
+    threads = max(1, torch.get_num_threads())
+    rows = -(-height // threads)
+    jobs = [(i, y0, min(height, y0 + rows)) for i in range(batch) for y0 in range(0, height, rows)]
+    if threads == 1 or len(jobs) == 1:
+        for job in jobs:
+            band(*job)
+    else:
+        list(_pool(threads).map(lambda job: band(*job), jobs))
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}

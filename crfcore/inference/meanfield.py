@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..affinity import AffinityOp
-from ..affinity.fused import FusedWindowUpdate
+from ..affinity.fused import FusedWindowUpdate, fused_softmax
 from ..layout import to_memory_format
 
 __all__ = ["Cancelled", "ProgressCallback", "unary_energy", "hard_pixels", "held_pixels", "compatibility_transform",
@@ -86,7 +86,9 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         energy: unary energy ψu ``(B, C, H, W)`` (see :func:`unary_energy`).
         op: weighted kernel operator; ``op.apply(Q)`` is the message ``Σ_j k(f_i, f_j) Q_j``. An operator with a
             ``fused_update(energy, compat)`` that returns an update (``LocalOp`` at blur 1 on CPU, without autograd)
-            runs each iteration as that one compiled pass instead.
+            runs each iteration as that one compiled pass instead; with the others, a channels-last energy and
+            message on CPU without autograd take the rest of the iteration as one compiled pass
+            (:func:`~crfcore.affinity.fused.fused_softmax`).
         iterations: T ≥ 0; 0 returns softmax(−ψu).
         compat: ``(C, C)`` compatibility, or None for Potts.
         callback: ``callback(t, T, Q)`` after every iteration, Q the live iterate (copy it to keep it); may raise
@@ -94,25 +96,35 @@ def mean_field(energy: Tensor, op: AffinityOp, *, iterations: int, compat: Tenso
         fixed: optional ``(B, 1, H, W)`` bool; these pixels keep softmax(−ψu) (see :func:`hard_pixels`) and pass
             it to their neighbours.
     """
-    fused = getattr(op, "fused_update", None)
-    update = fused(energy, compat) if fused is not None else None
+    make_update = getattr(op, "fused_update", None)
+    update = make_update(energy, compat) if make_update is not None else None
     if update is not None:
         return _fused_mean_field(update, iterations, callback, fixed)
-    neg_energy = -energy
-    q = _softmax(neg_energy)
+    # the compatibility, the unary and the softmax in one compiled pass where that applies (channels-last, CPU,
+    # no autograd: fused_softmax), otherwise PyTorch's steps
+    neg_energy = None
+    q = fused_softmax(None, energy)
+    if q is None:
+        neg_energy = -energy
+        q = _softmax(neg_energy)
     q_fixed = q if fixed is not None else None
     for t in range(iterations):
         message = op.apply(q)
-        # without autograd each full-resolution step runs in place on the fresh message: on CPU a new tensor the
-        # size of Q costs more in page faults than the arithmetic that fills it
-        in_place = not (torch.is_grad_enabled() and (message.requires_grad or neg_energy.requires_grad))
-        if compat is not None:
-            pair = compatibility_transform(message, compat)
-            message = pair.neg_() if in_place else -pair
-        logits = message.add_(neg_energy) if in_place else neg_energy + message
-        q = _softmax(logits, in_place=in_place)
-        if q_fixed is not None:
-            q = torch.where(fixed, q_fixed, q, out=q) if in_place else torch.where(fixed, q_fixed, q)
+        fused = fused_softmax(message, energy, compat)
+        if fused is not None:
+            q = fused if q_fixed is None else torch.where(fixed, q_fixed, fused, out=fused)
+        else:
+            neg_energy = -energy if neg_energy is None else neg_energy
+            # without autograd each full-resolution step runs in place on the fresh message: on CPU a new tensor
+            # the size of Q costs more in page faults than the arithmetic that fills it
+            in_place = not (torch.is_grad_enabled() and (message.requires_grad or neg_energy.requires_grad))
+            if compat is not None:
+                pair = compatibility_transform(message, compat)
+                message = pair.neg_() if in_place else -pair
+            logits = message.add_(neg_energy) if in_place else neg_energy + message
+            q = _softmax(logits, in_place=in_place)
+            if q_fixed is not None:
+                q = torch.where(fixed, q_fixed, q, out=q) if in_place else torch.where(fixed, q_fixed, q)
         if callback is not None:
             callback(t + 1, iterations, q)
     return q

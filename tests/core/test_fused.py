@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from crfcore.affinity import LocalBackend
-from crfcore.affinity.fused import FusedWindowUpdate, fused_available, fused_max_classes
+from crfcore.affinity.fused import FusedWindowUpdate, fused_available, fused_max_classes, fused_softmax
 from crfcore.inference import mean_field
 
 pytestmark = pytest.mark.skipif(not fused_available(),
@@ -92,3 +92,30 @@ def test_fused_update_takes_only_its_own_last_result() -> None:
         with pytest.raises(ValueError, match="previous update returned"):
             update(q0)
         update(q1)
+
+
+@pytest.mark.parametrize("c", [2, 8, 21])
+@pytest.mark.parametrize("compat", [False, True], ids=["potts", "compat"])
+def test_fused_softmax_equals_pytorch_epilogue(c: int, compat: bool) -> None:
+    """The epilogue alone, for a message computed elsewhere (DenseCRF's lattice): −ψu + M or −ψu − μM, softmax."""
+    g = torch.Generator().manual_seed(c)
+    message = (torch.rand(2, c, 7, 9, generator=g) * 30).contiguous(memory_format=torch.channels_last)
+    energy = (torch.rand(2, c, 7, 9, generator=g) * 8).contiguous(memory_format=torch.channels_last)
+    mu = torch.rand(c, c, generator=g) if compat else None
+    pair = -message.double() if mu is None else torch.einsum("lk,bkhw->blhw", mu.double(), message.double())
+    with torch.no_grad():
+        ours = fused_softmax(message, energy, mu)
+        first = fused_softmax(None, energy)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    # logits reach ~600 with the compatibility: float32 sums of 21 products keep ~1e-5 of them
+    assert (ours.double() - torch.softmax(-energy.double() - pair, dim=1)).abs().max().item() <= 1e-5
+    assert (first.double() - torch.softmax(-energy.double(), dim=1)).abs().max().item() <= 1e-6
+
+
+def test_fused_softmax_declines_what_it_does_not_take() -> None:
+    message = torch.rand(1, 3, 5, 6).contiguous(memory_format=torch.channels_last)
+    energy = torch.rand(1, 3, 5, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert fused_softmax(message.contiguous(), energy) is None  # (B, C, H, W) memory
+        assert fused_softmax(message.double(), energy.double()) is None
+    assert fused_softmax(message.requires_grad_(), energy) is None
