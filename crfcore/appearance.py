@@ -179,6 +179,12 @@ def _gauss_logpdf(x: Tensor, means: Tensor, chol: Tensor) -> Tensor:
     return -0.5 * (maha + logdet + d * math.log(2 * math.pi))
 
 
+def _class_masks(labels: Tensor, num_classes: int) -> Tensor:
+    """``(C, N)`` bool, row c where ``labels`` (N,) int equals c (one comparison; ``one_hot`` builds an (N, C) int64
+    tensor first, several times slower at 0.5 MP × 21 classes)."""
+    return labels.unsqueeze(0) == torch.arange(num_classes, device=labels.device, dtype=labels.dtype).unsqueeze(1)
+
+
 def _fit_one(x: Tensor, k: int, reg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """EM for a ``k``-component full-covariance mixture on ``x`` (N, D); deterministic initialisation: the points
     sorted by brightness, cut into ``k`` equal groups (GrabCut initialises by clustering)."""
@@ -298,21 +304,37 @@ def colour_calibration(loglik: Tensor, geometry: MaskGeometry, labels: Tensor, f
         fitted: ``(C,)`` bool, classes with a colour model.
         max_pixels: calibration pixels used at most (an even stride through them).
     """
-    dev = loglik.device
-    num_classes = loglik.shape[0]
+    chosen = _calibration_pixels(geometry, labels, fitted, max_pixels=max_pixels)
+    if chosen is None:
+        return 1.0
+    pixels, cand, own = chosen
+    return _calibration_factor(loglik[:, pixels], cand, own)
+
+
+def _calibration_pixels(geometry: MaskGeometry, labels: Tensor, fitted: Tensor, *,
+                        max_pixels: int = 20_000) -> tuple[Tensor, Tensor, Tensor] | None:
+    """:func:`colour_calibration`'s pixels ``(M,)`` (flat indices), their candidate classes and own class, both
+    ``(C, M)`` bool; None when no pixel qualifies."""
+    dev = labels.device
+    num_classes = geometry.dist.shape[0]
     confident = torch.from_numpy(geometry.confident.reshape(num_classes, -1)).to(dev).any(0)
     pix = torch.nonzero(confident & fitted[labels]).squeeze(1)
     if pix.numel() == 0:
-        return 1.0
+        return None
     dist = torch.from_numpy(geometry.dist.reshape(num_classes, -1)).to(dev)[:, pix]
-    own = torch.nn.functional.one_hot(labels[pix], num_classes).T.bool()
+    own = _class_masks(labels[pix], num_classes)
     near = (dist <= 2 * geometry.roughness) & ~own & fitted.unsqueeze(1)
     keep = near.any(0)
     if not bool(keep.any()):
-        return 1.0
+        return None
     stride = max(1, int(keep.sum()) // max_pixels)
     idx = torch.nonzero(keep).squeeze(1)[::stride]
-    ll, cand, own = loglik[:, pix[idx]], (near | own)[:, idx], own[:, idx]
+    return pix[idx], (near | own)[:, idx], own[:, idx]
+
+
+def _calibration_factor(ll: Tensor, cand: Tensor, own: Tensor) -> float:
+    """The Brier-optimal factor on :data:`CALIBRATION_GRID` for log-likelihoods ``ll`` ``(C, M)`` at the pixels of
+    :func:`_calibration_pixels`."""
     best = torch.where(cand, ll, torch.full_like(ll, -math.inf)).max(0).values
     ll = torch.where(cand, torch.maximum(ll, best - 2 * LOG_RATIO_CLIP), torch.full_like(ll, -math.inf))
     target = own.float()
@@ -338,24 +360,29 @@ def appearance_probs(image: Tensor, geometry: MaskGeometry, models: ColourModels
     num_classes, h, w = geometry.dist.shape
     rest = (1.0 - confidence) / (num_classes - 1)
     lab = torch.from_numpy(labels).to(dev)
-    n = torch.nn.functional.one_hot(lab.clamp_min(0), num_classes).permute(2, 0, 1).float().reshape(num_classes, -1)
+    n = _class_masks(lab.reshape(-1).clamp_min(0), num_classes).float()
     zone = torch.from_numpy(geometry.zone).to(dev).reshape(-1)
     pix = torch.nonzero(zone).squeeze(1)
     if pix.numel():
         dist = torch.from_numpy(geometry.dist).to(dev).reshape(num_classes, -1)[:, pix]
         reach = torch.from_numpy(geometry.reach).to(dev).reshape(num_classes, -1)[:, pix]
         present = torch.from_numpy(geometry.present).to(dev).unsqueeze(1)
-        own = torch.nn.functional.one_hot(lab.reshape(-1)[pix].clamp_min(0), num_classes).T.bool() \
-            & (lab.reshape(-1)[pix] >= 0)
+        own = _class_masks(lab.reshape(-1)[pix], num_classes)  # unknown (-1) pixels own no class
         cand = own | ((dist <= reach) & present)
         fitted = models.fitted.unsqueeze(1)
         none_near = ~cand.any(0, keepdim=True)
         cand = torch.where(none_near, fitted | own, cand)  # void far from every class: every modelled class
-        loglik = _smoothed_log_likelihood(models, image, smoothing)
-        if calibrate:
-            a = colour_calibration(loglik, geometry, lab.reshape(-1).clamp_min(0), models.fitted)
+        if smoothing > 0:  # the blur needs every pixel's log-likelihood
+            loglik = _smoothed_log_likelihood(models, image, smoothing)
+            a = colour_calibration(loglik, geometry, lab.reshape(-1).clamp_min(0), models.fitted) if calibrate else 1.0
+            loglik = loglik[:, pix]
+        else:  # only the zone's and the calibration pixels' (a tenth of the image or less)
+            loglik = colour_log_likelihood(models, image, pix)
+            chosen = _calibration_pixels(geometry, lab.reshape(-1).clamp_min(0), models.fitted) if calibrate else None
+            a = 1.0 if chosen is None else _calibration_factor(colour_log_likelihood(models, image, chosen[0]),
+                                                                  *chosen[1:])
+        if a != 1.0:
             loglik = torch.where(torch.isfinite(loglik), loglik * a, loglik)
-        loglik = loglik[:, pix]
         masked = torch.where(cand & fitted, loglik, torch.full_like(loglik, -math.inf))
         norm = torch.logsumexp(masked, 0, keepdim=True)
         ratio = (masked - norm).clamp_min(-LOG_RATIO_CLIP)
